@@ -1,0 +1,75 @@
+"""Box geometry: FiftyOne relative ``[x, y, w, h]`` <-> absolute ``[x1, y1, x2, y2]``.
+
+IoU is delegated to ``pycocotools.mask.iou`` (the same routine COCO evaluation uses).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+# Status codes returned by :func:`sanitize_rel_boxes`.
+BOX_OK = "ok"
+BOX_CLIPPED = "clipped"          # partly outside [0, 1]: clipped for scoring, label untouched
+BOX_DEGENERATE = "degenerate"    # zero/negative area, NaN, or entirely outside the image
+
+
+def as_box_array(boxes: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """Return ``boxes`` as a float64 ``(N, 4)`` array (``(0, 4)`` when empty)."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    return arr.reshape(-1, 4)
+
+
+def rel_xywh_to_abs_xyxy(boxes, width: float, height: float) -> np.ndarray:
+    """FiftyOne relative ``[x, y, w, h]`` boxes -> absolute pixel ``[x1, y1, x2, y2]``."""
+    b = as_box_array(boxes)
+    scale = np.array([width, height, width, height], dtype=np.float64)
+    out = b.copy()
+    out[:, 2] = b[:, 0] + b[:, 2]
+    out[:, 3] = b[:, 1] + b[:, 3]
+    return out * scale
+
+
+def abs_xyxy_to_rel_xywh(boxes, width: float, height: float) -> np.ndarray:
+    """Absolute pixel ``[x1, y1, x2, y2]`` -> FiftyOne relative ``[x, y, w, h]``."""
+    b = as_box_array(boxes)
+    out = b.copy()
+    out[:, 2] = b[:, 2] - b[:, 0]
+    out[:, 3] = b[:, 3] - b[:, 1]
+    return out / np.array([width, height, width, height], dtype=np.float64)
+
+
+def sanitize_rel_boxes(boxes) -> tuple[np.ndarray, list[str]]:
+    """Clip relative ``[x, y, w, h]`` boxes to the unit square for scoring.
+
+    Returns the clipped copy and a status per box (``ok`` / ``clipped`` / ``degenerate``).
+    The caller's boxes are never modified: the clipped copy is only used as model input.
+    """
+    b = as_box_array(boxes)
+    x1, y1 = b[:, 0], b[:, 1]
+    x2, y2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    cx1, cy1 = np.clip(x1, 0, 1), np.clip(y1, 0, 1)
+    cx2, cy2 = np.clip(x2, 0, 1), np.clip(y2, 0, 1)
+    clipped = np.stack([cx1, cy1, cx2 - cx1, cy2 - cy1], axis=1)
+    status = []
+    for i in range(len(b)):
+        if not np.all(np.isfinite(b[i])) or clipped[i, 2] <= 0 or clipped[i, 3] <= 0:
+            status.append(BOX_DEGENERATE)
+        elif not np.allclose(clipped[i], b[i]):
+            status.append(BOX_CLIPPED)
+        else:
+            status.append(BOX_OK)
+    return clipped, status
+
+
+def iou_matrix(boxes_a_xyxy, boxes_b_xyxy) -> np.ndarray:
+    """Pairwise IoU ``(len(a), len(b))`` of absolute xyxy boxes, via pycocotools."""
+    a, b = as_box_array(boxes_a_xyxy), as_box_array(boxes_b_xyxy)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    to_xywh = lambda x: np.stack([x[:, 0], x[:, 1], x[:, 2] - x[:, 0], x[:, 3] - x[:, 1]], 1)
+    iou = mask_utils.iou(to_xywh(a).tolist(), to_xywh(b).tolist(), [0] * len(b))
+    return np.asarray(iou, dtype=np.float64).reshape(len(a), len(b))

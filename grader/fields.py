@@ -1,0 +1,154 @@
+"""Bulk reads and writes of per-detection attributes, sample fields, tags and run records.
+
+Every write here goes through FiftyOne's bulk APIs (``set_label_values``, ``set_values``,
+``tag_labels``/``untag_labels``), never a per-sample ``save()`` loop. Judges only ever write
+their own attributes (``<judge>_<quantity>``) and their own ``suspect:*`` tags; the label,
+box and any other attribute of a user's detection are never modified here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import fiftyone as fo
+
+SUSPECT_PREFIX = "suspect:"
+
+
+def detections_path(collection, field_name: str) -> str:
+    """Return the list path (``<field>.detections``) of a ``Detections`` field, or raise."""
+    schema = collection.get_field_schema(flat=True)
+    if field_name not in schema:
+        raise ValueError(
+            f"Field '{field_name}' does not exist on this collection; "
+            f"available label fields: {sorted(collection.get_field_schema(embedded_doc_type=fo.Detections))}"
+        )
+    doc_type = getattr(schema[field_name], "document_type", None)
+    if doc_type is not fo.Detections:
+        raise ValueError(f"Field '{field_name}' must be a Detections field, found {doc_type}")
+    return f"{field_name}.detections"
+
+
+@dataclass
+class DetectionTable:
+    """Column-wise view of one ``Detections`` field over a collection, read in one query.
+
+    ``ids[i]``, ``labels[i]``, ``boxes[i]``... hold the detections of sample ``i``;
+    a sample whose field is ``None`` has ``present[i] == False`` and empty lists.
+    """
+
+    field: str
+    sample_ids: list[str]
+    filepaths: list[str]
+    widths: list[int | None]
+    heights: list[int | None]
+    present: list[bool]
+    ids: list[list[str]]
+    labels: list[list[str]]
+    boxes: list[list[list[float]]]
+    attrs: dict[str, list[list[Any]]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def num_labels(self) -> int:
+        return sum(len(x) for x in self.ids)
+
+
+def read_detections(collection, field_name: str, attrs: Iterable[str] = ()) -> DetectionTable:
+    """Read ids, labels, boxes (and the given attributes) of ``field_name`` in one ``values()`` call."""
+    path = detections_path(collection, field_name)
+    attrs = list(attrs)
+    # `<field>._cls` tells None (field missing on the sample) from an empty Detections
+    # without pulling the whole label document.
+    keys = ["id", "filepath", "metadata.width", "metadata.height", f"{field_name}._cls",
+            f"{path}.id", f"{path}.label", f"{path}.bounding_box"] + [f"{path}.{a}" for a in attrs]
+    vals = collection.values(keys)
+    n = len(vals[0])
+    fix = lambda col: [x if x is not None else [] for x in col]
+    table = DetectionTable(
+        field=field_name,
+        sample_ids=vals[0],
+        filepaths=vals[1],
+        widths=vals[2],
+        heights=vals[3],
+        present=[v is not None for v in vals[4]],
+        ids=fix(vals[5]),
+        labels=fix(vals[6]),
+        boxes=fix(vals[7]),
+    )
+    for a, col in zip(attrs, vals[8:]):
+        table.attrs[a] = [
+            (x if x is not None else [None] * len(table.ids[i])) for i, x in enumerate(col)
+        ]
+    assert len(table.ids) == n
+    return table
+
+
+def write_label_attr(collection, field_name: str, attr: str,
+                     values: Mapping[tuple[str, str], Any]) -> int:
+    """Set ``<field>.detections.<attr>`` for the given ``(sample_id, label_id) -> value`` pairs.
+
+    One bulk ``set_label_values`` call; the attribute is declared on the dataset schema so the
+    App can filter and sort on it. Returns the number of labels written.
+    """
+    if not values:
+        return 0
+    path = detections_path(collection, field_name)
+    rows = [{"sample_id": s, "label_id": l, "value": v} for (s, l), v in values.items()]
+    collection.set_label_values(f"{path}.{attr}", rows, dynamic=True)
+    return len(rows)
+
+
+def write_sample_field(collection, field_name: str, values: Mapping[str, Any]) -> int:
+    """Set a sample-level field for ``sample_id -> value`` pairs in one bulk write."""
+    if not values:
+        return 0
+    collection.set_values(field_name, dict(values), key_field="id")
+    return len(values)
+
+
+def set_label_tag(collection, field_name: str, tag: str, label_ids: Iterable[str]) -> int:
+    """Make ``tag`` sit on exactly ``label_ids`` among ``field_name``'s labels in ``collection``.
+
+    The tag is first removed from every label of the field in the collection (so a re-run
+    over the same view replaces its previous verdicts) and then added to the given labels.
+    """
+    label_ids = list(label_ids)
+    collection.untag_labels(tag, label_fields=[field_name])
+    if label_ids:
+        collection.select_labels(ids=label_ids, fields=field_name).tag_labels(
+            tag, label_fields=[field_name]
+        )
+    return len(label_ids)
+
+
+def set_sample_tag(collection, tag: str, sample_ids: Iterable[str]) -> int:
+    """Make ``tag`` sit on exactly ``sample_ids`` among the samples of ``collection``."""
+    sample_ids = list(sample_ids)
+    collection.untag_samples(tag)
+    if sample_ids:
+        collection.select(sample_ids).tag_samples(tag)
+    return len(sample_ids)
+
+
+_SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password", "authorization")
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a parameter name looks like it carries a credential (never stored or logged)."""
+    n = name.lower()
+    return any(w in n for w in _SECRET_WORDS) and not n.endswith(("_env", "_secret_name"))
+
+
+def record_run(collection, run_key: str, params: Mapping[str, Any],
+               report: Mapping[str, Any] | None = None) -> None:
+    """Record a judge run's parameters (never secrets) on the dataset as a FiftyOne run.
+
+    Visible with ``dataset.list_runs()`` / ``dataset.get_run_info(run_key)``; a re-run
+    under the same key replaces the record.
+    """
+    clean = {k: v for k, v in params.items() if not is_secret_param(k)}
+    config = collection.init_run(**clean, report=dict(report or {}))
+    collection.register_run(run_key, config, overwrite=True, cleanup=False)

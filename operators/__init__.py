@@ -1,0 +1,9 @@
+"""Operators: thin App/SDK adapters over ``grader``. Each module exports ``OPERATORS``."""
+import importlib
+
+# One module per judge/feature; each owns its operator classes.
+_MODULES = ["cleanlab_od", "clipgrader", "vlm", "review", "evaluation"]
+
+OPERATORS = []
+for _m in _MODULES:
+    OPERATORS.extend(importlib.import_module(f".{_m}", __name__).OPERATORS)

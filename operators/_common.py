@@ -1,0 +1,54 @@
+"""Helpers shared by every operator: target view selection and label-field choices."""
+from __future__ import annotations
+
+import fiftyone as fo
+import fiftyone.operators.types as types
+
+
+def target_view(ctx):
+    """The collection an operator acts on: the selected samples, the current view, or the dataset."""
+    target = ctx.params.get("target", "CURRENT_VIEW")
+    if target == "SELECTED_SAMPLES" and ctx.selected:
+        return ctx.dataset.select(ctx.selected)
+    if target == "DATASET":
+        return ctx.dataset
+    return ctx.view if ctx.view is not None else ctx.dataset
+
+
+def add_target_input(ctx, inputs: types.Object) -> None:
+    """Radio choice of the target (dataset / current view / selected samples)."""
+    choices = types.RadioGroup()
+    choices.add_choice("DATASET", label="Entire dataset")
+    choices.add_choice("CURRENT_VIEW", label="Current view")
+    if ctx.selected:
+        choices.add_choice("SELECTED_SAMPLES", label="Selected samples")
+    inputs.enum("target", choices.values(), default="CURRENT_VIEW", label="Target",
+                view=choices)
+
+
+def detection_fields(ctx) -> list[str]:
+    """Names of the dataset's ``Detections`` fields."""
+    if ctx.dataset is None:
+        return []
+    return sorted(ctx.dataset.get_field_schema(embedded_doc_type=fo.Detections).keys())
+
+
+def add_detection_field_input(ctx, inputs: types.Object, name: str, label: str,
+                              default: str | None = None, required: bool = True) -> None:
+    """Dropdown over the dataset's Detections fields."""
+    fields = detection_fields(ctx)
+    dropdown = types.Dropdown(label=label)
+    for f in fields:
+        dropdown.add_choice(f, label=f)
+    if default not in fields:
+        default = fields[0] if fields else None
+    inputs.enum(name, dropdown.values(), default=default, required=required, label=label,
+                view=dropdown)
+
+
+def progress_callback(ctx, label: str):
+    """A ``(done, total)`` callback that forwards progress to the App."""
+    def _cb(done: int, total: int) -> None:
+        if total:
+            ctx.set_progress(progress=done / total, label=f"{label} {done}/{total}")
+    return _cb

@@ -1,0 +1,3 @@
+"""Operators for vlm (filled in by its feature)."""
+
+OPERATORS = []

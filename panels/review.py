@@ -1,0 +1,3 @@
+"""Review panel (filled in by its feature)."""
+
+PANELS = []
