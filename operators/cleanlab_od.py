@@ -1,0 +1,74 @@
+"""Operator: run the cleanlab ObjectLab judge (thin adapter over ``grader.cleanlab_od``)."""
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+from cleanlab.internal import constants as cl_const
+
+from grader.cleanlab_od import run_cleanlab
+
+from ._common import add_detection_field_input, add_target_input, progress_callback, target_view
+
+
+class RunCleanlab(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="run_cleanlab",
+            label="label-grader: score labels with cleanlab ObjectLab",
+            description="Per-image label quality and per-box overlooked / swap / badloc scores",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+        add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions")
+        inputs.str("probs_attr", default="auto", label="Per-class probabilities attribute",
+                   description="Attribute on each prediction holding per-class probabilities "
+                               "('probs') or logits ('logits'); 'auto' detects them and falls "
+                               "back to spreading 1-confidence over the other classes")
+        inputs.float("high_probability_threshold", default=cl_const.HIGH_PROBABILITY_THRESHOLD,
+                     min=0.0, max=1.0, label="High probability threshold (overlooked / swap)",
+                     description="Only predictions above this can flag an overlooked object or a "
+                                 "swapped class; lower it for weak detectors")
+        inputs.float("low_probability_threshold", default=cl_const.LOW_PROBABILITY_THRESHOLD,
+                     min=0.0, max=1.0, label="Low probability threshold (badloc)")
+        inputs.float("alpha", default=cl_const.ALPHA, min=0.0, max=1.0,
+                     label="IoU vs distance weight (alpha)")
+        for name in ("badloc", "swap", "overlooked"):
+            inputs.float(f"{name}_threshold", required=False, min=0.0, max=1.0,
+                         label=f"Tag {name} when score <= (blank: cleanlab's per-class rule)")
+        inputs.str("overlooked_field", required=False,
+                   label="Overlooked candidates field (default: <gt>_overlooked)")
+        return types.Property(inputs, view=types.View(label="cleanlab ObjectLab"))
+
+    def execute(self, ctx):
+        p = dict(ctx.params)
+        kwargs = {k: p[k] for k in (
+            "probs_attr", "high_probability_threshold", "low_probability_threshold", "alpha",
+            "badloc_threshold", "swap_threshold", "overlooked_threshold", "overlooked_field",
+        ) if p.get(k) is not None}
+        report = run_cleanlab(
+            target_view(ctx), p.get("gt_field", "ground_truth"),
+            p.get("pred_field", "predictions"),
+            progress=progress_callback(ctx, "cleanlab"), **kwargs,
+        )
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return report.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("samples_scored", label="Samples scored")
+        outputs.int("labels_scored", label="Labels scored")
+        outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
+        outputs.obj("tagged", label="Tagged", view=types.JSONView())
+        outputs.obj("info", label="Details", view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="cleanlab results"))
+
+
+OPERATORS = [RunCleanlab]

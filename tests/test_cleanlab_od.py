@@ -1,0 +1,249 @@
+"""cleanlab ObjectLab judge on the real embedded database, real cleanlab, real images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import fiftyone as fo
+import fiftyone.operators as foo
+from cleanlab.object_detection import filter as cl_filter
+from cleanlab.object_detection import rank as cl_rank
+
+from grader import cleanlab_od, detectors
+from grader.cleanlab_od import CleanlabParams, build_inputs, run_cleanlab
+from grader.report import RunReport
+
+from conftest import shared_path, write_random_images
+
+OURS = ("cleanlab_badloc", "cleanlab_swap", "cleanlab_swap_label", "cleanlab_swap_pred_id",
+        "cleanlab_badloc_pred_id")
+
+
+@pytest.fixture(scope="session")
+def coco128_preds_base(coco128_base):
+    """coco128 with real YOLOv3-tiny predictions (per-class probs), computed once."""
+    det_dir = shared_path("detectors")
+    if det_dir is None:
+        pytest.skip("../shared/data/detectors is not present")
+    ds = coco128_base.clone("lg-test-coco128-preds")
+    detectors.run_detector(ds, detectors_dir=str(det_dir))
+    return ds
+
+
+@pytest.fixture()
+def coco_preds(coco128_preds_base):
+    ds = coco128_preds_base.clone()
+    yield ds
+    ds.delete()
+
+
+def _gt_snapshot(ds, field="ground_truth"):
+    """Every user-visible part of the GT labels except our own attributes and tags."""
+    snap = {}
+    for s in ds.select_fields(field):
+        for d in (s[field].detections if s[field] else []):
+            dd = d.to_dict()
+            for k in list(dd):
+                if k.startswith("cleanlab_") or k == "tags":
+                    dd.pop(k)
+            snap[d.id] = dd
+    return snap
+
+
+def _written(ds, attr, field="ground_truth"):
+    ids = ds.values(f"{field}.detections.id", unwind=True)
+    vals = ds.values(f"{field}.detections.{attr}", unwind=True)
+    return dict(zip(ids, vals))
+
+
+def test_scores_match_cleanlab_exactly(coco_preds):
+    report = run_cleanlab(coco_preds)
+    assert report.samples_scored == 128
+    assert report.labels_scored == 939
+    assert report.info["prob_source"] == cleanlab_od.PROB_SOURCE_ATTR
+
+    inputs = build_inputs(coco_preds, CleanlabParams(), RunReport("check"))
+    labels, preds = inputs.labels, inputs.predictions
+    # cleanlab's public API, called directly on the same arrays, without shared aux inputs.
+    badloc = cl_rank.compute_badloc_box_scores(labels=labels, predictions=preds)
+    swap = cl_rank.compute_swap_box_scores(labels=labels, predictions=preds)
+    overlooked = cl_rank.compute_overlooked_box_scores(labels=labels, predictions=preds)
+    quality = cl_rank.get_label_quality_scores(labels, preds, verbose=False)
+
+    got_b, got_s = _written(coco_preds, "cleanlab_badloc"), _written(coco_preds, "cleanlab_swap")
+    n = 0
+    for i, ids in enumerate(inputs.gt_ids):
+        for r, lid in enumerate(ids):
+            assert got_b[lid] == pytest.approx(float(badloc[i][r]), abs=0, rel=0)
+            assert got_s[lid] == pytest.approx(float(swap[i][r]), abs=0, rel=0)
+            n += 1
+    assert n == 939
+
+    q = dict(zip(*coco_preds.values(["id", "cleanlab_label_quality"])))
+    for sid, expected in zip(inputs.sample_ids, quality):
+        assert q[sid] == float(expected)
+
+    # Overlooked candidates are exactly cleanlab's non-NaN overlooked scores.
+    cand = coco_preds.values("ground_truth_overlooked.detections.cleanlab_overlooked", unwind=True)
+    expected = [float(x) for sc in overlooked for x in sc if np.isfinite(x)]
+    assert sorted(cand) == sorted(expected)
+
+    # The sample issue flag follows cleanlab's own find_label_issues at default parameters.
+    is_issue = cl_filter.find_label_issues(labels, preds, return_indices_ranked_by_score=False)
+    flags = dict(zip(*coco_preds.values(["id", "cleanlab_issue"])))
+    assert [flags[s] for s in inputs.sample_ids] == [bool(x) for x in is_issue]
+    assert is_issue.sum() > 0
+
+
+def test_labels_untouched_and_rerun_overwrites_only_own(coco_preds):
+    before = _gt_snapshot(coco_preds)
+    coco_preds.untag_labels("suspect:badloc")
+    # A user tag that must survive.
+    first = coco_preds.first()
+    first.ground_truth.detections[0].tags.append("user:keep")
+    first.save()
+
+    run_cleanlab(coco_preds, badloc_threshold=0.5, swap_threshold=0.0, overlooked_threshold=0.0)
+    tagged_05 = set(coco_preds.filter_labels("ground_truth", fo.ViewField("tags").contains("suspect:badloc"))
+                    .values("ground_truth.detections.id", unwind=True))
+    scores = _written(coco_preds, "cleanlab_badloc")
+    assert tagged_05 == {k for k, v in scores.items() if v is not None and v <= 0.5}
+    assert len(tagged_05) > 0
+
+    run_cleanlab(coco_preds, badloc_threshold=0.05, swap_threshold=0.0, overlooked_threshold=0.0)
+    tagged_005 = set(coco_preds.filter_labels("ground_truth", fo.ViewField("tags").contains("suspect:badloc"))
+                     .values("ground_truth.detections.id", unwind=True))
+    assert tagged_005 == {k for k, v in scores.items() if v is not None and v <= 0.05}
+    assert tagged_005 < tagged_05
+
+    assert _gt_snapshot(coco_preds) == before
+    assert "user:keep" in coco_preds.first().ground_truth.detections[0].tags
+    # Sample tags follow label tags.
+    assert set(coco_preds.match_tags("suspect:badloc").values("id")) == set(
+        coco_preds.filter_labels("ground_truth", fo.ViewField("tags").contains("suspect:badloc")).values("id"))
+    # The run is recorded on the dataset, with its parameters.
+    info = coco_preds.get_run_info(cleanlab_od.RUN_KEY)
+    assert info.config.badloc_threshold == 0.05
+
+
+def test_swap_suggestion_points_at_a_confident_other_class(coco_preds):
+    run_cleanlab(coco_preds, high_probability_threshold=0.3)
+    pred_labels = dict(zip(coco_preds.values("predictions.detections.id", unwind=True),
+                           coco_preds.values("predictions.detections.label", unwind=True)))
+    rows = zip(coco_preds.values("ground_truth.detections.label", unwind=True),
+               coco_preds.values("ground_truth.detections.cleanlab_swap_label", unwind=True),
+               coco_preds.values("ground_truth.detections.cleanlab_swap_pred_id", unwind=True))
+    n = 0
+    for label, sugg, pid in rows:
+        if sugg is None:
+            continue
+        n += 1
+        assert sugg != label
+        assert pid in pred_labels
+    assert n > 0
+
+
+def _bad_input_dataset(tmp_path):
+    paths = write_random_images(tmp_path / "imgs", 5)
+    D = fo.Detection
+    samples = [
+        # 0: fine
+        fo.Sample(filepath=paths[0],
+                  ground_truth=fo.Detections(detections=[D(label="cat", bounding_box=[.1, .1, .3, .3])]),
+                  predictions=fo.Detections(detections=[D(label="cat", bounding_box=[.12, .1, .3, .3], confidence=.9)])),
+        # 1: degenerate GT box, partly-outside GT box, unknown GT class, pred without confidence
+        fo.Sample(filepath=paths[1],
+                  ground_truth=fo.Detections(detections=[
+                      D(label="cat", bounding_box=[.2, .2, 0.0, .3]),
+                      D(label="dog", bounding_box=[.8, .8, .4, .4]),
+                      D(label="zebra", bounding_box=[.1, .1, .2, .2])]),
+                  predictions=fo.Detections(detections=[
+                      D(label="dog", bounding_box=[.8, .8, .2, .2], confidence=.8),
+                      D(label="dog", bounding_box=[.1, .1, .2, .2])])),
+        # 2: predictions missing entirely
+        fo.Sample(filepath=paths[2],
+                  ground_truth=fo.Detections(detections=[D(label="cat", bounding_box=[.1, .1, .3, .3])])),
+        # 3: no ground truth at all (cleanlab issue 1234): confident prediction = overlooked candidate
+        fo.Sample(filepath=paths[3], ground_truth=fo.Detections(detections=[]),
+                  predictions=fo.Detections(detections=[D(label="cat", bounding_box=[.3, .3, .3, .3], confidence=.99)])),
+        # 4: image file missing -> no metadata
+        fo.Sample(filepath=str(tmp_path / "missing.jpg"),
+                  ground_truth=fo.Detections(detections=[D(label="cat", bounding_box=[.1, .1, .3, .3])]),
+                  predictions=fo.Detections(detections=[D(label="cat", bounding_box=[.1, .1, .3, .3], confidence=.9)])),
+    ]
+    ds = fo.Dataset()
+    ds.add_samples(samples)
+    ds.default_classes = ["cat", "dog"]
+    ds.save()
+    return ds
+
+
+def test_bad_input_is_counted_and_never_alters_labels(tmp_path):
+    ds = _bad_input_dataset(tmp_path)
+    before = _gt_snapshot(ds)
+    report = run_cleanlab(ds, high_probability_threshold=0.95)
+    sk = report.skipped
+    assert sk["sample_missing_metadata"] == 1
+    assert sk["sample_missing_predictions"] == 1
+    assert sk["gt_degenerate_box"] == 1
+    assert sk["gt_unknown_class"] == 1
+    assert sk["gt_box_clipped_for_scoring"] == 1
+    assert sk["pred_without_probability"] == 1
+    assert report.samples_seen == 5 and report.samples_scored == 3
+    assert report.info["prob_source"] == cleanlab_od.PROB_SOURCE_SPREAD
+    assert _gt_snapshot(ds) == before
+
+    s = ds.skip(1).first()
+    vals = {d.label: d.get_field("cleanlab_badloc") if d.has_field("cleanlab_badloc") else None
+            for d in s.ground_truth.detections}
+    assert vals["cat"] is None and vals["zebra"] is None and vals["dog"] is not None
+    # Skipped samples get None, not a stale score.
+    assert ds.skip(2).first().cleanlab_label_quality is None
+    # The image without GT gets its confident prediction as an overlooked candidate.
+    cands = ds.skip(3).first().ground_truth_overlooked.detections
+    assert len(cands) == 1 and cands[0].label == "cat"
+    assert 0 <= cands[0].cleanlab_overlooked <= 1
+    ds.delete()
+
+
+def test_predictions_without_any_probability_raise(tmp_path):
+    paths = write_random_images(tmp_path / "i", 1)
+    ds = fo.Dataset()
+    ds.add_sample(fo.Sample(
+        filepath=paths[0],
+        ground_truth=fo.Detections(detections=[fo.Detection(label="a", bounding_box=[.1, .1, .2, .2])]),
+        predictions=fo.Detections(detections=[fo.Detection(label="a", bounding_box=[.1, .1, .2, .2])])))
+    with pytest.raises(ValueError, match="confidence"):
+        run_cleanlab(ds)
+    with pytest.raises(ValueError, match="must be in"):
+        run_cleanlab(ds, alpha=2.0)
+    with pytest.raises(ValueError, match="does not exist"):
+        run_cleanlab(ds, pred_field="nope")
+    ds.delete()
+
+
+def test_logits_attribute_is_softmaxed(synthetic_dataset):
+    ds = synthetic_dataset
+    ids = ds.values("predictions.detections.id", unwind=True)
+    labels = ds.values("predictions.detections.label", unwind=True)
+    vals = {i: ([4.0, 0.0] if l == "cat" else [0.0, 4.0]) for i, l in zip(ids, labels)}
+    ds.set_label_values("predictions.detections.logits", vals)
+    report = run_cleanlab(ds, probs_attr="logits")
+    assert report.info["prob_source"] == cleanlab_od.PROB_SOURCE_LOGITS
+    inputs = build_inputs(ds, CleanlabParams(probs_attr="logits"), RunReport("x"))
+    p = np.concatenate([a[:, 4] for img in inputs.predictions for a in img])
+    assert np.allclose(sorted(set(np.round(p, 6))), sorted({round(float(1 / (1 + np.exp(-4))), 6),
+                                                            round(float(1 / (1 + np.exp(4))), 6)}))
+
+
+def test_operator_runs_from_sdk(synthetic_dataset):
+    ds = synthetic_dataset
+    result = foo.execute_operator(
+        "@label-grader/label-grader/run_cleanlab",
+        ctx={"view": ds.view(), "params": {"target": "DATASET", "gt_field": "ground_truth",
+                                           "pred_field": "predictions",
+                                           "high_probability_threshold": 0.5}},
+    )
+    out = result.result
+    assert out["samples_scored"] == 6 and out["labels_scored"] == 18
+    assert ds.count("ground_truth.detections.cleanlab_badloc") == 18
+    assert ds.has_sample_field("ground_truth_overlooked")
