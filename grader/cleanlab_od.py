@@ -458,8 +458,7 @@ def _write_results(collection, params: CleanlabParams, ov_field: str, inputs: Cl
             sample_tags[TAG_ISSUE].add(sid)
         report.samples_scored += 1
 
-    for a, vals in values.items():
-        lgf.write_label_attr(collection, gt_field, a, vals)
+    lgf.write_label_attrs(collection, gt_field, values)
     for tag, ids in tagged.items():
         report.tagged[tag] = lgf.set_label_tag(collection, gt_field, tag, ids)
     lgf.write_sample_field(collection, "cleanlab_label_quality", quality)
