@@ -247,3 +247,22 @@ def test_operator_runs_from_sdk(synthetic_dataset):
     assert out["samples_scored"] == 6 and out["labels_scored"] == 18
     assert ds.count("ground_truth.detections.cleanlab_badloc") == 18
     assert ds.has_sample_field("ground_truth_overlooked")
+
+
+def test_operator_delegated_execution(synthetic_dataset):
+    """Queued as a delegated operation, then run by FiftyOne's own delegated executor."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ds = synthetic_dataset
+    ds.persistent = True  # delegated runs reload the dataset by name
+    uri = "@label-grader/label-grader/run_cleanlab"
+    foo.execute_operator(uri, ctx={"view": ds.view(), "params": {
+        "target": "DATASET", "gt_field": "ground_truth", "pred_field": "predictions"}},
+        request_delegation=True)
+    assert ds.count("ground_truth.detections.cleanlab_badloc") == 0  # only queued so far
+    svc = DelegatedOperationService()
+    svc.execute_queued_operations(operator=uri, dataset_name=ds.name)
+    ops = svc.list_operations(operator=uri, dataset_name=ds.name)
+    assert ops and all(str(o.run_state).lower().endswith("completed") for o in ops), \
+        [(o.run_state, getattr(o, "run_error", None)) for o in ops]
+    assert ds.count("ground_truth.detections.cleanlab_badloc") == 18
