@@ -33,6 +33,35 @@ SCORES: list[ScoreSpec] = [
     ScoreSpec("cleanlab_overlooked", "cleanlab", "overlooked", False, on_candidates=True,
               tag="suspect:overlooked",
               description="ObjectLab overlooked score of a predicted box (low = object likely missing from GT)"),
+    # ClipGrader (grader.clipgrader.grade_clipgrader): CLIP probabilities per GT box.
+    ScoreSpec("clipgrader_p_bad", "clipgrader", "badloc", True, tag="suspect:clipgrader_bad",
+              description="ClipGrader probability that the box is badly drawn (0-1, high = suspect)"),
+    ScoreSpec("clipgrader_p_background", "clipgrader", "spurious", True,
+              tag="suspect:clipgrader_background",
+              description="ClipGrader probability that the box holds no object of its class (0-1, high = suspect)"),
+    ScoreSpec("clipgrader_p_not_good", "clipgrader", "any", True,
+              description="ClipGrader 1 - p_good: any problem with the box (0-1, high = suspect)"),
+    ScoreSpec("clipgrader_p_other_class", "clipgrader", "swap", True,
+              description="ClipGrader (all-class scoring) probability mass on other classes' prompts (high = suspect)"),
+    # FiftyOne Brain compute_mistakenness baseline (grader.evaluate.run_brain_mistakenness).
+    ScoreSpec("mistakenness", "brain", "swap", True,
+              description="FiftyOne Brain class mistakenness of a GT box matched to a prediction (high = suspect)"),
+    ScoreSpec("mistakenness_loc", "brain", "badloc", True,
+              description="FiftyOne Brain localization mistakenness of a matched GT box (high = suspect)"),
+    ScoreSpec("possible_spurious", "brain", "spurious", True,
+              description="FiftyOne Brain flag: GT box with no matching prediction"),
+    # VLM judge (grader.vlm.run_vlm_judge): per-box verdict from a vision-language model.
+    ScoreSpec("vlm_confidence", "vlm", "any", False, tag="suspect:vlm",
+              description="VLM probability that the label is correct (0-1, low = suspect; None = unparsed/not judged)"),
+    # Reliability-weighted ensemble (grader.ensemble.compute_ensemble).
+    ScoreSpec("ensemble_badloc", "ensemble", "badloc", True, tag="suspect:ensemble_badloc",
+              description="Ensemble suspect score for a misplaced box (0-1, high = suspect)"),
+    ScoreSpec("ensemble_swap", "ensemble", "swap", True, tag="suspect:ensemble_swap",
+              description="Ensemble suspect score for a wrong class (0-1, high = suspect)"),
+    ScoreSpec("ensemble_spurious", "ensemble", "spurious", True, tag="suspect:ensemble_spurious",
+              description="Ensemble suspect score for a box on no object (0-1, high = suspect)"),
+    ScoreSpec("ensemble_any", "ensemble", "any", True, tag="suspect:ensemble_any",
+              description="Ensemble: highest of the per-issue suspect scores (0-1, high = suspect)"),
 ]
 
 SUSPECT_TAGS = sorted({s.tag for s in SCORES if s.tag})

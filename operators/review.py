@@ -1,3 +1,162 @@
-"""Operators for review (filled in by its feature)."""
+"""Operators for review: apply a fix, undo a fix, save the review views (adapters over ``grader.review``)."""
+from __future__ import annotations
 
-OPERATORS = []
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from grader import review
+
+from ._common import add_detection_field_input, add_target_input, target_view
+
+_KIND_LABELS = {
+    "accept": "Accept as correct (tag reviewed:ok)",
+    "relabel": "Change class",
+    "delete": "Delete label",
+    "replace_box": "Replace box with matched prediction",
+    "adopt": "Adopt overlooked candidate into ground truth",
+    "accept_all": "Accept every label of the field in the target",
+}
+
+
+def ctx_user(ctx) -> str | None:
+    """The App user's name when there is one (FiftyOne Enterprise); None lets the OS user stand."""
+    user = getattr(ctx, "user", None)
+    return getattr(user, "name", None) or (str(ctx.user_id) if getattr(ctx, "user_id", None) else None)
+
+
+def _selected_label(ctx) -> dict | None:
+    sel = list(ctx.selected_labels or [])
+    return sel[0] if len(sel) == 1 else None
+
+
+class ApplyFix(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="apply_fix",
+            label="label-grader: fix a label",
+            description="Accept, relabel, delete, replace box or adopt a candidate; undoable",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        kinds = types.RadioGroup()
+        for k, lab in _KIND_LABELS.items():
+            kinds.add_choice(k, label=lab)
+        inputs.enum("kind", kinds.values(), default="accept", label="Fix", view=kinds)
+        kind = ctx.params.get("kind", "accept")
+        add_detection_field_input(ctx, inputs, "field", "Ground truth field", "ground_truth")
+        if kind == "accept_all":
+            add_target_input(ctx, inputs)
+            return types.Property(inputs, view=types.View(label="Fix labels"))
+        sel = _selected_label(ctx)
+        inputs.str("sample_id", default=sel["sample_id"] if sel else None, required=True,
+                   label="Sample id")
+        inputs.str("label_id", default=sel["label_id"] if sel else None, required=True,
+                   label="Label id (the candidate's id for adopt)",
+                   description="Select one label in the App to fill these in")
+        if kind == "relabel":
+            inputs.str("new_label", required=False, label="New class",
+                       description="Blank: cleanlab's suggested class (cleanlab_swap_label)")
+        if kind == "replace_box":
+            add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions")
+            inputs.str("pred_id", required=False, label="Prediction id",
+                       description="Blank: the matched prediction (cleanlab_badloc_pred_id)")
+        return types.Property(inputs, view=types.View(label="Fix a label"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        kind = p.get("kind", "accept")
+        field = p.get("field", "ground_truth")
+        user = ctx_user(ctx)
+        if kind == "accept_all":
+            rec = review.accept_labels(target_view(ctx), field, user=user)
+        else:
+            extra = {}
+            if kind == "relabel":
+                extra["new_label"] = p.get("new_label") or None
+            if kind == "replace_box":
+                extra["pred_field"] = p.get("pred_field") or "predictions"
+                extra["pred_id"] = p.get("pred_id") or None
+            rec = review.apply_fix(ctx.dataset, kind, p["sample_id"], p["label_id"], field,
+                                   user=user, **extra)
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {"fix": review.record_to_json(rec) if rec else None,
+                "summary": rec.summary() if rec else "nothing to accept"}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Fix")
+        return types.Property(outputs)
+
+
+class UndoFix(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="undo_fix",
+            label="label-grader: undo a fix",
+            description="Restore a label exactly as it was before a fix (newest fix by default)",
+            dynamic=True,
+            allow_immediate_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        recent = review.fix_log(ctx.dataset, limit=20, include_undone=False) if ctx.dataset else []
+        if not recent:
+            inputs.view("none", types.Notice(label="No fix to undo on this dataset"))
+            return types.Property(inputs)
+        dd = types.Dropdown(label="Fix to undo")
+        for r in recent:
+            dd.add_choice(r.fix_id, label=r.summary())
+        inputs.enum("fix_id", dd.values(), default=recent[0].fix_id, label="Fix to undo", view=dd)
+        inputs.bool("force", default=False, label="Undo even if the label changed since")
+        return types.Property(inputs, view=types.View(label="Undo a fix"))
+
+    def execute(self, ctx):
+        rec = review.undo_fix(ctx.dataset, ctx.params.get("fix_id") or None,
+                              force=bool(ctx.params.get("force")), user=ctx_user(ctx))
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {"fix": review.record_to_json(rec), "summary": rec.summary()}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Undone")
+        return types.Property(outputs)
+
+
+class SaveReviewViews(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="save_review_views",
+            label="label-grader: save review views",
+            description="Saved views: suspect <issue>, overlooked candidates, reviewed",
+            dynamic=True,
+            allow_immediate_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+        return types.Property(inputs, view=types.View(label="Save review views"))
+
+    def execute(self, ctx):
+        names = review.save_review_views(ctx.dataset, ctx.params.get("gt_field", "ground_truth"))
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return {"views": names}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.list("views", types.String(), label="Saved views")
+        return types.Property(outputs)
+
+
+OPERATORS = [ApplyFix, UndoFix, SaveReviewViews]
