@@ -61,7 +61,7 @@ SCORES: list[ScoreSpec] = [
     ScoreSpec("ensemble_spurious", "ensemble", "spurious", True, tag="suspect:ensemble_spurious",
               description="Ensemble suspect score for a box on no object (0-1, high = suspect)"),
     ScoreSpec("ensemble_any", "ensemble", "any", True, tag="suspect:ensemble_any",
-              description="Ensemble: highest of the per-issue suspect scores (0-1, high = suspect)"),
+              description="Ensemble suspect score for any error: judges weighted by their reliability on any error (0-1, high = suspect)"),
 ]
 
 SUSPECT_TAGS = sorted({s.tag for s in SCORES if s.tag})

@@ -1,3 +1,192 @@
-"""Operators for evaluation (filled in by its feature)."""
+"""Operators: inject known errors, evaluate judges (with the Brain baseline), compute the ensemble.
 
-OPERATORS = []
+Thin adapters over ``grader.noise``, ``grader.evaluate``, ``grader.ensemble`` and
+``grader.review_cost``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from grader.ensemble import compute_ensemble
+from grader.evaluate import TRUSTED_TAG, evaluate_judges, format_table, run_brain_mistakenness
+from grader.noise import DEFAULT_RATES, ERROR_TYPES, TRUTH_ATTR, inject_errors
+from grader.review_cost import estimate_review_cost, format_review_cost
+
+from ._common import add_detection_field_input, add_target_input, target_view
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/inf -> None, recursively (the App's JSON cannot carry them)."""
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _report_outputs(label: str) -> types.Property:
+    outputs = types.Object()
+    outputs.int("samples_scored", label="Samples")
+    outputs.int("labels_scored", label="Labels")
+    outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
+    outputs.obj("tagged", label="Tagged", view=types.JSONView())
+    outputs.obj("info", label="Details", view=types.JSONView())
+    return types.Property(outputs, view=types.View(label=label))
+
+
+class InjectErrors(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="inject_errors",
+            label="label-grader: inject known label errors (for evaluation)",
+            description="Copy a ground-truth field and inject badloc/swap/overlooked/spurious "
+                        "errors with the truth recorded per label",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "src_field", "Source ground truth field", "ground_truth")
+        inputs.str("dst_field", default="noisy_ground_truth", required=True,
+                   label="New field for the noisy copy",
+                   description="The source field is never modified; deleted boxes go to <new>_deleted")
+        for t in ERROR_TYPES:
+            inputs.float(f"rate_{t}", default=DEFAULT_RATES[t], min=0.0, max=1.0,
+                         label=f"{t} rate (fraction of boxes)")
+        inputs.int("seed", default=0, label="Random seed")
+        inputs.float("badloc_iou_min", default=0.3, min=0.0, max=0.99, label="badloc: min IoU with the original")
+        inputs.float("badloc_iou_max", default=0.6, min=0.0, max=0.99, label="badloc: max IoU with the original")
+        swap = types.RadioGroup()
+        swap.add_choice("uniform", label="any other class")
+        swap.add_choice("confusable", label="a class of the same supercategory")
+        inputs.enum("swap_to", swap.values(), default="uniform", label="swap to", view=swap)
+        inputs.bool("overwrite", default=False, label="Replace the noisy field if it exists")
+        return types.Property(inputs, view=types.View(label="Inject errors"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        rates = {t: float(p.get(f"rate_{t}", DEFAULT_RATES[t]) or 0.0) for t in ERROR_TYPES}
+        report = inject_errors(
+            target_view(ctx), p.get("src_field", "ground_truth"),
+            p.get("dst_field", "noisy_ground_truth"), rates=rates, seed=int(p.get("seed", 0)),
+            badloc_iou=(float(p.get("badloc_iou_min", 0.3)), float(p.get("badloc_iou_max", 0.6))),
+            swap_to=p.get("swap_to", "uniform"), overwrite=bool(p.get("overwrite", False)),
+        )
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return _json_safe(report.to_dict())
+
+    def resolve_output(self, ctx):
+        return _report_outputs("Injected errors")
+
+
+class EvaluateJudges(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="evaluate_judges",
+            label="label-grader: evaluate judges on injected errors",
+            description="AUROC / AP / precision@k / recall@top-10% per judge and error type, "
+                        "with FiftyOne Brain's mistakenness as a baseline",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "gt_field", "Noisy ground truth field", "noisy_ground_truth")
+        add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions",
+                                  required=False)
+        inputs.bool("run_brain", default=True, label="Run FiftyOne Brain compute_mistakenness first")
+        inputs.str("exclude_tag", default=TRUSTED_TAG, required=False,
+                   label="Leave out samples with this tag (the ensemble's trusted subset)")
+        inputs.int("k", default=20, min=1, label="k for precision@k")
+        return types.Property(inputs, view=types.View(label="Evaluate judges"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        view = target_view(ctx)
+        gt, pred = p.get("gt_field", "noisy_ground_truth"), p.get("pred_field")
+        if p.get("run_brain", True) and pred:
+            run_brain_mistakenness(view, gt, pred)
+        result = evaluate_judges(view, gt, pred_field=pred, truth_attr=TRUTH_ATTR,
+                                 exclude_tag=p.get("exclude_tag") or None, k=int(p.get("k", 20)))
+        text = format_table(result, title=f"Judges vs injected errors on '{gt}'")
+        rc = None
+        if "ensemble:ensemble_any" in result["gt"].get("any", {}):
+            rc = estimate_review_cost(view, gt, "ensemble_any", exclude_tag=p.get("exclude_tag") or None)
+            text += "\n\n" + format_review_cost(rc)
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return _json_safe({"table": f"```\n{text}\n```", "result": result, "review_cost": rc})
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("table", label="Results", view=types.MarkdownView())
+        outputs.obj("result", label="Metrics", view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="Judge evaluation"))
+
+
+class ComputeEnsemble(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compute_ensemble",
+            label="label-grader: combine judges (reliability-weighted ensemble)",
+            description="One suspect score per issue type from every judge's scores, weighted by "
+                        "each judge's reliability on a trusted (verified) subset",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+        inputs.str("trusted_tag", default=TRUSTED_TAG, label="Trusted subset: samples tagged",
+                   description="Labels on these samples are known: a label tagged error:<issue> "
+                               "has that issue, the others are correct. Without such samples every "
+                               "judge registered for an issue gets equal weight.")
+        inputs.str("truth", default="tags", label="Truth on the trusted subset",
+                   description="'tags' (error:<issue> label tags) or a label attribute, e.g. "
+                               "'injected_error' after inject_errors")
+        inputs.float("tag_fraction", default=0.05, min=0.0, max=1.0,
+                     label="Tag the top fraction per issue suspect:ensemble_<issue>")
+        inputs.float("sharpness", default=2.0, min=0.0, label="Weight sharpness (power of 2*(AUROC-0.5))")
+        inputs.int("min_positives", default=3, min=1, label="Min trusted errors per issue to estimate weights")
+        method = types.RadioGroup()
+        method.add_choice("stouffer", label="Stouffer z (agreeing judges add up)")
+        method.add_choice("mean", label="Weighted mean of percentiles")
+        inputs.enum("method", method.values(), default="stouffer", label="Combination", view=method)
+        return types.Property(inputs, view=types.View(label="Ensemble"))
+
+    def execute(self, ctx):
+        p = ctx.params
+        report = compute_ensemble(
+            target_view(ctx), p.get("gt_field", "ground_truth"),
+            trusted_tag=p.get("trusted_tag") or TRUSTED_TAG, truth=p.get("truth") or "tags",
+            tag_fraction=float(p.get("tag_fraction", 0.05)), sharpness=float(p.get("sharpness", 2.0)),
+            min_positives=int(p.get("min_positives", 3)), method=p.get("method") or "stouffer",
+        )
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return _json_safe(report.to_dict())
+
+    def resolve_output(self, ctx):
+        return _report_outputs("Ensemble")
+
+
+OPERATORS = [InjectErrors, EvaluateJudges, ComputeEnsemble]

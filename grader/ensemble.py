@@ -1,0 +1,239 @@
+"""Reliability-weighted ensemble of the judges' per-label scores (REVEAL-style).
+
+REVEAL (seed 003) estimates each method's accuracy on a small human-verified subset and sums
+the methods' votes weighted by those accuracies. Here the votes are continuous scores, so:
+
+1. every present judge score (``grader.scores.SCORES``, direction-aware) is turned into a
+   percentile rank over the labels in scope, so scales (cleanlab's 0-1 quality, Brain's
+   mistakenness, yes/no flags) become comparable. When most labels share a judge's
+   least-suspect value exactly (cleanlab's 1.0 for a box with no prediction near it), the
+   judge abstains on those labels (``abstain_floor``);
+2. on the trusted subset (samples tagged ``verified`` by default) each score's reliability for
+   an issue is its AUROC at separating labels with that issue from clean labels, measured on
+   the trusted labels the judge scored. Small trusted subsets give noisy AUROCs, so the
+   estimate is shrunk toward a prior: ``(n_pos * AUROC + prior_strength * a0) / (n_pos +
+   prior_strength)``, with ``a0 = prior_auroc`` (0.75) for a judge registered for the issue
+   (every judge for ``any``) and 0.5 for the others; with fewer than ``min_positives`` /
+   ``min_negatives`` scored trusted labels (Brain scores only boxes matched to a prediction)
+   ``a0`` alone is used. The weight is ``max(0, 2 * (AUROC - 0.5)) ** sharpness``: a judge at
+   chance, or one that is wrong on the trusted subset, gets 0. Every score may contribute to
+   every issue when the trusted labels show it helps;
+3. a label's ``ensemble_<issue>`` combines the percentiles of the judges that scored it (the
+   others abstain): by default a weighted Stouffer z (``sum(w * z) / sqrt(sum(w**2))`` with
+   ``z = probit(percentile)``, mapped back to (0, 1)), so agreeing judges add up and one
+   reliable judge's extreme rank is not averaged away; ``method="mean"`` takes the weighted
+   mean of percentiles. ``ensemble_any`` is the same with weights measured for "any error".
+
+Fallback, when there is no trusted subset or it holds fewer than ``min_positives`` labels with
+the issue (or fewer than ``min_negatives`` clean ones): equal weights over the scores that are
+registered for that issue (or for ``any``). ``info['weights_source'][issue]`` says which.
+
+Truth on the trusted subset: with ``truth="tags"`` a label tagged ``error:<issue>`` has that
+issue and every other label of a trusted sample is clean; ``truth=<attribute>`` reads the issue
+from a detection attribute instead (``injected_error`` after :func:`grader.noise.inject_errors`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .evaluate import TRUSTED_TAG, _ranks, auroc, present_score_specs, read_label_scores
+from .fields import read_detections, record_run, set_label_tag, write_label_attr
+from .noise import CLEAN
+from .report import RunReport
+from .scores import SCORES, ScoreSpec
+
+JUDGE = "ensemble"
+RUN_KEY = "label_grader_ensemble"
+ERROR_TAG_PREFIX = "error:"
+ISSUES = ("badloc", "swap", "spurious")
+
+
+def percentiles(col: np.ndarray) -> np.ndarray:
+    """Percentile rank in (0, 1] of each finite value (ties share their average); NaN stays NaN."""
+    out = np.full(len(col), np.nan)
+    ok = np.isfinite(col)
+    if ok.any():
+        out[ok] = _ranks(col[ok]) / ok.sum()
+    return out
+
+
+def floor_as_abstention(col: np.ndarray, min_share: float = 0.5) -> np.ndarray:
+    """Treat a judge's least-suspect value as 'no opinion' when most labels share it exactly.
+
+    cleanlab gives 1.0 (perfect) to every box with no prediction near it, and a weak detector
+    leaves most boxes so: that 1.0 says "nothing to compare with", not "verified correct".
+    Yes/no flags (two values) are left alone.
+    """
+    ok = np.isfinite(col)
+    if ok.sum() == 0 or len(np.unique(col[ok])) <= 2:
+        return col
+    lo = col[ok].min()
+    at_floor = ok & (col == lo)
+    if at_floor.sum() / ok.sum() < min_share:
+        return col
+    out = col.copy()
+    out[at_floor] = np.nan
+    return out
+
+
+def reliability_weight(auc: float, sharpness: float = 2.0) -> float:
+    """REVEAL-style weight from a measured AUROC: 0 at chance or worse, 1 for a perfect judge."""
+    if auc is None or not math.isfinite(auc):
+        return 0.0
+    return max(0.0, 2.0 * (auc - 0.5)) ** sharpness
+
+
+def combine(columns: dict[str, np.ndarray], weights: dict[str, float],
+            method: str = "mean") -> np.ndarray:
+    """Combine percentile columns per label; judges that did not score a label abstain.
+
+    ``mean``: weighted mean of the percentiles. ``stouffer``: weighted Stouffer z,
+    ``sum(w * z) / sqrt(sum(w**2))`` with ``z = probit(percentile)``, mapped back to (0, 1):
+    agreeing judges add up and one judge's extreme rank is not averaged away.
+    """
+    from scipy.special import ndtr, ndtri
+
+    n = len(next(iter(columns.values()))) if columns else 0
+    num, den = np.zeros(n), np.zeros(n)
+    for name, w in weights.items():
+        if w <= 0:
+            continue
+        p = columns[name]
+        ok = np.isfinite(p)
+        if method == "stouffer":
+            m = max(int(ok.sum()), 1)
+            # Percentiles lie in (0, 1]; shift by half a rank so the top one has a finite z.
+            z = ndtri(np.clip(p[ok] - 0.5 / m, 1e-9, 1 - 1e-9))
+            num[ok] += w * z
+            den[ok] += w * w
+        else:
+            num[ok] += w * p[ok]
+            den[ok] += w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "stouffer":
+            return np.where(den > 0, ndtr(num / np.sqrt(np.maximum(den, 1e-24))), np.nan)
+        return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
+
+
+def _truth_from_tags(collection, gt_field: str, label_ids: Sequence[str]) -> list[str]:
+    """Per label: the issue of its ``error:<issue>`` tag, else clean."""
+    tab = read_detections(collection, gt_field, attrs=["tags"])
+    by_id = {}
+    for i, ids in enumerate(tab.ids):
+        for j, lid in enumerate(ids):
+            tags = tab.attrs["tags"][i][j] or []
+            issue = next((t[len(ERROR_TAG_PREFIX):] for t in tags if t.startswith(ERROR_TAG_PREFIX)), CLEAN)
+            by_id[lid] = issue
+    return [by_id.get(l, CLEAN) for l in label_ids]
+
+
+def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: str = TRUSTED_TAG,
+                     truth: str = "tags", issues: Sequence[str] | None = None,
+                     min_positives: int = 3, min_negatives: int = 10, sharpness: float = 2.0,
+                     prior_auroc: float = 0.75, prior_strength: float = 10.0,
+                     abstain_floor: float | None = 0.5, method: str = "stouffer",
+                     tag_fraction: float = 0.05, write: bool = True) -> RunReport:
+    """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
+
+    Tags the top ``tag_fraction`` of scored labels per issue ``suspect:ensemble_<issue>``.
+    Returns a report whose ``info`` holds the weights, their source and the trusted counts.
+    """
+    specs = present_score_specs(collection, gt_field, exclude_judges=[JUDGE])
+    report = RunReport(judge=JUDGE)
+    if not specs:
+        raise ValueError(f"no judge scores found on '{gt_field}'; run a judge (e.g. run_cleanlab) first. "
+                         f"Known scores: {[s.attr for s in SCORES if s.judge != JUDGE]}")
+    truth_attr = None if truth == "tags" else truth
+    ls = read_label_scores(collection, gt_field, truth_attr=truth_attr, specs=specs,
+                           trusted_tag=trusted_tag)
+    report.samples_seen = len(set(ls.sample_ids))
+    labels_truth = (_truth_from_tags(collection, gt_field, ls.label_ids)
+                    if truth == "tags" else [t if t is not None else CLEAN for t in ls.truth])
+    labels_truth = np.array(labels_truth, dtype=object)
+    pct = {name: percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
+           for name, col in ls.columns.items()}
+    if issues is None:
+        covered = {s.issue for s in specs}
+        issues = [i for i in ISSUES if i in covered] or list(ISSUES if "any" in covered else [])
+    trusted = ls.trusted
+    report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
+
+    scores: dict[str, np.ndarray] = {}
+    weights_all: dict[str, dict[str, float]] = {}
+    sources: dict[str, str] = {}
+    reliab: dict[str, dict[str, float]] = {}
+    for issue in list(issues) + ["any"]:
+        pos = trusted & ((labels_truth != CLEAN) if issue == "any" else (labels_truth == issue))
+        neg = trusted & (labels_truth == CLEAN)
+        if pos.sum() >= min_positives and neg.sum() >= min_negatives:
+            sel = pos | neg
+            reliab[issue] = {}
+            weights = {}
+            prior = _prior_weights(ls.specs, issue)
+            for name, p in pct.items():
+                # Reliability where the judge speaks: combine() lets it abstain elsewhere.
+                scored = sel & np.isfinite(p)
+                n_pos = int(pos[scored].sum())
+                # Registered judges start from an assumed AUROC, others from chance; the trusted
+                # labels pull the estimate as n_pos / (n_pos + prior_strength).
+                a0 = prior_auroc if prior[name] > 0 else 0.5
+                if n_pos >= min_positives and neg[scored].sum() >= min_negatives:
+                    a_hat = auroc(pos[scored], p[scored])
+                    a = (n_pos * a_hat + prior_strength * a0) / (n_pos + prior_strength)
+                else:
+                    # Too few trusted labels where this judge speaks (e.g. Brain scores only
+                    # matched boxes): the prior alone.
+                    a = a0
+                reliab[issue][name] = a
+                weights[name] = reliability_weight(a, sharpness)
+            sources[issue] = "trusted"
+            if not any(w > 0 for w in weights.values()):
+                sources[issue] = "fallback:no_reliable_judge"
+                weights = _prior_weights(ls.specs, issue)
+        else:
+            sources[issue] = ("fallback:no_trusted_subset" if not trusted.any()
+                              else "fallback:too_few_trusted_labels")
+            weights = _prior_weights(ls.specs, issue)
+        weights_all[issue] = weights
+        scores[issue] = combine(pct, weights, method)
+        report.info.setdefault("trusted_counts", {})[issue] = {"errors": int(pos.sum()),
+                                                               "clean": int(neg.sum())}
+    report.info["weights"] = {i: {k: round(v, 4) for k, v in w.items() if v > 0}
+                              for i, w in weights_all.items()}
+    report.info["weights_source"] = sources
+    report.info["reliability_auroc"] = {i: {k: round(v, 4) for k, v in r.items()}
+                                        for i, r in reliab.items()}
+    report.info["inputs"] = sorted(pct)
+    if write:
+        _write(collection, gt_field, ls, scores, tag_fraction, report)
+        params = dict(gt_field=gt_field, trusted_tag=trusted_tag, truth=truth, issues=list(issues),
+                      min_positives=min_positives, min_negatives=min_negatives,
+                      sharpness=sharpness, prior_auroc=prior_auroc,
+                      prior_strength=prior_strength, method=method, tag_fraction=tag_fraction)
+        record_run(collection, RUN_KEY, params, report.to_dict())
+    return report
+
+
+def _prior_weights(specs: dict[str, ScoreSpec], issue: str) -> dict[str, float]:
+    return {name: 1.0 if (s.issue in (issue, "any") or issue == "any") else 0.0
+            for name, s in specs.items()}
+
+
+def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fraction: float,
+           report: RunReport) -> None:
+    keys = list(zip(ls.sample_ids, ls.label_ids))
+    for issue, col in scores.items():
+        attr = f"{JUDGE}_{issue}"
+        vals = {k: (float(v) if math.isfinite(v) else None) for k, v in zip(keys, col)}
+        write_label_attr(collection, gt_field, attr, vals)
+        report.fields.append(attr)
+        ok = np.nonzero(np.isfinite(col))[0]
+        n_tag = int(math.ceil(tag_fraction * len(ok))) if tag_fraction > 0 else 0
+        top = ok[np.argsort(-col[ok], kind="mergesort")[:n_tag]]
+        tag = f"suspect:{JUDGE}_{issue}"
+        report.tagged[tag] = set_label_tag(collection, gt_field, tag, [ls.label_ids[i] for i in top])
+    report.labels_scored = int(np.isfinite(scores.get("any", np.array([]))).sum())
+    report.samples_scored = len({s for s, v in zip(ls.sample_ids, scores.get("any", [])) if math.isfinite(v)})

@@ -1,0 +1,217 @@
+"""Ensemble: weights follow the trusted subset, documented fallback, writes fields/tags, beats inputs."""
+from __future__ import annotations
+
+import math
+
+import fiftyone as fo
+import numpy as np
+import pytest
+
+from grader import evaluate as ev
+from grader.ensemble import compute_ensemble, percentiles, reliability_weight
+from grader.fields import write_label_attr
+from grader.noise import TRUTH_ATTR, inject_errors
+from grader.scores import get_spec
+
+
+@pytest.fixture()
+def noisy(tmp_path):
+    from conftest import write_random_images
+
+    paths = write_random_images(tmp_path / "imgs", 30, size=(48, 64))
+    rng = np.random.default_rng(9)
+    ds = fo.Dataset()
+    samples = []
+    for p in paths:
+        gt = [fo.Detection(label=str(rng.choice(["cat", "dog"])),
+                           bounding_box=[0.02 + 0.18 * j, rng.uniform(0.05, 0.4), 0.15, 0.2])
+              for j in range(5)]
+        samples.append(fo.Sample(filepath=p, ground_truth=fo.Detections(detections=gt)))
+    ds.add_samples(samples)
+    ds.default_classes = ["cat", "dog"]
+    ds.save()
+    inject_errors(ds, "ground_truth", "noisy", rates={"badloc": 0.12, "swap": 0.12}, seed=0)
+    # Half of the samples are the trusted subset.
+    ds.select(ds.values("id")[:15]).tag_samples("verified")
+    yield ds
+    ds.delete()
+
+
+def _write(ds, attr, fn, field="noisy"):
+    ids, lids, truth = ds.values(["id", f"{field}.detections.id", f"{field}.detections.{TRUTH_ATTR}"])
+    write_label_attr(ds, field, attr, {(s, l): fn(t) for s, ls_, ts in zip(ids, lids, truth)
+                                       for l, t in zip(ls_, ts)})
+
+
+def test_weights_follow_trusted_subset(noisy):
+    ds = noisy
+    rng = np.random.default_rng(0)
+    # cleanlab_badloc (low = suspect) is right; Brain's mistakenness_loc (high = suspect) is
+    # always wrong: high on clean labels, low on badloc ones.
+    _write(ds, "cleanlab_badloc", lambda t: rng.uniform(0, 0.2) if t == "badloc" else rng.uniform(0.3, 1))
+    _write(ds, "mistakenness_loc", lambda t: rng.uniform(0, 0.2) if t == "badloc" else rng.uniform(0.3, 1))
+    # Measured reliabilities alone (no shrinkage toward the registry prior).
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, prior_strength=0)
+    w = rep.info["weights"]["badloc"]
+    assert rep.info["weights_source"]["badloc"] == "trusted"
+    assert w.get("cleanlab:cleanlab_badloc", 0) == pytest.approx(1.0)
+    assert w.get("brain:mistakenness_loc", 0) == 0
+    # With the default shrinkage toward the prior AUROC (0.75) the verdict still holds.
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    w = rep.info["weights"]["badloc"]
+    assert w.get("cleanlab:cleanlab_badloc", 0) > 0.3
+    assert w.get("brain:mistakenness_loc", 0) == 0
+    res = ev.evaluate_judges(ds, "noisy", pred_field=None)  # excludes the trusted half
+    assert res["gt"]["badloc"]["ensemble:ensemble_badloc"]["auroc"] == pytest.approx(1.0)
+
+    # Swap the roles: the weights follow.
+    _write(ds, "cleanlab_badloc", lambda t: rng.uniform(0.8, 1) if t == "badloc" else rng.uniform(0, 0.7))
+    _write(ds, "mistakenness_loc", lambda t: rng.uniform(0.8, 1) if t == "badloc" else rng.uniform(0, 0.7))
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    w = rep.info["weights"]["badloc"]
+    assert w.get("brain:mistakenness_loc", 0) > 0.3
+    assert w.get("cleanlab:cleanlab_badloc", 0) == 0
+
+
+def test_fallback_without_trusted_subset(noisy):
+    ds = noisy
+    ds.untag_samples("verified")
+    _write(ds, "cleanlab_badloc", lambda t: 0.1 if t == "badloc" else 0.9)
+    _write(ds, "cleanlab_swap", lambda t: 0.1 if t == "swap" else 0.9)
+    _write(ds, "mistakenness_loc", lambda t: 0.5)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    assert rep.info["weights_source"] == {"badloc": "fallback:no_trusted_subset",
+                                          "swap": "fallback:no_trusted_subset",
+                                          "any": "fallback:no_trusted_subset"}
+    # Equal weights over the scores registered for each issue.
+    assert rep.info["weights"]["badloc"] == {"cleanlab:cleanlab_badloc": 1.0, "brain:mistakenness_loc": 1.0}
+    assert rep.info["weights"]["swap"] == {"cleanlab:cleanlab_swap": 1.0}
+
+
+def test_truth_from_error_tags_and_writes(noisy):
+    ds = noisy
+    _write(ds, "cleanlab_swap", lambda t: 0.1 if t == "swap" else 0.9)
+    _write(ds, "mistakenness", lambda t: 0.9 if t == "none" else 0.1)  # wrong
+    trusted = ds.match_tags("verified")
+    ids = [l for s, lab in zip(*trusted.values(["noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}"]))
+           for l, t in zip(s, lab) if t == "swap"]
+    assert len(ids) >= 3
+    trusted.select_labels(ids=ids, fields="noisy").tag_labels("error:swap", label_fields=["noisy"])
+    rep = compute_ensemble(ds, "noisy", truth="tags", tag_fraction=0.1, prior_strength=0)
+    assert rep.info["weights_source"]["swap"] == "trusted"
+    assert rep.info["trusted_counts"]["swap"]["errors"] == len(ids)
+    assert rep.info["weights"]["swap"] == {"cleanlab:cleanlab_swap": 1.0}
+    rep = compute_ensemble(ds, "noisy", truth="tags", tag_fraction=0.1)   # shrunk toward prior
+    w = rep.info["weights"]["swap"]
+    assert w.get("brain:mistakenness", 0) < 0.02 * w["cleanlab:cleanlab_swap"]
+    n = ds.count("noisy.detections")
+    vals = [v for v in ds.values("noisy.detections.ensemble_swap", unwind=True)]
+    assert len(vals) == n and all(v is not None and 0 < v <= 1 for v in vals)
+    assert ds.count_label_tags("noisy").get("suspect:ensemble_swap") == math.ceil(0.1 * n)
+    # The panel can offer the ensemble scores: they are registered.
+    assert get_spec("ensemble_swap").higher_is_suspect
+    # Re-running replaces the tags instead of accumulating them.
+    compute_ensemble(ds, "noisy", truth="tags", tag_fraction=0.05)
+    assert ds.count_label_tags("noisy").get("suspect:ensemble_swap") == math.ceil(0.05 * n)
+    assert ds.get_run_info("label_grader_ensemble").config.gt_field == "noisy"
+
+
+def test_ensemble_beats_each_noisy_judge(noisy):
+    """Two independent, equally noisy judges: their reliability-weighted mean ranks better."""
+    ds = noisy
+    rng = np.random.default_rng(1)
+    _write(ds, "cleanlab_badloc", lambda t: 1 / (1 + math.exp(-(-1.2 * (t == "badloc") + rng.normal()))))
+    _write(ds, "mistakenness_loc", lambda t: 1.2 * (t == "badloc") + rng.normal())
+    compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    res = ev.evaluate_judges(ds, "noisy", pred_field=None)["gt"]["badloc"]
+    ens = res["ensemble:ensemble_badloc"]
+    for single in ("cleanlab:cleanlab_badloc", "brain:mistakenness_loc"):
+        assert ens["auroc"] > res[single]["auroc"]
+
+
+def test_no_scores_is_a_clear_error(noisy):
+    with pytest.raises(ValueError, match="no judge scores"):
+        compute_ensemble(noisy, "noisy")
+
+
+def test_helpers():
+    from grader.ensemble import floor_as_abstention
+
+    # Most labels at the least-suspect value (cleanlab's 1.0 "no prediction near") -> abstain.
+    col = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 0.9])
+    out = floor_as_abstention(col, 0.5)
+    assert np.isnan(out[:4]).all() and out[4] == 0.3 and out[5] == 0.9
+    assert np.array_equal(floor_as_abstention(np.array([0.0, 0.2, 0.3, 0.9]), 0.5),
+                          [0.0, 0.2, 0.3, 0.9])
+    flag = np.array([0.0, 0.0, 0.0, 1.0])   # yes/no flags are left alone
+    assert np.array_equal(floor_as_abstention(flag, 0.5), flag)
+    p = percentiles(np.array([3.0, np.nan, 1.0, 3.0]))
+    assert np.isnan(p[1]) and p[2] == pytest.approx(1 / 3) and p[0] == p[3] == pytest.approx(2.5 / 3)
+    assert reliability_weight(0.5) == 0 and reliability_weight(0.2) == 0
+    assert reliability_weight(1.0) == 1 and reliability_weight(float("nan")) == 0
+
+
+def test_operators_inject_evaluate_ensemble(tmp_path):
+    """The three operators run end to end through FiftyOne's operator executor."""
+    import fiftyone.operators as foo
+    from conftest import write_random_images
+
+    paths = write_random_images(tmp_path / "imgs", 12, size=(48, 64))
+    rng = np.random.default_rng(2)
+    ds = fo.Dataset()
+    samples = []
+    for p in paths:
+        boxes = [[0.05 + 0.3 * j, rng.uniform(0.05, 0.5), 0.2, 0.3] for j in range(3)]
+        labs = [str(rng.choice(["cat", "dog"])) for _ in boxes]
+        samples.append(fo.Sample(
+            filepath=p,
+            ground_truth=fo.Detections(detections=[fo.Detection(label=l, bounding_box=b)
+                                                   for l, b in zip(labs, boxes)]),
+            predictions=fo.Detections(detections=[fo.Detection(label=l, bounding_box=b, confidence=0.97)
+                                                  for l, b in zip(labs, boxes)])))
+    ds.add_samples(samples)
+    ds.default_classes = ["cat", "dog"]
+    ds.save()
+    try:
+        uri = "@label-grader/label-grader/"
+        res = foo.execute_operator(uri + "inject_errors", ctx={"dataset": ds, "params": {
+            "target": "DATASET", "src_field": "ground_truth", "dst_field": "noisy", "seed": 3,
+            "rate_badloc": 0.0, "rate_swap": 0.25, "rate_overlooked": 0.0, "rate_spurious": 0.0}})
+        assert res.error is None, res.error
+        assert res.result["info"]["injected"]["swap"] == 9
+        ds.select(ds.values("id")[:6]).tag_samples("verified")
+        res = foo.execute_operator(uri + "evaluate_judges", ctx={"dataset": ds, "params": {
+            "target": "DATASET", "gt_field": "noisy", "pred_field": "predictions", "run_brain": True}})
+        assert res.error is None, res.error
+        assert "brain:mistakenness" in res.result["table"]
+        res = foo.execute_operator(uri + "compute_ensemble", ctx={"dataset": ds, "params": {
+            "target": "DATASET", "gt_field": "noisy", "truth": TRUTH_ATTR, "min_positives": 2}})
+        assert res.error is None, res.error
+        assert res.result["info"]["weights_source"]["swap"] == "trusted"
+        assert ds.count("noisy.detections.ensemble_swap") == ds.count("noisy.detections")
+        res = foo.execute_operator(uri + "evaluate_judges", ctx={"dataset": ds, "params": {
+            "target": "DATASET", "gt_field": "noisy", "pred_field": "predictions", "run_brain": False}})
+        assert res.error is None, res.error
+        assert "Review cost" in res.result["table"]
+        assert res.result["result"]["gt"]["swap"]["ensemble:ensemble_swap"]["auroc"] == pytest.approx(1.0)
+    finally:
+        ds.delete()
+
+
+def test_sparse_judge_keeps_assumed_reliability(noisy):
+    """A registered judge that scores too few trusted labels gets prior_auroc, not weight 0."""
+    ds = noisy
+    _write(ds, "cleanlab_swap", lambda t: 0.1 if t == "swap" else 0.9)
+    trusted = set(ds.match_tags("verified").values("id"))
+    ids, lids, truth = ds.values(["id", "noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}"])
+    # Brain's class mistakenness only on untrusted labels (as if only those matched a prediction).
+    vals = {(s, l): (0.9 if t == "swap" else 0.2) if s not in trusted else None
+            for s, ls_, ts in zip(ids, lids, truth) for l, t in zip(ls_, ts)}
+    write_label_attr(ds, "noisy", "mistakenness", vals)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, prior_auroc=0.75, sharpness=1.0,
+                           prior_strength=0)
+    assert rep.info["reliability_auroc"]["swap"]["brain:mistakenness"] == pytest.approx(0.75)
+    assert rep.info["weights"]["swap"]["brain:mistakenness"] == pytest.approx(0.5)
+    assert rep.info["weights"]["swap"]["cleanlab:cleanlab_swap"] == pytest.approx(1.0)
+    # Every registered judge speaks to "any error": the same prior applies there.
+    assert rep.info["weights"]["any"]["brain:mistakenness"] == pytest.approx(0.5)

@@ -1,0 +1,161 @@
+"""Error injection: exact recorded truth, honoured rates, reproducible seeds, source untouched."""
+from __future__ import annotations
+
+import fiftyone as fo
+import numpy as np
+import pytest
+
+from grader.noise import TRUTH_ATTR, deleted_field_name, inject_errors, injected_truth, perturb_box
+
+
+def _iou(a, b):
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+@pytest.fixture()
+def many_boxes(tmp_path):
+    """20 samples x 5 boxes = 100 eligible boxes (+1 crowd box that must stay untouched)."""
+    from conftest import write_random_images
+
+    paths = write_random_images(tmp_path / "imgs", 20, size=(64, 80))
+    rng = np.random.default_rng(3)
+    samples = []
+    for k, p in enumerate(paths):
+        dets = []
+        for j in range(5):
+            x, y = 0.02 + 0.18 * j, rng.uniform(0.05, 0.4)
+            dets.append(fo.Detection(label=str(rng.choice(["cat", "dog", "car", "bus"])),
+                                     bounding_box=[x, y, 0.15, rng.uniform(0.1, 0.3)],
+                                     user_note=f"n{k}{j}"))
+        if k == 0:
+            dets.append(fo.Detection(label="cat", bounding_box=[0.1, 0.6, 0.3, 0.3], iscrowd=1))
+        samples.append(fo.Sample(filepath=p, ground_truth=fo.Detections(detections=dets)))
+    ds = fo.Dataset()
+    ds.add_samples(samples)
+    ds.default_classes = ["cat", "dog", "car", "bus"]
+    ds.info["categories"] = [{"name": "cat", "supercategory": "animal"},
+                             {"name": "dog", "supercategory": "animal"},
+                             {"name": "car", "supercategory": "vehicle"},
+                             {"name": "bus", "supercategory": "vehicle"}]
+    ds.save()
+    yield ds
+    ds.delete()
+
+
+RATES = {"badloc": 0.1, "swap": 0.08, "overlooked": 0.05, "spurious": 0.06}
+
+
+def test_injection_is_exact_and_source_untouched(many_boxes):
+    ds = many_boxes
+    before = ds.values("ground_truth", )
+    before_dicts = [[d.to_dict() for d in s.detections] for s in before]
+    rep = inject_errors(ds, "ground_truth", "noisy", rates=RATES, seed=7, badloc_iou=(0.3, 0.6))
+
+    # Source labels unchanged (same dicts: label, box, attributes, ids).
+    after = [[d.to_dict() for d in s.detections] for s in ds.values("ground_truth")]
+    assert after == before_dicts
+
+    assert rep.info["eligible_boxes"] == 100
+    assert rep.info["injected"] == {"badloc": 10, "swap": 8, "overlooked": 5, "spurious": 6}
+    assert injected_truth(ds, "noisy") == {"none": 77 + 1, "badloc": 10, "swap": 8,
+                                           "overlooked": 5, "spurious": 6}
+
+    src = {d.id: d for s in before for d in s.detections}
+    seen = set()
+    for s_noisy, s_del in zip(ds.values("noisy"), ds.values(deleted_field_name("noisy"))):
+        for d in s_noisy.detections:
+            t = d[TRUTH_ATTR]
+            if t == "spurious":
+                assert d.id not in src
+                assert d.label in ds.default_classes
+                continue
+            o = src[d.id]
+            seen.add(d.id)
+            if o.has_field("user_note"):
+                assert d["user_note"] == o["user_note"]  # other attributes carried over
+            if t == "none":
+                assert d.label == o.label and np.allclose(d.bounding_box, o.bounding_box)
+            elif t == "badloc":
+                assert d.label == o.label
+                iou = _iou(d.bounding_box, o.bounding_box)
+                assert 0.3 - 1e-6 <= iou <= 0.6 + 1e-6
+                assert abs(iou - d["injected_iou"]) < 1e-6
+                x, y, w, h = d.bounding_box
+                assert x >= 0 and y >= 0 and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9
+            elif t == "swap":
+                assert d.label != o.label and d["injected_from"] == o.label
+                assert np.allclose(d.bounding_box, o.bounding_box)
+            if o.has_field("iscrowd") and o["iscrowd"]:
+                assert t == "none"
+        for d in s_del.detections:
+            assert d.id in src and d.id not in seen
+            assert d.label == src[d.id].label
+            assert d[TRUTH_ATTR] == "overlooked"
+    # every source box is either still present or recorded as deleted
+    n_deleted = ds.count(f"{deleted_field_name('noisy')}.detections")
+    assert len(seen) + n_deleted == len(src)
+
+
+def test_spurious_boxes_are_on_background(many_boxes):
+    ds = many_boxes
+    inject_errors(ds, "ground_truth", "noisy", rates={"spurious": 0.1}, seed=1, spurious_max_iou=0.05)
+    for gt, noisy in zip(ds.values("ground_truth"), ds.values("noisy")):
+        for d in noisy.detections:
+            if d[TRUTH_ATTR] == "spurious":
+                assert max(_iou(d.bounding_box, g.bounding_box) for g in gt.detections) < 0.05
+
+
+def test_seed_reproducible_and_different_seeds_differ(many_boxes):
+    ds = many_boxes
+
+    def snapshot(field):
+        return [[(d.id if d[TRUTH_ATTR] != "spurious" else "new", d.label,
+                  tuple(np.round(d.bounding_box, 9)), d[TRUTH_ATTR]) for d in s.detections]
+                for s in ds.values(field)]
+
+    inject_errors(ds, "ground_truth", "a", rates=RATES, seed=11)
+    inject_errors(ds, "ground_truth", "b", rates=RATES, seed=11)
+    inject_errors(ds, "ground_truth", "c", rates=RATES, seed=12)
+    assert snapshot("a") == snapshot("b")
+    assert snapshot("a") != snapshot("c")
+
+
+def test_confusable_swap_stays_in_supercategory(many_boxes):
+    ds = many_boxes
+    inject_errors(ds, "ground_truth", "noisy", rates={"swap": 0.3}, seed=2, swap_to="confusable")
+    sup = {"cat": "animal", "dog": "animal", "car": "vehicle", "bus": "vehicle"}
+    swaps = [d for s in ds.values("noisy") for d in s.detections if d[TRUTH_ATTR] == "swap"]
+    assert len(swaps) == 30
+    assert all(sup[d.label] == sup[d["injected_from"]] and d.label != d["injected_from"] for d in swaps)
+
+
+def test_refuses_to_overwrite_and_bad_input(many_boxes):
+    ds = many_boxes
+    with pytest.raises(ValueError, match="differ"):
+        inject_errors(ds, "ground_truth", "ground_truth")
+    with pytest.raises(ValueError, match="unknown error types"):
+        inject_errors(ds, "ground_truth", "noisy", rates={"typo": 0.1})
+    with pytest.raises(ValueError, match="only 100 boxes"):
+        inject_errors(ds, "ground_truth", "noisy", rates={"badloc": 0.6, "swap": 0.6})
+    with pytest.raises(ValueError, match="does not exist"):
+        inject_errors(ds, "nope", "noisy")
+    inject_errors(ds, "ground_truth", "noisy", rates={"swap": 0.1}, seed=0)
+    with pytest.raises(ValueError, match="already exists"):
+        inject_errors(ds, "ground_truth", "noisy", rates={"swap": 0.1}, seed=0)
+    inject_errors(ds, "ground_truth", "noisy", rates={"badloc": 0.2}, seed=0, overwrite=True)
+    assert injected_truth(ds, "noisy")["badloc"] == 20 and injected_truth(ds, "noisy")["swap"] == 0
+
+
+def test_perturb_box_hits_iou_range():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        box = [rng.uniform(0, 0.5), rng.uniform(0, 0.5), rng.uniform(0.05, 0.5), rng.uniform(0.05, 0.5)]
+        out = perturb_box(box, (0.4, 0.5), rng)
+        assert out is not None
+        assert 0.4 - 1e-9 <= _iou(out[0], box) <= 0.5 + 1e-9
+    # a box filling the image can still shrink; an impossible range gives None
+    assert perturb_box([0, 0, 1, 1], (0.3, 0.6), rng) is not None
