@@ -464,6 +464,8 @@ def _write_results(collection, params: CleanlabParams, ov_field: str, inputs: Cl
     lgf.write_sample_field(collection, "cleanlab_label_quality", quality)
     lgf.write_sample_field(collection, "cleanlab_issue", issue)
     lgf.write_sample_field(collection, ov_field, overlooked)
+    lgf.declare_attrs(collection._dataset, f"{ov_field}.detections",
+             {"cleanlab_overlooked": fo.FloatField, "source_pred_id": fo.StringField})
     report.tagged[TAG_OVERLOOKED] = sum(
         1 for d in overlooked.values() if d for x in d.detections if TAG_OVERLOOKED in x.tags)
     for tag, sids in sample_tags.items():

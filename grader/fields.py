@@ -99,19 +99,21 @@ _FIELD_TYPES = ((bool, fo.BooleanField), (int, fo.IntField), (float, fo.FloatFie
                 (str, fo.StringField), (list, fo.ListField), (dict, fo.DictField))
 
 
-def _declare_label_attrs(dataset, path: str, values: Mapping[str, Mapping]) -> None:
-    """Declare new attributes on the schema so the App can filter and sort on them."""
+def declare_attrs(dataset, path: str, attr_types: Mapping[str, type]) -> None:
+    """Declare ``<path>.<attr>`` fields (e.g. ``gt.detections.score: FloatField``) if missing,
+    so the App and the panel can filter and sort on attributes written in bulk."""
     schema = dataset.get_field_schema(flat=True)
-    for attr, m in values.items():
-        if f"{path}.{attr}" in schema:
-            continue
-        sample = next((v for v in m.values() if v is not None), None)
-        if sample is None:
-            continue
-        for py, ftype in _FIELD_TYPES:
-            if isinstance(_plain(sample), py):
-                dataset.add_sample_field(f"{path}.{attr}", ftype)
-                break
+    for attr, ftype in attr_types.items():
+        if f"{path}.{attr}" not in schema:
+            dataset.add_sample_field(f"{path}.{attr}", ftype)
+
+
+def _infer_field_type(values: Mapping) -> type | None:
+    sample = next((_plain(v) for v in values.values() if v is not None), None)
+    for py, ftype in _FIELD_TYPES:
+        if sample is not None and isinstance(sample, py):
+            return ftype
+    return None
 
 
 def write_label_attrs(collection, field_name: str,
@@ -145,7 +147,8 @@ def write_label_attrs(collection, field_name: str,
         ops.append(UpdateOne({"_id": ObjectId(sid)}, {"$set": sets}, array_filters=filters))
     dataset = collection._dataset
     dataset._bulk_write(ops, ids=list(per_sample))
-    _declare_label_attrs(dataset, path, values)
+    types = {a: _infer_field_type(m) for a, m in values.items()}
+    declare_attrs(dataset, path, {a: t for a, t in types.items() if t is not None})
     return n
 
 

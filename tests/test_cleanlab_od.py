@@ -86,6 +86,9 @@ def test_scores_match_cleanlab_exactly(coco_preds):
     cand = coco_preds.values("ground_truth_overlooked.detections.cleanlab_overlooked", unwind=True)
     expected = [float(x) for sc in overlooked for x in sc if np.isfinite(x)]
     assert sorted(cand) == sorted(expected)
+    schema = coco_preds.get_field_schema(flat=True)
+    assert isinstance(schema["ground_truth_overlooked.detections.cleanlab_overlooked"], fo.FloatField)
+    assert isinstance(schema["ground_truth.detections.cleanlab_badloc"], fo.FloatField)
 
     # The sample issue flag follows cleanlab's own find_label_issues at default parameters.
     is_issue = cl_filter.find_label_issues(labels, preds, return_indices_ranked_by_score=False)
