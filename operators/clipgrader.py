@@ -1,3 +1,208 @@
-"""Operators for clipgrader (filled in by its feature)."""
+"""Operators: grade, fine-tune and evaluate ClipGrader (thin adapters over ``grader.clipgrader``)."""
+from __future__ import annotations
 
-OPERATORS = []
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ._common import add_detection_field_input, add_target_input, progress_callback, target_view
+
+# Mirrors grader.clipgrader.model (not imported here so loading the plugin doesn't import torch).
+DEFAULT_MODEL = "ViT-L-14-336"
+DEFAULT_PRETRAINED = "openai"
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _add_model_inputs(inputs: types.Object, allow_checkpoint: bool = True,
+                      checkpoint_label: str = "Fine-tuned ClipGrader checkpoint") -> None:
+    """Model source: an open_clip name + pretrained tag/file, or a ClipGrader checkpoint."""
+    if allow_checkpoint:
+        inputs.str("checkpoint", required=False, label=checkpoint_label,
+                   description="Path to best.pt/last.pt written by train_clipgrader; when set, "
+                               "the model name and pretrained fields are ignored")
+    inputs.str("model_name", default=DEFAULT_MODEL, label="open_clip architecture",
+               description="ViT-L-14-336 is the paper's best; ViT-B-32 is the cheap option")
+    inputs.str("pretrained", default=DEFAULT_PRETRAINED, label="Pretrained tag or weights file",
+               description="open_clip pretrained tag (e.g. 'openai'), needing network or a warm "
+                           "cache, or a local weights file path")
+    inputs.str("device", default=_default_device(), label="Device (cpu / cuda)")
+
+
+def _add_precision_input(inputs: types.Object) -> None:
+    choices = types.Dropdown(label="Precision")
+    for c in ("fp32", "bf16", "fp16"):
+        choices.add_choice(c, label=c)
+    inputs.enum("precision", choices.values(), default="fp32", label="Precision",
+                description="bf16/fp16 run the image tower under autocast (faster on GPUs)",
+                view=choices)
+
+
+def _model_kwargs(p: dict) -> dict:
+    return {"model_name": p.get("model_name") or DEFAULT_MODEL,
+            "pretrained": p.get("pretrained") or None,
+            "checkpoint": p.get("checkpoint") or None,
+            "device": p.get("device") or _default_device()}
+
+
+def _inference_kwargs(p: dict) -> dict:
+    return {**_model_kwargs(p), "precision": p.get("precision") or "fp32"}
+
+
+class GradeClipGrader(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="grade_clipgrader",
+            label="label-grader: grade boxes with ClipGrader",
+            description="CLIP grades every box as good / bad / background (zero-shot or fine-tuned)",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "field", "Detections field to grade", "ground_truth")
+        _add_model_inputs(inputs)
+        _add_precision_input(inputs)
+        inputs.bool("all_classes", default=False, label="Score against all classes",
+                    description="Also predict the class (writes clipgrader_class) to catch wrong labels")
+        inputs.float("bad_threshold", default=0.5, min=0.0, max=1.0,
+                     label="Tag suspect:clipgrader_bad when p_bad >=")
+        inputs.float("background_threshold", default=0.5, min=0.0, max=1.0,
+                     label="Tag suspect:clipgrader_background when p_background >=")
+        inputs.int("batch_size", default=64, min=1, label="Batch size")
+        return types.Property(inputs, view=types.View(label="ClipGrader: grade boxes"))
+
+    def execute(self, ctx):
+        from grader.clipgrader import grade_clipgrader
+
+        p = dict(ctx.params)
+        report = grade_clipgrader(
+            target_view(ctx), p.get("field", "ground_truth"), **_inference_kwargs(p),
+            all_classes=bool(p.get("all_classes", False)),
+            bad_threshold=float(p.get("bad_threshold", 0.5)),
+            background_threshold=float(p.get("background_threshold", 0.5)),
+            batch_size=int(p.get("batch_size", 64)),
+            progress=progress_callback(ctx, "ClipGrader"),
+        )
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return report.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("samples_scored", label="Samples scored")
+        outputs.int("labels_scored", label="Labels scored")
+        outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
+        outputs.obj("tagged", label="Tagged", view=types.JSONView())
+        outputs.obj("info", label="Details", view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="ClipGrader results"))
+
+
+class TrainClipGrader(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="train_clipgrader",
+            label="label-grader: fine-tune ClipGrader on this ground truth",
+            description="Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+        inputs.str("out_dir", required=True, label="Checkpoint folder",
+                   description="best.pt, last.pt and history.json are written here")
+        _add_model_inputs(inputs, checkpoint_label="Start from a ClipGrader checkpoint (optional)")
+        inputs.int("epochs", default=5, min=1, label="Epochs")
+        inputs.int("batch_size", default=32, min=2, label="Batch size")
+        inputs.float("lr", default=1e-5, label="Learning rate")
+        inputs.int("lora_rank", default=0, min=0, label="LoRA rank (0 = train the full vision encoder)")
+        inputs.float("val_fraction", default=0.1, min=0.0, max=0.9, label="Validation fraction (by image)")
+        inputs.float("min_size", default=20.0, min=0.0, label="Skip objects smaller than (px)")
+        inputs.int("seed", default=0, label="Seed")
+        inputs.bool("resume", default=True, label="Resume from out_dir/last.pt if present")
+        return types.Property(inputs, view=types.View(label="ClipGrader: fine-tune"))
+
+    def execute(self, ctx):
+        from grader.clipgrader import train_clipgrader
+
+        p = dict(ctx.params)
+        mk = _model_kwargs(p)
+        result = train_clipgrader(
+            target_view(ctx), p.get("gt_field", "ground_truth"), p["out_dir"],
+            model_name=mk["model_name"], pretrained=mk["pretrained"],
+            init_checkpoint=mk["checkpoint"], device=mk["device"],
+            epochs=int(p.get("epochs", 5)), batch_size=int(p.get("batch_size", 32)),
+            lr=float(p.get("lr", 1e-5)), lora_rank=int(p.get("lora_rank", 0)),
+            val_fraction=float(p.get("val_fraction", 0.1)),
+            min_size=float(p.get("min_size", 20.0)), seed=int(p.get("seed", 0)),
+            resume=bool(p.get("resume", True)),
+            progress=progress_callback(ctx, "ClipGrader training step"),
+        )
+        return result.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("best_checkpoint", label="Best checkpoint (grade with it)")
+        outputs.str("last_checkpoint", label="Last checkpoint (resume from it)")
+        outputs.list("history", types.Object(), label="History", view=types.JSONView())
+        return types.Property(outputs, view=types.View(label="ClipGrader training"))
+
+
+class EvaluateClipGrader(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="evaluate_clipgrader",
+            label="label-grader: evaluate ClipGrader",
+            description="Accuracy, false-positive rate and confusion on good/bad/background boxes from GT",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field (held-out images)",
+                                  "ground_truth")
+        _add_model_inputs(inputs)
+        _add_precision_input(inputs)
+        inputs.float("min_size", default=20.0, min=0.0, label="Skip objects smaller than (px)")
+        inputs.int("seed", default=12345, label="Seed")
+        return types.Property(inputs, view=types.View(label="ClipGrader: evaluate"))
+
+    def execute(self, ctx):
+        from grader.clipgrader import evaluate_clipgrader
+
+        p = dict(ctx.params)
+        res = evaluate_clipgrader(
+            target_view(ctx), p.get("gt_field", "ground_truth"), **_inference_kwargs(p),
+            min_size=float(p.get("min_size", 20.0)), seed=int(p.get("seed", 12345)),
+            progress=progress_callback(ctx, "ClipGrader evaluation"),
+        )
+        out = res.to_dict()
+        out["table"] = "```\n" + res.table() + "\n```"
+        return out
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("table", label="Evaluation", view=types.MarkdownView())
+        outputs.float("accuracy", label="3-way accuracy")
+        outputs.float("false_positive_rate", label="False-positive rate")
+        return types.Property(outputs, view=types.View(label="ClipGrader evaluation"))
+
+
+OPERATORS = [GradeClipGrader, TrainClipGrader, EvaluateClipGrader]

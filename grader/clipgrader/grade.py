@@ -1,0 +1,146 @@
+"""Grade every box of a Detections field with a (zero-shot or fine-tuned) ClipGrader."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from ..classes import resolve_classes
+from ..fields import read_detections, record_run, set_label_tag, write_label_attr
+from ..render import BoxCrop, iter_box_crops
+from ..report import RunReport
+from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, QUALITY_NAMES, ClipGrader, load_grader
+
+TAG_BAD = "suspect:clipgrader_bad"
+TAG_BACKGROUND = "suspect:clipgrader_background"
+ATTRS = ("clipgrader_p_good", "clipgrader_p_bad", "clipgrader_p_background",
+         "clipgrader_p_not_good", "clipgrader_quality", "clipgrader_class",
+         "clipgrader_p_other_class")
+
+
+def batched(crops: Iterable[BoxCrop], batch_size: int) -> Iterator[list[BoxCrop]]:
+    """Group a crop stream into lists of ``batch_size`` (the last one may be shorter)."""
+    batch: list[BoxCrop] = []
+    for c in crops:
+        batch.append(c)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def score_crops(grader: ClipGrader, crops: Iterable[BoxCrop], classes: Sequence[str], *,
+                all_classes: bool = False, batch_size: int = 64,
+                on_batch: Callable[[int], None] | None = None,
+                ) -> dict[tuple[str, str], dict[str, object]]:
+    """Run the model over a crop stream; return ``(sample_id, label_id) -> scores``."""
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[tuple[str, str], dict[str, object]] = {}
+    for batch in batched(crops, batch_size):
+        k = [index[c.label] for c in batch]
+        with torch.inference_mode():
+            p = grader.probabilities(grader.to_uint8_batch([c.image for c in batch]), k, classes,
+                                     all_classes=all_classes)
+        for i, c in enumerate(batch):
+            rec: dict[str, object] = {
+                "clipgrader_p_good": float(p["p_good"][i]),
+                "clipgrader_p_bad": float(p["p_bad"][i]),
+                "clipgrader_p_background": float(p["p_background"][i]),
+                "clipgrader_p_not_good": float(1.0 - p["p_good"][i]),
+                "clipgrader_quality": QUALITY_NAMES[int(p["quality"][i])],
+            }
+            if all_classes:
+                pc = int(p["pred_class"][i])
+                rec["clipgrader_class"] = classes[pc] if pc >= 0 else None
+                rec["clipgrader_p_other_class"] = float(p["p_other_class"][i])
+            out[(c.sample_id, c.label_id)] = rec
+        if on_batch is not None:
+            on_batch(len(batch))
+    return out
+
+
+def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGrader | None = None,
+                     model_name: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETRAINED,
+                     checkpoint: str | None = None, device: str = "cpu",
+                     precision: str = "fp32",
+                     classes: Sequence[str] | None = None, all_classes: bool = False,
+                     bad_threshold: float = 0.5, background_threshold: float = 0.5,
+                     context: float = 1.35, batch_size: int = 64,
+                     num_workers: int | None = None,
+                     progress: Callable[[int, int], None] | None = None,
+                     run_key: str = "clipgrader") -> RunReport:
+    """Grade every detection of ``field`` in ``collection`` and write ClipGrader's attributes.
+
+    Writes per detection ``clipgrader_p_good``, ``_p_bad``, ``_p_background``, ``_p_not_good``,
+    ``_quality`` ("good"/"bad"/"background") and, with ``all_classes``, ``clipgrader_class``
+    (predicted class, None when background wins) and ``_p_other_class``. Tags
+    ``suspect:clipgrader_bad`` (p_bad >= ``bad_threshold``) and ``suspect:clipgrader_background``
+    (p_background >= ``background_threshold``). Labels in scope that get no score (unreadable
+    image, degenerate box, unknown class) get None, so a re-run leaves no stale values; nothing
+    else on the detections is touched. ``grader`` overrides the model arguments; otherwise the
+    model comes from ``checkpoint`` or ``model_name``/``pretrained`` (see ``load_grader``).
+    ``num_workers`` threads decode and render ahead of the model (None: cores - 1, at most 8).
+    """
+    report = RunReport(judge="clipgrader")
+    if grader is None:
+        grader = load_grader(model_name, pretrained, checkpoint=checkpoint, device=device,
+                             precision=precision)
+    table = read_detections(collection, field)
+    explicit = bool(classes)
+    classes = resolve_classes(collection, [field], classes)
+    if not explicit:
+        # CLIP prompts work for any class name, so labels missing from the class list are scored.
+        seen = {l for labs in table.labels for l in labs if l is not None}
+        classes = list(classes) + sorted(seen - set(classes))
+    known = set(classes)
+    total = table.num_labels
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    def keep_known(crops: Iterable[BoxCrop]) -> Iterator[BoxCrop]:
+        for c in crops:
+            if c.label in known:
+                yield c
+            else:
+                report.skip("unknown_class")
+
+    crops = iter_box_crops(collection, field, context=context, out_size=grader.image_size,
+                           report=report, num_workers=num_workers, prefetch=16)
+    t0 = time.perf_counter()
+    scores = score_crops(grader, keep_known(crops), classes, all_classes=all_classes,
+                         batch_size=batch_size, on_batch=tick)
+
+    t1 = time.perf_counter()
+    attrs = [a for a in ATTRS if all_classes or a not in ("clipgrader_class",
+                                                          "clipgrader_p_other_class")]
+    keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
+    for a in attrs:
+        write_label_attr(collection, field, a, {k: scores.get(k, {}).get(a) for k in keys})
+    bad = [k[1] for k, r in scores.items() if r["clipgrader_p_bad"] >= bad_threshold]
+    bg = [k[1] for k, r in scores.items() if r["clipgrader_p_background"] >= background_threshold]
+    report.tagged[TAG_BAD] = set_label_tag(collection, field, TAG_BAD, bad)
+    report.tagged[TAG_BACKGROUND] = set_label_tag(collection, field, TAG_BACKGROUND, bg)
+
+    report.info["seconds"] = {"render_and_score": round(t1 - t0, 3),
+                              "write": round(time.perf_counter() - t1, 3)}
+    report.labels_scored = len(scores)
+    report.samples_scored = len({k[0] for k in scores})
+    report.fields = [f"{field}.detections.{a}" for a in attrs]
+    report.info.update({"model": grader.model_name, "pretrained": grader.pretrained,
+                        "checkpoint": grader.meta.get("checkpoint"), "num_classes": len(classes),
+                        "quality_counts": dict(Counter(r["clipgrader_quality"]
+                                                       for r in scores.values()))})
+    record_run(collection, run_key, {
+        "method": "clipgrader", "field": field, "model_name": grader.model_name,
+        "pretrained": grader.pretrained, "checkpoint": grader.meta.get("checkpoint"),
+        "all_classes": all_classes, "bad_threshold": bad_threshold,
+        "background_threshold": background_threshold, "context": context,
+    }, report.to_dict())
+    return report
