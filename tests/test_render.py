@@ -165,3 +165,15 @@ def test_iter_box_crops_threaded_matches_serial(crop_dataset):
                             num_workers=2, prefetch=2))
     assert [c.label_id for c in a] == [c.label_id for c in b]
     assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(a, b))
+
+
+def test_process_pool_renders_the_same_crops(coco128):
+    """Rendering in spawned processes yields exactly the serial crops, in the same order."""
+    from grader.render import iter_box_crops
+
+    view = coco128.limit(4)
+    serial = list(iter_box_crops(view, "ground_truth", out_size=48, jitter=0.1, seed=3))
+    procs = list(iter_box_crops(view, "ground_truth", out_size=48, jitter=0.1, seed=3,
+                                num_workers=2, pool="processes"))
+    assert [(c.sample_id, c.label_id) for c in procs] == [(c.sample_id, c.label_id) for c in serial]
+    assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(serial, procs))

@@ -3,7 +3,19 @@
 SDK entry points: :func:`grade_clipgrader`, :func:`train_clipgrader`, :func:`evaluate_clipgrader`,
 :func:`load_grader` (zero-shot or fine-tuned model).
 """
-from .model import ClipGrader, ClipWeightsError, load_grader, register_tiny_config  # noqa: F401
-from .grade import grade_clipgrader  # noqa: F401
-from .train import train_clipgrader  # noqa: F401
-from .evaluate import evaluate_clipgrader  # noqa: F401
+import importlib
+
+# Lazy so that the model can be used without FiftyOne (e.g. a bare GPU box): grading,
+# training and evaluation pull in the database layer only when first used.
+_EXPORTS = {
+    "ClipGrader": ".model", "ClipWeightsError": ".model", "load_grader": ".model",
+    "register_tiny_config": ".model", "grade_clipgrader": ".grade",
+    "train_clipgrader": ".train", "evaluate_clipgrader": ".evaluate",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,13 +5,13 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Sequence
 
-import torch
 
 from ..classes import resolve_classes
 from ..fields import read_detections, record_run, set_label_tag, write_label_attr
 from ..render import BoxCrop, iter_box_crops
 from ..report import RunReport
-from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, QUALITY_NAMES, ClipGrader, load_grader
+from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipGrader, load_grader
+from .scoring import score_crops
 
 TAG_BAD = "suspect:clipgrader_bad"
 TAG_BACKGROUND = "suspect:clipgrader_background"
@@ -20,46 +20,6 @@ ATTRS = ("clipgrader_p_good", "clipgrader_p_bad", "clipgrader_p_background",
          "clipgrader_p_other_class")
 
 
-def batched(crops: Iterable[BoxCrop], batch_size: int) -> Iterator[list[BoxCrop]]:
-    """Group a crop stream into lists of ``batch_size`` (the last one may be shorter)."""
-    batch: list[BoxCrop] = []
-    for c in crops:
-        batch.append(c)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def score_crops(grader: ClipGrader, crops: Iterable[BoxCrop], classes: Sequence[str], *,
-                all_classes: bool = False, batch_size: int = 64,
-                on_batch: Callable[[int], None] | None = None,
-                ) -> dict[tuple[str, str], dict[str, object]]:
-    """Run the model over a crop stream; return ``(sample_id, label_id) -> scores``."""
-    index = {c: i for i, c in enumerate(classes)}
-    out: dict[tuple[str, str], dict[str, object]] = {}
-    for batch in batched(crops, batch_size):
-        k = [index[c.label] for c in batch]
-        with torch.inference_mode():
-            p = grader.probabilities(grader.to_uint8_batch([c.image for c in batch]), k, classes,
-                                     all_classes=all_classes)
-        for i, c in enumerate(batch):
-            rec: dict[str, object] = {
-                "clipgrader_p_good": float(p["p_good"][i]),
-                "clipgrader_p_bad": float(p["p_bad"][i]),
-                "clipgrader_p_background": float(p["p_background"][i]),
-                "clipgrader_p_not_good": float(1.0 - p["p_good"][i]),
-                "clipgrader_quality": QUALITY_NAMES[int(p["quality"][i])],
-            }
-            if all_classes:
-                pc = int(p["pred_class"][i])
-                rec["clipgrader_class"] = classes[pc] if pc >= 0 else None
-                rec["clipgrader_p_other_class"] = float(p["p_other_class"][i])
-            out[(c.sample_id, c.label_id)] = rec
-        if on_batch is not None:
-            on_batch(len(batch))
-    return out
 
 
 def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGrader | None = None,
@@ -69,7 +29,7 @@ def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGra
                      classes: Sequence[str] | None = None, all_classes: bool = False,
                      bad_threshold: float = 0.5, background_threshold: float = 0.5,
                      context: float = 1.35, batch_size: int = 64,
-                     num_workers: int | None = None,
+                     num_workers: int | None = None, render_pool: str = "threads",
                      progress: Callable[[int, int], None] | None = None,
                      run_key: str = "clipgrader") -> RunReport:
     """Grade every detection of ``field`` in ``collection`` and write ClipGrader's attributes.
@@ -82,7 +42,8 @@ def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGra
     image, degenerate box, unknown class) get None, so a re-run leaves no stale values; nothing
     else on the detections is touched. ``grader`` overrides the model arguments; otherwise the
     model comes from ``checkpoint`` or ``model_name``/``pretrained`` (see ``load_grader``).
-    ``num_workers`` threads decode and render ahead of the model (None: cores - 1, at most 8).
+    ``num_workers`` threads decode and render ahead of the model (None: cores - 1, at most 8);
+    ``render_pool="processes"`` uses processes instead (faster on a GPU, see ``iter_box_crops``).
     """
     report = RunReport(judge="clipgrader")
     if grader is None:
@@ -112,7 +73,8 @@ def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGra
                 report.skip("unknown_class")
 
     crops = iter_box_crops(collection, field, context=context, out_size=grader.image_size,
-                           report=report, num_workers=num_workers, prefetch=16)
+                           report=report, num_workers=num_workers, prefetch=16,
+                           pool=render_pool)
     t0 = time.perf_counter()
     scores = score_crops(grader, keep_known(crops), classes, all_classes=all_classes,
                          batch_size=batch_size, on_batch=tick)
