@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fiftyone as fo
+import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 
@@ -52,3 +53,30 @@ def progress_callback(ctx, label: str):
         if total:
             ctx.set_progress(progress=done / total, label=f"{label} {done}/{total}")
     return _cb
+
+
+def operator_config(name: str, label: str, description: str, *, delegated: bool = True,
+                    delegate_by_default: bool = False) -> foo.OperatorConfig:
+    """The config every label-grader operator shares: dynamic form, immediate or delegated."""
+    return foo.OperatorConfig(
+        name=name, label=label, description=description, dynamic=True,
+        allow_immediate_execution=True, allow_delegated_execution=delegated,
+        default_choice_to_delegated=delegate_by_default,
+    )
+
+
+def report_output(title: str) -> types.Property:
+    """Output form for a ``RunReport.to_dict()`` result."""
+    outputs = types.Object()
+    outputs.int("samples_scored", label="Samples scored")
+    outputs.int("labels_scored", label="Labels scored")
+    outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
+    outputs.obj("tagged", label="Tagged", view=types.JSONView())
+    outputs.obj("info", label="Details", view=types.JSONView())
+    return types.Property(outputs, view=types.View(label=title))
+
+
+def reload_unless_delegated(ctx) -> None:
+    """Refresh the App after an immediate run (a delegated run has no App to refresh)."""
+    if not ctx.delegated:
+        ctx.trigger("reload_dataset")

@@ -7,20 +7,23 @@ from cleanlab.internal import constants as cl_const
 
 from grader.cleanlab_od import run_cleanlab
 
-from ._common import add_detection_field_input, add_target_input, progress_callback, target_view
+from ._common import (
+    add_detection_field_input,
+    add_target_input,
+    operator_config,
+    progress_callback,
+    reload_unless_delegated,
+    report_output,
+    target_view,
+)
 
 
 class RunCleanlab(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="run_cleanlab",
-            label="label-grader: score labels with cleanlab ObjectLab",
-            description="Per-image label quality and per-box overlooked / swap / badloc scores",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "run_cleanlab", "label-grader: score labels with cleanlab ObjectLab",
+            "Per-image label quality and per-box overlooked / swap / badloc scores")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -57,18 +60,11 @@ class RunCleanlab(foo.Operator):
             p.get("pred_field", "predictions"),
             progress=progress_callback(ctx, "cleanlab"), **kwargs,
         )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return report.to_dict()
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("samples_scored", label="Samples scored")
-        outputs.int("labels_scored", label="Labels scored")
-        outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
-        outputs.obj("tagged", label="Tagged", view=types.JSONView())
-        outputs.obj("info", label="Details", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="cleanlab results"))
+        return report_output("cleanlab results")
 
 
 OPERATORS = [RunCleanlab]

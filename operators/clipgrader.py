@@ -4,7 +4,15 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import add_detection_field_input, add_target_input, progress_callback, target_view
+from ._common import (
+    add_detection_field_input,
+    add_target_input,
+    operator_config,
+    progress_callback,
+    reload_unless_delegated,
+    report_output,
+    target_view,
+)
 
 # Mirrors grader.clipgrader.model (not imported here so loading the plugin doesn't import torch).
 DEFAULT_MODEL = "ViT-L-14-336"
@@ -55,14 +63,9 @@ def _inference_kwargs(p: dict) -> dict:
 class GradeClipGrader(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="grade_clipgrader",
-            label="label-grader: grade boxes with ClipGrader",
-            description="CLIP grades every box as good / bad / background (zero-shot or fine-tuned)",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "grade_clipgrader", "label-grader: grade boxes with ClipGrader",
+            "CLIP grades every box as good / bad / background (zero-shot or fine-tuned)")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -91,32 +94,19 @@ class GradeClipGrader(foo.Operator):
             batch_size=int(p.get("batch_size", 64)),
             progress=progress_callback(ctx, "ClipGrader"),
         )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return report.to_dict()
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("samples_scored", label="Samples scored")
-        outputs.int("labels_scored", label="Labels scored")
-        outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
-        outputs.obj("tagged", label="Tagged", view=types.JSONView())
-        outputs.obj("info", label="Details", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="ClipGrader results"))
+        return report_output("ClipGrader results")
 
 
 class TrainClipGrader(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="train_clipgrader",
-            label="label-grader: fine-tune ClipGrader on this ground truth",
-            description="Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
-        )
+        return operator_config(
+            "train_clipgrader", "label-grader: fine-tune ClipGrader on this ground truth",
+            "Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT", delegate_by_default=True)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -164,14 +154,9 @@ class TrainClipGrader(foo.Operator):
 class EvaluateClipGrader(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="evaluate_clipgrader",
-            label="label-grader: evaluate ClipGrader",
-            description="Accuracy, false-positive rate and confusion on good/bad/background boxes from GT",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "evaluate_clipgrader", "label-grader: evaluate ClipGrader",
+            "Accuracy, false-positive rate and confusion on good/bad/background boxes from GT")
 
     def resolve_input(self, ctx):
         inputs = types.Object()

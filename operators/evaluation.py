@@ -16,7 +16,13 @@ from grader.evaluate import TRUSTED_TAG, evaluate_judges, format_table, run_brai
 from grader.noise import DEFAULT_RATES, ERROR_TYPES, TRUTH_ATTR, inject_errors
 from grader.review_cost import estimate_review_cost, format_review_cost
 
-from ._common import add_detection_field_input, add_target_input, target_view
+from ._common import (
+    add_detection_field_input,
+    add_target_input,
+    operator_config,
+    reload_unless_delegated,
+    target_view,
+)
 
 
 def _json_safe(x: Any) -> Any:
@@ -43,15 +49,10 @@ def _report_outputs(label: str) -> types.Property:
 class InjectErrors(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="inject_errors",
-            label="label-grader: inject known label errors (for evaluation)",
-            description="Copy a ground-truth field and inject badloc/swap/overlooked/spurious "
-                        "errors with the truth recorded per label",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "inject_errors", "label-grader: inject known label errors (for evaluation)",
+            "Copy a ground-truth field and inject badloc/swap/overlooked/spurious "
+                        "errors with the truth recorded per label")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -82,8 +83,7 @@ class InjectErrors(foo.Operator):
             badloc_iou=(float(p.get("badloc_iou_min", 0.3)), float(p.get("badloc_iou_max", 0.6))),
             swap_to=p.get("swap_to", "uniform"), overwrite=bool(p.get("overwrite", False)),
         )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
 
     def resolve_output(self, ctx):
@@ -93,15 +93,10 @@ class InjectErrors(foo.Operator):
 class EvaluateJudges(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="evaluate_judges",
-            label="label-grader: evaluate judges on injected errors",
-            description="AUROC / AP / precision@k / recall@top-10% per judge and error type, "
-                        "with FiftyOne Brain's mistakenness as a baseline",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "evaluate_judges", "label-grader: evaluate judges on injected errors",
+            "AUROC / AP / precision@k / recall@top-10% per judge and error type, "
+                        "with FiftyOne Brain's mistakenness as a baseline")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -128,8 +123,7 @@ class EvaluateJudges(foo.Operator):
         if "ensemble:ensemble_any" in result["gt"].get("any", {}):
             rc = estimate_review_cost(view, gt, "ensemble_any", exclude_tag=p.get("exclude_tag") or None)
             text += "\n\n" + format_review_cost(rc)
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return _json_safe({"table": f"```\n{text}\n```", "result": result, "review_cost": rc})
 
     def resolve_output(self, ctx):
@@ -142,15 +136,10 @@ class EvaluateJudges(foo.Operator):
 class ComputeEnsemble(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="compute_ensemble",
-            label="label-grader: combine judges (reliability-weighted ensemble)",
-            description="One suspect score per issue type from every judge's scores, weighted by "
-                        "each judge's reliability on a trusted (verified) subset",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "compute_ensemble", "label-grader: combine judges (reliability-weighted ensemble)",
+            "One suspect score per issue type from every judge's scores, weighted by "
+                        "each judge's reliability on a trusted (verified) subset")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -181,8 +170,7 @@ class ComputeEnsemble(foo.Operator):
             tag_fraction=float(p.get("tag_fraction", 0.05)), sharpness=float(p.get("sharpness", 2.0)),
             min_positives=int(p.get("min_positives", 3)), method=p.get("method") or "stouffer",
         )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
 
     def resolve_output(self, ctx):

@@ -6,7 +6,13 @@ import fiftyone.operators.types as types
 
 from grader import review
 
-from ._common import add_detection_field_input, add_target_input, target_view
+from ._common import (
+    add_detection_field_input,
+    add_target_input,
+    operator_config,
+    reload_unless_delegated,
+    target_view,
+)
 
 _KIND_LABELS = {
     "accept": "Accept as correct (tag reviewed:ok)",
@@ -32,14 +38,9 @@ def _selected_label(ctx) -> dict | None:
 class ApplyFix(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="apply_fix",
-            label="label-grader: fix a label",
-            description="Accept, relabel, delete, replace box or adopt a candidate; undoable",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "apply_fix", "label-grader: fix a label",
+            "Accept, relabel, delete, replace box or adopt a candidate; undoable")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -83,8 +84,7 @@ class ApplyFix(foo.Operator):
                 extra["pred_id"] = p.get("pred_id") or None
             rec = review.apply_fix(ctx.dataset, kind, p["sample_id"], p["label_id"], field,
                                    user=user, **extra)
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return {"fix": review.record_to_json(rec) if rec else None,
                 "summary": rec.summary() if rec else "nothing to accept"}
 
@@ -97,13 +97,9 @@ class ApplyFix(foo.Operator):
 class UndoFix(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="undo_fix",
-            label="label-grader: undo a fix",
-            description="Restore a label exactly as it was before a fix (newest fix by default)",
-            dynamic=True,
-            allow_immediate_execution=True,
-        )
+        return operator_config(
+            "undo_fix", "label-grader: undo a fix",
+            "Restore a label exactly as it was before a fix (newest fix by default)", delegated=False)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -121,8 +117,7 @@ class UndoFix(foo.Operator):
     def execute(self, ctx):
         rec = review.undo_fix(ctx.dataset, ctx.params.get("fix_id") or None,
                               force=bool(ctx.params.get("force")), user=ctx_user(ctx))
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return {"fix": review.record_to_json(rec), "summary": rec.summary()}
 
     def resolve_output(self, ctx):
@@ -134,13 +129,9 @@ class UndoFix(foo.Operator):
 class SaveReviewViews(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="save_review_views",
-            label="label-grader: save review views",
-            description="Saved views: suspect <issue>, overlooked candidates, reviewed",
-            dynamic=True,
-            allow_immediate_execution=True,
-        )
+        return operator_config(
+            "save_review_views", "label-grader: save review views",
+            "Saved views: suspect <issue>, overlooked candidates, reviewed", delegated=False)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -149,8 +140,7 @@ class SaveReviewViews(foo.Operator):
 
     def execute(self, ctx):
         names = review.save_review_views(ctx.dataset, ctx.params.get("gt_field", "ground_truth"))
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return {"views": names}
 
     def resolve_output(self, ctx):

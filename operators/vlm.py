@@ -12,7 +12,15 @@ import fiftyone.operators.types as types
 from grader.vlm import DETECTION_PROMPTS, make_backend, run_vlm_judge
 from grader.vlm.backends import VLMBackendError
 
-from ._common import add_detection_field_input, add_target_input, progress_callback, target_view
+from ._common import (
+    add_detection_field_input,
+    add_target_input,
+    operator_config,
+    progress_callback,
+    reload_unless_delegated,
+    report_output,
+    target_view,
+)
 
 SECRET_NAMES = ("LABEL_GRADER_VLM_API_KEY", "OPENAI_API_KEY")
 
@@ -69,15 +77,10 @@ def build_backend(ctx, params: dict):
 class RunVLMJudge(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
-            name="run_vlm_judge",
-            label="label-grader: grade labels with a vision-language model",
-            description="Ask a local or OpenAI-compatible VLM whether each box (and each image) "
-                        "is labelled correctly; writes vlm_verdict / vlm_reason / vlm_confidence",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+        return operator_config(
+            "run_vlm_judge", "label-grader: grade labels with a vision-language model",
+            "Ask a local or OpenAI-compatible VLM whether each box (and each image) "
+                        "is labelled correctly; writes vlm_verdict / vlm_reason / vlm_confidence")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -138,18 +141,11 @@ class RunVLMJudge(foo.Operator):
             threshold=float(p.get("threshold", 0.5)), cache=cache,
             progress=progress_callback(ctx, "VLM judge"), run_key=p.get("run_key") or "vlm_judge",
         )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
+        reload_unless_delegated(ctx)
         return report.to_dict()
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.int("samples_scored", label="Samples scored")
-        outputs.int("labels_scored", label="Labels scored")
-        outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
-        outputs.obj("tagged", label="Tagged", view=types.JSONView())
-        outputs.obj("info", label="Details", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="VLM judge results"))
+        return report_output("VLM judge results")
 
 
 OPERATORS = [RunVLMJudge]

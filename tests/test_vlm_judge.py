@@ -3,6 +3,7 @@ local tiny transformers model, and the App/SDK operator."""
 from __future__ import annotations
 
 import os
+import time
 
 import fiftyone.operators as foo
 import pytest
@@ -89,6 +90,12 @@ def test_cache_rerun_and_interrupted_run_do_not_pay_twice(synthetic_dataset, tmp
             run_vlm_judge(ds, Interrupting(), cache=cache)
         paid = len(cache)
         assert paid == 7
+        # Requests already in flight when the run died may still reach the server: let them
+        # land before counting what the re-run sends.
+        settle_deadline, last = time.monotonic() + 5, -1
+        while srv.state.requests != last and time.monotonic() < settle_deadline:
+            last = srv.state.requests
+            time.sleep(0.3)
         sent_before = srv.state.requests
         report = run_vlm_judge(ds, backend, cache=cache)
         assert srv.state.requests - sent_before == 18 - paid
