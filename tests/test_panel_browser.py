@@ -3,7 +3,8 @@
 Opens the panel from the App's "+" menu, sorts by the swap score, filters to swap suspects
 under a threshold, accepts the top label,
 checks the database, undoes from the panel, checks again, saves the review views, opens a
-row's sample in the modal, and keeps a screenshot (``<tmp_path>/panel.png``, copied to ``docs/panel.png``).
+row's sample in the modal, and keeps a screenshot (``<tmp_path>/panel.png``, copied to ``tests/_output/panel.png``; to
+``docs/panel.png`` when ``LABEL_GRADER_UPDATE_DOCS=1``).
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def review_dataset(request):
         ds.delete()
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/setup.sh)")
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+                    reason="needs Debian's chromium (scripts/setup.sh installs it; CI fails without it)")
 def test_panel_filter_fix_undo_in_browser(review_dataset, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -186,6 +188,9 @@ def test_panel_filter_fix_undo_in_browser(review_dataset, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert shot.stat().st_size > 10_000
-    docs = REPO / "docs"
-    docs.mkdir(exist_ok=True)
-    shutil.copy(shot, docs / "panel.png")
+    # Kept beside the tests (git-ignored) for CI; the README's copy changes only on request.
+    out = REPO / "tests" / "_output"
+    out.mkdir(exist_ok=True)
+    shutil.copy(shot, out / "panel.png")
+    if os.environ.get("LABEL_GRADER_UPDATE_DOCS") == "1":
+        shutil.copy(shot, REPO / "docs" / "panel.png")
