@@ -12,11 +12,14 @@ except ImportError:  # plugin copied/linked into the plugins dir but not pip-ins
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import grader  # noqa: F401
 
-from .operators import OPERATORS
-from .panels import PANELS
-
 
 def register(p):
+    # Imported here, not at module level: this file is also imported outside FiftyOne's plugin
+    # loader (e.g. by pytest, as the checkout's top-level package), where there is no parent
+    # package for relative imports unless the folder name happens to be a valid identifier.
+    from .operators import OPERATORS
+    from .panels import PANELS
+
     for op in OPERATORS:
         p.register(op)
     for panel in PANELS:

@@ -270,6 +270,7 @@ class CleanlabScores:
     overlooked: list[np.ndarray]
     swap_match: list[np.ndarray]    # index into flattened preds, -1 if none
     badloc_match: list[np.ndarray]  # index into flattened preds, -1 if none
+    support: list[np.ndarray]       # max IoU with any confident prediction, any class
     thresholds: dict[str, Any]
 
 
@@ -319,6 +320,14 @@ def compute_scores(inputs: CleanlabInputs, params: CleanlabParams) -> CleanlabSc
         temperature=params.temperature, aggregation_weights=params.aggregation_weights,
         overlapping_label_check=params.overlapping_label_check)
     swap_match, badloc_match = _best_matches(aux, params)
+    # Does any confident prediction (of any class) overlap the box at all? A box with no
+    # support is what a spurious label (a box on background) looks like; cleanlab's own
+    # scores read "clean" (1.0) there, so this is the complementary signal.
+    support = []
+    for a in aux:
+        conf = a["pred_label_probs"] > params.low_probability_threshold
+        iou = a["iou_matrix"][:, conf] if a["iou_matrix"].size else np.zeros((len(a["lab_labels"]), 0))
+        support.append(iou.max(axis=1) if iou.shape[1] else np.zeros(len(a["lab_labels"])))
 
     thresholds: dict[str, Any] = {}
     need_auto = None in (params.badloc_threshold, params.swap_threshold, params.overlooked_threshold)
@@ -329,7 +338,8 @@ def compute_scores(inputs: CleanlabInputs, params: CleanlabParams) -> CleanlabSc
         fixed = getattr(params, f"{name}_threshold")
         thresholds[name] = fixed if fixed is not None else {
             inputs.classes[c]: float(v * factor) for c, v in ap.items()}
-    return CleanlabScores(quality, badloc, swap, overlooked, swap_match, badloc_match, thresholds)
+    return CleanlabScores(quality, badloc, swap, overlooked, swap_match, badloc_match, support,
+                          thresholds)
 
 
 def _threshold_for(thresholds: dict, name: str, cls: str) -> float:
@@ -349,6 +359,8 @@ def run_cleanlab(collection, gt_field: str = "ground_truth", pred_field: str = "
     Writes (all LOW = suspect, see :class:`CleanlabParams` for parameters):
 
     - on each ground-truth detection: ``cleanlab_badloc``, ``cleanlab_swap``,
+      ``cleanlab_support`` (max IoU with any prediction above ``low_probability_threshold``,
+      any class: 0 = nothing the model sees is there, a possibly spurious box),
       ``cleanlab_swap_label`` (the class the swap score points to), ``cleanlab_swap_pred_id``,
       ``cleanlab_badloc_pred_id`` (the prediction a fix could take the box from);
     - on each sample: ``cleanlab_label_quality`` and ``cleanlab_issue`` (any box flagged);
@@ -393,7 +405,7 @@ def _write_results(collection, params: CleanlabParams, ov_field: str, inputs: Cl
     classes = inputs.classes
     gt_tab = lgf.read_detections(collection, gt_field)
     # Every GT label in scope gets a value (None when unscored) so re-runs leave nothing stale.
-    attrs = ("cleanlab_badloc", "cleanlab_swap", "cleanlab_swap_label",
+    attrs = ("cleanlab_badloc", "cleanlab_swap", "cleanlab_support", "cleanlab_swap_label",
              "cleanlab_swap_pred_id", "cleanlab_badloc_pred_id")
     values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in attrs}
     for sid, ids in zip(gt_tab.sample_ids, gt_tab.ids):
@@ -417,6 +429,7 @@ def _write_results(collection, params: CleanlabParams, ov_field: str, inputs: Cl
             key = (sid, lid)
             values["cleanlab_badloc"][key] = _nan_to_none(b)
             values["cleanlab_swap"][key] = _nan_to_none(s)
+            values["cleanlab_support"][key] = float(scores.support[i][r])
             sm, bm = scores.swap_match[i][r], scores.badloc_match[i][r]
             if sm >= 0:
                 values["cleanlab_swap_label"][key] = classes[inputs.pred_classes[i][sm]]

@@ -30,6 +30,9 @@ SCORES: list[ScoreSpec] = [
               description="ObjectLab badly-located score (0-1, low = box likely misplaced)"),
     ScoreSpec("cleanlab_swap", "cleanlab", "swap", False, tag="suspect:swap",
               description="ObjectLab swap score (0-1, low = class likely wrong)"),
+    ScoreSpec("cleanlab_support", "cleanlab", "spurious", False,
+              description="max IoU with any confident prediction of any class (low = no detection "
+                          "supports the box: possibly spurious)"),
     ScoreSpec("cleanlab_overlooked", "cleanlab", "overlooked", False, on_candidates=True,
               tag="suspect:overlooked",
               description="ObjectLab overlooked score of a predicted box (low = object likely missing from GT)"),

@@ -269,3 +269,24 @@ def test_operator_delegated_execution(synthetic_dataset):
     assert ops and all(str(o.run_state).lower().endswith("completed") for o in ops), \
         [(o.run_state, getattr(o, "run_error", None)) for o in ops]
     assert ds.count("ground_truth.detections.cleanlab_badloc") == 18
+
+
+def test_support_is_max_iou_with_confident_predictions(coco_preds):
+    """cleanlab_support = max IoU (pycocotools) of a GT box with any prediction above the low threshold."""
+    from grader.boxes import iou_matrix, rel_xywh_to_abs_xyxy
+
+    run_cleanlab(coco_preds, low_probability_threshold=0.3)
+    n_zero = n = 0
+    for s in coco_preds.select_fields(["ground_truth", "predictions", "metadata"]):
+        w, h = s.metadata.width, s.metadata.height
+        preds = [p for p in s.predictions.detections if max(p.probs) > 0.3]
+        pb = rel_xywh_to_abs_xyxy([p.bounding_box for p in preds], w, h)
+        for d in (s.ground_truth.detections if s.ground_truth else []):
+            if d.get_field("cleanlab_support") is None:
+                continue
+            gb = rel_xywh_to_abs_xyxy([d.bounding_box], w, h)
+            expected = float(iou_matrix(gb, pb).max()) if len(preds) else 0.0
+            assert d.cleanlab_support == pytest.approx(expected, abs=1e-4)
+            n += 1
+            n_zero += d.cleanlab_support == 0
+    assert n == 939 and 0 < n_zero < n
