@@ -156,7 +156,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     pct = {name: percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
            for name, col in ls.columns.items()}
     if issues is None:
-        covered = {s.issue for s in specs}
+        covered = {i for s in specs for i in (s.issue, *s.also)}
         issues = [i for i in ISSUES if i in covered] or list(ISSUES if "any" in covered else [])
     trusted = ls.trusted
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
@@ -218,7 +218,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
 
 
 def _prior_weights(specs: dict[str, ScoreSpec], issue: str) -> dict[str, float]:
-    return {name: 1.0 if (s.issue in (issue, "any") or issue == "any") else 0.0
+    return {name: 1.0 if (s.covers(issue) or issue == "any") else 0.0
             for name, s in specs.items()}
 
 

@@ -17,6 +17,11 @@ class ScoreSpec:
     on_candidates: bool = False  # True: lives on the overlooked-candidates field, not on GT
     tag: str | None = None    # tag this judge puts on labels past its threshold
     description: str = ""
+    also: tuple[str, ...] = ()   # further issue types the score is evidence for
+
+    def covers(self, issue: str) -> bool:
+        """Whether this score is evidence for ``issue`` (its own issue, ``also``, or "any")."""
+        return issue in (self.issue, "any") or issue in self.also or self.issue == "any"
 
     def suspicion(self, value: float | None) -> float | None:
         """Map a raw value to 'higher = more suspect' (None stays None)."""
@@ -30,7 +35,7 @@ SCORES: list[ScoreSpec] = [
               description="ObjectLab badly-located score (0-1, low = box likely misplaced)"),
     ScoreSpec("cleanlab_swap", "cleanlab", "swap", False, tag="suspect:swap",
               description="ObjectLab swap score (0-1, low = class likely wrong)"),
-    ScoreSpec("cleanlab_support", "cleanlab", "spurious", False,
+    ScoreSpec("cleanlab_support", "cleanlab", "spurious", False, also=("badloc",),
               description="max IoU with any confident prediction of any class (low = no detection "
                           "supports the box: possibly spurious)"),
     ScoreSpec("cleanlab_overlooked", "cleanlab", "overlooked", False, on_candidates=True,
