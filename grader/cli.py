@@ -50,7 +50,7 @@ def cmd_demo(args) -> int:
     print(rep.summary())
     rep = cleanlab_od.run_cleanlab(ds, high_probability_threshold=args.high_probability_threshold)
     print(rep.summary())
-    print(f"\nMost suspect labels (cleanlab score, low = suspect):")
+    print("\nMost suspect labels (cleanlab score, low = suspect):")
     print(f"{'score':>8}  {'issue':7} {'label':14} {'suggest':12} image")
     for r in cleanlab_od.suspects(ds, limit=args.top):
         print(f"{r['score']:8.4f}  {r['issue']:7} {r['label']:14} {str(r['suggested_label'] or ''):12} "

@@ -8,8 +8,6 @@ from __future__ import annotations
 import colorsys
 import math
 import os
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -19,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
 from .images import ImageReadError, load_rgb
+from .parallel import prefetch_map
 from .report import RunReport
 
 MAGENTA = (255, 0, 255)
@@ -243,8 +242,6 @@ def iter_box_crops(collection, field: str, *, context: float = 1.35, out_size: i
     drives the GPU for the GIL (H100, ViT-L-14-336 bf16: end-to-end/bare 1.56x with 15
     threads, 1.11x with 15 processes; ``bench/clipgrader_gpu.py``).
     """
-    if pool not in ("threads", "processes"):
-        raise ValueError(f"pool must be 'threads' or 'processes', got {pool!r}")
     if num_workers is None:
         num_workers = default_workers()
     from .fields import read_detections  # the database layer, only when rendering a collection
@@ -267,22 +264,5 @@ def iter_box_crops(collection, field: str, *, context: float = 1.35, out_size: i
                 report.skip(k, v)
         return crops
 
-    if num_workers <= 0:
-        for job in jobs:
-            yield from account(work(job))
-        return
-    executor = (ThreadPoolExecutor(max_workers=num_workers) if pool == "threads" else
-                ProcessPoolExecutor(max_workers=num_workers, mp_context=mp.get_context("spawn")))
-    with executor as ex:
-        pending = []
-        it = iter(jobs)
-        for job in it:
-            pending.append(ex.submit(work, job))
-            if len(pending) >= max(prefetch, 1):
-                break
-        while pending:
-            result = pending.pop(0).result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(ex.submit(work, nxt))
-            yield from account(result)
+    for result in prefetch_map(work, jobs, workers=num_workers, prefetch=prefetch, pool=pool):
+        yield from account(result)

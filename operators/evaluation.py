@@ -21,6 +21,7 @@ from ._common import (
     add_target_input,
     operator_config,
     reload_unless_delegated,
+    report_output,
     target_view,
 )
 
@@ -34,16 +35,6 @@ def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
-
-
-def _report_outputs(label: str) -> types.Property:
-    outputs = types.Object()
-    outputs.int("samples_scored", label="Samples")
-    outputs.int("labels_scored", label="Labels")
-    outputs.obj("skipped", label="Skipped (by reason)", view=types.JSONView())
-    outputs.obj("tagged", label="Tagged", view=types.JSONView())
-    outputs.obj("info", label="Details", view=types.JSONView())
-    return types.Property(outputs, view=types.View(label=label))
 
 
 class InjectErrors(foo.Operator):
@@ -87,7 +78,7 @@ class InjectErrors(foo.Operator):
         return _json_safe(report.to_dict())
 
     def resolve_output(self, ctx):
-        return _report_outputs("Injected errors")
+        return report_output("Injected errors")
 
 
 class EvaluateJudges(foo.Operator):
@@ -174,7 +165,7 @@ class ComputeEnsemble(foo.Operator):
         return _json_safe(report.to_dict())
 
     def resolve_output(self, ctx):
-        return _report_outputs("Ensemble")
+        return report_output("Ensemble")
 
 
 OPERATORS = [InjectErrors, EvaluateJudges, ComputeEnsemble]

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..images import ImageReadError, load_rgb
+from ..parallel import prefetch_map
 from ..render import crop_with_box, default_workers
 from ..report import RunReport
 from .synth import SynthItem
@@ -62,19 +62,8 @@ def iter_item_crops(items: Sequence[SynthItem], out_size: int, *, context: float
             return
         yield from zip(group, crops)
 
-    if num_workers <= 0:
-        for gi in order:
-            yield from emit(work(gi))
-        return
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        it = iter(order)
-        pending = [pool.submit(work, gi) for _, gi in zip(range(max(prefetch, 1)), it)]
-        while pending:
-            result = pending.pop(0).result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(work, nxt))
-            yield from emit(result)
+    for result in prefetch_map(work, order, workers=num_workers, prefetch=prefetch):
+        yield from emit(result)
 
 
 def shuffled_batches(stream: Iterator[tuple[SynthItem, np.ndarray]], batch_size: int,
