@@ -11,12 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-# (module, function) pairs that add sub-commands; missing optional features are skipped.
+# (module, function) pairs that add their feature's sub-commands.
 _COMMAND_PROVIDERS = [
     ("grader.clipgrader.cli", "add_clipgrader_commands"),
     ("grader.vlm.cli", "add_vlm_commands"),
-    ("grader.review_cli", "add_review_commands"),
-    ("grader.evaluation_cli", "add_evaluation_commands"),
 ]
 
 
@@ -78,6 +76,39 @@ def cmd_cleanlab(args) -> int:
     return 0
 
 
+def cmd_save_views(args) -> int:
+    from .review import save_review_views
+
+    for name in save_review_views(_load_dataset(args), args.gt_field):
+        print(name)
+    return 0
+
+
+def cmd_fix_log(args) -> int:
+    from .review import fix_log
+
+    for r in fix_log(_load_dataset(args), limit=args.limit):
+        print(f"#{r.seq:<5} {r.time:%Y-%m-%d %H:%M:%S} {r.user:12} {r.kind:12} {r.field} "
+              f"{r.label_id} {r.fix_id}")
+    return 0
+
+
+def cmd_undo(args) -> int:
+    from .review import undo_fix
+
+    rec = undo_fix(_load_dataset(args), args.fix_id, force=args.force)
+    print(f"undone: #{rec.seq} {rec.kind} on {rec.field} label {rec.label_id}")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from .ensemble import compute_ensemble
+
+    rep = compute_ensemble(_load_dataset(args), args.gt_field, trusted_tag=args.trusted_tag)
+    print(rep.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="label-grader", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -102,14 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_cleanlab)
 
+    v = sub.add_parser("save-views", help="save the review views (suspect <issue>, overlooked, reviewed)")
+    v.add_argument("--dataset", required=True)
+    v.add_argument("--gt-field", default="ground_truth")
+    v.set_defaults(func=cmd_save_views)
+
+    f = sub.add_parser("fix-log", help="list the dataset's fixes, newest first")
+    f.add_argument("--dataset", required=True)
+    f.add_argument("--limit", type=int, default=20)
+    f.set_defaults(func=cmd_fix_log)
+
+    u = sub.add_parser("undo", help="undo a fix (the newest by default)")
+    u.add_argument("--dataset", required=True)
+    u.add_argument("--fix-id")
+    u.add_argument("--force", action="store_true", help="undo even if the label changed since")
+    u.set_defaults(func=cmd_undo)
+
+    e = sub.add_parser("ensemble", help="combine the judges' scores (reliability-weighted)")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--gt-field", default="ground_truth")
+    e.add_argument("--trusted-tag", default="verified")
+    e.set_defaults(func=cmd_ensemble)
+
     for mod, fn in _COMMAND_PROVIDERS:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name and mod.startswith(e.name):
-                continue
-            raise
-        getattr(m, fn)(sub)
+        getattr(importlib.import_module(mod), fn)(sub)
     return p
 
 

@@ -137,3 +137,24 @@ def test_plugin_listed_by_fiftyone_cli():
                              env=env, timeout=300)
     line = next(ln for ln in plugins.stdout.splitlines() if "@label-grader/label-grader" in ln)
     assert line.split()[-1].endswith("label-grader")  # found under FIFTYONE_PLUGINS_DIR
+
+
+def test_cli_review_and_ensemble_commands(synthetic_dataset, capsys):
+    """The CLI drives cleanlab, a fix's undo, the fix log, saved views and the ensemble."""
+    from grader import cli, review
+
+    ds = synthetic_dataset
+    ds.persistent = True
+    assert cli.main(["cleanlab", "--dataset", ds.name, "--high-probability-threshold", "0.5"]) == 0
+    s = ds.first()
+    lid = s.ground_truth.detections[0].id
+    review.relabel(ds, s.id, lid, new_label="dog" if s.ground_truth.detections[0].label == "cat" else "cat")
+    before = ds.first().ground_truth.detections[0].label
+    assert cli.main(["fix-log", "--dataset", ds.name]) == 0
+    assert "relabel" in capsys.readouterr().out
+    assert cli.main(["undo", "--dataset", ds.name]) == 0
+    assert ds.first().ground_truth.detections[0].label != before
+    assert cli.main(["save-views", "--dataset", ds.name]) == 0
+    assert set(capsys.readouterr().out.split("\n")) & set(ds.list_saved_views())
+    assert cli.main(["ensemble", "--dataset", ds.name]) == 0
+    assert ds.count("ground_truth.detections.ensemble_any") == 18
