@@ -107,6 +107,7 @@ class CleanlabInputs:
     prob_source: str
     classes: list[str]
     skipped_samples: list[str] = field(default_factory=list)
+    gt_table: lgf.DetectionTable | None = None  # every GT label in scope, scored or not
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -150,7 +151,7 @@ def build_inputs(collection, params: CleanlabParams, report: RunReport) -> Clean
     pr = lgf.read_detections(collection, params.pred_field, attrs=pred_attrs)
     report.samples_seen = len(gt)
 
-    out = CleanlabInputs([], [], [], [], [], [], [], PROB_SOURCE_SPREAD, classes)
+    out = CleanlabInputs([], [], [], [], [], [], [], PROB_SOURCE_SPREAD, classes, gt_table=gt)
     sources = set()
     n_pred_total = n_pred_no_prob = 0
     for i, sid in enumerate(gt.sample_ids):
@@ -403,7 +404,7 @@ def _write_results(collection, params: CleanlabParams, ov_field: str, inputs: Cl
                    scores: CleanlabScores | None, report: RunReport) -> None:
     gt_field = params.gt_field
     classes = inputs.classes
-    gt_tab = lgf.read_detections(collection, gt_field)
+    gt_tab = inputs.gt_table
     # Every GT label in scope gets a value (None when unscored) so re-runs leave nothing stale.
     attrs = ("cleanlab_badloc", "cleanlab_swap", "cleanlab_support", "cleanlab_swap_label",
              "cleanlab_swap_pred_id", "cleanlab_badloc_pred_id")
