@@ -80,6 +80,13 @@ class GradeClipGrader(foo.Operator):
         inputs.float("background_threshold", default=0.5, min=0.0, max=1.0,
                      label="Tag suspect:clipgrader_background when p_background >=")
         inputs.int("batch_size", default=64, min=1, label="Batch size")
+        pools = types.RadioGroup()
+        pools.add_choice("threads", label="threads")
+        pools.add_choice("processes", label="processes")
+        inputs.enum("render_pool", pools.values(), default="threads", label="Render images in",
+                    view=pools,
+                    description="processes: faster on a GPU, where render threads compete with "
+                                "the model for Python's GIL")
         return types.Property(inputs, view=types.View(label="ClipGrader: grade boxes"))
 
     def execute(self, ctx):
@@ -92,6 +99,7 @@ class GradeClipGrader(foo.Operator):
             bad_threshold=float(p.get("bad_threshold", 0.5)),
             background_threshold=float(p.get("background_threshold", 0.5)),
             batch_size=int(p.get("batch_size", 64)),
+            render_pool=p.get("render_pool") or "threads",
             progress=progress_callback(ctx, "ClipGrader"),
         )
         reload_unless_delegated(ctx)

@@ -143,7 +143,8 @@ def test_operators_grade_train_evaluate(synthetic_dataset, tmp_path):
     ds = synthetic_dataset
     model = {"model_name": TINY_MODEL, "pretrained": "", "device": "cpu"}
     out = foo.execute_operator(f"{OP}/grade_clipgrader", ctx={"view": ds.view(), "params": {
-        "target": "DATASET", "field": "ground_truth", **model, "all_classes": True}}).result
+        "target": "DATASET", "field": "ground_truth", **model, "all_classes": True,
+        "render_pool": "processes"}}).result
     assert out["labels_scored"] == 18
     assert ds.count("ground_truth.detections.clipgrader_class") + \
         len([c for c in _gt(ds, "clipgrader_class") if c is None]) == 18
