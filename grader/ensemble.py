@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from .evaluate import TRUSTED_TAG, _ranks, auroc, present_score_specs, read_label_scores
-from .fields import read_detections, record_run, set_label_tag, write_label_attr
+from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
 from .scores import SCORES, ScoreSpec
@@ -225,11 +225,11 @@ def _prior_weights(specs: dict[str, ScoreSpec], issue: str) -> dict[str, float]:
 def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fraction: float,
            report: RunReport) -> None:
     keys = list(zip(ls.sample_ids, ls.label_ids))
+    write_label_attrs(collection, gt_field, {
+        f"{JUDGE}_{issue}": {k: (float(v) if math.isfinite(v) else None) for k, v in zip(keys, col)}
+        for issue, col in scores.items()})
     for issue, col in scores.items():
-        attr = f"{JUDGE}_{issue}"
-        vals = {k: (float(v) if math.isfinite(v) else None) for k, v in zip(keys, col)}
-        write_label_attr(collection, gt_field, attr, vals)
-        report.fields.append(attr)
+        report.fields.append(f"{JUDGE}_{issue}")
         ok = np.nonzero(np.isfinite(col))[0]
         n_tag = int(math.ceil(tag_fraction * len(ok))) if tag_fraction > 0 else 0
         top = ok[np.argsort(-col[ok], kind="mergesort")[:n_tag]]

@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 
 from ..classes import resolve_classes
-from ..fields import read_detections, record_run, set_label_tag, write_label_attr
+from ..fields import read_detections, record_run, set_label_tag, write_label_attrs
 from ..render import BoxCrop, iter_box_crops
 from ..report import RunReport
 from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipGrader, load_grader
@@ -83,8 +83,8 @@ def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGra
     attrs = [a for a in ATTRS if all_classes or a not in ("clipgrader_class",
                                                           "clipgrader_p_other_class")]
     keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
-    for a in attrs:
-        write_label_attr(collection, field, a, {k: scores.get(k, {}).get(a) for k in keys})
+    write_label_attrs(collection, field,
+                      {a: {k: scores.get(k, {}).get(a) for k in keys} for a in attrs})
     bad = [k[1] for k, r in scores.items() if r["clipgrader_p_bad"] >= bad_threshold]
     bg = [k[1] for k, r in scores.items() if r["clipgrader_p_background"] >= background_threshold]
     report.tagged[TAG_BAD] = set_label_tag(collection, field, TAG_BAD, bad)

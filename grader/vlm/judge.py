@@ -19,7 +19,7 @@ import fiftyone as fo
 
 from ..boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
 from ..fields import (read_detections, record_run, set_label_tag, set_sample_tag,
-                      write_label_attr, write_sample_field)
+                      write_label_attrs, write_sample_field)
 from ..images import ImageReadError, load_rgb
 from ..render import iter_box_crops, render_overlay
 from ..report import RunReport
@@ -155,9 +155,8 @@ def _write_detections(collection, table, label_field: str, parsed: dict[str, Par
             report.labels_scored += 1
             if p.confidence is not None and p.confidence < threshold:
                 flagged.append(lid)
-    write_label_attr(collection, label_field, "vlm_verdict", verdicts)
-    write_label_attr(collection, label_field, "vlm_reason", reasons)
-    write_label_attr(collection, label_field, "vlm_confidence", confs)
+    write_label_attrs(collection, label_field, {"vlm_verdict": verdicts, "vlm_reason": reasons,
+                                                "vlm_confidence": confs})
     report.tagged[TAG] += set_label_tag(collection, label_field, TAG, flagged)
     report.samples_scored = max(report.samples_scored, sum(
         1 for ids in table.ids if any(parsed.get(l) and parsed[l].verdict != UNPARSED for l in ids)))
