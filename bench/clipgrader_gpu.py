@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grader.clipgrader.model import load_grader  # noqa: E402
+from grader.judges.clipgrader.model import load_grader  # noqa: E402
 from grader.images import load_rgb  # noqa: E402
-from grader.clipgrader.scoring import score_crops  # noqa: E402
+from grader.judges.clipgrader.scoring import score_crops  # noqa: E402
 from grader.render import BoxCrop, crop_with_box  # noqa: E402
 
 

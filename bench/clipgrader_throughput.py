@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from grader import io  # noqa: E402
-from grader.clipgrader import grade_clipgrader, load_grader  # noqa: E402
-from grader.clipgrader.model import TINY_MODEL  # noqa: E402
+from grader.judges.clipgrader import grade_clipgrader, load_grader  # noqa: E402
+from grader.judges.clipgrader.model import TINY_MODEL  # noqa: E402
 from grader.render import default_workers, iter_box_crops  # noqa: E402
 
 

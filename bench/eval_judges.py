@@ -32,7 +32,7 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 import fiftyone as fo  # noqa: E402
 
 from grader import io  # noqa: E402
-from grader.cleanlab_od import run_cleanlab  # noqa: E402
+from grader.judges.cleanlab import run_cleanlab  # noqa: E402
 from grader.detectors import run_detector  # noqa: E402
 from grader.ensemble import compute_ensemble  # noqa: E402
 from grader.evaluate import evaluate_judges, format_table, run_brain_mistakenness  # noqa: E402
@@ -111,8 +111,8 @@ def mean_table(results: list[dict], title: str) -> list[str]:
 
 def run_clipgrader(ds, args) -> None:
     """ClipGrader on the noisy labels (only when weights were given)."""
-    from grader.clipgrader.grade import grade_clipgrader
-    from grader.clipgrader.model import TINY_MODEL, register_tiny_config
+    from grader.judges.clipgrader.grade import grade_clipgrader
+    from grader.judges.clipgrader.model import TINY_MODEL, register_tiny_config
 
     if args.clipgrader_checkpoint:
         rep = grade_clipgrader(ds, "noisy", checkpoint=args.clipgrader_checkpoint, device=args.device)
@@ -127,7 +127,7 @@ def run_clipgrader(ds, args) -> None:
 
 def run_vlm(ds, args) -> None:
     """VLM judge on the noisy labels (only when a model was given)."""
-    from grader.vlm import make_backend, run_vlm_judge
+    from grader.judges.vlm import make_backend, run_vlm_judge
 
     kwargs = {"base_url": args.vlm_base_url} if (args.vlm_base_url and args.vlm_backend == "openai") else {}
     backend = make_backend(args.vlm_backend, args.vlm_model, **kwargs)

@@ -31,8 +31,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the fake server and tiny-model builder live there
 
-from grader.vlm import make_backend  # noqa: E402
-from grader.vlm.backends import VLMRequest  # noqa: E402
+from grader.judges.vlm import make_backend  # noqa: E402
+from grader.judges.vlm.backends import VLMRequest  # noqa: E402
 from tiny_vlm import build_tiny_vlm, steer  # noqa: E402
 
 DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
@@ -52,7 +52,7 @@ def bench_http(view, delay: float, concurrencies: list[int], out_size: int) -> N
     # FiftyOne is imported only here so the local bench also runs where it is not installed.
     from fake_openai_server import FakeOpenAIServer
     from grader.render import iter_box_crops
-    from grader.vlm import run_vlm_judge
+    from grader.judges.vlm import run_vlm_judge
 
     n = view.count("ground_truth.detections")
     t0 = time.perf_counter()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 # (module, function) pairs that add their feature's sub-commands.
 _COMMAND_PROVIDERS = [
-    ("grader.clipgrader.cli", "add_clipgrader_commands"),
-    ("grader.vlm.cli", "add_vlm_commands"),
+    ("grader.judges.clipgrader.cli", "add_clipgrader_commands"),
+    ("grader.judges.vlm.cli", "add_vlm_commands"),
 ]
 
 
@@ -34,7 +34,8 @@ def _load_dataset(args):
 
 def cmd_demo(args) -> int:
     """Load coco128, predict with YOLOv3-tiny, score with cleanlab, print the worst labels."""
-    from . import cleanlab_od, detectors, io
+    from . import detectors, io
+    from .judges import cleanlab as cleanlab_judge
 
     data = Path(args.data or default_data_dir())
     root = data / "coco128"
@@ -46,11 +47,11 @@ def cmd_demo(args) -> int:
     print(f"Loaded '{ds.name}': {len(ds)} images, {ds.count('ground_truth.detections')} boxes")
     rep = detectors.run_detector(ds, model="yolov3-tiny", detectors_dir=str(data / "detectors"))
     print(rep.summary())
-    rep = cleanlab_od.run_cleanlab(ds, high_probability_threshold=args.high_probability_threshold)
+    rep = cleanlab_judge.run_cleanlab(ds, high_probability_threshold=args.high_probability_threshold)
     print(rep.summary())
     print("\nMost suspect labels (cleanlab score, low = suspect):")
     print(f"{'score':>8}  {'issue':7} {'label':14} {'suggest':12} image")
-    for r in cleanlab_od.suspects(ds, limit=args.top):
+    for r in cleanlab_judge.suspects(ds, limit=args.top):
         print(f"{r['score']:8.4f}  {r['issue']:7} {r['label']:14} {str(r['suggested_label'] or ''):12} "
               f"{os.path.basename(r['filepath'])}")
     worst = ds.sort_by("cleanlab_label_quality").limit(5)
@@ -63,7 +64,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_cleanlab(args) -> int:
-    from .cleanlab_od import run_cleanlab
+    from .judges.cleanlab import run_cleanlab
 
     ds = _load_dataset(args)
     kw = {k: v for k, v in vars(args).items() if k in (

@@ -41,7 +41,7 @@ SCORES: list[ScoreSpec] = [
     ScoreSpec("cleanlab_overlooked", "cleanlab", "overlooked", False, on_candidates=True,
               tag="suspect:overlooked",
               description="ObjectLab overlooked score of a predicted box (low = object likely missing from GT)"),
-    # ClipGrader (grader.clipgrader.grade_clipgrader): CLIP probabilities per GT box.
+    # ClipGrader (grader.judges.clipgrader.grade_clipgrader): CLIP probabilities per GT box.
     ScoreSpec("clipgrader_p_bad", "clipgrader", "badloc", True, tag="suspect:clipgrader_bad",
               description="ClipGrader probability that the box is badly drawn (0-1, high = suspect)"),
     ScoreSpec("clipgrader_p_background", "clipgrader", "spurious", True,
@@ -58,7 +58,7 @@ SCORES: list[ScoreSpec] = [
               description="FiftyOne Brain localization mistakenness of a matched GT box (high = suspect)"),
     ScoreSpec("possible_spurious", "brain", "spurious", True,
               description="FiftyOne Brain flag: GT box with no matching prediction"),
-    # VLM judge (grader.vlm.run_vlm_judge): per-box verdict from a vision-language model.
+    # VLM judge (grader.judges.vlm.run_vlm_judge): per-box verdict from a vision-language model.
     ScoreSpec("vlm_confidence", "vlm", "any", False, tag="suspect:vlm",
               description="VLM probability that the label is correct (0-1, low = suspect; None = unparsed/not judged)"),
     # Reliability-weighted ensemble (grader.ensemble.compute_ensemble).

@@ -1,4 +1,4 @@
-"""Operators: grade, fine-tune and evaluate ClipGrader (thin adapters over ``grader.clipgrader``)."""
+"""Operators: grade, fine-tune and evaluate ClipGrader (thin adapters over ``grader.judges.clipgrader``)."""
 from __future__ import annotations
 
 import fiftyone.operators as foo
@@ -14,7 +14,7 @@ from ._common import (
     target_view,
 )
 
-# Mirrors grader.clipgrader.model (not imported here so loading the plugin doesn't import torch).
+# Mirrors grader.judges.clipgrader.model (not imported here so loading the plugin doesn't import torch).
 DEFAULT_MODEL = "ViT-L-14-336"
 DEFAULT_PRETRAINED = "openai"
 
@@ -90,7 +90,7 @@ class GradeClipGrader(foo.Operator):
         return types.Property(inputs, view=types.View(label="ClipGrader: grade boxes"))
 
     def execute(self, ctx):
-        from grader.clipgrader import grade_clipgrader
+        from grader.judges.clipgrader import grade_clipgrader
 
         p = dict(ctx.params)
         report = grade_clipgrader(
@@ -134,7 +134,7 @@ class TrainClipGrader(foo.Operator):
         return types.Property(inputs, view=types.View(label="ClipGrader: fine-tune"))
 
     def execute(self, ctx):
-        from grader.clipgrader import train_clipgrader
+        from grader.judges.clipgrader import train_clipgrader
 
         p = dict(ctx.params)
         mk = _model_kwargs(p)
@@ -178,7 +178,7 @@ class EvaluateClipGrader(foo.Operator):
         return types.Property(inputs, view=types.View(label="ClipGrader: evaluate"))
 
     def execute(self, ctx):
-        from grader.clipgrader import evaluate_clipgrader
+        from grader.judges.clipgrader import evaluate_clipgrader
 
         p = dict(ctx.params)
         res = evaluate_clipgrader(

@@ -1,4 +1,4 @@
-"""Operator: grade labels with a vision-language model (thin adapter over ``grader.vlm``).
+"""Operator: grade labels with a vision-language model (thin adapter over ``grader.judges.vlm``).
 
 The API key is read from a FiftyOne plugin secret (``LABEL_GRADER_VLM_API_KEY`` or
 ``OPENAI_API_KEY``, declared in fiftyone.yml) or from an environment variable whose *name* is
@@ -9,8 +9,8 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from grader.vlm import DETECTION_PROMPTS, make_backend, run_vlm_judge
-from grader.vlm.backends import VLMBackendError
+from grader.judges.vlm import DETECTION_PROMPTS, make_backend, run_vlm_judge
+from grader.judges.vlm.backends import VLMBackendError
 
 from ._common import (
     add_detection_field_input,

@@ -4,7 +4,9 @@ The environment must be set before ``fiftyone`` is first imported, hence at modu
 """
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,7 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="label-grader-tests-"))
 
-# A fresh embedded MongoDB per test run (CI may pin its own dir).
+# Our own mongod on a free 127.0.0.1 port, started and stopped by the suite: with only
+# FIFTYONE_DATABASE_DIR set, FiftyOne would attach to any running "--51-service db --multi".
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mongod_helper import start_session_mongod  # noqa: E402
+
+_MONGOD = start_session_mongod(_TMP)
+if _MONGOD is not None:
+    atexit.register(_MONGOD.stop)
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(_TMP / "db"))
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"

@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from grader.boxes import iou_matrix
-from grader.clipgrader import ClipWeightsError, load_grader, train_clipgrader
-from grader.clipgrader.loss import multi_positive_contrastive_loss, target_matrix
-from grader.clipgrader.model import TINY_MODEL, apply_lora
-from grader.clipgrader.prompts import class_prompts, target_index
-from grader.clipgrader.synth import background_box, perturb_box, split_by_image, synthesize
+from grader.judges.clipgrader import ClipWeightsError, load_grader, train_clipgrader
+from grader.judges.clipgrader.loss import multi_positive_contrastive_loss, target_matrix
+from grader.judges.clipgrader.model import TINY_MODEL, apply_lora
+from grader.judges.clipgrader.prompts import class_prompts, target_index
+from grader.judges.clipgrader.synth import background_box, perturb_box, split_by_image, synthesize
 from grader.report import RunReport
 
 

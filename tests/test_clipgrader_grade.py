@@ -8,9 +8,9 @@ import torch
 import fiftyone as fo
 import fiftyone.operators as foo
 
-from grader.clipgrader import evaluate_clipgrader, grade_clipgrader, load_grader
-from grader.clipgrader.grade import TAG_BACKGROUND, TAG_BAD
-from grader.clipgrader.model import TINY_MODEL
+from grader.judges.clipgrader import evaluate_clipgrader, grade_clipgrader, load_grader
+from grader.judges.clipgrader.grade import TAG_BACKGROUND, TAG_BAD
+from grader.judges.clipgrader.model import TINY_MODEL
 from grader.images import load_rgb
 from grader.render import crop_with_box
 
@@ -166,7 +166,7 @@ def test_operators_grade_train_evaluate(synthetic_dataset, tmp_path):
 
 
 def test_cli_grade_and_eval(synthetic_dataset, capsys):
-    from grader.clipgrader.cli import add_clipgrader_commands
+    from grader.judges.clipgrader.cli import add_clipgrader_commands
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -185,7 +185,7 @@ def test_cli_grade_and_eval(synthetic_dataset, capsys):
 def test_operator_defaults_match_the_library():
     import ast
     from pathlib import Path
-    from grader.clipgrader import model
+    from grader.judges.clipgrader import model
 
     src = (Path(__file__).resolve().parents[1] / "operators" / "clipgrader.py").read_text()
     consts = {t.id: n.value.value for n in ast.parse(src).body if isinstance(n, ast.Assign)

@@ -356,7 +356,7 @@ def test_operators_apply_undo_and_save_views(ds):
 # ---------------------------------------------------------------- with a real cleanlab run
 
 def test_queue_after_real_cleanlab_run(synthetic_dataset):
-    from grader.cleanlab_od import run_cleanlab
+    from grader.judges.cleanlab import run_cleanlab
 
     ds = synthetic_dataset
     # make one GT label wrong so cleanlab has something to say

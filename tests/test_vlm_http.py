@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from fake_openai_server import FakeOpenAIServer, Override
-from grader.vlm.backends import VLMBackendError, VLMRequest
-from grader.vlm.openai_http import OpenAIBackend
+from grader.judges.vlm.backends import VLMBackendError, VLMRequest
+from grader.judges.vlm.openai_http import OpenAIBackend
 
 KEY = "sk-test-9f8e7d6c5b4a"
 

@@ -10,8 +10,8 @@ import pytest
 
 from fake_openai_server import FakeOpenAIServer, Override
 from grader.scores import get_spec
-from grader.vlm import VLMCache, make_backend, run_vlm_judge
-from grader.vlm.local import TransformersBackend
+from grader.judges.vlm import VLMCache, make_backend, run_vlm_judge
+from grader.judges.vlm.local import TransformersBackend
 from tiny_vlm import build_tiny_vlm, steer
 
 KEY = "sk-judge-test-0a1b2c3d4e"
@@ -222,7 +222,7 @@ def test_local_steered_tiny_vlm_gives_exact_fields(synthetic_dataset, tiny_vlm_d
 
 
 def test_missing_local_model_is_a_clear_error(tmp_path):
-    from grader.vlm import VLMBackendError
+    from grader.judges.vlm import VLMBackendError
 
     with pytest.raises(VLMBackendError, match="local directory"):
         make_backend("transformers", str(tmp_path / "no-model-here"))

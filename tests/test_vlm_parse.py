@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from grader.vlm.parse import (NO, UNPARSED, YES, answer_step, norm_token, parse_answer,
+from grader.judges.vlm.parse import (NO, UNPARSED, YES, answer_step, norm_token, parse_answer,
                               yes_probability)
-from grader.vlm.prompts import get_prompt
+from grader.judges.vlm.prompts import get_prompt
 
 CASES = [
     # plain and formatted answers

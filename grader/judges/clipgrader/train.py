@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..classes import resolve_classes
-from ..report import RunReport
+from ...classes import resolve_classes
+from ...report import RunReport
 from .data import iter_item_crops, ordered_batches, shuffled_batches
 from .loss import multi_positive_contrastive_loss
 from .model import (DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipGrader, apply_lora, load_grader,

@@ -17,12 +17,12 @@ from typing import Any, Callable
 
 import fiftyone as fo
 
-from ..boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
-from ..fields import (read_detections, record_run, set_label_tag, set_sample_tag,
+from ...boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
+from ...fields import (read_detections, record_run, set_label_tag, set_sample_tag,
                       write_label_attrs, write_sample_field)
-from ..images import ImageReadError, load_rgb
-from ..render import iter_box_crops, render_overlay
-from ..report import RunReport
+from ...images import ImageReadError, load_rgb
+from ...render import iter_box_crops, render_overlay
+from ...report import RunReport
 from .backends import VLMBackend, VLMRequest
 from .cache import VLMCache, image_identity, make_key, round_box
 from .parse import UNPARSED, ParsedAnswer, parse_answer

@@ -11,10 +11,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..boxes import BOX_DEGENERATE, iou_matrix, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
-from ..fields import read_detections
-from ..images import ensure_metadata
-from ..report import RunReport
+from ...boxes import BOX_DEGENERATE, iou_matrix, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
+from ...fields import read_detections
+from ...images import ensure_metadata
+from ...report import RunReport
 from .prompts import BACKGROUND, BAD, GOOD
 
 

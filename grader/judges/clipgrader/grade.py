@@ -6,10 +6,10 @@ from collections import Counter
 from typing import Callable, Iterable, Iterator, Sequence
 
 
-from ..classes import resolve_classes
-from ..fields import read_detections, record_run, set_label_tag, write_label_attrs
-from ..render import BoxCrop, iter_box_crops
-from ..report import RunReport
+from ...classes import resolve_classes
+from ...fields import read_detections, record_run, set_label_tag, write_label_attrs
+from ...render import BoxCrop, iter_box_crops
+from ...report import RunReport
 from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipGrader, load_grader
 from .scoring import score_crops
 

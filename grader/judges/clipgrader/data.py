@@ -6,10 +6,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..images import ImageReadError, load_rgb
-from ..parallel import prefetch_map
-from ..render import crop_with_box, default_workers
-from ..report import RunReport
+from ...images import ImageReadError, load_rgb
+from ...parallel import prefetch_map
+from ...render import crop_with_box, default_workers
+from ...report import RunReport
 from .synth import SynthItem
 
 

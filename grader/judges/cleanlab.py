@@ -24,11 +24,11 @@ from cleanlab.internal import constants as cl_const
 from cleanlab.object_detection import filter as cl_filter
 from cleanlab.object_detection import rank as cl_rank
 
-from . import fields as lgf
-from .boxes import BOX_CLIPPED, BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
-from .classes import resolve_classes
-from .images import ensure_metadata
-from .report import RunReport
+from .. import fields as lgf
+from ..boxes import BOX_CLIPPED, BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
+from ..classes import resolve_classes
+from ..images import ensure_metadata
+from ..report import RunReport
 
 RUN_KEY = "label_grader_cleanlab"
 TAG_BADLOC = "suspect:badloc"

@@ -5,7 +5,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from ..render import BoxCrop
+from ...render import BoxCrop
 from .model import QUALITY_NAMES, ClipGrader
 
 

@@ -1,11 +1,11 @@
-"""Operator: run the cleanlab ObjectLab judge (thin adapter over ``grader.cleanlab_od``)."""
+"""Operator: run the cleanlab ObjectLab judge (thin adapter over ``grader.judges.cleanlab``)."""
 from __future__ import annotations
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from cleanlab.internal import constants as cl_const
 
-from grader.cleanlab_od import run_cleanlab
+from grader.judges.cleanlab import run_cleanlab
 
 from ._common import (
     add_detection_field_input,

@@ -8,8 +8,9 @@ import fiftyone.operators as foo
 from cleanlab.object_detection import filter as cl_filter
 from cleanlab.object_detection import rank as cl_rank
 
-from grader import cleanlab_od, detectors
-from grader.cleanlab_od import CleanlabParams, build_inputs, run_cleanlab
+from grader import detectors
+from grader.judges import cleanlab as cleanlab_judge
+from grader.judges.cleanlab import CleanlabParams, build_inputs, run_cleanlab
 from grader.report import RunReport
 
 from conftest import shared_path, write_random_images
@@ -59,7 +60,7 @@ def test_scores_match_cleanlab_exactly(coco_preds):
     report = run_cleanlab(coco_preds)
     assert report.samples_scored == 128
     assert report.labels_scored == 939
-    assert report.info["prob_source"] == cleanlab_od.PROB_SOURCE_ATTR
+    assert report.info["prob_source"] == cleanlab_judge.PROB_SOURCE_ATTR
 
     inputs = build_inputs(coco_preds, CleanlabParams(), RunReport("check"))
     labels, preds = inputs.labels, inputs.predictions
@@ -124,7 +125,7 @@ def test_labels_untouched_and_rerun_overwrites_only_own(coco_preds):
     assert set(coco_preds.match_tags("suspect:badloc").values("id")) == set(
         coco_preds.filter_labels("ground_truth", fo.ViewField("tags").contains("suspect:badloc")).values("id"))
     # The run is recorded on the dataset, with its parameters.
-    info = coco_preds.get_run_info(cleanlab_od.RUN_KEY)
+    info = coco_preds.get_run_info(cleanlab_judge.RUN_KEY)
     assert info.config.badloc_threshold == 0.05
 
 
@@ -192,7 +193,7 @@ def test_bad_input_is_counted_and_never_alters_labels(tmp_path):
     assert sk["gt_box_clipped_for_scoring"] == 1
     assert sk["pred_without_probability"] == 1
     assert report.samples_seen == 5 and report.samples_scored == 3
-    assert report.info["prob_source"] == cleanlab_od.PROB_SOURCE_SPREAD
+    assert report.info["prob_source"] == cleanlab_judge.PROB_SOURCE_SPREAD
     assert _gt_snapshot(ds) == before
 
     s = ds.skip(1).first()
@@ -231,7 +232,7 @@ def test_logits_attribute_is_softmaxed(synthetic_dataset):
     vals = {i: ([4.0, 0.0] if l == "cat" else [0.0, 4.0]) for i, l in zip(ids, labels)}
     ds.set_label_values("predictions.detections.logits", vals)
     report = run_cleanlab(ds, probs_attr="logits")
-    assert report.info["prob_source"] == cleanlab_od.PROB_SOURCE_LOGITS
+    assert report.info["prob_source"] == cleanlab_judge.PROB_SOURCE_LOGITS
     inputs = build_inputs(ds, CleanlabParams(probs_attr="logits"), RunReport("x"))
     p = np.concatenate([a[:, 4] for img in inputs.predictions for a in img])
     assert np.allclose(sorted(set(np.round(p, 6))), sorted({round(float(1 / (1 + np.exp(-4))), 6),

@@ -11,8 +11,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..classes import resolve_classes
-from ..report import RunReport
+from ...classes import resolve_classes
+from ...report import RunReport
 from .data import iter_item_crops, ordered_batches
 from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipGrader, load_grader
 from .prompts import QUALITIES

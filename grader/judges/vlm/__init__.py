@@ -3,7 +3,7 @@ rendered labels with a verdict, a reason and a confidence.
 
 SDK::
 
-    from grader.vlm import make_backend, run_vlm_judge
+    from grader.judges.vlm import make_backend, run_vlm_judge
     backend = make_backend("openai", model="Qwen/Qwen2.5-VL-7B-Instruct",
                            base_url="http://localhost:8000/v1", api_key_env="OPENAI_API_KEY")
     report = run_vlm_judge(dataset.view(), backend, label_field="ground_truth", mode="both")
