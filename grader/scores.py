@@ -72,6 +72,11 @@ SCORES: list[ScoreSpec] = [
               description="Ensemble suspect score for any error: judges weighted by their reliability on any error (0-1, high = suspect)"),
 ]
 
+#: Every issue type a ground-truth label can have, and then missing labels. Every list of issue
+#: types (panel filters and counts, saved views, injection, evaluation, ensemble) reads these.
+GT_ISSUES: tuple[str, ...] = ("badloc", "swap", "spurious", "duplicate")
+ISSUE_TYPES: tuple[str, ...] = GT_ISSUES + ("overlooked",)
+
 SUSPECT_TAGS = sorted({s.tag for s in SCORES if s.tag})
 REVIEWED_OK_TAG = "reviewed:ok"
 

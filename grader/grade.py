@@ -1,0 +1,139 @@
+"""One call for everything: run every judge that can run on a collection, then the ensemble.
+
+``grade(collection)`` is what a new user calls. Its defaults are the recommended settings for
+the best ranking; every judge stays callable on its own for finer control.
+
+Each judge is one :class:`Step` in :data:`STEPS` (in order). A step decides from the
+:class:`GradeContext` whether it can run here (it returns the reason when it cannot) and
+otherwise runs its judge and returns the judge's :class:`RunReport`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .report import RunReport
+
+#: Field the default detector's predictions go to when the caller brings none.
+DEFAULT_PRED_FIELD = "lg_predictions"
+DEFAULT_DETECTOR = "yolox-nano"
+
+
+@dataclass
+class GradeContext:
+    """What every step sees: the collection, the fields and the caller's options."""
+
+    collection: Any
+    gt_field: str
+    pred_field: str | None
+    options: dict[str, Any]
+    progress: Callable[[str, int, int], None]
+
+    def opt(self, step: str) -> dict[str, Any]:
+        """Keyword options for one step (``options[step]``, a dict; ``False`` disables it)."""
+        o = self.options.get(step, {})
+        return dict(o) if isinstance(o, dict) else {}
+
+    def enabled(self, step: str) -> bool:
+        return self.options.get(step, True) is not False
+
+
+@dataclass
+class Step:
+    name: str
+    #: returns None when the step can run, else the reason it is skipped
+    can_run: Callable[[GradeContext], str | None]
+    run: Callable[[GradeContext], RunReport]
+
+
+@dataclass
+class GradeReport:
+    """One report for the whole run: each judge's report and why any judge did not run."""
+
+    reports: dict[str, RunReport] = field(default_factory=dict)
+    not_run: dict[str, str] = field(default_factory=dict)
+    pred_field: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reports": {k: r.to_dict() for k, r in self.reports.items()},
+                "not_run": dict(self.not_run), "pred_field": self.pred_field}
+
+    def summary(self) -> str:
+        parts = [r.summary() for r in self.reports.values()]
+        parts += [f"[{k}] not run: {why}" for k, why in self.not_run.items()]
+        return "\n".join(parts)
+
+
+# --- steps --------------------------------------------------------------------------------
+
+def _has_preds(ctx: GradeContext) -> str | None:
+    return None if ctx.pred_field else "no predictions (pass pred_field= or detector=)"
+
+
+def _run_detector_step(ctx: GradeContext) -> RunReport:
+    from .detectors import run_detector
+
+    o = ctx.opt("detector")
+    model = ctx.options.get("detector_model", DEFAULT_DETECTOR)
+    rep = run_detector(ctx.collection, model=model, label_field=DEFAULT_PRED_FIELD,
+                       progress=lambda d, t: ctx.progress("detector", d, t), **o)
+    ctx.pred_field = DEFAULT_PRED_FIELD
+    return rep
+
+
+def _can_detect(ctx: GradeContext) -> str | None:
+    if ctx.pred_field:
+        return "predictions given"
+    if ctx.options.get("detector_model", DEFAULT_DETECTOR) in (None, False):
+        return "no detector (detector=None)"
+    return None
+
+
+def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
+    from .judges.cleanlab import run_cleanlab
+
+    return run_cleanlab(ctx.collection, ctx.gt_field, ctx.pred_field,
+                        progress=lambda d, t: ctx.progress("cleanlab", d, t), **ctx.opt("cleanlab"))
+
+
+def _run_ensemble_step(ctx: GradeContext) -> RunReport:
+    from .ensemble import compute_ensemble
+
+    return compute_ensemble(ctx.collection, ctx.gt_field, **ctx.opt("ensemble"))
+
+
+STEPS: list[Step] = [
+    Step("detector", _can_detect, _run_detector_step),
+    Step("cleanlab", _has_preds, _run_cleanlab_step),
+    # The ensemble always comes last: it reads every score the steps above wrote.
+    Step("ensemble", lambda ctx: None, _run_ensemble_step),
+]
+
+
+def grade(collection, gt_field: str = "ground_truth", pred_field: str | None = None, *,
+          detector: str | None = DEFAULT_DETECTOR,
+          progress: Callable[[str, int, int], None] | None = None,
+          **options: Any) -> GradeReport:
+    """Run every judge that can run on ``collection`` and the ensemble; return one report.
+
+    ``pred_field``: an existing Detections field of model predictions. Without one, the
+    ``detector`` (a shipped detector name; ``None`` for none) predicts into
+    ``lg_predictions``. ``options``: per-step keyword dicts (``cleanlab={...}``,
+    ``ensemble={...}``, ...) or ``<step>=False`` to skip a step.
+    """
+    options = dict(options)
+    options.setdefault("detector_model", detector)
+    ctx = GradeContext(collection, gt_field, pred_field, options,
+                       progress or (lambda step, done, total: None))
+    out = GradeReport()
+    for step in STEPS:
+        if not ctx.enabled(step.name):
+            out.not_run[step.name] = "disabled by the caller"
+            continue
+        why = step.can_run(ctx)
+        if why:
+            out.not_run[step.name] = why
+            continue
+        out.reports[step.name] = step.run(ctx)
+    out.pred_field = ctx.pred_field
+    return out
