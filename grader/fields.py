@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import fiftyone as fo
 import numpy as np
@@ -209,3 +209,85 @@ def record_run(collection, run_key: str, params: Mapping[str, Any],
     clean = {k: v for k, v in params.items() if not is_secret_param(k)}
     config = collection.init_run(**clean, report=dict(report or {}))
     collection.register_run(run_key, config, overwrite=True, cleanup=False)
+
+
+OWNER_INFO_KEY = "label_grader_owner"  # in a field's ``info``: which of our writers created it
+
+
+def field_owner(collection, field_name: str) -> str | None:
+    """The label-grader writer recorded as the creator of ``field_name`` (None if unknown/absent)."""
+    dataset = collection._root_dataset
+    if field_name not in dataset.get_field_schema():
+        return None
+    info = dataset.get_field(field_name).info or {}
+    return info.get(OWNER_INFO_KEY)
+
+
+def _type_matches(fld, kind) -> bool:
+    if isinstance(kind, type) and issubclass(kind, fo.Label):
+        return getattr(fld, "document_type", None) is kind
+    return isinstance(fld, kind)
+
+
+def _kind_name(fld) -> str:
+    doc = getattr(fld, "document_type", None)
+    return doc.__name__ if doc is not None else type(fld).__name__
+
+
+def guard_output_field(collection, field: str, *, overwrite: bool = False,
+                       inputs: Sequence[str] = (), kind=fo.Detections,
+                       owner: str | None = None) -> None:
+    """Refuse (``ValueError``) to write ``field`` before anything is written, when:
+
+    - ``field`` is one of ``inputs`` (a judge never overwrites the field it judges);
+    - ``field`` exists with another type than ``kind`` (a ``fo.Label`` subclass or a field class);
+    - ``field`` holds values, was not created by the same ``owner`` (see
+      :func:`claim_output_field`) and ``overwrite`` is False.
+
+    A field that does not exist, exists but is empty, or was created by ``owner`` passes.
+    ``overwrite=True`` never overrides the first two rules.
+    """
+    if not isinstance(field, str) or not field.strip():
+        raise ValueError(f"output field must be a non-empty name, got {field!r}")
+    if field in set(inputs):
+        raise ValueError(f"output field '{field}' is also an input of this run; "
+                         "choose another output field name")
+    dataset = collection._root_dataset
+    schema = dataset.get_field_schema()
+    if field not in schema:
+        return
+    fld = schema[field]
+    if not _type_matches(fld, kind):
+        want = kind.__name__ if isinstance(kind, type) else str(kind)
+        raise ValueError(f"field '{field}' exists with type {_kind_name(fld)}, "
+                         f"but this run writes {want}; choose another output field name")
+    if overwrite:
+        return
+    if owner is not None and (fld.info or {}).get(OWNER_INFO_KEY) == owner:
+        return
+    n = dataset.count(field)  # samples with a non-None value, over the whole dataset
+    if n:
+        who = (fld.info or {}).get(OWNER_INFO_KEY)
+        made_by = f"created by '{who}'" if who else "not created by label-grader"
+        raise ValueError(f"field '{field}' already holds values on {n} samples ({made_by}); "
+                         "pass overwrite=True to replace it, or choose another output field")
+
+
+def claim_output_field(collection, field: str, owner: str, kind=fo.Detections) -> None:
+    """Create ``field`` (if missing) and record ``owner`` in its ``info`` so the same writer may
+    rewrite it later without ``overwrite=True``. Call right after :func:`guard_output_field`,
+    before the first write, so a run killed mid-write still leaves the field marked as ours."""
+    dataset = collection._root_dataset
+    if field not in dataset.get_field_schema():
+        if isinstance(kind, type) and issubclass(kind, fo.Label):
+            dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=kind,
+                                     info={OWNER_INFO_KEY: owner})
+        else:
+            dataset.add_sample_field(field, kind, info={OWNER_INFO_KEY: owner})
+        return
+    fld = dataset.get_field(field)
+    info = dict(fld.info or {})
+    if info.get(OWNER_INFO_KEY) != owner:
+        info[OWNER_INFO_KEY] = owner
+        fld.info = info
+        fld.save()
