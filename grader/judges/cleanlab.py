@@ -29,6 +29,7 @@ from ..boxes import BOX_CLIPPED, BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_
 from ..classes import resolve_classes
 from ..images import ensure_metadata
 from ..report import RunReport
+from ..runs import DEFAULT_TTL_S, run_lease
 
 RUN_KEY = "label_grader_cleanlab"
 TAG_BADLOC = "suspect:badloc"
@@ -137,7 +138,10 @@ def build_inputs(collection, params: CleanlabParams, report: RunReport) -> Clean
     size or without predictions, degenerate boxes, unknown classes, predictions with no
     probability. Boxes partly outside the image are clipped for scoring only.
     """
-    classes = resolve_classes(collection, [params.gt_field, params.pred_field], params.classes)
+    # store=False: a judge never writes dataset.classes as a side effect; the class list it
+    # used is kept in the run record instead.
+    classes = resolve_classes(collection, [params.gt_field, params.pred_field], params.classes,
+                              store=False)
     if not classes:
         raise ValueError(
             f"No classes: '{params.gt_field}' and '{params.pred_field}' have no labels and the "
@@ -354,7 +358,8 @@ def _nan_to_none(x: float) -> float | None:
 
 def run_cleanlab(collection, gt_field: str = "ground_truth", pred_field: str = "predictions",
                  *, progress: Callable[[int, int], None] | None = None,
-                 **kwargs: Any) -> RunReport:
+                 overwrite: bool = False, wait: bool = False,
+                 lease_ttl_s: float = DEFAULT_TTL_S, **kwargs: Any) -> RunReport:
     """Score ``gt_field`` against ``pred_field`` with cleanlab ObjectLab and write the results.
 
     Writes (all LOW = suspect, see :class:`CleanlabParams` for parameters):
@@ -371,33 +376,65 @@ def run_cleanlab(collection, gt_field: str = "ground_truth", pred_field: str = "
       past the thresholds, and ``suspect:cleanlab_issue`` on flagged samples.
 
     Only these fields and tags are written; labels and boxes are never changed. Samples that
-    cannot be scored get ``None`` so no stale score survives a re-run.
+    cannot be scored get ``None`` so no stale score survives a re-run. An existing
+    ``overlooked_field`` that this judge did not write is refused unless ``overwrite=True``.
+
+    The run holds a lease on (dataset, judge, ``gt_field``): a concurrent run on the same field
+    raises :class:`grader.runs.LeaseHeld` (or waits, ``wait=True``); the run record reads
+    ``state="running"`` until it is ``"complete"`` or ``"failed"``.
     """
     params = CleanlabParams(gt_field=gt_field, pred_field=pred_field, **kwargs)
     params.validate()
     progress = progress or (lambda done, total: None)
     report = RunReport(judge="cleanlab")
-    ov_field = params.overlooked_field or f"{gt_field}_overlooked"
-    if ov_field in (gt_field, pred_field):
-        raise ValueError(f"overlooked_field '{ov_field}' would overwrite an input field")
-    lgf.detections_path(collection, gt_field)
-    lgf.detections_path(collection, pred_field)
+    ov_field = check_output_fields(collection, params, overwrite)
 
-    progress(0, 4)
-    ensure_metadata(collection)
-    inputs = build_inputs(collection, params, report)
-    progress(1, 4)
-    if inputs.sample_ids:
+    with run_lease(collection, RUN_KEY, {**asdict(params), "overlooked_field": ov_field},
+                   resource=gt_field, ttl_s=lease_ttl_s, wait=wait) as lease:
+        progress(0, 4)
+        ensure_metadata(collection)
+        inputs = build_inputs(collection, params, report)
+        if not inputs.sample_ids:
+            raise ValueError(
+                f"Nothing to score: none of the {report.samples_seen} samples in scope has "
+                f"both image size and '{pred_field}' (skipped: {dict(report.skipped)}); "
+                "nothing was written")
+        progress(1, 4)
         scores = compute_scores(inputs, params)
-    else:
-        scores = None
-    progress(2, 4)
-    _write_results(collection, params, ov_field, inputs, scores, report)
-    progress(3, 4)
-    lgf.record_run(collection, RUN_KEY, {**asdict(params), "overlooked_field": ov_field},
-                   report.to_dict())
+        progress(2, 4)
+        _write_results(collection, params, ov_field, inputs, scores, report)
+        progress(3, 4)
+        report.info["class_list"] = list(inputs.classes)
+        lease.report = report.to_dict()
     progress(4, 4)
     return report
+
+
+def check_output_fields(collection, params: CleanlabParams, overwrite: bool = False) -> str:
+    """Validate input and output fields before any write; return the overlooked field name.
+
+    The overlooked field must not be an input, and an existing field there must be a
+    ``Detections`` field this judge wrote (its detections carry ``cleanlab_overlooked``)
+    unless ``overwrite=True``.
+    """
+    lgf.detections_path(collection, params.gt_field)
+    lgf.detections_path(collection, params.pred_field)
+    ov_field = params.overlooked_field or f"{params.gt_field}_overlooked"
+    if ov_field in (params.gt_field, params.pred_field):
+        raise ValueError(f"overlooked_field '{ov_field}' would overwrite an input field")
+    schema = collection._dataset.get_field_schema(flat=True)
+    doc_type = getattr(schema.get(ov_field), "document_type", None)
+    if ov_field in schema and doc_type is not fo.Detections:
+        raise ValueError(f"overlooked_field '{ov_field}' exists and is not a Detections field "
+                         f"({schema[ov_field]}); choose another name")
+    if ov_field in schema and not overwrite:
+        ours = (doc_type is fo.Detections
+                and f"{ov_field}.detections.cleanlab_overlooked" in schema)
+        if not ours:
+            raise ValueError(
+                f"overlooked_field '{ov_field}' already exists and was not written by the "
+                "cleanlab judge; choose another name or pass overwrite=True to replace it")
+    return ov_field
 
 
 def _write_results(collection, params: CleanlabParams, ov_field: str, inputs: CleanlabInputs,
