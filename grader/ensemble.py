@@ -43,12 +43,12 @@ from .evaluate import TRUSTED_TAG, _ranks, auroc, present_score_specs, read_labe
 from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
-from .scores import SCORES, ScoreSpec
+from .scores import GT_ISSUES, SCORES, ScoreSpec
 
 JUDGE = "ensemble"
 RUN_KEY = "label_grader_ensemble"
 ERROR_TAG_PREFIX = "error:"
-ISSUES = ("badloc", "swap", "spurious")
+ISSUES = GT_ISSUES
 
 
 def percentiles(col: np.ndarray) -> np.ndarray:

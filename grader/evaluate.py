@@ -30,9 +30,9 @@ from .boxes import iou_matrix
 from .fields import detections_path, read_detections
 from .noise import CLEAN, TRUTH_ATTR, deleted_field_name
 from .report import RunReport
-from .scores import SCORES, ScoreSpec
+from .scores import GT_ISSUES, SCORES, ScoreSpec
 
-GT_ERROR_TYPES = ("badloc", "swap", "spurious")
+GT_ERROR_TYPES = GT_ISSUES
 BRAIN_KEY = "mistakenness"
 TRUSTED_TAG = "verified"
 
@@ -344,6 +344,15 @@ def evaluate_judges(collection, gt_field: str = "noisy_ground_truth",
         deleted = [(b or []) if s not in exclude else [] for s, b in zip(sids, dboxes)]
         n_deleted = sum(len(b) for b in deleted)
         result["counts"]["overlooked"] = n_deleted
+        if n_deleted and pred_field and pred_field in collection.get_field_schema():
+            # The ceiling: deleted boxes that any prediction covers (IoU >= iou_thr), the most
+            # that any judge proposing predicted boxes can find.
+            pboxes = collection.values(f"{pred_field}.detections.bounding_box")
+            hit = 0
+            for dl, pl in zip(deleted, pboxes):
+                if dl and pl:
+                    hit += int((iou_matrix(_xyxy(dl), _xyxy(pl)) >= iou_thr).any(axis=1).sum())
+            result["overlooked_ceiling"] = hit / n_deleted
         if n_deleted:
             index = {s: i for i, s in enumerate(sids)}
             cands = _overlooked_candidates(collection, gt_field, pred_field, deleted, index,
@@ -355,6 +364,11 @@ def evaluate_judges(collection, gt_field: str = "noisy_ground_truth",
                 row = metric_row(hits, filled, k=k, fraction=fraction)
                 row[f"recall@{int(round(fraction * 100))}%"] = (
                     expected_hits_at_k_deleted(hits, filled, fraction, n_deleted, covered))
+                # A reviewer checking N = 1x / 2x as many candidates as there are missing boxes.
+                for mult in (1, 2):
+                    k_n = mult * n_deleted
+                    row[f"recall@{mult}xN"] = min(expected_hits_at_k(hits, filled, k_n),
+                                                   covered) / n_deleted
                 row["n_pos"] = n_deleted
                 row["coverage"] = covered / n_deleted
                 result["overlooked"][name] = row

@@ -96,6 +96,14 @@ def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
                         progress=lambda d, t: ctx.progress("cleanlab", d, t), **ctx.opt("cleanlab"))
 
 
+def _run_consistency_step(ctx: GradeContext) -> RunReport:
+    from .judges.consistency import run_consistency
+
+    return run_consistency(ctx.collection, ctx.gt_field,
+                           progress=lambda d, t: ctx.progress("consistency", d, t),
+                           **ctx.opt("consistency"))
+
+
 def _run_ensemble_step(ctx: GradeContext) -> RunReport:
     from .ensemble import compute_ensemble
 
@@ -105,6 +113,9 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
 STEPS: list[Step] = [
     Step("detector", _can_detect, _run_detector_step),
     Step("cleanlab", _has_preds, _run_cleanlab_step),
+    # Labels only, always runs; after the model judges so their scores pick the weaker box
+    # of a duplicate pair.
+    Step("consistency", lambda ctx: None, _run_consistency_step),
     # The ensemble always comes last: it reads every score the steps above wrote.
     Step("ensemble", lambda ctx: None, _run_ensemble_step),
 ]

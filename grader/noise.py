@@ -8,11 +8,15 @@ starts as a copy of ``src_field``. Four error types, chosen disjointly among the
 - ``swap``: the class is changed, uniformly to another class or to a confusable one;
 - ``overlooked``: the box is deleted (kept in ``<dst_field>_deleted`` so recall can be scored);
 - ``spurious``: a new box is added on background (IoU with every source box below
-  ``spurious_max_iou``), with a random class; its count is ``round(rate * n_eligible)`` too.
+  ``spurious_max_iou``), with a random class; its count is ``round(rate * n_eligible)`` too;
+- ``duplicate``: a second box of the same class is added on a source box, shifted/scaled so its
+  IoU with the source lies in ``duplicate_iou`` (the same object boxed twice). It is inserted at
+  a random position of the image's list, so list order tells nothing; the source stays clean.
 
 Every detection of ``dst_field`` carries ``injected_error`` in {"none", "badloc", "swap",
-"spurious"}; changed ones also carry ``injected_iou`` (badloc) or ``injected_from`` (swap: the
-original class). Unchanged and modified boxes keep their source label id, so the noisy copy
+"spurious", "duplicate"}; changed ones also carry ``injected_iou`` (badloc, duplicate: IoU with
+the source), ``injected_from`` (swap: the original class) or ``injected_source`` (duplicate: the
+source label's id). Unchanged and modified boxes keep their source label id, so the noisy copy
 can be joined with the original label by id.
 """
 from __future__ import annotations
@@ -27,15 +31,17 @@ from .boxes import as_box_array, sanitize_rel_boxes, BOX_DEGENERATE
 from .classes import resolve_classes
 from .fields import SUSPECT_PREFIX, detections_path, record_run
 from .report import RunReport
-from .scores import SCORES
+from .scores import ISSUE_TYPES, SCORES
 
 _JUDGE_ATTRS = [s.attr for s in SCORES] + ["possible_spurious", "possible_missing"]
 
 TRUTH_ATTR = "injected_error"
-ERROR_TYPES = ("badloc", "swap", "overlooked", "spurious")
+ERROR_TYPES = ISSUE_TYPES
 CLEAN = "none"
 RUN_KEY = "label_grader_inject_errors"
-DEFAULT_RATES = {"badloc": 0.05, "swap": 0.05, "overlooked": 0.05, "spurious": 0.05}
+DEFAULT_RATES = {t: 0.05 for t in ERROR_TYPES}
+#: error types that change (or copy) an existing source box; each source box gets at most one
+_BOX_ERRORS = ("badloc", "swap", "overlooked", "duplicate")
 
 
 def deleted_field_name(dst_field: str) -> str:
@@ -135,6 +141,7 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
                   badloc_iou: tuple[float, float] = (0.3, 0.6), swap_to: str = "uniform",
                   confusions: Mapping[str, Sequence[str]] | None = None,
                   spurious_max_iou: float = 0.05, classes: Sequence[str] | None = None,
+                  duplicate_iou: tuple[float, float] = (0.75, 0.95),
                   overwrite: bool = False) -> RunReport:
     """Write a noisy copy of ``src_field`` to ``dst_field`` with known, recorded errors.
 
@@ -146,12 +153,15 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
     unknown = set(rates) - set(ERROR_TYPES)
     if unknown:
         raise ValueError(f"unknown error types {sorted(unknown)}; use {list(ERROR_TYPES)}")
-    if any(r < 0 for r in rates.values()):
-        raise ValueError("error rates must be >= 0")
+    if any(not isinstance(r, (int, float)) or not math.isfinite(r) or not 0 <= r <= 1
+           for r in rates.values()):
+        raise ValueError(f"error rates must be numbers in [0, 1]; got {rates}")
     if swap_to not in ("uniform", "confusable"):
         raise ValueError("swap_to must be 'uniform' or 'confusable'")
     if not 0 <= badloc_iou[0] <= badloc_iou[1] < 1:
         raise ValueError("badloc_iou must be a range (lo, hi) with 0 <= lo <= hi < 1")
+    if not 0 < duplicate_iou[0] <= duplicate_iou[1] < 1:
+        raise ValueError("duplicate_iou must be a range (lo, hi) with 0 < lo <= hi < 1")
     if dst_field == src_field:
         raise ValueError("dst_field must differ from src_field: the source labels are never modified")
     detections_path(collection, src_field)
@@ -187,14 +197,14 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
                 eligible.append((i, j))
     n_el = len(eligible)
     counts = {t: int(round(rates.get(t, 0.0) * n_el)) for t in ERROR_TYPES}
-    n_box_errors = counts["badloc"] + counts["swap"] + counts["overlooked"]
+    n_box_errors = sum(counts[t] for t in _BOX_ERRORS)
     if n_box_errors > n_el:
         raise ValueError(f"rates ask for {n_box_errors} box errors but only {n_el} boxes are eligible")
 
     order = rng.permutation(n_el)
     chosen: dict[str, list[tuple[int, int]]] = {}
     k = 0
-    for t in ("badloc", "swap", "overlooked"):
+    for t in _BOX_ERRORS:
         chosen[t] = [eligible[o] for o in order[k:k + counts[t]]]
         k += counts[t]
     spare = [eligible[o] for o in order[k:]]  # replacements when a box cannot be perturbed
@@ -203,6 +213,10 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
         for d in ds:
             d[TRUTH_ATTR] = CLEAN
     done = {t: 0 for t in ERROR_TYPES}
+    # Sources of duplicates, as objects: the overlooked deletions below shift list positions.
+    dup_queue = [dets[i][j] for i, j in chosen["duplicate"]]
+    owner = {id(d): i for i, ds in enumerate(dets) for d in ds}
+    dets_orig = [list(ds) for ds in dets]
 
     queue = list(chosen["badloc"])
     while queue:
@@ -243,6 +257,26 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
     for i in range(len(dets)):
         if any((i, j) in drop for j in range(len(dets[i]))):
             dets[i] = [d for j, d in enumerate(dets[i]) if (i, j) not in drop]
+
+    # Duplicates: a near copy of a clean source box, inserted at a random place in the list.
+    while dup_queue:
+        srcd = dup_queue.pop(0)
+        res = perturb_box(srcd.bounding_box, duplicate_iou, rng)
+        if res is None:
+            report.skip("duplicate_unperturbable")
+            while spare:
+                i, j = spare.pop(0)
+                if dets_orig[i][j][TRUTH_ATTR] == CLEAN:
+                    dup_queue.append(dets_orig[i][j])
+                    break
+            continue
+        d = fo.Detection(label=srcd.label, bounding_box=[float(v) for v in res[0]])
+        d[TRUTH_ATTR] = "duplicate"
+        d["injected_iou"] = res[1]
+        d["injected_source"] = srcd.id
+        i = owner[id(srcd)]
+        dets[i].insert(int(rng.integers(len(dets[i]) + 1)), d)
+        done["duplicate"] += 1
 
     # Spurious boxes: sizes drawn from the real boxes, placed where no source box is.
     src_boxes = [as_box_array([d.bounding_box for d in (s.detections if s is not None else [])])
@@ -287,7 +321,8 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
     report.info["injected"] = done
     report.info["requested"] = counts
     params = dict(src_field=src_field, dst_field=dst_field, rates=rates, seed=seed,
-                  badloc_iou=list(badloc_iou), swap_to=swap_to, spurious_max_iou=spurious_max_iou)
+                  badloc_iou=list(badloc_iou), swap_to=swap_to, spurious_max_iou=spurious_max_iou,
+                  duplicate_iou=list(duplicate_iou))
     record_run(collection, RUN_KEY, params, report.to_dict())
     return report
 

@@ -61,6 +61,17 @@ SCORES: list[ScoreSpec] = [
     # VLM judge (grader.judges.vlm.run_vlm_judge): per-box verdict from a vision-language model.
     ScoreSpec("vlm_confidence", "vlm", "any", False, tag="suspect:vlm",
               description="VLM probability that the label is correct (0-1, low = suspect; None = unparsed/not judged)"),
+    # Consistency judge (grader.judges.consistency.run_consistency): labels only, no model.
+    ScoreSpec("consistency_duplicate", "consistency", "duplicate", True, tag="suspect:duplicate",
+              description="IoU with a same-class box of the image, halved for the better-supported "
+                          "box of the pair (0-1, high = likely a duplicate)"),
+    ScoreSpec("consistency_dup_iou", "consistency", "duplicate", True,
+              description="max IoU with another box of the same class in the image (0-1)"),
+    ScoreSpec("consistency_dup_iou_any", "consistency", "duplicate", True,
+              description="max IoU with another box of any class in the image (0-1)"),
+    ScoreSpec("consistency_outlier", "consistency", "badloc", True,
+              description="max robust z-score of the box's log width/height/aspect/area within its "
+                          "class (high = unusual geometry for the class)"),
     # Reliability-weighted ensemble (grader.ensemble.compute_ensemble).
     ScoreSpec("ensemble_badloc", "ensemble", "badloc", True, tag="suspect:ensemble_badloc",
               description="Ensemble suspect score for a misplaced box (0-1, high = suspect)"),
@@ -68,6 +79,8 @@ SCORES: list[ScoreSpec] = [
               description="Ensemble suspect score for a wrong class (0-1, high = suspect)"),
     ScoreSpec("ensemble_spurious", "ensemble", "spurious", True, tag="suspect:ensemble_spurious",
               description="Ensemble suspect score for a box on no object (0-1, high = suspect)"),
+    ScoreSpec("ensemble_duplicate", "ensemble", "duplicate", True, tag="suspect:ensemble_duplicate",
+              description="Ensemble suspect score for a duplicate box (0-1, high = suspect)"),
     ScoreSpec("ensemble_any", "ensemble", "any", True, tag="suspect:ensemble_any",
               description="Ensemble suspect score for any error: judges weighted by their reliability on any error (0-1, high = suspect)"),
 ]

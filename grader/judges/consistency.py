@@ -1,0 +1,222 @@
+"""Consistency judge: duplicate boxes and per-class geometry outliers, from the labels alone.
+
+Model-free and prediction-free: it reads the ground-truth field once, computes everything in
+numpy (one pairwise IoU matrix per image, one median/MAD per class) and writes in one bulk pass.
+
+Scores written on every GT detection (all HIGH = suspect):
+
+- ``consistency_dup_iou``: max IoU with another box of the *same* class in the image (0 = none);
+- ``consistency_dup_iou_any``: the same over boxes of *any* class;
+- ``consistency_duplicate``: the duplicate score. Of a pair of near-identical boxes only one is
+  the slip, so the one with *weaker evidence* keeps its IoU and its partner gets half of it.
+  Evidence = the mean percentile suspicion of the other judges' registered scores present on the
+  field (e.g. a box that no prediction supports, ``cleanlab_support`` low, is the weaker one);
+  without it, the later box in the image's list (the one drawn second);
+- ``consistency_outlier``: max over log width, log height, log aspect ratio (in pixels when the
+  image size is known) and log relative area of the robust z-score ``0.6745 (x - median) / MAD``
+  within the box's class; ``None`` for classes with fewer than ``min_class_size`` boxes.
+
+Boxes are never modified; degenerate boxes (NaN, zero area) are counted as skipped and unscored.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .. import fields as lgf
+from ..boxes import BOX_DEGENERATE, iou_matrix, sanitize_rel_boxes
+from ..report import RunReport
+
+JUDGE = "consistency"
+RUN_KEY = "label_grader_consistency"
+TAG_DUPLICATE = "suspect:duplicate"
+ATTRS = ("consistency_dup_iou", "consistency_dup_iou_any", "consistency_duplicate",
+         "consistency_outlier")
+# Judges whose scores are not evidence about a box's own support (they are derived from it).
+_NOT_EVIDENCE = ("consistency", "ensemble")
+_MAD_TO_SIGMA = 0.6745
+
+
+def _xyxy(b: np.ndarray) -> np.ndarray:
+    return np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
+
+
+def duplicate_scores(boxes: np.ndarray, labels: Sequence[str],
+                     weakness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For one image: (max same-class IoU, max any-class IoU, duplicate score) per box.
+
+    ``boxes``: (N, 4) relative xywh (IoU does not depend on the image scale); ``weakness``:
+    per-box evidence against the box (higher = weaker, NaN = unknown).
+    """
+    n = len(boxes)
+    if n < 2:
+        z = np.zeros(n)
+        return z, z.copy(), z.copy()
+    iou = iou_matrix(_xyxy(boxes), _xyxy(boxes))
+    np.fill_diagonal(iou, 0.0)
+    lab = np.asarray(labels, dtype=object)
+    same = lab[:, None] == lab[None, :]
+    iou_same = np.where(same, iou, 0.0)
+    best_same = iou_same.max(axis=1)
+    best_any = iou.max(axis=1)
+    partner = iou_same.argmax(axis=1)
+    idx = np.arange(n)
+    w = np.full(n, np.nan) if weakness is None else np.asarray(weakness, dtype=float)
+    wi, wj = w, w[partner]
+    both = np.isfinite(wi) & np.isfinite(wj) & (wi != wj)
+    # Without evidence on both boxes: the later box in the list (the one drawn second).
+    later = np.where(idx != partner, idx > partner, False)
+    # Evidence decides: the better-supported box of the pair drops to half its IoU. Without
+    # it the pair stays tied, but for a hair (1e-3) that puts the later box first.
+    weaker = np.where(both, wi > wj, later)
+    drop = np.where(both, 0.5 * best_same, 1e-3)
+    dup = np.where(weaker, best_same, np.maximum(best_same - drop, 0.0))
+    return best_same, best_any, dup
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """|0.6745 (x - median) / MAD| (MAD = 0 falls back to the mean absolute deviation)."""
+    med = np.median(x)
+    dev = np.abs(x - med)
+    mad = np.median(dev)
+    if mad <= 0:
+        mad = dev.mean() / 0.7979 * _MAD_TO_SIGMA if dev.mean() > 0 else 1.0
+    return _MAD_TO_SIGMA * dev / mad
+
+
+def outlier_scores(feats: np.ndarray, classes: np.ndarray, min_class_size: int = 10) -> np.ndarray:
+    """Max robust |z| over the feature columns within each class; NaN for small classes."""
+    out = np.full(len(classes), np.nan)
+    for c in np.unique(classes):
+        m = classes == c
+        if m.sum() < min_class_size:
+            continue
+        f = feats[m]
+        out[m] = np.max(np.stack([robust_z(f[:, k]) for k in range(f.shape[1])], axis=1), axis=1)
+    return out
+
+
+def geometry_features(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
+    """(N, 4): log width, log height, log aspect (pixels where the image size is known), log area."""
+    wpx = np.where(np.isfinite(widths), widths, 1.0)
+    hpx = np.where(np.isfinite(heights), heights, 1.0)
+    bw, bh = np.maximum(boxes[:, 2], 1e-6), np.maximum(boxes[:, 3], 1e-6)
+    return np.stack([np.log(bw), np.log(bh), np.log(bw * wpx) - np.log(bh * hpx),
+                     np.log(bw * bh)], axis=1)
+
+
+def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
+                       widths: Sequence[float | None], heights: Sequence[float | None],
+                       weakness: list[np.ndarray] | None = None,
+                       min_class_size: int = 10) -> dict[str, list[np.ndarray]]:
+    """Every consistency score for every image's (valid) boxes: the pure-numpy core."""
+    out = {a: [] for a in ATTRS}
+    for i, b in enumerate(boxes):
+        same, anyc, dup = duplicate_scores(b, labels[i], None if weakness is None else weakness[i])
+        out["consistency_dup_iou"].append(same)
+        out["consistency_dup_iou_any"].append(anyc)
+        out["consistency_duplicate"].append(dup)
+    sizes = [len(b) for b in boxes]
+    if sum(sizes):
+        allb = np.concatenate([b for b in boxes if len(b)])
+        wv = np.repeat([float(w) if w else np.nan for w in widths], sizes)
+        hv = np.repeat([float(h) if h else np.nan for h in heights], sizes)
+        cls = np.asarray([l for ls in labels for l in ls], dtype=object)
+        o = outlier_scores(geometry_features(allb, wv, hv), cls, min_class_size)
+        out["consistency_outlier"] = np.split(o, np.cumsum(sizes)[:-1])
+    else:
+        out["consistency_outlier"] = [np.zeros(0) for _ in boxes]
+    return out
+
+
+def _weakness(collection, gt_field: str, tab) -> list[np.ndarray] | None:
+    """Mean percentile suspicion of the other judges' present scores, per box (NaN if none)."""
+    from ..ensemble import percentiles
+    from ..evaluate import present_score_specs, suspicion_column
+
+    specs = present_score_specs(collection, gt_field, exclude_judges=_NOT_EVIDENCE)
+    if not specs:
+        return None
+    ev = lgf.read_detections(collection, gt_field, attrs=[s.attr for s in specs])
+    order = {lid: (i, j) for i, ids in enumerate(tab.ids) for j, lid in enumerate(ids)}
+    flat_ids = [lid for ids in ev.ids for lid in ids]
+    num = np.zeros(len(flat_ids))
+    den = np.zeros(len(flat_ids))
+    for s in specs:
+        p = percentiles(suspicion_column(s, [v for row in ev.attrs[s.attr] for v in row]))
+        ok = np.isfinite(p)
+        num[ok] += p[ok]
+        den[ok] += 1
+    mean = np.where(den > 0, num / np.maximum(den, 1), np.nan)
+    out = [np.full(len(ids), np.nan) for ids in tab.ids]
+    for lid, v in zip(flat_ids, mean):
+        if lid in order:
+            i, j = order[lid]
+            out[i][j] = v
+    return out
+
+
+def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_size: int = 10,
+                    use_evidence: bool = True, tag_fraction: float = 0.0,
+                    duplicate_tag_iou: float = 0.7,
+                    progress: Callable[[int, int], None] | None = None) -> RunReport:
+    """Write the ``consistency_*`` scores on ``gt_field``'s detections (see the module doc).
+
+    ``duplicate_tag_iou``: boxes whose ``consistency_duplicate`` reaches it are tagged
+    ``suspect:duplicate`` (only the weaker box of a pair can reach it); ``use_evidence=False``
+    ignores other judges' scores when choosing the weaker box of a pair.
+    """
+    if not isinstance(min_class_size, int) or min_class_size < 2:
+        raise ValueError("min_class_size must be an integer >= 2")
+    if not (isinstance(duplicate_tag_iou, (int, float)) and 0 < duplicate_tag_iou <= 1):
+        raise ValueError("duplicate_tag_iou must be in (0, 1]")
+    if not (isinstance(tag_fraction, (int, float)) and math.isfinite(tag_fraction)
+            and 0 <= tag_fraction <= 1):
+        raise ValueError("tag_fraction must be in [0, 1]")
+    progress = progress or (lambda done, total: None)
+    report = RunReport(judge=JUDGE)
+    tab = lgf.read_detections(collection, gt_field)
+    report.samples_seen = len(tab)
+    boxes, labels, keys = [], [], []
+    for i, ids in enumerate(tab.ids):
+        b, status = sanitize_rel_boxes(tab.boxes[i])
+        ok = np.array([s != BOX_DEGENERATE and tab.labels[i][j] is not None
+                       for j, s in enumerate(status)], dtype=bool)
+        report.skip("degenerate_box", int((~ok).sum()))
+        boxes.append(b[ok] if len(b) else b)
+        labels.append([tab.labels[i][j] for j in np.nonzero(ok)[0]])
+        keys.append([(tab.sample_ids[i], ids[j]) for j in np.nonzero(ok)[0]])
+    weak = None
+    if use_evidence:
+        full = _weakness(collection, gt_field, tab)
+        if full is not None:
+            weak = []
+            for i, ids in enumerate(tab.ids):
+                keep = {k[1] for k in keys[i]}
+                weak.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
+    scores = consistency_arrays(boxes, labels, tab.widths, tab.heights, weak, min_class_size)
+    progress(len(tab), len(tab))
+    values: dict[str, dict] = {a: {} for a in ATTRS}
+    for a in ATTRS:
+        for ks, col in zip(keys, scores[a]):
+            for k, v in zip(ks, col):
+                values[a][k] = float(v) if math.isfinite(v) else None
+    lgf.write_label_attrs(collection, gt_field, values)
+    flat_dup = [(k, v) for ks, col in zip(keys, scores["consistency_duplicate"])
+                for k, v in zip(ks, col)]
+    to_tag = [k[1] for k, v in flat_dup if v >= duplicate_tag_iou]
+    if tag_fraction > 0 and flat_dup:
+        n = int(math.ceil(tag_fraction * len(flat_dup)))
+        to_tag = sorted(set(to_tag) | {k[1] for k, _ in sorted(flat_dup, key=lambda kv: -kv[1])[:n]})
+    report.tagged[TAG_DUPLICATE] = lgf.set_label_tag(collection, gt_field, TAG_DUPLICATE, to_tag)
+    report.labels_scored = len(flat_dup)
+    report.samples_scored = sum(1 for ks in keys if ks)
+    report.skip("class_too_small_for_outliers", sum(int(np.isnan(c).sum()) for c in scores["consistency_outlier"]))
+    report.fields = list(ATTRS)
+    report.info["evidence_for_pairs"] = weak is not None
+    lgf.record_run(collection, RUN_KEY, dict(gt_field=gt_field, min_class_size=min_class_size,
+                                             use_evidence=use_evidence, tag_fraction=tag_fraction,
+                                             duplicate_tag_iou=duplicate_tag_iou), report.to_dict())
+    return report
