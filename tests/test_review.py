@@ -316,17 +316,17 @@ def test_save_review_views(ds):
     sid, lid = _first_label(ds)
     review.accept_label(ds, sid, lid)
     names = review.save_review_views(ds)
-    assert {"suspect badloc", "suspect swap", "overlooked candidates", "reviewed"} <= set(names)
+    assert {"ground_truth suspect badloc", "ground_truth suspect swap", "ground_truth overlooked candidates", "ground_truth reviewed"} <= set(names)
     assert set(names) <= set(ds.list_saved_views())
-    badloc = ds.load_saved_view("suspect badloc")
+    badloc = ds.load_saved_view("ground_truth suspect badloc")
     ids = flat(badloc, "ground_truth.detections.id")
     tags = flat(badloc, "ground_truth.detections.tags")
     assert ids and all("suspect:badloc" in t and REVIEWED_OK_TAG not in t for t in tags)
-    assert flat(ds.load_saved_view("reviewed"), "ground_truth.detections.id") == [lid]
-    assert ds.load_saved_view("overlooked candidates").count("ground_truth_overlooked.detections") > 0
+    assert flat(ds.load_saved_view("ground_truth reviewed"), "ground_truth.detections.id") == [lid]
+    assert ds.load_saved_view("ground_truth overlooked candidates").count("ground_truth_overlooked.detections") > 0
     # saved views are live: a later accept changes what they show
     review.accept_label(ds, badloc.first().id, badloc.first().ground_truth.detections[0].id)
-    assert ds.load_saved_view("suspect badloc").count("ground_truth.detections") == len(ids) - 1
+    assert ds.load_saved_view("ground_truth suspect badloc").count("ground_truth.detections") == len(ids) - 1
     assert review.save_review_views(ds) == names  # idempotent (overwrite)
 
 
@@ -346,7 +346,7 @@ def test_operators_apply_undo_and_save_views(ds):
     res = foo.execute_operator(f"{OP}/save_review_views", ctx={"dataset": ds, "params": {
         "gt_field": "ground_truth"}})
     assert res.error is None, res.error
-    assert "suspect swap" in ds.list_saved_views()
+    assert "ground_truth suspect swap" in ds.list_saved_views()
     res = foo.execute_operator(f"{OP}/apply_fix", ctx={"dataset": ds, "params": {
         "kind": "accept_all", "field": "ground_truth", "target": "DATASET"}})
     assert res.error is None, res.error

@@ -16,6 +16,8 @@ from .log import (LOG_COLLECTION, FixRecord, clear_fix_log, count_fixes, fix_log
                   record_to_json)
 from .queue import (QueueItem, available_scores, issue_counts, queue_view, review_queue,
                     score_histogram)
+from .queue import (QueuePage, add_suggestions, ensure_review_indexes, queue_filter_view,
+                    review_page)
 from .views import review_views, save_review_views
 
 __all__ = [
@@ -24,5 +26,6 @@ __all__ = [
     "relabel", "replace_box", "undo_fix", "LOG_COLLECTION", "FixRecord", "clear_fix_log",
     "count_fixes", "fix_log", "get_fix", "record_to_json", "QueueItem", "available_scores",
     "issue_counts", "queue_view", "review_queue", "score_histogram", "review_views",
-    "save_review_views",
+    "save_review_views", "QueuePage", "add_suggestions", "ensure_review_indexes",
+    "queue_filter_view", "review_page",
 ]

@@ -1,30 +1,56 @@
-"""The review queue: suspect labels of a view, filtered by issue/class/threshold and sorted by a score.
+"""The review queue in the database: counts, a histogram and the sorted, paged queue of suspect
+labels, each one MongoDB aggregation over the collection's own pipeline (so the App's view and
+sidebar filters apply) — no per-label Python pass over the dataset.
 
 Which scores exist comes from the registry (:mod:`grader.scores`) intersected with what is on
 the dataset, so a judge that adds a ``ScoreSpec`` line shows up here with no change.
-Everything is read column-wise in one ``values()`` query per field.
+
+A page is a snapshot: each item carries the label's state token
+(:func:`grader.review.fixes.label_state`), and fixes refuse to act when the label changed since.
 """
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import fiftyone as fo
 import fiftyone.core.aggregations as foa
 
-from grader.fields import SUSPECT_PREFIX, read_detections
+from grader.boxes import iou_matrix
+from grader.fields import SUSPECT_PREFIX
 from grader.scores import SCORES, ScoreSpec, get_spec
 
-from .fixes import REVIEWED_TAGS, candidates_field, per_label_values
+from . import fixes as _fixes
+from .fixes import REVIEWED_TAGS, candidates_field
 
-# Extra per-label attributes the fixes use as suggestions.
-_HINT_ATTRS = ("cleanlab_swap_label", "cleanlab_badloc_pred_id", "source_pred_id")
+#: Below this IoU between a label and its suggested box, the suggestion carries a warning: the
+#: predicted box is probably another object, not a better outline of this one.
+MIN_SUGGESTION_IOU = 0.3
+#: A suggested box overlapping another GT box of the sample at least this much would duplicate it.
+DUPLICATE_IOU = 0.7
+#: A swap score at or above this says the current class is right: no relabel suggestion.
+SWAP_CONFIDENT = 0.999
+
+# Per-label attributes the queue carries along as suggestions.
+_HINT_ATTRS = ("cleanlab_swap", "cleanlab_swap_label", "cleanlab_badloc_pred_id",
+               "source_pred_id", "clipgrader_class")
+
+
+def label_state(doc) -> str:
+    """The label's state token (helper A's :func:`fixes.label_state` when present)."""
+    fn = getattr(_fixes, "label_state", None)
+    if fn is not None:
+        return fn(doc)
+    d = doc.to_dict() if hasattr(doc, "to_dict") else dict(doc)
+    d.pop("_id", None)
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
 class QueueItem:
-    """One suspect label in the queue."""
+    """One suspect label in the queue, as it was when the page was read."""
 
     sample_id: str
     label_id: str
@@ -36,13 +62,32 @@ class QueueItem:
     suspicion: float | None    # the value mapped to "higher = more suspect"
     issues: list[str] = field(default_factory=list)   # suspect tags on the label
     tags: list[str] = field(default_factory=list)
-    suggested_label: str | None = None                 # cleanlab_swap_label
+    suggested_label: str | None = None                 # cleanlab_swap_label (if it makes sense)
     pred_id: str | None = None                         # cleanlab_badloc_pred_id
     is_candidate: bool = False
-    box: list[float] | None = None
+    box: list[float] | None = None                     # relative xywh
+    state: str | None = None                           # label_state token at read time
+    rank: int = 0                                      # 0-based position in the whole queue
+    width: int | None = None
+    height: int | None = None
+    swap_value: float | None = None
+    class_hints: list[str] = field(default_factory=list)  # judges' suggested classes, best first
+    suggested_box: list[float] | None = None           # the matched prediction's box (rel xywh)
+    suggested_iou: float | None = None                 # IoU(label box, suggested box)
+    box_warning: str | None = None                     # why the suggested box is doubtful
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class QueuePage:
+    """One page of the queue and the total number of items behind it."""
+
+    items: list[QueueItem]
+    total: int
+    skip: int
+    limit: int
 
 
 def _field_exists(collection, name: str) -> bool:
@@ -73,52 +118,100 @@ def available_scores(collection, gt_field: str = "ground_truth") -> list[ScoreSp
     return [s for s in SCORES if s.attr in present]
 
 
-def _tag_issue(tag: str) -> str:
-    for s in SCORES:
-        if s.tag == tag:
-            return s.issue
-    return tag[len(SUSPECT_PREFIX):]
+# ------------------------------------------------------------------ expressions
+# Every filter is a MongoDB expression over one label at ``prefix`` ("$$this" inside
+# filter_labels, "$d" after the queue's $unwind), so the queue, the histogram and the grid view
+# of the queue select exactly the same labels.
+
+def _tags(p: str) -> dict:
+    return {"$ifNull": [f"{p}.tags", []]}
 
 
-def _read(collection, field_name: str, attrs: Sequence[str]):
-    return read_detections(collection, field_name, attrs=list(attrs) + ["tags"])
+def _has_any(p: str, tags: Sequence[str]) -> dict:
+    return {"$gt": [{"$size": {"$setIntersection": [_tags(p), list(tags)]}}, 0]}
 
 
-def issue_counts(collection, gt_field: str = "ground_truth",
-                 include_reviewed: bool = False) -> dict[str, int]:
-    """Count of labels per suspect tag (``suspect:badloc``: 12, ...) in ``collection``.
-
-    Covers the GT field and its overlooked-candidates field; reviewed labels are left out
-    unless ``include_reviewed``. Every registry tag is present (0 when absent).
-    """
-    counts: Counter = Counter({s.tag: 0 for s in SCORES if s.tag})
-    for f in (gt_field, candidates_field(gt_field)):
-        if not _field_exists(collection, f):
-            continue
-        path = f"{f}.detections.tags"
-        for tags in per_label_values(collection, [path])[0]:
-            tags = tags or []
-            if not include_reviewed and any(t in REVIEWED_TAGS for t in tags):
-                continue
-            for t in tags:
-                if t.startswith(SUSPECT_PREFIX):
-                    counts[t] += 1
-    return dict(counts)
+def _has_suspect_tag(p: str) -> dict:
+    return {"$anyElementTrue": [{"$map": {"input": _tags(p), "as": "t", "in": {
+        "$eq": [{"$substrCP": ["$$t", 0, len(SUSPECT_PREFIX)]}, SUSPECT_PREFIX]}}}]}
 
 
-def _passes_threshold(spec: ScoreSpec, value: float | None, threshold: float | None) -> bool:
-    if threshold is None:
-        return True
-    if value is None:
-        return False
-    return value >= threshold if spec.higher_is_suspect else value <= threshold
+def _wanted_tags(issues: Sequence[str] | None) -> list[str] | None:
+    if not issues:
+        return None
+    wanted = {i for i in issues if i.startswith(SUSPECT_PREFIX)}
+    plain = {i for i in issues if not i.startswith(SUSPECT_PREFIX)}
+    wanted |= {s.tag for s in SCORES if s.tag and s.issue in plain}
+    wanted |= {SUSPECT_PREFIX + i for i in plain}
+    return sorted(wanted)
 
 
-def review_queue(collection, gt_field: str = "ground_truth", score: str | None = None,
-                 issues: Sequence[str] | None = None, classes: Sequence[str] | None = None,
-                 threshold: float | None = None, suspects_only: bool = True,
-                 include_reviewed: bool = False, limit: int | None = None) -> list[QueueItem]:
-    """Suspect labels of ``collection``, most suspect first by ``score``.
+def _suspicion(spec: ScoreSpec, p: str) -> dict:
+    v = f"{p}.{spec.attr}"
+    return {"$cond": [{"$isNumber": v}, v if spec.higher_is_suspect else {"$subtract": [1, v]},
+                      None]}
+
+
+def label_filter(spec: ScoreSpec, prefix: str = "$$this", issues: Sequence[str] | None = None,
+                 classes: Sequence[str] | None = None, threshold: float | None = None,
+                 suspects_only: bool = True, include_reviewed: bool = False) -> dict:
+    """The queue's label filter as a MongoDB expression over the label at ``prefix``."""
+    conds: list[dict] = []
+    if not include_reviewed:
+        conds.append({"$not": [_has_any(prefix, REVIEWED_TAGS)]})
+    if classes:
+        conds.append({"$in": [f"{prefix}.label", list(classes)]})
+    wanted = _wanted_tags(issues)
+    if wanted is not None:
+        conds.append(_has_any(prefix, wanted))
+    elif threshold is None and suspects_only:
+        conds.append(_has_suspect_tag(prefix))
+    if threshold is not None:
+        v = f"{prefix}.{spec.attr}"
+        cmp = "$gte" if spec.higher_is_suspect else "$lte"
+        conds.append({"$and": [{"$isNumber": v}, {cmp: [v, float(threshold)]}]})
+    return {"$and": conds} if conds else {"$literal": True}
+
+
+def _sample_prefilter(fname: str, issues, threshold, suspects_only) -> dict | None:
+    """A sample-level $match that an index on ``<field>.detections.tags`` can serve."""
+    path = f"{fname}.detections.tags"
+    wanted = _wanted_tags(issues)
+    if wanted is not None:
+        return {path: {"$in": wanted}}
+    if threshold is None and suspects_only:
+        return {path: {"$regex": f"^{SUSPECT_PREFIX}"}}
+    return None
+
+
+def _scope(collection, fname: str, prefilter: dict | None) -> list[dict]:
+    stages = [{"$match": prefilter}] if prefilter else []
+    return stages + [
+        {"$project": {"filepath": 1, "metadata.width": 1, "metadata.height": 1,
+                      "d": f"${fname}.detections"}},
+        {"$unwind": "$d"},
+    ]
+
+
+def _tiebreakers(spec: ScoreSpec, avail: Sequence[ScoreSpec]) -> list[ScoreSpec]:
+    """Other judges' scores on the same labels that speak to the same issue, ensembles first."""
+    same_field = [s for s in avail if s.attr != spec.attr and s.on_candidates == spec.on_candidates]
+    covering = [s for s in same_field if s.covers(spec.issue) or spec.covers(s.issue)]
+    return sorted(covering, key=lambda s: s.judge != "ensemble")
+
+
+# ------------------------------------------------------------------ the queue
+
+def review_page(collection, gt_field: str = "ground_truth", score: str | None = None,
+                issues: Sequence[str] | None = None, classes: Sequence[str] | None = None,
+                threshold: float | None = None, suspects_only: bool = True,
+                include_reviewed: bool = False, skip: int = 0, limit: int | None = 20,
+                tiebreak: Sequence[str] | None = None) -> QueuePage:
+    """One page of suspect labels of ``collection``, most suspect first by ``score``.
+
+    One aggregation: the collection's pipeline, a sample-level $match, $unwind of the labels,
+    the label filter, then a $facet with the total count and the sorted page
+    ($sort/$skip/$limit, so MongoDB keeps only the top ``skip + limit``).
 
     Args:
         score: registry attribute to sort by (default: the first available score). An
@@ -130,61 +223,176 @@ def review_queue(collection, gt_field: str = "ground_truth", score: str | None =
             (``<=`` for low-is-suspect scores, ``>=`` otherwise).
         suspects_only: with no ``issues``/``threshold``, keep only labels with a suspect tag.
         include_reviewed: keep labels tagged ``reviewed:ok``/``reviewed:fixed``.
-        limit: at most this many items.
+        skip, limit: the page (``limit=None``: everything after ``skip``).
+        tiebreak: scores that order labels with equal ``score`` (default: the other available
+            judges' scores for the same issue); the label id settles what is left.
     """
+    avail = available_scores(collection, gt_field)
     if score is None:
-        avail = available_scores(collection, gt_field)
         if not avail:
-            return []
+            return QueuePage([], 0, skip, limit or 0)
         score = avail[0].attr
     spec = get_spec(score)
     fname = candidates_field(gt_field) if spec.on_candidates else gt_field
     if not _field_exists(collection, fname):
-        return []
-    wanted_issues = None
-    if issues:
-        wanted_issues = {i if i.startswith(SUSPECT_PREFIX) else None for i in issues} - {None}
-        plain = {i for i in issues if not i.startswith(SUSPECT_PREFIX)}
-        wanted_issues |= {s.tag for s in SCORES if s.tag and s.issue in plain}
-        wanted_issues |= {SUSPECT_PREFIX + i for i in plain}
-    class_set = set(classes) if classes else None
+        return QueuePage([], 0, skip, limit or 0)
+    ties = ([get_spec(a) for a in tiebreak] if tiebreak is not None
+            else _tiebreakers(spec, avail))
+    keys = {"_k0": _suspicion(spec, "$d")}
+    keys.update({f"_k{i + 1}": _suspicion(s, "$d") for i, s in enumerate(ties)})
+    sort = {k: -1 for k in keys}
+    sort["d._id"] = 1
+    page = [{"$addFields": keys}, {"$sort": sort}]
+    if skip:
+        page.append({"$skip": int(skip)})
+    if limit:
+        page.append({"$limit": int(limit)})
+    pipeline = _scope(collection, fname, _sample_prefilter(fname, issues, threshold, suspects_only))
+    pipeline += [
+        {"$match": {"$expr": label_filter(spec, "$d", issues, classes, threshold, suspects_only,
+                                          include_reviewed)}},
+        {"$facet": {"total": [{"$count": "n"}], "page": page}},
+    ]
+    res = list(collection._aggregate(post_pipeline=pipeline))[0]
+    total = res["total"][0]["n"] if res["total"] else 0
+    items = [_item(row, fname, spec, skip + k) for k, row in enumerate(res["page"])]
+    return QueuePage(items, total, skip, limit or len(items))
 
-    hints = [a for a in _HINT_ATTRS if a != score]
-    table = _read(collection, fname, [score] + hints)
-    items: list[QueueItem] = []
-    for i, sid in enumerate(table.sample_ids):
-        for j, lid in enumerate(table.ids[i]):
-            tags = table.attrs["tags"][i][j] or []
-            label = table.labels[i][j]
-            if not include_reviewed and any(t in REVIEWED_TAGS for t in tags):
-                continue
-            if class_set is not None and label not in class_set:
-                continue
-            sus_tags = [t for t in tags if t.startswith(SUSPECT_PREFIX)]
-            if wanted_issues is not None and not wanted_issues.intersection(sus_tags):
-                continue
-            if wanted_issues is None and threshold is None and suspects_only and not sus_tags:
-                continue
-            value = table.attrs[score][i][j]
-            if not _passes_threshold(spec, value, threshold):
-                continue
-            items.append(QueueItem(
-                sample_id=sid, label_id=lid, field=fname, label=label,
-                filepath=table.filepaths[i], score=score,
-                value=None if value is None else float(value),
-                suspicion=spec.suspicion(value), issues=sus_tags, tags=list(tags),
-                suggested_label=table.attrs["cleanlab_swap_label"][i][j],
-                pred_id=table.attrs["cleanlab_badloc_pred_id"][i][j],
-                is_candidate=spec.on_candidates, box=list(table.boxes[i][j] or []),
-            ))
-    # most suspect first; unscored last; stable within ties (dataset order)
-    items.sort(key=lambda it: (it.suspicion is None, -(it.suspicion or 0.0)))
-    return items[:limit] if limit else items
+
+def _item(row: dict, fname: str, spec: ScoreSpec, rank: int) -> QueueItem:
+    d = row["d"]
+    det = fo.Detection.from_dict(d)
+    tags = list(d.get("tags") or [])
+    value = d.get(spec.attr)
+    meta = row.get("metadata") or {}
+    hints = []
+    for a in ("cleanlab_swap_label", "clipgrader_class"):
+        h = d.get(a)
+        if h and h != d.get("label") and h not in hints:
+            hints.append(h)
+    return QueueItem(
+        sample_id=str(row["_id"]), label_id=str(d["_id"]), field=fname, label=d.get("label"),
+        filepath=row.get("filepath"), score=spec.attr,
+        value=None if not isinstance(value, (int, float)) else float(value),
+        suspicion=spec.suspicion(value) if isinstance(value, (int, float)) else None,
+        issues=[t for t in tags if t.startswith(SUSPECT_PREFIX)], tags=tags,
+        suggested_label=d.get("cleanlab_swap_label"), pred_id=d.get("cleanlab_badloc_pred_id"),
+        is_candidate=spec.on_candidates, box=list(d.get("bounding_box") or []),
+        state=label_state(det), rank=rank, width=meta.get("width"), height=meta.get("height"),
+        swap_value=d.get("cleanlab_swap"), class_hints=hints,
+    )
+
+
+def review_queue(collection, gt_field: str = "ground_truth", score: str | None = None,
+                 issues: Sequence[str] | None = None, classes: Sequence[str] | None = None,
+                 threshold: float | None = None, suspects_only: bool = True,
+                 include_reviewed: bool = False, limit: int | None = None,
+                 skip: int = 0) -> list[QueueItem]:
+    """The items of :func:`review_page` (same arguments), most suspect first."""
+    return review_page(collection, gt_field, score, issues, classes, threshold, suspects_only,
+                       include_reviewed, skip=skip, limit=limit).items
+
+
+# ------------------------------------------------------------------ suggestions
+
+def add_suggestions(collection, items: Sequence[QueueItem], pred_field: str = "predictions",
+                    gt_field: str | None = None) -> None:
+    """Fill in each item's suggested box (matched prediction), its IoU with the label, and a
+    warning when the box would duplicate another GT box or barely overlaps the label; drop the
+    class suggestion where the swap score says the class is right. One query for the page."""
+    if not items:
+        return
+    dataset = collection._root_dataset
+    gt_field = gt_field or next((it.field for it in items if not it.is_candidate), None)
+    sids = list(dict.fromkeys(it.sample_id for it in items))
+    view = dataset.select(sids)
+    paths = ["id"]
+    has_pred = dataset.get_field(pred_field) is not None
+    has_gt = gt_field is not None and dataset.get_field(gt_field) is not None
+    if has_pred:
+        paths += [f"{pred_field}.detections.id", f"{pred_field}.detections.bounding_box"]
+    if has_gt:
+        paths += [f"{gt_field}.detections.id", f"{gt_field}.detections.bounding_box"]
+    vals = view.values(paths)
+    preds, gts = {}, {}
+    for k, sid in enumerate(vals[0]):
+        if has_pred:
+            preds[sid] = dict(zip(vals[1][k] or [], vals[2][k] or []))
+        if has_gt:
+            o = 3 if has_pred else 1
+            gts[sid] = dict(zip(vals[o][k] or [], vals[o + 1][k] or []))
+    for it in items:
+        if it.swap_value is not None and it.swap_value >= SWAP_CONFIDENT:
+            it.suggested_label = None
+            it.class_hints = [h for h in it.class_hints if h != it.label]
+        if it.suggested_label == it.label:
+            it.suggested_label = None
+        if it.is_candidate:
+            _check_duplicate(it, it.box, gts.get(it.sample_id, {}), exclude=None)
+            continue
+        box = preds.get(it.sample_id, {}).get(it.pred_id) if it.pred_id else None
+        if not box or not it.box:
+            it.pred_id = None
+            continue
+        it.suggested_box = list(box)
+        it.suggested_iou = _iou(it.box, box)
+        if not _check_duplicate(it, box, gts.get(it.sample_id, {}), exclude=it.label_id):
+            if it.suggested_iou < MIN_SUGGESTION_IOU:
+                it.box_warning = (f"IoU {it.suggested_iou:.2f} with the label is below "
+                                  f"{MIN_SUGGESTION_IOU}: probably another object")
+
+
+def _xyxy(b) -> list[float]:
+    return [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+
+
+def _iou(a, b) -> float:
+    return float(iou_matrix([_xyxy(a)], [_xyxy(b)])[0, 0])
+
+
+def _check_duplicate(it: QueueItem, box, gts: dict, exclude: str | None) -> bool:
+    others = [(i, b) for i, b in gts.items() if i != exclude and b]
+    if not others or not box:
+        return False
+    ious = iou_matrix([_xyxy(box)], [_xyxy(b) for _, b in others])[0]
+    k = int(ious.argmax())
+    if ious[k] >= DUPLICATE_IOU:
+        it.box_warning = (f"would duplicate another ground-truth box (IoU {ious[k]:.2f})")
+        return True
+    return False
+
+
+# ------------------------------------------------------------------ counts and histogram
+
+def issue_counts(collection, gt_field: str = "ground_truth",
+                 include_reviewed: bool = False) -> dict[str, int]:
+    """Count of labels per suspect tag (``suspect:badloc``: 12, ...) in ``collection``.
+
+    Covers the GT field and its overlooked-candidates field; reviewed labels are left out
+    unless ``include_reviewed``. Every registry tag is present (0 when absent). One
+    aggregation per field.
+    """
+    counts = {s.tag: 0 for s in SCORES if s.tag}
+    for f in (gt_field, candidates_field(gt_field)):
+        if not _field_exists(collection, f):
+            continue
+        pipeline = [{"$match": {f"{f}.detections.tags": {"$regex": f"^{SUSPECT_PREFIX}"}}},
+                    {"$project": {"d": f"${f}.detections"}}, {"$unwind": "$d"}]
+        if not include_reviewed:
+            pipeline.append({"$match": {"d.tags": {"$nin": list(REVIEWED_TAGS)}}})
+        pipeline += [{"$unwind": "$d.tags"},
+                     {"$match": {"d.tags": {"$regex": f"^{SUSPECT_PREFIX}"}}},
+                     {"$group": {"_id": "$d.tags", "n": {"$sum": 1}}}]
+        for row in collection._aggregate(post_pipeline=pipeline):
+            counts[row["_id"]] = counts.get(row["_id"], 0) + int(row["n"])
+    return counts
 
 
 def score_histogram(collection, score: str, gt_field: str = "ground_truth", bins: int = 20,
-                    include_reviewed: bool = False) -> dict[str, Any]:
-    """Histogram of a score's raw values over the labels in ``collection``.
+                    include_reviewed: bool = False, issues: Sequence[str] | None = None,
+                    classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Histogram of a score's raw values over the labels in ``collection`` that pass the
+    issue/class filters (one aggregation; 0-1 scores get fixed edges).
 
     Returns ``{"counts", "edges", "score", "n", "higher_is_suspect"}``; empty counts when
     no label has the score.
@@ -195,26 +403,73 @@ def score_histogram(collection, score: str, gt_field: str = "ground_truth", bins
            "higher_is_suspect": spec.higher_is_suspect}
     if not _field_exists(collection, fname):
         return out
-    path = f"{fname}.detections"
-    vals, tags = per_label_values(collection, [f"{path}.{score}", f"{path}.tags"])
-    xs = [float(v) for v, t in zip(vals, tags)
-          if v is not None and (include_reviewed or not any(x in REVIEWED_TAGS for x in (t or [])))]
-    if not xs:
-        return out
-    import numpy as np
+    v = f"$d.{score}"
+    filt = label_filter(spec, "$d", issues, classes, None, suspects_only=False,
+                        include_reviewed=include_reviewed)
+    base = _scope(collection, fname, _sample_prefilter(fname, issues, None, False)) + [
+        {"$match": {"$expr": {"$and": [{"$isNumber": v}, filt]}}}]
 
-    lo, hi = min(xs), max(xs)
-    if hi <= lo:
-        hi = lo + 1e-6
-    if 0.0 <= lo and hi <= 1.0:  # the usual 0-1 scores: fixed edges read better by eye
-        lo, hi = 0.0, 1.0
-    counts, edges = np.histogram(np.asarray(xs), bins=bins, range=(lo, hi))
-    out.update(counts=[int(c) for c in counts], edges=[float(e) for e in edges], n=len(xs))
+    def run(lo: float, hi: float):
+        width = (hi - lo) / bins
+        b = {"$min": [bins - 1, {"$max": [0, {"$floor": {"$divide": [{"$subtract": [v, lo]}, width]}}]}]}
+        pipe = base + [{"$facet": {
+            "range": [{"$group": {"_id": None, "lo": {"$min": v}, "hi": {"$max": v}, "n": {"$sum": 1}}}],
+            "bins": [{"$group": {"_id": b, "n": {"$sum": 1}}}]}}]
+        return list(collection._aggregate(post_pipeline=pipe))[0]
+
+    res = run(0.0, 1.0)
+    if not res["range"]:
+        return out
+    rng = res["range"][0]
+    lo, hi = 0.0, 1.0
+    if rng["lo"] < 0.0 or rng["hi"] > 1.0:  # not a 0-1 score: bin over its own range
+        lo, hi = float(rng["lo"]), float(rng["hi"])
+        hi = hi if hi > lo else lo + 1e-6
+        res = run(lo, hi)
+    counts = [0] * bins
+    for row in res["bins"]:
+        counts[int(row["_id"])] += int(row["n"])
+    edges = [lo + (hi - lo) * k / bins for k in range(bins + 1)]
+    out.update(counts=counts, edges=edges, n=int(rng["n"]))
     return out
 
 
+def ensure_review_indexes(collection, gt_field: str = "ground_truth") -> list[str]:
+    """Index the label tags of ``gt_field`` and its candidates field (the queue's and the
+    counts' first $match uses them). Idempotent; returns the index names."""
+    dataset = collection._root_dataset
+    names = []
+    for f in (gt_field, candidates_field(gt_field)):
+        if dataset.get_field(f) is not None:
+            names.append(dataset.create_index(f"{f}.detections.tags"))
+    return names
+
+
+# ------------------------------------------------------------------ views
+
+def queue_filter_view(collection, gt_field: str = "ground_truth", score: str | None = None,
+                      issues: Sequence[str] | None = None, classes: Sequence[str] | None = None,
+                      threshold: float | None = None, suspects_only: bool = True,
+                      include_reviewed: bool = False) -> fo.DatasetView:
+    """The whole queue as a view (no Python pass): only the queued labels and only their
+    field, samples sorted by their most suspect label."""
+    if score is None:
+        avail = available_scores(collection, gt_field)
+        if not avail:
+            return collection.limit(0)
+        score = avail[0].attr
+    spec = get_spec(score)
+    fname = candidates_field(gt_field) if spec.on_candidates else gt_field
+    filt = label_filter(spec, "$$this", issues, classes, threshold, suspects_only, include_reviewed)
+    view = collection.filter_labels(fname, filt, only_matches=True)
+    view = view.select_fields(fname)
+    key = {"$max": {"$map": {"input": f"${fname}.detections", "as": "this",
+                             "in": _suspicion(spec, "$$this")}}}
+    return view.sort_by(fo.ViewExpression(key), reverse=True)
+
+
 def queue_view(collection, items: Sequence[QueueItem]) -> fo.DatasetView:
-    """A view of ``collection`` showing just the queued labels (in their samples, queue order)."""
+    """A view of ``collection`` showing just the given queued labels (in their samples, queue order)."""
     if not items:
         return collection.limit(0)
     fields = sorted({it.field for it in items})
