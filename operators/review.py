@@ -35,6 +35,23 @@ def _selected_label(ctx) -> dict | None:
     return sel[0] if len(sel) == 1 else None
 
 
+def _validate_fix_params(p: dict, kind, field) -> None:
+    """Check every parameter before anything is written (clear errors, no partial fixes)."""
+    if kind not in _KIND_LABELS:
+        raise ValueError(f"unknown fix kind {kind!r}; choose one of {list(_KIND_LABELS)}")
+    if not isinstance(field, str) or not field:
+        raise ValueError("field must be the name of a Detections field")
+    if kind == "accept_all":
+        return
+    for key in ("sample_id", "label_id"):
+        v = p.get(key)
+        if not isinstance(v, str) or len(v) != 24 or any(c not in "0123456789abcdefABCDEF" for c in v):
+            raise ValueError(f"{key} must be a 24-hex-digit id, got {str(v)[:40]!r}")
+    es = p.get("expected_state")
+    if es is not None and not isinstance(es, str):
+        raise ValueError("expected_state must be the token given by review.label_state()")
+
+
 class ApplyFix(foo.Operator):
     @property
     def config(self):
@@ -62,6 +79,7 @@ class ApplyFix(foo.Operator):
         if kind == "relabel":
             inputs.str("new_label", required=False, label="New class",
                        description="Blank: cleanlab's suggested class (cleanlab_swap_label)")
+            inputs.bool("allow_new_class", default=False, label="Allow a class not in the class list")
         if kind == "replace_box":
             add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions")
             inputs.str("pred_id", required=False, label="Prediction id",
@@ -72,6 +90,7 @@ class ApplyFix(foo.Operator):
         p = ctx.params
         kind = p.get("kind", "accept")
         field = p.get("field", "ground_truth")
+        _validate_fix_params(p, kind, field)
         user = ctx_user(ctx)
         if kind == "accept_all":
             rec = review.accept_labels(target_view(ctx), field, user=user)
@@ -79,6 +98,11 @@ class ApplyFix(foo.Operator):
             extra = {}
             if kind == "relabel":
                 extra["new_label"] = p.get("new_label") or None
+                extra["allow_new_class"] = bool(p.get("allow_new_class"))
+            if kind == "adopt" and p.get("allow_new_class"):
+                extra["allow_new_class"] = True
+            if p.get("expected_state"):
+                extra["expected_state"] = str(p["expected_state"])
             if kind == "replace_box":
                 extra["pred_field"] = p.get("pred_field") or "predictions"
                 extra["pred_id"] = p.get("pred_id") or None
@@ -115,7 +139,10 @@ class UndoFix(foo.Operator):
         return types.Property(inputs, view=types.View(label="Undo a fix"))
 
     def execute(self, ctx):
-        rec = review.undo_fix(ctx.dataset, ctx.params.get("fix_id") or None,
+        fix_id = ctx.params.get("fix_id") or None
+        if fix_id is not None and not isinstance(fix_id, str):
+            raise ValueError(f"fix_id must be a fix log id string, got {type(fix_id).__name__}")
+        rec = review.undo_fix(ctx.dataset, fix_id,
                               force=bool(ctx.params.get("force")), user=ctx_user(ctx))
         reload_unless_delegated(ctx)
         return {"fix": review.record_to_json(rec), "summary": rec.summary()}

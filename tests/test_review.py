@@ -122,7 +122,9 @@ def test_adopt_candidate_moves_it_into_gt_and_undo_moves_it_back(ds):
 
 def test_apply_fix_dispatch_and_errors(ds):
     sid, lid = _first_label(ds)
-    rec = review.apply_fix(ds, "relabel", sid, lid, new_label="zebra")
+    with pytest.raises(ValueError, match="allow_new_class"):
+        review.apply_fix(ds, "relabel", sid, lid, new_label="zebra")
+    rec = review.apply_fix(ds, "relabel", sid, lid, new_label="zebra", allow_new_class=True)
     assert _gt(ds, sid)[lid].label == "zebra"
     with pytest.raises(ValueError, match="unknown fix"):
         review.apply_fix(ds, "explode", sid, lid)
@@ -140,7 +142,7 @@ def test_fix_through_a_filtered_view_keeps_hidden_labels(ds):
     view = ds.filter_labels("ground_truth", F("_id") == ObjectId(lid))
     assert len(view.first().ground_truth.detections) == 1
     n_before = len(ds[sid].ground_truth.detections)
-    rec = review.relabel(view, sid, lid, new_label="bird")
+    rec = review.relabel(view, sid, lid, new_label="bird", allow_new_class=True)
     assert len(ds[sid].ground_truth.detections) == n_before
     review.undo_fix(view, rec.fix_id)
 
@@ -181,7 +183,7 @@ def test_bulk_accept_and_undo_only_untags_what_it_tagged(ds):
 def test_fix_log_records_who_when_what(ds):
     sid, lid = _first_label(ds)
     r1 = review.accept_label(ds, sid, lid, user="alice")
-    r2 = review.relabel(ds, sid, lid, new_label="bird", user="bob")
+    r2 = review.relabel(ds, sid, lid, new_label="bird", user="bob", allow_new_class=True)
     review.undo_fix(ds, r2.fix_id, user="carol")
     log = review.fix_log(ds)
     assert [r.fix_id for r in log] == [r2.fix_id, r1.fix_id]  # newest first
@@ -334,9 +336,17 @@ def test_save_review_views(ds):
 
 def test_operators_apply_undo_and_save_views(ds):
     sid, lid = _first_label(ds)
+    bad = [({"kind": "relabel", "new_label": "horse"}, "allow_new_class"),
+           ({"kind": "bogus"}, "kind"),
+           ({"kind": "accept", "sample_id": "nope"}, "24-hex-digit")]
+    for params, msg in bad:
+        with pytest.raises(Exception, match=msg):
+            foo.execute_operator(f"{OP}/apply_fix", ctx={"dataset": ds, "params": {
+                "sample_id": sid, "label_id": lid, "field": "ground_truth", **params}})
+    assert _gt(ds, sid)[lid].label != "horse"
     res = foo.execute_operator(f"{OP}/apply_fix", ctx={"dataset": ds, "params": {
         "kind": "relabel", "sample_id": sid, "label_id": lid, "field": "ground_truth",
-        "new_label": "horse"}})
+        "new_label": "horse", "allow_new_class": True}})
     assert res.error is None, res.error
     assert _gt(ds, sid)[lid].label == "horse"
     fix_id = res.result["fix"]["fix_id"]

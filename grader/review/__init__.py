@@ -11,7 +11,8 @@ the same thing::
 """
 from .fixes import (FIX_KINDS, REVIEWED_FIXED_TAG, REVIEWED_TAGS, FixConflictError,
                     accept_label, accept_labels, adopt_candidate, apply_fix, candidates_field,
-                    delete_label, relabel, replace_box, undo_fix)
+                    delete_label, label_state, pending_fixes, recover_fixes, relabel,
+                    replace_box, same_state, undo_fix, validate_box)
 from .log import (LOG_COLLECTION, FixRecord, clear_fix_log, count_fixes, fix_log, get_fix,
                   record_to_json)
 from .queue import (QueueItem, available_scores, issue_counts, queue_view, review_queue,
@@ -23,7 +24,8 @@ from .views import review_views, save_review_views
 __all__ = [
     "FIX_KINDS", "REVIEWED_FIXED_TAG", "REVIEWED_TAGS", "FixConflictError", "accept_label",
     "accept_labels", "adopt_candidate", "apply_fix", "candidates_field", "delete_label",
-    "relabel", "replace_box", "undo_fix", "LOG_COLLECTION", "FixRecord", "clear_fix_log",
+    "relabel", "replace_box", "undo_fix", "label_state", "pending_fixes", "recover_fixes",
+    "same_state", "validate_box", "LOG_COLLECTION", "FixRecord", "clear_fix_log",
     "count_fixes", "fix_log", "get_fix", "record_to_json", "QueueItem", "available_scores",
     "issue_counts", "queue_view", "review_queue", "score_histogram", "review_views",
     "save_review_views", "QueuePage", "add_suggestions", "ensure_review_indexes",

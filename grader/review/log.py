@@ -18,6 +18,8 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from fiftyone.core.odm.database import get_db_conn
 
+from grader.redact import redact
+
 LOG_COLLECTION = "label_grader_fix_log"
 SEQ_COLLECTION = "label_grader_fix_seq"  # one counter per dataset: atomic sequence numbers
 
@@ -69,13 +71,19 @@ class FixRecord:
     undone: bool = False
     undone_at: datetime | None = None
     undone_by: str | None = None
+    state: str = "done"        # pending (written before the edit) | done
+    undo_pending: bool = False  # an undo was started and not yet confirmed
 
     def to_doc(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
     def from_doc(cls, doc: dict) -> "FixRecord":
-        return cls(**{k: doc.get(k) for k in cls.__dataclass_fields__ if k in doc})
+        rec = cls(**{k: doc.get(k) for k in cls.__dataclass_fields__ if k in doc})
+        rec.state = rec.state or "done"  # records written before states existed
+        rec.undo_pending = bool(rec.undo_pending)
+        rec.extra = rec.extra or {}
+        return rec
 
     def summary(self) -> str:
         """One line for humans: ``#seq kind label (field) by user``."""
@@ -89,11 +97,15 @@ class FixRecord:
             what = f"adopt {a.get('label')}"
         elif self.kind == "accept_bulk":
             what = f"accept {len(self.extra.get('label_ids', []))} labels"
-        state = " (undone)" if self.undone else ""
+        state = " (undone)" if self.undone else (" (pending)" if self.state == "pending" else "")
         return f"#{self.seq} {what} [{self.field}] by {self.user}{state}"
 
 
 def _jsonable(x: Any) -> Any:
+    if isinstance(x, (bytes, bytearray)):  # instance masks: too big and not JSON; say what it is
+        return f"<{len(x)} bytes>"
+    if isinstance(x, float) and x != x:
+        return None
     if isinstance(x, ObjectId):
         return str(x)
     if isinstance(x, datetime):
@@ -128,7 +140,69 @@ def new_record(dataset, kind: str, field_name: str, sample_id: str | None, label
                extra: dict | None = None, user: str | None = None) -> FixRecord:
     return FixRecord(fix_id=uuid.uuid4().hex, dataset_id=_did(dataset), kind=kind,
                      field=field_name, sample_id=sample_id, label_id=label_id, before=before,
-                     after=after, index=index, extra=dict(extra or {}), user=current_user(user))
+                     after=after, index=index, extra=dict(extra or {}),
+                     user=redact(current_user(user)))
+
+
+def _key(rec: FixRecord) -> dict:
+    return {"dataset_id": rec.dataset_id, "fix_id": rec.fix_id}
+
+
+def update_pending(dataset, rec: FixRecord, **changes) -> FixRecord:
+    """Rewrite fields of a pending record (a retried fix replaces another ``before``)."""
+    sets = {}
+    for k, v in changes.items():
+        if k == "extra":
+            rec.extra.update(v)
+            sets["extra"] = rec.extra
+        else:
+            setattr(rec, k, v)
+            sets[k] = v
+    _coll().update_one(_key(rec), {"$set": sets})
+    return rec
+
+
+def mark_done(dataset, rec: FixRecord) -> FixRecord:
+    """The edit of a pending record was applied."""
+    rec.state = "done"
+    _coll().update_one(_key(rec), {"$set": {"state": "done"}})
+    return rec
+
+
+def drop_pending(dataset, rec: FixRecord | None) -> None:
+    """Remove a pending record whose edit was never applied."""
+    if rec is not None:
+        _coll().delete_one({**_key(rec), "state": "pending"})
+
+
+def set_progress(dataset, rec: FixRecord, chunks_done: int) -> None:
+    """How many chunks of a bulk fix are applied (a resumed run starts after them)."""
+    rec.extra["chunks_done"] = int(chunks_done)
+    _coll().update_one(_key(rec), {"$set": {"extra.chunks_done": int(chunks_done)}})
+
+
+def set_undo_pending(dataset, rec: FixRecord, flag: bool) -> None:
+    rec.undo_pending = bool(flag)
+    _coll().update_one(_key(rec), {"$set": {"undo_pending": bool(flag)}})
+
+
+def pending(dataset) -> list[FixRecord]:
+    """Records left half-way (fix or undo started, not confirmed), oldest first."""
+    q = {"dataset_id": _did(dataset), "$or": [{"state": "pending"}, {"undo_pending": True}]}
+    return [FixRecord.from_doc(d) for d in _coll().find(q, sort=[("seq", 1)])]
+
+
+def iter_fixes(dataset, undone: bool | None = None, state: str | None = None):
+    """Records newest first, optionally filtered by ``undone`` and ``state``."""
+    q: dict[str, Any] = {"dataset_id": _did(dataset)}
+    if undone is not None:
+        q["undone"] = undone
+    if state == "done":
+        q["state"] = {"$ne": "pending"}
+    elif state is not None:
+        q["state"] = state
+    for d in _coll().find(q, sort=[("seq", -1)]):
+        yield FixRecord.from_doc(d)
 
 
 def get_fix(dataset, fix_id: str) -> FixRecord:
@@ -141,18 +215,19 @@ def get_fix(dataset, fix_id: str) -> FixRecord:
 
 def last_fix(dataset, undone: bool = False) -> FixRecord | None:
     """The newest record whose ``undone`` flag equals ``undone`` (None if there is none)."""
-    doc = _coll().find_one({"dataset_id": _did(dataset), "undone": undone},
-                           sort=[("seq", -1)])
+    doc = _coll().find_one({"dataset_id": _did(dataset), "undone": undone,
+                            "state": {"$ne": "pending"}}, sort=[("seq", -1)])
     return FixRecord.from_doc(doc) if doc else None
 
 
 def mark_undone(dataset, rec: FixRecord, user: str | None = None) -> FixRecord:
     rec.undone = True
+    rec.undo_pending = False
     rec.undone_at = datetime.now(timezone.utc)
-    rec.undone_by = current_user(user)
+    rec.undone_by = redact(current_user(user))
     _coll().update_one({"dataset_id": rec.dataset_id, "fix_id": rec.fix_id},
                        {"$set": {"undone": True, "undone_at": rec.undone_at,
-                                 "undone_by": rec.undone_by}})
+                                 "undone_by": rec.undone_by, "undo_pending": False}})
     return rec
 
 
@@ -173,7 +248,8 @@ def fix_log(dataset, limit: int | None = None, include_undone: bool = True,
 
 
 def count_fixes(dataset, include_undone: bool = False) -> int:
-    q: dict[str, Any] = {"dataset_id": _did(dataset)}
+    """Number of applied fixes (pending ones are not counted)."""
+    q: dict[str, Any] = {"dataset_id": _did(dataset), "state": {"$ne": "pending"}}
     if not include_undone:
         q["undone"] = False
     return _coll().count_documents(q)

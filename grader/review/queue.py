@@ -43,7 +43,7 @@ def label_state(doc) -> str:
     fn = getattr(_fixes, "label_state", None)
     if fn is not None:
         return fn(doc)
-    d = doc.to_dict() if hasattr(doc, "to_dict") else dict(doc)
+    d = doc.to_mongo_dict() if hasattr(doc, "to_mongo_dict") else dict(doc)
     d.pop("_id", None)
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -94,12 +94,14 @@ def _field_exists(collection, name: str) -> bool:
     return collection.get_field(name) is not None if name else False
 
 
-def available_scores(collection, gt_field: str = "ground_truth") -> list[ScoreSpec]:
+def available_scores(collection, gt_field: str = "ground_truth",
+                     probe: int = 200) -> list[ScoreSpec]:
     """The registry's scores that exist on ``gt_field`` (or its candidates field) in ``collection``.
 
-    A score counts as present when its attribute is declared on the field's schema or, for
-    undeclared dynamic attributes, when any label carries a value (all such checks run as one
-    aggregation).
+    A score counts as present when its attribute is declared on the field's schema (the
+    judges declare what they write) or, for undeclared dynamic attributes, when a label among
+    the first ``probe`` samples carries a value: one bounded aggregation, so the check costs
+    the same at 1M labels as at 1k.
     """
     cfield = candidates_field(gt_field)
     present, unknown = set(), []
@@ -113,8 +115,13 @@ def available_scores(collection, gt_field: str = "ground_truth") -> list[ScoreSp
         else:
             unknown.append((spec.attr, path))
     if unknown:
-        counts = collection.aggregate([foa.Count(path) for _, path in unknown])
-        present |= {attr for (attr, _), n in zip(unknown, counts) if n}
+        group = {f"a{k}": {"$max": {"$gt": [{"$size": {"$filter": {
+            "input": {"$ifNull": [f"${path.rsplit('.', 1)[0]}", []]}, "as": "x",
+            "cond": {"$isNumber": f"$$x.{attr}"}}}}, 0]}} for k, (attr, path) in enumerate(unknown)}
+        rows = list(collection._aggregate(post_pipeline=[
+            {"$limit": int(probe)}, {"$group": {"_id": None, **group}}]))
+        if rows:
+            present |= {attr for k, (attr, _) in enumerate(unknown) if rows[0].get(f"a{k}")}
     return [s for s in SCORES if s.attr in present]
 
 
@@ -194,10 +201,11 @@ def _scope(collection, fname: str, prefilter: dict | None) -> list[dict]:
 
 
 def _tiebreakers(spec: ScoreSpec, avail: Sequence[ScoreSpec]) -> list[ScoreSpec]:
-    """Other judges' scores on the same labels that speak to the same issue, ensembles first."""
+    """Other judges' scores on the same labels: those for the same issue first (ensembles
+    before single judges), then the rest."""
     same_field = [s for s in avail if s.attr != spec.attr and s.on_candidates == spec.on_candidates]
-    covering = [s for s in same_field if s.covers(spec.issue) or spec.covers(s.issue)]
-    return sorted(covering, key=lambda s: s.judge != "ensemble")
+    return sorted(same_field, key=lambda s: (not (s.covers(spec.issue) or spec.covers(s.issue)),
+                                             s.judge != "ensemble"))
 
 
 # ------------------------------------------------------------------ the queue
@@ -206,7 +214,8 @@ def review_page(collection, gt_field: str = "ground_truth", score: str | None = 
                 issues: Sequence[str] | None = None, classes: Sequence[str] | None = None,
                 threshold: float | None = None, suspects_only: bool = True,
                 include_reviewed: bool = False, skip: int = 0, limit: int | None = 20,
-                tiebreak: Sequence[str] | None = None) -> QueuePage:
+                tiebreak: Sequence[str] | None = None,
+                available: Sequence[ScoreSpec] | None = None) -> QueuePage:
     """One page of suspect labels of ``collection``, most suspect first by ``score``.
 
     One aggregation: the collection's pipeline, a sample-level $match, $unwind of the labels,
@@ -226,8 +235,9 @@ def review_page(collection, gt_field: str = "ground_truth", score: str | None = 
         skip, limit: the page (``limit=None``: everything after ``skip``).
         tiebreak: scores that order labels with equal ``score`` (default: the other available
             judges' scores for the same issue); the label id settles what is left.
+        available: the result of :func:`available_scores` when the caller has it already.
     """
-    avail = available_scores(collection, gt_field)
+    avail = list(available) if available is not None else available_scores(collection, gt_field)
     if score is None:
         if not avail:
             return QueuePage([], 0, skip, limit or 0)
@@ -261,7 +271,6 @@ def review_page(collection, gt_field: str = "ground_truth", score: str | None = 
 
 def _item(row: dict, fname: str, spec: ScoreSpec, rank: int) -> QueueItem:
     d = row["d"]
-    det = fo.Detection.from_dict(d)
     tags = list(d.get("tags") or [])
     value = d.get(spec.attr)
     meta = row.get("metadata") or {}
@@ -278,7 +287,7 @@ def _item(row: dict, fname: str, spec: ScoreSpec, rank: int) -> QueueItem:
         issues=[t for t in tags if t.startswith(SUSPECT_PREFIX)], tags=tags,
         suggested_label=d.get("cleanlab_swap_label"), pred_id=d.get("cleanlab_badloc_pred_id"),
         is_candidate=spec.on_candidates, box=list(d.get("bounding_box") or []),
-        state=label_state(det), rank=rank, width=meta.get("width"), height=meta.get("height"),
+        state=label_state(d), rank=rank, width=meta.get("width"), height=meta.get("height"),
         swap_value=d.get("cleanlab_swap"), class_hints=hints,
     )
 
