@@ -1,18 +1,24 @@
-"""The "Label review" panel: counts, a sorted/filtered queue of suspect labels, a score histogram,
-fixes with undo, and saved views. Every action calls a ``grader.review`` function.
+"""The "Label review" panel: counts, a score histogram, a paged queue of suspect labels with crop
+previews, and a review mode that steps through the queue one label at a time by keyboard.
 
-The panel edits labels through its own fix log and never touches the App's Annotate tab
-state; after each fix it asks the App to reload so both show the same data.
+Every action calls a ``grader.review`` function with the label id and the state token the
+panel showed, so a label that changed meanwhile is refused (``FixConflictError``), never
+overwritten. The queue is a snapshot (one page, its ids and states) until the user presses
+Refresh or changes a filter; a fix marks its item as decided and moves on without re-querying
+the database or reloading the App's grid. The panel reads the App's view (``ctx.view``, with
+the sidebar filters) and never sets it, except on an explicit "Show queue in grid".
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader import review
-from grader.scores import SCORES
+from grader.review import preview
+from grader.scores import SCORES, get_spec
 
 from ..operators.review import ctx_user
 
@@ -20,7 +26,18 @@ PLUGIN = "@label-grader/label-grader"
 ANY_SUSPECT = "__any__"
 ALL_SCORED = "__all__"
 ALL_CLASSES = "__all__"
-QUEUE_ROWS = 15
+PAGE_SIZE = 12
+THUMB = 160      # grid preview size (px)
+LARGE = 480      # review-mode preview size (px)
+NUM_CLASS_KEYS = 9
+
+#: One key per decision in review mode (typed into the "Keys" box, which keeps focus).
+KEYS = {
+    "a": "accept", "s": "use_class", "b": "use_box", "d": "delete", "u": "undo",
+    "n": "next", "j": "next", "p": "prev", "k": "prev", "c": "adopt",
+}
+KEY_HELP = ("a accept · s use suggested class · 1-9 relabel to that class · b use suggested box · "
+            "d delete · c adopt candidate · u undo · n/j next · p/k previous")
 
 
 def _ctl(ctx, name: str):
@@ -41,6 +58,33 @@ def _gt_fields(ctx) -> list[str]:
     return [f for f in fields if not f.endswith("_overlooked")]
 
 
+def _pred_field(ctx) -> str:
+    """The predictions field the last cleanlab run used (its suggested boxes come from it)."""
+    try:
+        cfg = ctx.dataset.get_run_info("label_grader_cleanlab").config
+        return getattr(cfg, "pred_field", None) or "predictions"
+    except Exception:  # no run recorded: the conventional name
+        return "predictions"
+
+
+def _dataset_classes(ctx, gt: str) -> list[str]:
+    ds = ctx.dataset
+    cls = (ds.classes or {}).get(gt) or ds.default_classes
+    if cls:
+        return list(cls)
+    return sorted(x for x in ds.distinct(f"{gt}.detections.label") if x)
+
+
+def _call(fn, *args, **kw):
+    """Call a fix, passing only the keywords it accepts (``expected_state`` pins the label)."""
+    params = inspect.signature(fn).parameters
+    return fn(*args, **{k: v for k, v in kw.items() if k in params and v is not None})
+
+
+def _issue_name(tag: str) -> str:
+    return tag.split(":", 1)[-1]
+
+
 class LabelReviewPanel(foo.Panel):
     @property
     def config(self):
@@ -48,7 +92,8 @@ class LabelReviewPanel(foo.Panel):
             name="label_review",
             label="Label review",
             icon="fact_check",
-            help_markdown="Review labels flagged by label-grader's judges: sort, filter, fix, undo.",
+            help_markdown="Review labels flagged by label-grader's judges: sort, filter, fix, undo. "
+                          "Review mode steps through the queue by keyboard: " + KEY_HELP,
             surfaces="grid modal",
         )
 
@@ -59,10 +104,17 @@ class LabelReviewPanel(foo.Panel):
         if _ctl(ctx, "gt_field") not in fields:
             default = "ground_truth" if "ground_truth" in fields else (fields[0] if fields else None)
             _set_ctl(ctx, "gt_field", default)
+        if ctx.panel.state.mode is None:
+            ctx.panel.state.mode = "list"
         self._refresh(ctx)
 
     def on_change_view(self, ctx):
+        # Follow the App's view (and its sidebar filters) by reading it; never write it back.
         self._refresh(ctx)
+
+    def on_change_current_sample(self, ctx):
+        if ctx.panel.state.get("surface") == "modal":
+            self._refresh(ctx)
 
     def on_change_dataset(self, ctx):
         _set_ctl(ctx, "gt_field", None)
@@ -75,8 +127,34 @@ class LabelReviewPanel(foo.Panel):
             _set_ctl(ctx, path.split(".")[-1], ctx.params["value"])
         self._refresh(ctx)
 
+    def on_log_y(self, ctx):
+        _set_ctl(ctx, "log_y", bool(ctx.params.get("value")))
+
     def refresh(self, ctx):
         self._refresh(ctx)
+        ctx.ops.reload_dataset()  # explicit refresh: the App's grid shows the fixes made so far
+
+    def next_page(self, ctx):
+        page = ctx.panel.state.page or {}
+        undecided = sum(1 for q in page.get("items", []) if not q.get("decided"))
+        # decided items left the queue, so the next page starts earlier by that many
+        skip = page.get("skip", 0) + undecided
+        self._load_page(ctx, skip)
+
+    def prev_page(self, ctx):
+        page = ctx.panel.state.page or {}
+        self._load_page(ctx, max(0, page.get("skip", 0) - PAGE_SIZE))
+
+    def enter_review(self, ctx):
+        ctx.panel.state.mode = "review"
+        k = ctx.params.get("index")
+        items = (ctx.panel.state.page or {}).get("items", [])
+        if k is None:
+            k = next((i for i, q in enumerate(items) if not q.get("decided")), 0)
+        self._show(ctx, int(k))
+
+    def leave_review(self, ctx):
+        ctx.panel.state.mode = "list"
 
     def open_item(self, ctx):
         p = ctx.params
@@ -84,131 +162,333 @@ class LabelReviewPanel(foo.Panel):
         ctx.ops.set_selected_labels([{"label_id": p["label_id"], "sample_id": p["sample_id"],
                                       "field": p["field"]}])
 
-    def fix_item(self, ctx):
-        p = ctx.params
-        kind = p["kind"]
-        try:
-            if kind == "adopt":
-                rec = review.adopt_candidate(ctx.dataset, p["sample_id"], p["label_id"],
-                                             gt_field=_ctl(ctx, "gt_field"), user=ctx_user(ctx))
-            else:
-                kw = {"new_label": p.get("new_label")} if kind == "relabel" else {}
-                rec = review.apply_fix(ctx.dataset, kind, p["sample_id"], p["label_id"],
-                                       p["field"], user=ctx_user(ctx), **kw)
-        except (KeyError, ValueError) as e:
-            ctx.ops.notify(f"Fix failed: {e}", variant="error")
-            return
-        ctx.ops.notify(f"Fixed: {rec.summary()}", variant="success")
-        ctx.ops.reload_dataset()
-        self._refresh(ctx)
+    def on_key(self, ctx):
+        """The "Keys" box: each newly typed character is one command (see ``KEYS``)."""
+        value = str(ctx.params.get("value") or "")
+        seen = int(ctx.panel.state.get("keys_seen") or 0)
+        new = value[seen:] if len(value) >= seen else value[-1:]
+        ctx.panel.state.keys_seen = len(value)
+        for ch in new.lower():
+            if ch.isdigit() and ch != "0":
+                self._relabel_nth(ctx, int(ch) - 1)
+            elif ch in KEYS:
+                self._command(ctx, KEYS[ch])
 
-    def relabel_prompt(self, ctx):
-        p = ctx.params
-        ctx.prompt(f"{PLUGIN}/apply_fix", params={
-            "kind": "relabel", "sample_id": p["sample_id"], "label_id": p["label_id"],
-            "field": p["field"], "new_label": p.get("new_label") or ""},
-            on_success=self.refresh)
+    def act(self, ctx):
+        """A button: ``kind`` on the item at ``index`` of the page (default: the current one)."""
+        kind = ctx.params.get("kind")
+        if kind in ("next", "prev", "undo"):
+            return self._command(ctx, kind)
+        k = ctx.params.get("index")
+        if k is not None:
+            ctx.panel.state.cursor = int(k)
+        self._fix(ctx, kind, new_label=ctx.params.get("new_label"),
+                  allow_new_class=bool(ctx.params.get("allow_new_class")))
+
+    def on_relabel_pick(self, ctx):
+        label = ctx.params.get("value")
+        if label:
+            self._fix(ctx, "relabel", new_label=label)
+
+    def relabel_new(self, ctx):
+        name = str(ctx.panel.state.get("review_ctl.new_class") or "").strip()
+        confirmed = bool(ctx.panel.state.get("review_ctl.confirm_new"))
+        if not name:
+            ctx.ops.notify("Type the new class name first", variant="warning")
+            return
+        known = name in _dataset_classes(ctx, _ctl(ctx, "gt_field"))
+        if not known and not confirmed:
+            ctx.ops.notify(f"'{name}' is not a class of this dataset: tick 'new class' to "
+                           "create it", variant="warning")
+            return
+        self._fix(ctx, "relabel", new_label=name, allow_new_class=not known)
 
     def undo(self, ctx):
-        try:
-            rec = review.undo_fix(ctx.dataset, ctx.params.get("fix_id") or None, user=ctx_user(ctx))
-        except (LookupError, ValueError, review.FixConflictError) as e:
-            ctx.ops.notify(f"Undo failed: {e}", variant="error")
-            return
-        ctx.ops.notify(f"Undone: {rec.summary()}", variant="success")
-        ctx.ops.reload_dataset()
-        self._refresh(ctx)
+        self._command(ctx, "undo")
 
     def accept_all(self, ctx):
-        ids = [q["label_id"] for q in (ctx.panel.state.queue or []) if not q["is_candidate"]]
-        if not ids:
-            ctx.ops.notify("No labels in the queue to accept", variant="warning")
+        items = [q for q in (ctx.panel.state.page or {}).get("items", [])
+                 if not q["is_candidate"] and not q.get("decided")]
+        if not items:
+            ctx.ops.notify("No labels on this page to accept", variant="warning")
             return
-        rec = review.accept_labels(ctx.dataset, _ctl(ctx, "gt_field"), label_ids=ids,
-                                   user=ctx_user(ctx))
+        rec = review.accept_labels(ctx.dataset, _ctl(ctx, "gt_field"),
+                                   label_ids=[q["label_id"] for q in items], user=ctx_user(ctx))
+        if rec is not None:
+            self._mark(ctx, {q["label_id"]: "accepted" for q in items}, rec)
         ctx.ops.notify(rec.summary() if rec else "nothing to accept", variant="success")
-        ctx.ops.reload_dataset()
-        self._refresh(ctx)
 
     def show_queue(self, ctx):
-        items = self._queue(ctx, limit=None)
-        ctx.ops.set_view(review.queue_view(self._view(ctx), items))
+        f = self._filters(ctx)
+        if f is None:
+            return
+        ctx.ops.set_view(review.queue_filter_view(self._view(ctx), **f))
 
     def save_views(self, ctx):
         names = review.save_review_views(ctx.dataset, _ctl(ctx, "gt_field"))
-        ctx.ops.notify(f"Saved views: {', '.join(names)}", variant="success")
-        ctx.ops.reload_dataset()
+        ctx.ops.notify(f"Saved views: {', '.join(names) or 'none (nothing to review)'}",
+                       variant="success")
+
+    # ------------------------------------------------------------ commands
+
+    def _command(self, ctx, cmd: str) -> None:
+        if cmd == "next":
+            return self._step(ctx, +1)
+        if cmd == "prev":
+            return self._step(ctx, -1)
+        if cmd == "undo":
+            return self._undo(ctx)
+        if cmd == "use_class":
+            return self._relabel_nth(ctx, 0, hints_only=True)
+        kind = {"accept": "accept", "use_box": "replace_box", "delete": "delete",
+                "adopt": "adopt"}[cmd]
+        self._fix(ctx, kind)
+
+    def _current(self, ctx) -> tuple[int, dict | None]:
+        items = (ctx.panel.state.page or {}).get("items", [])
+        k = int(ctx.panel.state.cursor or 0)
+        return k, (items[k] if 0 <= k < len(items) else None)
+
+    def _relabel_nth(self, ctx, n: int, hints_only: bool = False) -> None:
+        _, q = self._current(ctx)
+        if q is None:
+            return
+        choices = q.get("class_hints", []) if hints_only else self._class_choices(ctx, q)
+        if n >= len(choices):
+            ctx.ops.notify("No suggested class for this label" if hints_only
+                           else f"No class number {n + 1}", variant="warning")
+            return
+        self._fix(ctx, "relabel", new_label=choices[n])
+
+    def _class_choices(self, ctx, q: dict) -> list[str]:
+        """Classes to relabel to: the judges' suggestions first, then the dataset's classes."""
+        out = [h for h in q.get("class_hints", []) if h != q.get("label")]
+        classes = ctx.panel.state.get("all_classes") or []
+        return out + [c for c in classes if c not in out and c != q.get("label")]
+
+    def _fix(self, ctx, kind: str, new_label: str | None = None,
+             allow_new_class: bool = False) -> None:
+        k, q = self._current(ctx)
+        if q is None:
+            ctx.ops.notify("No label selected", variant="warning")
+            return
+        if q.get("decided"):
+            ctx.ops.notify(f"Already decided ({q['decided']}); undo first", variant="warning")
+            return
+        if kind == "adopt" and not q["is_candidate"]:
+            ctx.ops.notify("Adopt applies to overlooked candidates", variant="warning")
+            return
+        if q["is_candidate"] and kind not in ("adopt", "delete", "accept"):
+            ctx.ops.notify("An overlooked candidate can be adopted or left alone", variant="warning")
+            return
+        ds, gt, user = ctx.dataset, _ctl(ctx, "gt_field"), ctx_user(ctx)
+        common = dict(user=user, expected_state=q.get("state"))
+        try:
+            if kind == "adopt" or (q["is_candidate"] and kind == "accept"):
+                rec = _call(review.adopt_candidate, ds, q["sample_id"], q["label_id"],
+                            gt_field=gt, **common)
+                kind = "adopt"
+            elif kind == "accept":
+                rec = _call(review.accept_label, ds, q["sample_id"], q["label_id"],
+                            field=q["field"], **common)
+            elif kind == "relabel":
+                rec = _call(review.relabel, ds, q["sample_id"], q["label_id"],
+                            new_label=new_label, field=q["field"],
+                            allow_new_class=allow_new_class or None, **common)
+            elif kind == "replace_box":
+                if not q.get("pred_id"):
+                    ctx.ops.notify("No suggested box for this label", variant="warning")
+                    return
+                rec = _call(review.replace_box, ds, q["sample_id"], q["label_id"],
+                            field=q["field"], pred_field=_pred_field(ctx), pred_id=q["pred_id"],
+                            **common)
+            elif kind == "delete":
+                rec = _call(review.delete_label, ds, q["sample_id"], q["label_id"],
+                            field=q["field"], **common)
+            else:
+                raise ValueError(f"unknown action {kind!r}")
+        except review.FixConflictError as e:
+            ctx.ops.notify(f"Refused: the label changed since it was shown ({e}). Refresh.",
+                           variant="error")
+            return
+        except (KeyError, ValueError) as e:
+            ctx.ops.notify(f"Fix failed: {e}", variant="error")
+            return
+        word = {"accept": "accepted", "relabel": f"relabelled → {new_label}",
+                "replace_box": "box replaced", "delete": "deleted", "adopt": "adopted"}[kind]
+        self._mark(ctx, {q["label_id"]: word}, rec)
+        if ctx.panel.state.mode == "review":
+            self._step(ctx, +1, undecided_only=True)
+
+    def _mark(self, ctx, decided: dict, rec) -> None:
+        page = ctx.panel.state.page or {}
+        items = page.get("items", [])
+        for i, q in enumerate(items):
+            if q["label_id"] in decided:
+                ctx.panel.state.set(f"page.items.{i}.decided", decided[q["label_id"]])
+                ctx.panel.state.set(f"page.items.{i}.fix_id", rec.fix_id)
+        stack = list(ctx.panel.state.undo_stack or [])
+        stack.append({"fix_id": rec.fix_id, "label_ids": list(decided)})
+        ctx.panel.state.undo_stack = stack[-50:]
+        log = [{"fix_id": rec.fix_id, "summary": rec.summary()}] + list(ctx.panel.state.log or [])
+        ctx.panel.state.log = log[:5]
+
+    def _undo(self, ctx) -> None:
+        stack = list(ctx.panel.state.undo_stack or [])
+        fix_id = stack[-1]["fix_id"] if stack else None
+        try:
+            rec = review.undo_fix(ctx.dataset, fix_id, user=ctx_user(ctx))
+        except (LookupError, ValueError, review.FixConflictError) as e:
+            ctx.ops.notify(f"Undo failed: {e}", variant="error")
+            return
+        undone = set(stack[-1]["label_ids"]) if stack else {rec.label_id}
+        ctx.panel.state.undo_stack = stack[:-1]
+        items = (ctx.panel.state.page or {}).get("items", [])
+        back = None
+        for i, q in enumerate(items):
+            if q["label_id"] in undone and q.get("decided"):
+                ctx.panel.state.set(f"page.items.{i}.decided", None)
+                back = i if back is None else back
+        log = [{"fix_id": rec.fix_id, "summary": "undone: " + rec.summary()}]
+        ctx.panel.state.log = (log + list(ctx.panel.state.log or []))[:5]
+        ctx.ops.notify(f"Undone: {rec.summary()}", variant="success")
+        if back is not None and ctx.panel.state.mode == "review":
+            self._show(ctx, back)
+
+    def _step(self, ctx, delta: int, undecided_only: bool = False) -> None:
+        items = (ctx.panel.state.page or {}).get("items", [])
+        k = int(ctx.panel.state.cursor or 0) + delta
+        while undecided_only and 0 <= k < len(items) and items[k].get("decided"):
+            k += delta
+        if k >= len(items):
+            page = ctx.panel.state.page or {}
+            undecided = sum(1 for q in items if not q.get("decided"))
+            if page.get("skip", 0) + undecided < page.get("total", 0):
+                self.next_page(ctx)  # the queue goes on: its next page, from the database
+                items = (ctx.panel.state.page or {}).get("items", [])
+                k = 0
+            else:
+                k = len(items) - 1
+        self._show(ctx, max(0, min(k, len(items) - 1)))
+
+    def _show(self, ctx, k: int) -> None:
+        ctx.panel.state.cursor = k
+        _, q = self._current(ctx)
+        if q is not None:
+            ctx.panel.set_data("review_img", self._preview(q, LARGE))
+            ctx.panel.state.set("review_ctl.relabel_to", None)
 
     # ------------------------------------------------------------ data
 
     def _view(self, ctx):
-        return ctx.view if ctx.view is not None else ctx.dataset
+        view = ctx.view if ctx.view is not None else ctx.dataset
+        if ctx.panel.state.get("surface") == "modal" and ctx.current_sample:
+            view = view.select(ctx.current_sample)  # the modal's panel: this sample's labels
+        return view
 
-    def _queue(self, ctx, limit=QUEUE_ROWS):
+    def _filters(self, ctx) -> dict | None:
         gt, score = _ctl(ctx, "gt_field"), _ctl(ctx, "score")
         if not gt or not score:
-            return []
+            return None
         issue = _ctl(ctx, "issue") or ANY_SUSPECT
         cls = _ctl(ctx, "cls")
-        cls = cls if cls and cls != ALL_CLASSES else None
         thr = _ctl(ctx, "threshold")
         thr = float(thr) if isinstance(thr, (int, float)) and not isinstance(thr, bool) else None
-        return review.review_queue(
-            self._view(ctx), gt, score=score,
-            issues=None if issue in (ANY_SUSPECT, ALL_SCORED) else [issue],
-            classes=[cls] if cls else None, threshold=thr,
-            suspects_only=issue != ALL_SCORED, limit=limit)
+        return dict(gt_field=gt, score=score,
+                    issues=None if issue in (ANY_SUSPECT, ALL_SCORED) else [issue],
+                    classes=[cls] if cls and cls != ALL_CLASSES else None, threshold=thr,
+                    suspects_only=issue != ALL_SCORED)
+
+    def _preview(self, q: dict, size: int) -> str:
+        item = review.QueueItem(**{k: q.get(k) for k in (
+            "sample_id", "label_id", "field", "label", "filepath", "score", "value",
+            "suspicion", "is_candidate", "box", "suggested_label", "suggested_box",
+            "suggested_iou")})
+        return preview.item_preview(item, size=size)
+
+    def _load_page(self, ctx, skip: int) -> None:
+        f = self._filters(ctx)
+        if f is None:
+            ctx.panel.state.page = {"items": [], "total": 0, "skip": 0}
+            return
+        view = self._view(ctx)
+        page = review.review_page(view, skip=skip, limit=PAGE_SIZE, **f,
+                                  available=self._avail_specs(ctx))
+        review.add_suggestions(view, page.items, pred_field=_pred_field(ctx),
+                               gt_field=f["gt_field"])
+        items = []
+        for it in page.items:
+            d = {k: getattr(it, k) for k in (
+                "sample_id", "label_id", "field", "label", "filepath", "score", "value",
+                "suspicion", "is_candidate", "box", "suggested_label", "suggested_box",
+                "suggested_iou", "box_warning", "class_hints", "pred_id", "state", "rank",
+                "swap_value")}
+            d["issues"] = [_issue_name(t) for t in it.issues]
+            d["file"] = os.path.basename(it.filepath or "")
+            d["decided"] = None
+            items.append(d)
+        ctx.panel.state.page = {"items": items, "total": page.total, "skip": page.skip}
+        ctx.panel.state.cursor = 0
+        ctx.panel.set_data({f"thumb_{k}": self._preview(q, THUMB) for k, q in enumerate(items)})
+        if ctx.panel.state.mode == "review" and items:
+            self._show(ctx, 0)
+
+    def _avail_specs(self, ctx):
+        return [get_spec(a) for a in (ctx.panel.state.available or [])]
 
     def _refresh(self, ctx):
+        if ctx.panel.state.get("surface") is None:
+            ctx.panel.state.surface = "modal" if getattr(ctx, "current_sample", None) else "grid"
         view = self._view(ctx)
         gt = _ctl(ctx, "gt_field")
         if not gt:
             return
-        avail = [s.attr for s in review.available_scores(view, gt)]
-        ctx.panel.state.available = avail
-        if _ctl(ctx, "score") not in avail:
-            _set_ctl(ctx, "score", avail[0] if avail else None)
-        score = _ctl(ctx, "score")
+        avail = review.available_scores(view, gt)
+        ctx.panel.state.available = [s.attr for s in avail]
+        if _ctl(ctx, "score") not in ctx.panel.state.available:
+            _set_ctl(ctx, "score", avail[0].attr if avail else None)
         ctx.panel.state.counts = review.issue_counts(view, gt)
-        ctx.panel.state.classes = sorted(x for x in view.distinct(f"{gt}.detections.label") if x)
-        items = self._queue(ctx)
-        ctx.panel.state.queue = [{
-            "sample_id": it.sample_id, "label_id": it.label_id, "field": it.field,
-            "label": it.label, "value": it.value, "suggested": it.suggested_label,
-            "pred_id": it.pred_id, "is_candidate": it.is_candidate, "issues": it.issues,
-            "file": os.path.basename(it.filepath or ""),
-        } for it in items]
-        ctx.panel.state.hist = review.score_histogram(view, score, gt, bins=20) if score else None
-        ctx.panel.state.log = [
-            {"fix_id": r.fix_id, "summary": r.summary(), "undone": r.undone}
-            for r in review.fix_log(ctx.dataset, limit=5)]
+        ctx.panel.state.all_classes = _dataset_classes(ctx, gt)
+        f = self._filters(ctx)
+        ctx.panel.state.hist = (review.score_histogram(
+            view, f["score"], gt, bins=20, issues=f["issues"], classes=f["classes"])
+            if f else None)
+        self._load_page(ctx, 0)
 
     # ------------------------------------------------------------ render
 
     def render(self, ctx):
         panel = types.Object()
         st = ctx.panel.state
-        gt, score, thr = _ctl(ctx, "gt_field"), _ctl(ctx, "score"), _ctl(ctx, "threshold")
+        gt = _ctl(ctx, "gt_field")
         if not gt:
             panel.md("No Detections field on this dataset.", name="empty")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
+        if st.mode == "review":
+            self._render_review(ctx, panel)
+        else:
+            self._render_list(ctx, panel)
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=1,
+                                                         align_x="left", align_y="top"))
 
+    def _render_controls(self, ctx, panel) -> None:
+        st = ctx.panel.state
         counts = st.counts or {}
         issue_of = {s.tag: f"{s.issue} ({s.judge})" for s in SCORES if s.tag}
         parts = [f"**{issue_of.get(t, t)}**: {n}" for t, n in sorted(counts.items()) if n]
-        panel.md("**Suspect labels in the current view** — " + (" · ".join(parts) or "none"),
+        where = "this sample" if st.get("surface") == "modal" else "the current view"
+        panel.md(f"**Suspect labels in {where}** — " + (" · ".join(parts) or "none"),
                  name="counts_md")
-
         controls = panel.h_stack("controls", align_x="left", gap=2)
         fdd = types.Dropdown(label="Field")
         for f in _gt_fields(ctx):
             fdd.add_choice(f, label=f)
-        controls.enum("gt_field", fdd.values(), default=gt, view=fdd,
+        controls.enum("gt_field", fdd.values(), default=_ctl(ctx, "gt_field"), view=fdd,
                       on_change=self.on_filter_change)
         sdd = types.Dropdown(label="Sort by score")
         for a in st.available or []:
             sdd.add_choice(a, label=a)
-        controls.enum("score", sdd.values(), default=score, view=sdd,
+        controls.enum("score", sdd.values(), default=_ctl(ctx, "score"), view=sdd,
                       on_change=self.on_filter_change)
         idd = types.Dropdown(label="Issue")
         idd.add_choice(ANY_SUSPECT, label="any suspect")
@@ -219,75 +499,194 @@ class LabelReviewPanel(foo.Panel):
                       on_change=self.on_filter_change)
         cdd = types.Dropdown(label="Class")
         cdd.add_choice(ALL_CLASSES, label="all classes")
-        for c in st.classes or []:
+        for c in st.all_classes or []:
             cdd.add_choice(c, label=c)
         controls.enum("cls", cdd.values(), default=_ctl(ctx, "cls") or ALL_CLASSES, view=cdd,
                       on_change=self.on_filter_change)
-        controls.float("threshold", label="Threshold", required=False,
-                       description="raw score cut-off (blank: none)",
+        score = _ctl(ctx, "score")
+        side = ""
+        if score:
+            side = "≥" if get_spec(score).higher_is_suspect else "≤"
+        controls.float("threshold", label=f"Threshold (suspect: score {side} it)",
+                       required=False, description="blank: none",
                        on_change=self.on_filter_change)
+        controls.bool("log_y", label="log y", default=bool(_ctl(ctx, "log_y")),
+                      on_change=self.on_log_y)
 
-        hist = st.hist or {}
-        if hist.get("counts"):
-            edges = hist["edges"]
-            centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-            shapes = []
-            if isinstance(thr, (int, float)) and not isinstance(thr, bool):
-                shapes = [{"type": "line", "x0": thr, "x1": thr, "y0": 0,
-                           "y1": 1, "yref": "paper", "line": {"color": "red", "dash": "dash"}}]
-            direction = "high" if hist.get("higher_is_suspect") else "low"
-            panel.plot("histogram", data=[{"type": "bar", "x": centers, "y": hist["counts"],
-                                           "name": score}],
-                       layout={"title": f"{score} ({direction} = suspect, n={hist['n']})",
-                               "height": 220, "margin": {"t": 40, "b": 30, "l": 40, "r": 10},
-                               "bargap": 0.05, "shapes": shapes},
-                       config={"displayModeBar": False}, height=30)
+    def _render_hist(self, ctx, panel) -> None:
+        hist = ctx.panel.state.hist or {}
+        if not hist.get("counts"):
+            return
+        thr = _ctl(ctx, "threshold")
+        edges = hist["edges"]
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+        high = hist.get("higher_is_suspect")
+        shapes, notes = [], []
+        if isinstance(thr, (int, float)) and not isinstance(thr, bool):
+            x0, x1 = (thr, edges[-1]) if high else (edges[0], thr)
+            shapes = [{"type": "rect", "x0": x0, "x1": x1, "y0": 0, "y1": 1, "yref": "paper",
+                       "fillcolor": "rgba(255,0,0,0.08)", "line": {"width": 0}},
+                      {"type": "line", "x0": thr, "x1": thr, "y0": 0, "y1": 1, "yref": "paper",
+                       "line": {"color": "red", "dash": "dash"}}]
+            notes = [{"x": thr, "y": 1, "yref": "paper", "showarrow": False,
+                      "xanchor": "left" if high else "right",
+                      "text": ("suspect →" if high else "← suspect") + f" ({'≥' if high else '≤'} {thr:g})",
+                      "font": {"color": "red"}}]
+        log_y = bool(_ctl(ctx, "log_y"))
+        filt = []
+        if _ctl(ctx, "issue") not in (None, ANY_SUSPECT, ALL_SCORED):
+            filt.append(_ctl(ctx, "issue"))
+        if _ctl(ctx, "cls") not in (None, ALL_CLASSES):
+            filt.append(f"class {_ctl(ctx, 'cls')}")
+        title = (f"{hist['score']}: {hist['n']} labels" + (f" ({', '.join(filt)})" if filt else "")
+                 + f" — {'high' if high else 'low'} = suspect")
+        panel.plot("histogram", data=[{"type": "bar", "x": centers, "y": hist["counts"],
+                                       "name": hist["score"], "marker": {"color": "#6c8ebf"}}],
+                   layout={"title": {"text": title, "font": {"size": 13}}, "height": 230,
+                           "margin": {"t": 36, "b": 40, "l": 50, "r": 10}, "bargap": 0.05,
+                           "xaxis": {"title": {"text": f"{hist['score']} (raw score)"}},
+                           "yaxis": {"title": {"text": "labels"},
+                                     "type": "log" if log_y else "linear"},
+                           "shapes": shapes, "annotations": notes},
+                   config={"displayModeBar": False}, height=32, width=100)
 
+    def _item_text(self, q: dict, k_label: str) -> str:
+        value = "—" if q["value"] is None else f"{q['value']:.3f}"
+        kind = "candidate " if q["is_candidate"] else ""
+        txt = f"**#{q['rank'] + 1}** `{value}` {kind}**{q['label']}**"
+        if q.get("suggested_label"):
+            txt += f" → {q['suggested_label']}?"
+        if q.get("suggested_iou") is not None:
+            txt += f" · suggested box IoU {q['suggested_iou']:.2f}"
+        txt += f" · {q['file']} · {', '.join(q['issues'])}"
+        if q.get("box_warning"):
+            txt += f"  \n⚠ {q['box_warning']}"
+        if q.get("decided"):
+            txt = f"~~{txt}~~ ✔ **{q['decided']}**"
+        return txt
+
+    def _render_list(self, ctx, panel) -> None:
+        st = ctx.panel.state
+        self._render_controls(ctx, panel)
+        self._render_hist(ctx, panel)
         if not st.available:
-            panel.md(f"No judge scores on `{gt}` in this view yet: run a judge first "
-                     "(e.g. `run_cleanlab`), then **Refresh**.", name="no_scores")
-        queue = st.queue or []
-        panel.md(f"**Queue ({len(queue)} shown, most suspect first)**", name="queue_title")
-        for k, q in enumerate(queue):
+            panel.md(f"No judge scores on `{_ctl(ctx, 'gt_field')}` in this view yet: run a judge "
+                     "first (e.g. `run_cleanlab`), then **Refresh**.", name="no_scores")
+        page = st.page or {}
+        items, total, skip = page.get("items", []), page.get("total", 0), page.get("skip", 0)
+        nav = panel.h_stack("queue_nav", align_x="left", align_y="center", gap=1)
+        shown = f"{skip + 1}–{skip + len(items)}" if items else "0"
+        nav.md(f"**Queue: {shown} of {total}**, most suspect first (ties: other judges) — "
+               "a snapshot until Refresh", name="queue_title")
+        nav.btn("prev_page", label="◀ Page", on_click=self.prev_page, disabled=skip == 0)
+        nav.btn("next_page", label="Page ▶", on_click=self.next_page,
+                disabled=skip + len(items) >= total)
+        nav.btn("review_mode", label="Review mode (keyboard)", on_click=self.enter_review,
+                variant="contained", disabled=not items)
+        for k, q in enumerate(items):
             row = panel.h_stack(f"row_{k}", align_x="left", align_y="center", gap=1)
-            value = "—" if q["value"] is None else f"{q['value']:.3f}"
-            hint = f" → {q['suggested']}?" if q.get("suggested") else ""
-            kind = "candidate " if q["is_candidate"] else ""
-            row.md(f"`{value}` {kind}**{q['label']}**{hint} · {q['file']} · "
-                   f"{', '.join(i.split(':', 1)[-1] for i in q['issues'])}", name=f"row_{k}_txt")
-            ids = {"sample_id": q["sample_id"], "label_id": q["label_id"], "field": q["field"]}
-            row.btn(f"row_{k}_open", label="Open", on_click=self.open_item, params=ids,
-                    variant="outlined")
-            if q["is_candidate"]:
-                row.btn(f"row_{k}_adopt", label="Adopt", on_click=self.fix_item,
-                        params={**ids, "kind": "adopt"}, variant="contained")
+            row.img(f"thumb_{k}", height=f"{THUMB // 2 + 10}px", alt_text=q["label"] or "",
+                    on_click=self.enter_review, params={"index": k})
+            row.md(self._item_text(q, str(k)), name=f"row_{k}_txt")
+            if q.get("decided"):
                 continue
-            row.btn(f"row_{k}_accept", label="Accept", on_click=self.fix_item,
+            ids = {"index": k}
+            if q["is_candidate"]:
+                row.btn(f"row_{k}_adopt", label="Adopt", on_click=self.act,
+                        params={**ids, "kind": "adopt"}, variant="contained")
+                row.btn(f"row_{k}_reject", label="Delete", on_click=self.act,
+                        params={**ids, "kind": "delete"})
+                continue
+            row.btn(f"row_{k}_accept", label="Accept", on_click=self.act,
                     params={**ids, "kind": "accept"}, variant="contained")
-            if q.get("suggested"):
-                row.btn(f"row_{k}_swap", label=f"Relabel {q['suggested']}", on_click=self.fix_item,
-                        params={**ids, "kind": "relabel", "new_label": q["suggested"]})
-            row.btn(f"row_{k}_relabel", label="Relabel…", on_click=self.relabel_prompt,
-                    params={**ids, "new_label": q.get("suggested") or ""})
+            if q.get("suggested_label"):
+                row.btn(f"row_{k}_swap", label=f"Relabel {q['suggested_label']}",
+                        on_click=self.act,
+                        params={**ids, "kind": "relabel", "new_label": q["suggested_label"]})
             if q.get("pred_id"):
-                row.btn(f"row_{k}_box", label="Use pred box", on_click=self.fix_item,
-                        params={**ids, "kind": "replace_box"})
-            row.btn(f"row_{k}_delete", label="Delete", on_click=self.fix_item,
+                row.btn(f"row_{k}_box", label="Use box" + (" ⚠" if q.get("box_warning") else ""),
+                        on_click=self.act, params={**ids, "kind": "replace_box"})
+            row.btn(f"row_{k}_delete", label="Delete", on_click=self.act,
                     params={**ids, "kind": "delete"})
+            row.btn(f"row_{k}_open", label="Open", on_click=self.open_item,
+                    params={k2: q[k2] for k2 in ("sample_id", "label_id", "field")},
+                    variant="outlined")
+        self._render_actions(ctx, panel)
 
+    def _render_actions(self, ctx, panel) -> None:
+        st = ctx.panel.state
         actions = panel.h_stack("actions", align_x="left", gap=1)
-        actions.btn("undo_last", label="Undo last fix", on_click=self.undo, variant="outlined")
-        actions.btn("accept_all", label="Accept all shown", on_click=self.accept_all)
+        stack = st.undo_stack or []
+        last = next((r["summary"] for r in (st.log or []) if stack and r["fix_id"] == stack[-1]["fix_id"]), None)
+        actions.btn("undo_last", label=f"Undo: {last}" if last else "Undo last fix",
+                    on_click=self.undo, variant="outlined")
+        actions.btn("accept_all", label="Accept all on this page", on_click=self.accept_all)
         actions.btn("show_queue", label="Show queue in grid", on_click=self.show_queue)
         actions.btn("save_views", label="Save review views", on_click=self.save_views)
         actions.btn("refresh", label="Refresh", on_click=self.refresh)
-
         log = st.log or []
         if log:
             panel.md("**Recent fixes**\n\n" + "\n".join(f"- {r['summary']}" for r in log),
                      name="log_md")
-        return types.Property(panel, view=types.GridView(orientation="vertical", gap=1,
-                                                         align_x="left", align_y="top"))
+
+    def _render_review(self, ctx, panel) -> None:
+        st = ctx.panel.state
+        page = st.page or {}
+        items, total = page.get("items", []), page.get("total", 0)
+        k, q = self._current(ctx)
+        head = panel.h_stack("review_head", align_x="left", align_y="center", gap=1)
+        head.btn("leave_review", label="◀ Back to the list", on_click=self.leave_review,
+                 variant="outlined")
+        if q is None:
+            head.md("**Nothing to review** with these filters.", name="review_empty")
+            return
+        n_done = sum(1 for x in items if x.get("decided"))
+        head.md(f"**Label {q['rank'] + 1} of {total}** ({n_done} decided on this page) — "
+                f"`{q['label_id']}`", name="review_pos")
+        panel.str("keys", label="Keys (click here, then type)", description=KEY_HELP,
+                  on_change=self.on_key, view=types.TextFieldView(
+                      label="Keys (click here, then type)", placeholder="a / s / 1-9 / b / d / u / n / p"))
+        body = panel.h_stack("review_body", align_x="left", align_y="top", gap=2)
+        body.img("review_img", height=f"{LARGE}px", alt_text=q["label"] or "")
+        side = body.v_stack("review_side", align_x="left", gap=1)
+        side.md(self._item_text(q, "cur") + "\n\n"
+                "magenta: the label's box · green: the suggested box / candidate", name="review_txt")
+        bar = side.h_stack("review_bar", align_x="left", gap=1)
+        if not q.get("decided"):
+            if q["is_candidate"]:
+                bar.btn("r_adopt", label="Adopt [c]", on_click=self.act,
+                        params={"kind": "adopt"}, variant="contained")
+            else:
+                bar.btn("r_accept", label="Accept [a]", on_click=self.act,
+                        params={"kind": "accept"}, variant="contained")
+                if q.get("class_hints"):
+                    bar.btn("r_swap", label=f"Relabel {q['class_hints'][0]} [s]",
+                            on_click=self.act,
+                            params={"kind": "relabel", "new_label": q["class_hints"][0]})
+                if q.get("pred_id"):
+                    bar.btn("r_box", label="Use box [b]" + (" ⚠" if q.get("box_warning") else ""),
+                            on_click=self.act, params={"kind": "replace_box"})
+            bar.btn("r_delete", label="Delete [d]", on_click=self.act, params={"kind": "delete"})
+        bar.btn("r_undo", label="Undo [u]", on_click=self.act, params={"kind": "undo"})
+        bar.btn("r_prev", label="◀ Prev [p]", on_click=self.act, params={"kind": "prev"})
+        bar.btn("r_next", label="Next [n] ▶", on_click=self.act, params={"kind": "next"})
+        if not q["is_candidate"] and not q.get("decided"):
+            choices = self._class_choices(ctx, q)
+            rel = side.v_stack("review_ctl", align_x="left", gap=1)
+            dd = types.Dropdown(label="Relabel to (suggestions first)")
+            for c in choices:
+                dd.add_choice(c, label=c)
+            rel.enum("relabel_to", dd.values(), view=dd, on_change=self.on_relabel_pick)
+            keys = " · ".join(f"{i + 1} {c}" for i, c in enumerate(choices[:NUM_CLASS_KEYS]))
+            rel.md(f"Keys: {keys}", name="class_keys")
+            rel.str("new_class", label="New class name")
+            rel.bool("confirm_new", label="new class (not in the dataset's classes)",
+                     default=False)
+            rel.btn("relabel_new", label="Relabel to new class", on_click=self.relabel_new)
+        log = st.log or []
+        if log:
+            side.md("**Recent fixes**\n\n" + "\n".join(f"- {r['summary']}" for r in log),
+                    name="review_log")
 
 
 PANELS = [LabelReviewPanel]

@@ -1,4 +1,5 @@
-"""The Label review panel's Python side, driven through real ExecutionContexts (no browser).
+"""The Label review panel's Python side, driven through real ExecutionContexts (no browser),
+plus the database-side queue it reads (paging, ties, previews, suggestion checks).
 
 Each handler runs with a context like the App sends (dataset, panel id, panel state, params);
 the App operations it asks for (open_sample, set_view, notify...) are recorded by an Executor.
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import json
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
 from fiftyone.operators.executor import ExecutionContext, Executor
 
 from grader import review
+from grader.review import preview
 from grader.scores import REVIEWED_OK_TAG
 
 from review_helpers import add_fake_cleanlab
@@ -35,7 +38,7 @@ class Harness:
     """Calls panel methods with one shared panel state, like successive App events."""
 
     def __init__(self, panel, ds):
-        self.panel, self.ds, self.state = panel, ds, {}
+        self.panel, self.ds, self.state, self.data = panel, ds, {}, {}
         self.requests: list = []
 
     def call(self, method: str, **params):
@@ -45,10 +48,12 @@ class Harness:
             "params": {"panel_id": "panel-1", "panel_state": self.state, **params}}, executor=ex)
         getattr(self.panel, method)(ctx)
         self.requests = [(r.operator_uri, r.params) for r in ex._requests]
+        for p in self.ops("patch_panel_data"):
+            self.data.update(p.get("data") or {})
         return ctx
 
     def ops(self, name: str) -> list:
-        return [p for uri, p in self.requests if uri == name]
+        return [p for uri, p in self.requests if uri.endswith(name)]
 
     def render_json(self) -> str:
         ex = Executor()
@@ -57,16 +62,110 @@ class Harness:
             "params": {"panel_id": "panel-1", "panel_state": self.state}}, executor=ex)
         return json.dumps(self.panel.render(ctx).to_json())
 
-
-def _tags(ds, lid):
-    for ids, tags in zip(*ds.values(["ground_truth.detections.id", "ground_truth.detections.tags"])):
-        for i, t in zip(ids or [], tags or []):
-            if i == lid:
-                return t
-    raise KeyError(lid)
+    @property
+    def items(self) -> list[dict]:
+        return self.state["page"]["items"]
 
 
-def test_load_filters_and_render(panel, ds):
+def _gt(ds, sid) -> dict:
+    s = ds[sid]
+    s.reload()
+    return {d.id: d for d in (s.ground_truth.detections if s.ground_truth else [])}
+
+
+# ---------------------------------------------------------------- the queue in the database
+
+def test_page_total_paging_and_ties(ds):
+    full = review.review_queue(ds, score="cleanlab_swap", suspects_only=False)
+    page = review.review_page(ds, score="cleanlab_swap", suspects_only=False, skip=0, limit=5)
+    assert page.total == len(full) == ds.count("ground_truth.detections")
+    ids = []
+    for skip in range(0, page.total, 5):
+        p = review.review_page(ds, score="cleanlab_swap", suspects_only=False, skip=skip, limit=5)
+        assert [it.rank for it in p.items] == list(range(skip, skip + len(p.items)))
+        ids += [it.label_id for it in p.items]
+    assert ids == [it.label_id for it in full] and len(set(ids)) == len(ids)
+    # ties on the sort score are broken by the other judge's score (more suspect first)
+    rows = [{"sample_id": it.sample_id, "label_id": it.label_id, "value": 0.5} for it in full]
+    ds.set_label_values("ground_truth.detections.cleanlab_badloc", rows)
+    tied = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
+    other = [it.swap_value for it in tied]
+    assert tied[0].value == tied[-1].value == 0.5 and other == sorted(other)
+    # every item carries the state token a fix can pin
+    assert all(it.state for it in tied)
+
+
+def test_histogram_follows_issue_and_class_filters(ds):
+    h_all = review.score_histogram(ds, "cleanlab_swap")
+    h_cat = review.score_histogram(ds, "cleanlab_swap", classes=["cat"])
+    h_swap = review.score_histogram(ds, "cleanlab_swap", issues=["swap"])
+    labels = [l for ls in ds.values("ground_truth.detections.label") for l in ls]
+    assert h_all["n"] == len(labels) and h_cat["n"] == labels.count("cat")
+    assert h_swap["n"] == review.issue_counts(ds)["suspect:swap"]
+    assert sum(h_swap["counts"]) == h_swap["n"]
+
+
+def test_suggestions_are_checked(ds):
+    items = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
+    review.add_suggestions(ds, items)
+    with_box = [it for it in items if it.suggested_box]
+    assert with_box and all(it.suggested_iou is not None for it in with_box)
+    # a suggested box that is another GT box: flagged as a duplicate
+    it = with_box[0]
+    gts = _gt(ds, it.sample_id)
+    other = next(d for i, d in gts.items() if i != it.label_id)
+    s = ds[it.sample_id]
+    for p in s.predictions.detections:
+        if p.id == it.pred_id:
+            p.bounding_box = list(other.bounding_box)
+    s.save()
+    again = [x for x in review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
+             if x.label_id == it.label_id]
+    review.add_suggestions(ds, again)
+    assert "duplicate" in again[0].box_warning
+    # a confident swap score (1.0) drops the class suggestion
+    ds.set_label_values("ground_truth.detections.cleanlab_swap",
+                        [{"sample_id": it.sample_id, "label_id": it.label_id, "value": 1.0}])
+    again = [x for x in review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
+             if x.label_id == it.label_id]
+    review.add_suggestions(ds, again)
+    assert again[0].suggested_label is None
+
+
+def test_preview_draws_both_boxes_and_is_cached(ds):
+    preview.clear_cache()
+    items = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
+    review.add_suggestions(ds, items)
+    it = next(x for x in items if x.suggested_box)
+    img = preview.render_preview(it.filepath, it.box, suggested_box=it.suggested_box,
+                                 label=it.label, suggested_label="dog", iou=it.suggested_iou,
+                                 size=200)
+    import numpy as np
+
+    a = np.asarray(img)
+    magenta = ((a[..., 0] > 240) & (a[..., 1] < 20) & (a[..., 2] > 240)).sum()
+    green = ((a[..., 0] < 20) & (a[..., 1] > 220) & (a[..., 2] > 100) & (a[..., 2] < 140)).sum()
+    assert magenta > 50 and green > 50 and max(img.size[0], img.size[1] - preview.CAPTION_H) == 200
+    url = preview.item_preview(it)
+    assert url.startswith("data:image/jpeg;base64,")
+    assert preview.item_preview(it) is url  # cached
+    assert preview.cache_info()["crops"] == 1
+
+
+def test_saved_views_named_by_field_non_empty_field_only(ds):
+    names = review.save_review_views(ds)
+    assert names and all(n.startswith("ground_truth ") for n in names)
+    for n in names:
+        v = ds.load_saved_view(n)
+        field = "ground_truth_overlooked" if n.endswith("candidates") else "ground_truth"
+        assert v.count(f"{field}.detections") > 0
+        assert "predictions" not in v.get_field_schema()
+    assert "ground_truth reviewed" not in names  # nothing reviewed yet: no empty view
+
+
+# ---------------------------------------------------------------- the panel
+
+def test_load_filters_paging_and_render(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
     st = h.state
@@ -74,107 +173,165 @@ def test_load_filters_and_render(panel, ds):
     assert st["controls"]["score"] == "cleanlab_badloc"
     assert st["available"] == ["cleanlab_badloc", "cleanlab_swap", "cleanlab_overlooked"]
     assert st["counts"] == review.issue_counts(ds)
-    expected = review.review_queue(ds, score="cleanlab_badloc", limit=15)
-    assert [q["label_id"] for q in st["queue"]] == [it.label_id for it in expected]
+    expected = review.review_page(ds, score="cleanlab_badloc", limit=12)
+    assert [q["label_id"] for q in h.items] == [it.label_id for it in expected.items]
+    assert st["page"]["total"] == expected.total
+    assert all(h.data[f"thumb_{k}"].startswith("data:image/jpeg") for k in range(len(h.items)))
     assert sum(st["hist"]["counts"]) == st["hist"]["n"] > 0
 
-    # the App sends the changed control's path and value
     h.call("on_filter_change", path="controls.issue", value="suspect:swap")
-    assert st["queue"] and all("suspect:swap" in q["issues"] for q in st["queue"])
+    assert h.items and all("swap" in q["issues"] for q in h.items)
+    assert st["hist"]["n"] == review.issue_counts(ds)["suspect:swap"]  # hist follows the filter
     h.call("on_filter_change", path="controls.score", value="cleanlab_swap")
     h.call("on_filter_change", path="controls.threshold", value=0.2)
     want = review.review_queue(ds, score="cleanlab_swap", issues=["suspect:swap"], threshold=0.2)
-    assert [q["label_id"] for q in st["queue"]] == [it.label_id for it in want]
-    assert all(q["value"] <= 0.2 for q in st["queue"])
-    h.call("on_filter_change", path="controls.cls", value="cat")
-    assert all(q["label"] == "cat" for q in st["queue"])
-    h.call("on_filter_change", path="controls.cls", value="__all__")
+    assert [q["label_id"] for q in h.items] == [it.label_id for it in want][:12]
     h.call("on_filter_change", path="controls.threshold", value=None)
+    h.call("on_filter_change", path="controls.issue", value="__all__")
+    total = st["page"]["total"]
+    assert total == ds.count("ground_truth.detections") > 12
+    first = [q["label_id"] for q in h.items]
+    h.call("next_page")
+    assert st["page"]["skip"] == 12 and h.items[0]["rank"] == 12
+    assert not set(first) & {q["label_id"] for q in h.items}
+    h.call("prev_page")
+    assert [q["label_id"] for q in h.items] == first
 
     js = h.render_json()
     for key in ('"row_0_accept"', '"row_0_open"', '"row_0_delete"', '"histogram"', '"undo_last"',
-                '"save_views"', '"cleanlab_swap"'):
+                '"save_views"', '"thumb_0"', '"review_mode"', "of " + str(total), '"log_y"'):
         assert key in js, key
-    # rows offer the suggested class and the predicted box
-    assert f"Relabel {st['queue'][0]['suggested']}" in js and '"row_0_box"' in js
+    assert "score \\u2264 it" in js  # the threshold says which side is suspect
 
 
-def test_fixes_undo_and_navigation_from_the_panel(panel, ds):
+def test_review_mode_by_keys_with_checked_state(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
-    q0 = h.state["queue"][0]
-    ids = {k: q0[k] for k in ("sample_id", "label_id", "field")}
+    h.call("on_filter_change", path="controls.issue", value="__all__")
+    h.call("enter_review")
+    assert h.state["mode"] == "review" and h.state["cursor"] == 0
+    assert h.data["review_img"].startswith("data:image/jpeg")
+    js = h.render_json()
+    assert '"keys"' in js and '"r_accept"' in js and '"relabel_to"' in js
 
-    h.call("open_item", **ids)
-    assert h.ops("open_sample") == [{"id": q0["sample_id"], "group_id": None}]
-    assert h.ops("set_selected_labels")[0]["labels"][0]["label_id"] == q0["label_id"]
+    typed = ""
 
-    h.call("fix_item", kind="accept", **ids)
-    assert REVIEWED_OK_TAG in _tags(ds, q0["label_id"])
-    assert h.ops("reload_dataset") and q0["label_id"] not in [q["label_id"] for q in h.state["queue"]]
-    assert "accept" in h.state["log"][0]["summary"]
+    def key(ch):
+        nonlocal typed
+        typed += ch
+        h.call("on_key", value=typed)
 
-    h.call("undo")
-    assert REVIEWED_OK_TAG not in _tags(ds, q0["label_id"])
-    assert h.state["queue"][0]["label_id"] == q0["label_id"]
+    q0 = h.items[0]
+    key("a")  # accept
+    assert REVIEWED_OK_TAG in _gt(ds, q0["sample_id"])[q0["label_id"]].tags
+    assert h.items[0]["decided"] == "accepted" and h.state["cursor"] == 1
+    q1 = h.items[1]
+    key("1")  # relabel to the first class offered (the judge's suggestion first)
+    assert _gt(ds, q1["sample_id"])[q1["label_id"]].label == q1["class_hints"][0]
+    q2 = h.items[2]
+    key("d")  # delete
+    assert q2["label_id"] not in _gt(ds, q2["sample_id"])
+    key("u")  # undo the delete: back on that item, label restored
+    assert q2["label_id"] in _gt(ds, q2["sample_id"]) and h.state["cursor"] == 2
+    assert h.items[2]["decided"] is None
+    key("n"), key("p")
+    assert h.state["cursor"] == 2
+    q = h.items[2]
+    if q.get("pred_id"):
+        key("b")
+        pred = {p.id: p for p in ds[q["sample_id"]].predictions.detections}[q["pred_id"]]
+        assert _gt(ds, q["sample_id"])[q["label_id"]].bounding_box == pytest.approx(pred.bounding_box)
 
-    h.call("fix_item", kind="relabel", new_label=q0["suggested"], **ids)
-    assert ds[q0["sample_id"]].ground_truth.detections  # still there
-    det = {d.id: d for d in ds[q0["sample_id"]].ground_truth.detections}[q0["label_id"]]
-    assert det.label == q0["suggested"]
-    h.call("fix_item", kind="replace_box", **ids)
-    pred = {p.id: p for p in ds[q0["sample_id"]].predictions.detections}[q0["pred_id"]]
-    det = {d.id: d for d in ds[q0["sample_id"]].ground_truth.detections}[q0["label_id"]]
-    assert det.bounding_box == pytest.approx(pred.bounding_box)
-    h.call("undo")
-    h.call("undo")
-    det = {d.id: d for d in ds[q0["sample_id"]].ground_truth.detections}[q0["label_id"]]
-    assert det.label == q0["label"]
-
-    h.call("fix_item", kind="delete", sample_id=q0["sample_id"], label_id="0" * 24, field="ground_truth")
+    # a label changed by someone else since it was shown: the action is refused
+    k = h.state["cursor"]
+    q = h.items[k]
+    ds.set_label_values("ground_truth.detections.label",
+                        [{"sample_id": q["sample_id"], "label_id": q["label_id"], "value": "dog"}])
+    before = _gt(ds, q["sample_id"])[q["label_id"]].to_dict()
+    h.call("act", kind="accept")
     notes = h.ops("notify")
-    assert notes and notes[0]["variant"] == "error" and "not in field" in notes[0]["message"]
+    assert notes and notes[0]["variant"] == "error" and "changed" in notes[0]["message"]
+    assert _gt(ds, q["sample_id"])[q["label_id"]].to_dict() == before
 
 
-def test_overlooked_adopt_accept_all_views_and_grid(panel, ds):
+def test_relabel_needs_confirmation_for_a_new_class(panel, ds):
+    h = Harness(panel, ds)
+    h.call("on_load")
+    h.call("enter_review")
+    q = h.items[0]
+    h.state.setdefault("review_ctl", {})["new_class"] = "persn"
+    h.call("relabel_new")
+    assert "not a class" in h.ops("notify")[0]["message"]
+    assert _gt(ds, q["sample_id"])[q["label_id"]].label == q["label"]
+    h.state["review_ctl"]["confirm_new"] = True
+    h.call("relabel_new")
+    assert _gt(ds, q["sample_id"])[q["label_id"]].label == "persn"
+    h.call("on_relabel_pick", value="cat")  # the next item, from the class list
+    q1 = h.items[1]
+    assert _gt(ds, q1["sample_id"])[q1["label_id"]].label == "cat"
+
+
+def test_overlooked_adopt_accept_page_views_and_grid(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
     h.call("on_filter_change", path="controls.score", value="cleanlab_overlooked")
-    cands = h.state["queue"]
+    cands = h.items
     assert cands and all(q["is_candidate"] for q in cands)
     assert '"row_0_adopt"' in h.render_json()
     c = cands[0]
-    h.call("fix_item", kind="adopt", sample_id=c["sample_id"], label_id=c["label_id"],
-           field=c["field"])
+    h.call("act", index=0, kind="adopt")
     labels = ds[c["sample_id"]].ground_truth.detections
     assert labels[-1].review_adopted_from == c["label_id"]
-    assert len(h.state["queue"]) == len(cands) - 1
+    assert h.items[0]["decided"] == "adopted"  # the snapshot stays until refresh
+    h.call("refresh")
+    assert c["label_id"] not in [q["label_id"] for q in h.items]
 
     h.call("on_filter_change", path="controls.score", value="cleanlab_badloc")
-    shown = [q["label_id"] for q in h.state["queue"]]
+    shown = [q["label_id"] for q in h.items]
     h.call("show_queue")
-    view = h.ops("set_view")
-    assert view, "show_queue should set the App's view"
+    assert h.ops("set_view"), "show_queue should set the App's view"
+    view = review.queue_filter_view(ds, score="cleanlab_badloc")
+    assert set(view.values("ground_truth.detections.id", unwind=True)) == {
+        it.label_id for it in review.review_queue(ds, score="cleanlab_badloc")}
     h.call("accept_all")
-    assert all(REVIEWED_OK_TAG in _tags(ds, lid) for lid in shown)
-    assert h.state["queue"] == [] or not set(shown) & {q["label_id"] for q in h.state["queue"]}
+    tags = {i: t for ids, ts in zip(*ds.values(["ground_truth.detections.id",
+                                                "ground_truth.detections.tags"]))
+            for i, t in zip(ids, ts)}
+    assert all(REVIEWED_OK_TAG in tags[lid] for lid in shown)
+    h.call("undo")
+    tags = {i: t for ids, ts in zip(*ds.values(["ground_truth.detections.id",
+                                                "ground_truth.detections.tags"]))
+            for i, t in zip(ids, ts)}
+    assert not any(REVIEWED_OK_TAG in tags[lid] for lid in shown)
 
     h.call("save_views")
     ds.reload()
-    assert {"suspect badloc", "suspect swap", "reviewed", "overlooked candidates"} <= set(
-        ds.list_saved_views())
+    assert {"ground_truth suspect badloc", "ground_truth suspect swap",
+            "ground_truth overlooked candidates"} <= set(ds.list_saved_views())
+
+
+def test_view_change_reads_the_view_and_never_sets_it(panel, ds):
+    h = Harness(panel, ds)
+    h.call("on_load")
+    ex = Executor()
+    view = ds.limit(2)
+    ctx = ExecutionContext(request_params={
+        "dataset_name": ds.name, "view": view._serialize(),
+        "params": {"panel_id": "panel-1", "panel_state": h.state}}, executor=ex)
+    panel.on_change_view(ctx)
+    uris = [r.operator_uri for r in ex._requests]
+    assert not any(u.endswith(("set_view", "reload_dataset", "clear_view")) for u in uris)
+    assert h.state["counts"] == review.issue_counts(view)
 
 
 def test_dataset_without_scores_says_so(panel, synthetic_dataset):
     h = Harness(panel, synthetic_dataset)
     h.call("on_load")
-    assert h.state["queue"] == [] and h.state["available"] == []
+    assert h.items == [] and h.state["available"] == []
     assert "No judge scores" in h.render_json()
 
 
 def test_dataset_without_detections_renders_a_notice(panel, tmp_path):
-    import fiftyone as fo
-
     ds = fo.Dataset()
     ds.add_sample(fo.Sample(filepath=str(tmp_path / "x.jpg")))
     try:
