@@ -130,22 +130,174 @@ def _truth_from_tags(collection, gt_field: str, label_ids: Sequence[str]) -> lis
     return [by_id.get(l, CLEAN) for l in label_ids]
 
 
+LEARNERS = ("auto", "vote", "stack")
+METHODS = ("mean", "stouffer")
+
+
+def _validate(method: str, learner: str, tag_fraction: float, min_positives: int,
+              min_negatives: int, min_stack_positives: int, sharpness: float, prior_auroc: float,
+              prior_strength: float, cv_folds: int) -> None:
+    """Every parameter checked before anything is read or written."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if learner not in LEARNERS:
+        raise ValueError(f"learner must be one of {list(LEARNERS)}, got {learner!r}")
+    finite = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if not finite(tag_fraction) or not 0 <= tag_fraction <= 1:
+        raise ValueError(f"tag_fraction must be a number in [0, 1], got {tag_fraction!r}")
+    for name, v in (("min_positives", min_positives), ("min_negatives", min_negatives),
+                    ("min_stack_positives", min_stack_positives)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not isinstance(cv_folds, int) or cv_folds < 2:
+        raise ValueError(f"cv_folds must be an integer >= 2, got {cv_folds!r}")
+    for name, v, lo in (("sharpness", sharpness, 0.0), ("prior_strength", prior_strength, 0.0)):
+        if not finite(v) or v < lo:
+            raise ValueError(f"{name} must be a finite number >= {lo}, got {v!r}")
+    if not finite(prior_auroc) or not 0 <= prior_auroc <= 1:
+        raise ValueError(f"prior_auroc must be in [0, 1], got {prior_auroc!r}")
+
+
+def vote_weights(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: str,
+                 pos: np.ndarray, neg: np.ndarray, min_positives: int = 3,
+                 min_negatives: int = 10, sharpness: float = 2.0, prior_auroc: float = 0.75,
+                 prior_strength: float = 10.0) -> tuple[dict[str, float], str, dict[str, float]]:
+    """REVEAL weights for one issue from the trusted labels ``pos`` / ``neg`` (boolean masks).
+
+    Returns ``(weights, source, reliability AUROC per score)``; below the minimum counts the
+    registered judges get equal weights (``source`` says why).
+    """
+    if not (pos.sum() >= min_positives and neg.sum() >= min_negatives):
+        why = "fallback:no_trusted_subset" if not (pos | neg).any() else "fallback:too_few_trusted_labels"
+        return _prior_weights(specs, issue), why, {}
+    sel = pos | neg
+    reliab, weights = {}, {}
+    prior = _prior_weights(specs, issue)
+    for name, p in pct.items():
+        # Reliability where the judge speaks: combine() lets it abstain elsewhere.
+        scored = sel & np.isfinite(p)
+        n_pos = int(pos[scored].sum())
+        # Registered judges start from an assumed AUROC, others from chance; the trusted
+        # labels pull the estimate as n_pos / (n_pos + prior_strength).
+        a0 = prior_auroc if prior[name] > 0 else 0.5
+        if n_pos >= min_positives and neg[scored].sum() >= min_negatives:
+            a_hat = auroc(pos[scored], p[scored])
+            a = (n_pos * a_hat + prior_strength * a0) / (n_pos + prior_strength)
+        else:
+            # Too few trusted labels where this judge speaks (e.g. Brain scores only
+            # matched boxes): the prior alone.
+            a = a0
+        reliab[name] = a
+        weights[name] = reliability_weight(a, sharpness)
+    if not any(w > 0 for w in weights.values()):
+        return _prior_weights(specs, issue), "fallback:no_reliable_judge", reliab
+    return weights, "trusted", reliab
+
+
+def stack_features(pct: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Feature matrix for the learned ensemble: each score's percentile (0.5 where unscored)
+    and, for scores that abstain on some labels, an explicit missing-indicator column."""
+    cols, names = [], []
+    for name in sorted(pct):
+        p = pct[name]
+        miss = ~np.isfinite(p)
+        cols.append(np.where(miss, 0.5, p))
+        names.append(name)
+        if miss.any() and not miss.all():
+            cols.append(miss.astype(float))
+            names.append(f"{name}:missing")
+    X = np.stack(cols, axis=1) if cols else np.zeros((0, 0))
+    return X, names
+
+
+def _make_model(kind: str, seed: int):
+    if kind == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(class_weight="balanced", C=1.0, max_iter=2000)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # Small trees and strong regularisation: the verified subset holds tens of errors.
+    return HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.05,
+                                          min_samples_leaf=10, l2_regularization=1.0,
+                                          class_weight="balanced", random_state=seed)
+
+
+def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: str,
+                pos: np.ndarray, neg: np.ndarray, vote_kwargs: dict, method: str = "stouffer",
+                candidates: Sequence[str] = ("logistic", "hgb"), cv_folds: int = 5,
+                seed: int = 0) -> dict:
+    """Choose among the vote and learned models by cross-validated AUROC on the trusted labels.
+
+    Each fold re-fits the vote's weights and every model on the training part only; the
+    score of a candidate is its mean AUROC over the held-out folds. Returns ``{"chosen",
+    "cv_auroc": {candidate: auroc}, "scores": suspicion of every label (chosen candidate,
+    fitted on all trusted labels)}``.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    X, names = stack_features(pct)
+    sel = np.nonzero(pos | neg)[0]
+    y = pos[sel].astype(int)
+    n_splits = int(min(cv_folds, y.sum(), (1 - y).sum()))
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    cv = {c: [] for c in ("vote", *candidates)}
+    for tr, te in folds.split(X[sel], y):
+        tr_mask = np.zeros(len(pos), dtype=bool)
+        tr_mask[sel[tr]] = True
+        w, _, _ = vote_weights(pct, specs, issue, pos & tr_mask, neg & tr_mask, **vote_kwargs)
+        v = combine(pct, w, method)[sel[te]]
+        cv["vote"].append(auroc(y[te], np.where(np.isfinite(v), v, -1.0)))
+        for c in candidates:
+            m = _make_model(c, seed).fit(X[sel[tr]], y[tr])
+            cv[c].append(auroc(y[te], m.predict_proba(X[sel[te]])[:, 1]))
+    cv_mean = {c: float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+               for c, a in cv.items()}
+    # Ties (and NaNs) go to the vote: a learned model must earn its place.
+    chosen = max(cv_mean, key=lambda c: (_finite_or(cv_mean[c], -1.0), c == "vote"))
+    if chosen == "vote":
+        w, _, _ = vote_weights(pct, specs, issue, pos, neg, **vote_kwargs)
+        scores = combine(pct, w, method)
+    else:
+        m = _make_model(chosen, seed).fit(X[sel], y)
+        scores = m.predict_proba(X)[:, 1]
+    return {"chosen": chosen, "cv_auroc": cv_mean, "scores": scores, "features": names,
+            "folds": n_splits}
+
+
+def _finite_or(x: float, default: float) -> float:
+    return x if x is not None and math.isfinite(x) else default
+
+
 def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: str = TRUSTED_TAG,
                      truth: str = "tags", issues: Sequence[str] | None = None,
                      min_positives: int = 3, min_negatives: int = 10, sharpness: float = 2.0,
                      prior_auroc: float = 0.75, prior_strength: float = 10.0,
                      abstain_floor: float | None = 0.5, method: str = "stouffer",
+                     learner: str = "auto", min_stack_positives: int = 10,
+                     cv_folds: int = 5, seed: int = 0,
                      tag_fraction: float = 0.05, write: bool = True) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
-    Tags the top ``tag_fraction`` of scored labels per issue ``suspect:ensemble_<issue>``.
-    Returns a report whose ``info`` holds the weights, their source and the trusted counts.
+    ``learner``: ``"vote"`` (the reliability-weighted vote), ``"stack"`` / ``"auto"`` (with at
+    least ``min_stack_positives`` trusted errors of an issue, choose among the vote, a
+    class-balanced logistic regression and a gradient-boosted tree model on the scores'
+    percentiles by ``cv_folds``-fold cross-validated AUROC on the trusted labels; below that,
+    the vote). Tags the top ``tag_fraction`` of scored labels per issue
+    ``suspect:ensemble_<issue>``. Returns a report whose ``info`` holds the weights, their
+    source, the trusted counts and, per issue, the learner chosen with its CV AUROC.
     """
+    _validate(method, learner, tag_fraction, min_positives, min_negatives, min_stack_positives,
+              sharpness, prior_auroc, prior_strength, cv_folds)
     specs = present_score_specs(collection, gt_field, exclude_judges=[JUDGE])
     report = RunReport(judge=JUDGE)
     if not specs:
         raise ValueError(f"no judge scores found on '{gt_field}'; run a judge (e.g. run_cleanlab) first. "
                          f"Known scores: {[s.attr for s in SCORES if s.judge != JUDGE]}")
+    if issues is not None:
+        bad = [i for i in issues if i not in ISSUES]
+        if bad:
+            raise ValueError(f"unknown issues {bad}; use {list(ISSUES)}")
     truth_attr = None if truth == "tags" else truth
     ls = read_label_scores(collection, gt_field, truth_attr=truth_attr, specs=specs,
                            trusted_tag=trusted_tag)
@@ -160,47 +312,35 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         issues = [i for i in ISSUES if i in covered] or list(ISSUES if "any" in covered else [])
     trusted = ls.trusted
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
+    vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
+                       sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
 
     scores: dict[str, np.ndarray] = {}
     weights_all: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
     reliab: dict[str, dict[str, float]] = {}
+    learners: dict[str, dict] = {}
     for issue in list(issues) + ["any"]:
         pos = trusted & ((labels_truth != CLEAN) if issue == "any" else (labels_truth == issue))
         neg = trusted & (labels_truth == CLEAN)
-        if pos.sum() >= min_positives and neg.sum() >= min_negatives:
-            sel = pos | neg
-            reliab[issue] = {}
-            weights = {}
-            prior = _prior_weights(ls.specs, issue)
-            for name, p in pct.items():
-                # Reliability where the judge speaks: combine() lets it abstain elsewhere.
-                scored = sel & np.isfinite(p)
-                n_pos = int(pos[scored].sum())
-                # Registered judges start from an assumed AUROC, others from chance; the trusted
-                # labels pull the estimate as n_pos / (n_pos + prior_strength).
-                a0 = prior_auroc if prior[name] > 0 else 0.5
-                if n_pos >= min_positives and neg[scored].sum() >= min_negatives:
-                    a_hat = auroc(pos[scored], p[scored])
-                    a = (n_pos * a_hat + prior_strength * a0) / (n_pos + prior_strength)
-                else:
-                    # Too few trusted labels where this judge speaks (e.g. Brain scores only
-                    # matched boxes): the prior alone.
-                    a = a0
-                reliab[issue][name] = a
-                weights[name] = reliability_weight(a, sharpness)
-            sources[issue] = "trusted"
-            if not any(w > 0 for w in weights.values()):
-                sources[issue] = "fallback:no_reliable_judge"
-                weights = _prior_weights(ls.specs, issue)
-        else:
-            sources[issue] = ("fallback:no_trusted_subset" if not trusted.any()
-                              else "fallback:too_few_trusted_labels")
-            weights = _prior_weights(ls.specs, issue)
+        weights, sources[issue], r = vote_weights(pct, ls.specs, issue, pos, neg, **vote_kwargs)
+        if r:
+            reliab[issue] = r
         weights_all[issue] = weights
-        scores[issue] = combine(pct, weights, method)
         report.info.setdefault("trusted_counts", {})[issue] = {"errors": int(pos.sum()),
                                                                "clean": int(neg.sum())}
+        if learner != "vote" and pos.sum() >= min_stack_positives and neg.sum() >= min_negatives:
+            fit = fit_stacker(pct, ls.specs, issue, pos, neg, vote_kwargs, method,
+                              cv_folds=cv_folds, seed=seed)
+            scores[issue] = fit["scores"]
+            learners[issue] = {"chosen": fit["chosen"], "folds": fit["folds"],
+                               "cv_auroc": {k: round(v, 4) for k, v in fit["cv_auroc"].items()}}
+        else:
+            scores[issue] = combine(pct, weights, method)
+            learners[issue] = {"chosen": "vote",
+                               "why": ("learner='vote'" if learner == "vote" else
+                                       f"fewer than {min_stack_positives} trusted errors")}
+    report.info["learner"] = learners
     report.info["weights"] = {i: {k: round(v, 4) for k, v in w.items() if v > 0}
                               for i, w in weights_all.items()}
     report.info["weights_source"] = sources
@@ -212,7 +352,9 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         params = dict(gt_field=gt_field, trusted_tag=trusted_tag, truth=truth, issues=list(issues),
                       min_positives=min_positives, min_negatives=min_negatives,
                       sharpness=sharpness, prior_auroc=prior_auroc,
-                      prior_strength=prior_strength, method=method, tag_fraction=tag_fraction)
+                      prior_strength=prior_strength, method=method, learner=learner,
+                      min_stack_positives=min_stack_positives, cv_folds=cv_folds,
+                      tag_fraction=tag_fraction)
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
 

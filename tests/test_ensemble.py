@@ -176,7 +176,8 @@ def test_operators_inject_evaluate_ensemble(tmp_path):
         uri = "@label-grader/label-grader/"
         res = foo.execute_operator(uri + "inject_errors", ctx={"dataset": ds, "params": {
             "target": "DATASET", "src_field": "ground_truth", "dst_field": "noisy", "seed": 3,
-            "rate_badloc": 0.0, "rate_swap": 0.25, "rate_overlooked": 0.0, "rate_spurious": 0.0}})
+            "rate_badloc": 0.0, "rate_swap": 0.25, "rate_overlooked": 0.0, "rate_spurious": 0.0,
+            "rate_duplicate": 0.0}})
         assert res.error is None, res.error
         assert res.result["info"]["injected"]["swap"] == 9
         ds.select(ds.values("id")[:6]).tag_samples("verified")

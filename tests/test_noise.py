@@ -46,7 +46,7 @@ def many_boxes(tmp_path):
     ds.delete()
 
 
-RATES = {"badloc": 0.1, "swap": 0.08, "overlooked": 0.05, "spurious": 0.06}
+RATES = {"badloc": 0.1, "swap": 0.08, "overlooked": 0.05, "spurious": 0.06, "duplicate": 0.07}
 
 
 def test_injection_is_exact_and_source_untouched(many_boxes):
@@ -60,9 +60,11 @@ def test_injection_is_exact_and_source_untouched(many_boxes):
     assert after == before_dicts
 
     assert rep.info["eligible_boxes"] == 100
-    assert rep.info["injected"] == {"badloc": 10, "swap": 8, "overlooked": 5, "spurious": 6}
+    assert rep.info["injected"] == {"badloc": 10, "swap": 8, "overlooked": 5, "spurious": 6,
+                                    "duplicate": 7}
     assert injected_truth(ds, "noisy") == {"none": 77 + 1, "badloc": 10, "swap": 8,
-                                           "overlooked": 5, "spurious": 6}
+                                           "overlooked": 5, "spurious": 6, "duplicate": 7}
+    dup_sources = set()
 
     src = {d.id: d for s in before for d in s.detections}
     seen = set()
@@ -72,6 +74,14 @@ def test_injection_is_exact_and_source_untouched(many_boxes):
             if t == "spurious":
                 assert d.id not in src
                 assert d.label in ds.default_classes
+                continue
+            if t == "duplicate":
+                # A new box of the source's class, IoU 0.75-0.95 with a clean source box.
+                o = src[d["injected_source"]]
+                assert d.id not in src and d.label == o.label
+                assert 0.75 - 1e-6 <= _iou(d.bounding_box, o.bounding_box) <= 0.95 + 1e-6
+                assert abs(_iou(d.bounding_box, o.bounding_box) - d["injected_iou"]) < 1e-6
+                dup_sources.add(o.id)
                 continue
             o = src[d.id]
             seen.add(d.id)
@@ -95,6 +105,12 @@ def test_injection_is_exact_and_source_untouched(many_boxes):
             assert d.id in src and d.id not in seen
             assert d.label == src[d.id].label
             assert d[TRUTH_ATTR] == "overlooked"
+    truth_by_id = {d.id: d[TRUTH_ATTR] for s in ds.values("noisy") for d in s.detections}
+    assert len(dup_sources) == 7 and all(truth_by_id[i] == "none" for i in dup_sources)
+    # duplicates sit at random places in the list, not always after their source
+    pos = [[d[TRUTH_ATTR] for d in s.detections].index("duplicate")
+           for s in ds.values("noisy") if "duplicate" in [d[TRUTH_ATTR] for d in s.detections]]
+    assert min(pos) < max(pos)
     # every source box is either still present or recorded as deleted
     n_deleted = ds.count(f"{deleted_field_name('noisy')}.detections")
     assert len(seen) + n_deleted == len(src)
@@ -113,7 +129,7 @@ def test_seed_reproducible_and_different_seeds_differ(many_boxes):
     ds = many_boxes
 
     def snapshot(field):
-        return [[(d.id if d[TRUTH_ATTR] != "spurious" else "new", d.label,
+        return [[(d.id if d[TRUTH_ATTR] not in ("spurious", "duplicate") else "new", d.label,
                   tuple(np.round(d.bounding_box, 9)), d[TRUTH_ATTR]) for d in s.detections]
                 for s in ds.values(field)]
 
@@ -139,6 +155,12 @@ def test_refuses_to_overwrite_and_bad_input(many_boxes):
         inject_errors(ds, "ground_truth", "ground_truth")
     with pytest.raises(ValueError, match="unknown error types"):
         inject_errors(ds, "ground_truth", "noisy", rates={"typo": 0.1})
+    for bad in ({"swap": float("nan")}, {"swap": -0.1}, {"duplicate": 5}):
+        with pytest.raises(ValueError, match="rates must be numbers in"):
+            inject_errors(ds, "ground_truth", "noisy", rates=bad)
+    with pytest.raises(ValueError, match="duplicate_iou"):
+        inject_errors(ds, "ground_truth", "noisy", duplicate_iou=(0.9, 0.5))
+    assert "noisy" not in ds.get_field_schema()
     with pytest.raises(ValueError, match="only 100 boxes"):
         inject_errors(ds, "ground_truth", "noisy", rates={"badloc": 0.6, "swap": 0.6})
     with pytest.raises(ValueError, match="does not exist"):

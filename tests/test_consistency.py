@@ -1,0 +1,130 @@
+"""Consistency judge on real coco128 labels: duplicates and geometry outliers rank first."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grader import evaluate as ev
+from grader.fields import write_label_attr
+from grader.judges.consistency import (TAG_DUPLICATE, duplicate_scores, outlier_scores,
+                                       run_consistency)
+from grader.noise import TRUTH_ATTR, inject_errors
+
+
+def _column(ds, field, attr):
+    lids, truth, vals = ds.values([f"{field}.detections.id", f"{field}.detections.{TRUTH_ATTR}",
+                                   f"{field}.detections.{attr}"], unwind=True)
+    return lids, np.array(truth, dtype=object), np.array([np.nan if v is None else v for v in vals])
+
+
+def test_duplicates_rank_first_on_coco128(coco128):
+    ds = coco128
+    inject_errors(ds, "ground_truth", "noisy", rates={"duplicate": 0.05}, seed=0)
+    noisy_before = [[(d.id, d.label, d.bounding_box) for d in (s.detections if s else [])]
+                    for s in ds.values("noisy")]
+    rep = run_consistency(ds, "noisy")
+    # Judges never modify labels or boxes.
+    assert [[(d.id, d.label, d.bounding_box) for d in (s.detections if s else [])]
+            for s in ds.values("noisy")] == noisy_before
+    _, truth, dup = _column(ds, "noisy", "consistency_duplicate")
+    y = truth == "duplicate"
+    assert y.sum() == 46 and rep.labels_scored == len(y)
+    assert ev.auroc(y, dup) >= 0.95
+    # Most of the top 46 are the injected duplicates (sources and natural overlaps share the rest).
+    assert ev.precision_at_k(y, dup, int(y.sum())) >= 0.45
+    _, _, same = _column(ds, "noisy", "consistency_dup_iou")
+    _, _, anyc = _column(ds, "noisy", "consistency_dup_iou_any")
+    assert np.all(anyc >= same - 1e-12) and np.all((same >= 0) & (same <= 1))
+    assert np.all(same[y] >= 0.75 - 1e-6)
+    assert ds.count_label_tags("noisy").get(TAG_DUPLICATE, 0) >= 40
+
+
+def test_weaker_evidence_ranks_first_in_a_pair(coco128):
+    """With another judge's support score, the duplicate (not its source) takes the pair's IoU."""
+    ds = coco128
+    inject_errors(ds, "ground_truth", "noisy", rates={"duplicate": 0.05}, seed=1)
+    sids, lids, truth, src = ds.values(["id", "noisy.detections.id",
+                                        f"noisy.detections.{TRUTH_ATTR}",
+                                        "noisy.detections.injected_source"])
+    # As cleanlab_support would: the detector covers the real object better than the copy.
+    sources = {s for row in src for s in (row or []) if s}
+    support = {(sid, l): (0.2 if t == "duplicate" else 0.9 if l in sources else 0.6)
+               for sid, ls_, ts in zip(sids, lids, truth) for l, t in zip(ls_ or [], ts or [])}
+    write_label_attr(ds, "noisy", "cleanlab_support", support)
+    rep = run_consistency(ds, "noisy")
+    assert rep.info["evidence_for_pairs"] is True
+    ids, t, dup = _column(ds, "noisy", "consistency_duplicate")
+    by_id = dict(zip(ids, dup))
+    for row_l, row_t, row_s in zip(lids, truth, src):
+        for l, tt, s in zip(row_l or [], row_t or [], row_s or []):
+            if tt == "duplicate":
+                assert by_id[l] > by_id[s]        # the copy outranks its (better-supported) source
+    y = t == "duplicate"
+    assert ev.auroc(y, dup) >= 0.97
+    assert ev.precision_at_k(y, dup, int(y.sum())) >= 0.8
+
+
+def test_geometry_outliers_rank_first_on_coco128(coco128):
+    """Real person boxes made absurdly thin/flat stand out within their class."""
+    import fiftyone as fo
+
+    ds = coco128
+    rng = np.random.default_rng(0)
+    vals, changed = {}, set()
+    for sid, dets in zip(ds.values("id"), ds.values("ground_truth")):
+        out = []
+        for d in (dets.detections if dets else []):
+            d = fo.Detection(label=d.label, bounding_box=list(d.bounding_box))
+            if d.label == "person" and rng.random() < 0.04:
+                x, y, w, h = d.bounding_box
+                d.bounding_box = ([x, y, 0.004, min(h, 0.5)] if rng.random() < 0.5
+                                  else [x, y, min(w, 0.6), 0.003])
+                changed.add(d.id)
+            out.append(d)
+        vals[sid] = fo.Detections(detections=out)
+    ds.set_values("geo", vals, key_field="id")
+    assert len(changed) >= 5
+    run_consistency(ds, "geo", min_class_size=10)
+    lids, scores = ds.values(["geo.detections.id", "geo.detections.consistency_outlier"], unwind=True)
+    y = np.array([l in changed for l in lids])
+    s = np.array([np.nan if v is None else v for v in scores])
+    person = np.array(ds.values("geo.detections.label", unwind=True)) == "person"
+    assert np.isfinite(s[person]).all()
+    assert ev.auroc(y[person], s[person]) >= 0.95
+    # Within the class the altered boxes come first.
+    sp, yp = s[person], y[person]
+    top = np.argsort(-sp)[:len(changed)]
+    assert yp[top].mean() >= 0.8
+    # Classes below min_class_size are unscored, not scored on noise.
+    small = [c for c in set(ds.values("geo.detections.label", unwind=True))
+             if ds.count_values("geo.detections.label")[c] < 10]
+    labels = np.array(ds.values("geo.detections.label", unwind=True))
+    assert small and np.isnan(s[np.isin(labels, small)]).all()
+
+
+def test_core_functions_and_bad_params(coco128):
+    b = np.array([[0.1, 0.1, 0.2, 0.2], [0.11, 0.1, 0.2, 0.2], [0.6, 0.6, 0.1, 0.1]])
+    same, anyc, dup = duplicate_scores(b, ["a", "a", "b"])
+    assert same[2] == 0 and same[0] == same[1] > 0.8 and anyc[2] == 0
+    assert dup[1] > dup[0]            # no evidence: the later box of the pair first
+    same, _, dup = duplicate_scores(b, ["a", "a", "b"], weakness=np.array([0.9, 0.1, np.nan]))
+    assert dup[0] == pytest.approx(same[0]) and dup[1] == pytest.approx(same[1] / 2)
+    feats = np.r_[np.random.default_rng(0).normal(0, 1, (30, 2)), [[8.0, 0.0]]]
+    o = outlier_scores(feats, np.array(["x"] * 31), min_class_size=10)
+    assert np.argmax(o) == 30
+    for kw in ({"min_class_size": 1}, {"duplicate_tag_iou": 0}, {"tag_fraction": float("nan")}):
+        with pytest.raises(ValueError):
+            run_consistency(coco128, "ground_truth", **kw)
+    assert "ground_truth.detections.consistency_duplicate" not in coco128.get_field_schema(flat=True)
+    with pytest.raises(ValueError, match="does not exist"):
+        run_consistency(coco128, "nope")
+
+
+def test_grade_runs_consistency_without_a_detector(coco128):
+    from grader.grade import grade
+
+    inject_errors(coco128, "ground_truth", "noisy", rates={"duplicate": 0.05}, seed=2)
+    out = grade(coco128, gt_field="noisy", detector=None)
+    assert "consistency" in out.reports and "ensemble" in out.reports
+    _, truth, ens = _column(coco128, "noisy", "ensemble_duplicate")
+    assert ev.auroc(truth == "duplicate", ens) >= 0.9
