@@ -93,7 +93,8 @@ def estimate_review_cost(collection, gt_field: str, score_attr: str = "ensemble_
                          **kwargs) -> dict[str, Any]:
     """:func:`review_cost` of the labels of ``gt_field`` ranked by ``score_attr`` vs injected truth.
 
-    Covers errors that sit on GT labels (badloc, swap, spurious); samples tagged
+    Covers errors that sit on GT labels (``grader.scores.GT_ISSUES``: badloc, swap, spurious,
+    duplicate); samples tagged
     ``exclude_tag`` (the trusted subset) are left out.
     """
     spec = get_spec(score_attr)

@@ -1,7 +1,8 @@
-"""Operators: inject known errors, evaluate judges (with the Brain baseline), compute the ensemble.
+"""Operators: inject known errors, evaluate judges (with the Brain baseline), compute the ensemble,
+run the consistency judge.
 
-Thin adapters over ``grader.noise``, ``grader.evaluate``, ``grader.ensemble`` and
-``grader.review_cost``.
+Thin adapters over ``grader.noise``, ``grader.evaluate``, ``grader.ensemble``,
+``grader.judges.consistency`` and ``grader.review_cost``.
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ class InjectErrors(foo.Operator):
     def config(self):
         return operator_config(
             "inject_errors", "label-grader: inject known label errors (for evaluation)",
-            "Copy a ground-truth field and inject badloc/swap/overlooked/spurious "
-                        "errors with the truth recorded per label")
+            "Copy a ground-truth field and inject " + "/".join(ERROR_TYPES)
+            + " errors with the truth recorded per label")
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -151,6 +152,14 @@ class ComputeEnsemble(foo.Operator):
         method.add_choice("stouffer", label="Stouffer z (agreeing judges add up)")
         method.add_choice("mean", label="Weighted mean of percentiles")
         inputs.enum("method", method.values(), default="stouffer", label="Combination", view=method)
+        learner = types.RadioGroup()
+        learner.add_choice("auto", label="Learned when the trusted subset allows (else the vote)",
+                           description="Chooses among the vote, logistic regression and gradient "
+                                       "boosting by cross-validated AUROC on the trusted labels")
+        learner.add_choice("vote", label="Reliability-weighted vote only")
+        inputs.enum("learner", learner.values(), default="auto", label="Learner", view=learner)
+        inputs.int("min_stack_positives", default=10, min=1,
+                   label="Min trusted errors per issue to fit a learned model")
         return types.Property(inputs, view=types.View(label="Ensemble"))
 
     def execute(self, ctx):
@@ -160,6 +169,8 @@ class ComputeEnsemble(foo.Operator):
             trusted_tag=p.get("trusted_tag") or TRUSTED_TAG, truth=p.get("truth") or "tags",
             tag_fraction=float(p.get("tag_fraction", 0.05)), sharpness=float(p.get("sharpness", 2.0)),
             min_positives=int(p.get("min_positives", 3)), method=p.get("method") or "stouffer",
+            learner=p.get("learner") or "auto",
+            min_stack_positives=int(p.get("min_stack_positives", 10)),
         )
         reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
@@ -168,4 +179,36 @@ class ComputeEnsemble(foo.Operator):
         return report_output("Ensemble")
 
 
-OPERATORS = [InjectErrors, EvaluateJudges, ComputeEnsemble]
+class RunConsistency(foo.Operator):
+    @property
+    def config(self):
+        return operator_config(
+            "run_consistency", "label-grader: find duplicate and odd-shaped boxes (no model)",
+            "Duplicate boxes (high IoU with a same-class box) and per-class geometry outliers, "
+            "from the labels alone")
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+        inputs.int("min_class_size", default=10, min=2,
+                   label="Min boxes of a class to score geometry outliers")
+        inputs.float("duplicate_tag_iou", default=0.7, min=0.01, max=1.0,
+                     label="Tag suspect:duplicate from this IoU (the weaker box of a pair)")
+        return types.Property(inputs, view=types.View(label="Consistency judge"))
+
+    def execute(self, ctx):
+        from grader.judges.consistency import run_consistency
+
+        p = ctx.params
+        report = run_consistency(target_view(ctx), p.get("gt_field", "ground_truth"),
+                                 min_class_size=int(p.get("min_class_size", 10)),
+                                 duplicate_tag_iou=float(p.get("duplicate_tag_iou", 0.7)))
+        reload_unless_delegated(ctx)
+        return _json_safe(report.to_dict())
+
+    def resolve_output(self, ctx):
+        return report_output("Consistency judge")
+
+
+OPERATORS = [InjectErrors, EvaluateJudges, ComputeEnsemble, RunConsistency]

@@ -216,3 +216,57 @@ def test_sparse_judge_keeps_assumed_reliability(noisy):
     assert rep.info["weights"]["swap"]["cleanlab:cleanlab_swap"] == pytest.approx(1.0)
     # Every registered judge speaks to "any error": the same prior applies there.
     assert rep.info["weights"]["any"]["brain:mistakenness"] == pytest.approx(0.5)
+
+
+def test_stacking_learns_what_the_vote_cannot(noisy):
+    """A judge whose signal runs against its registered direction: the vote gives it weight 0,
+    a learned model uses it. With enough trusted errors the stacker is chosen by CV AUROC."""
+    ds = noisy
+    rng = np.random.default_rng(5)
+    # Registered high = suspect, but here errors get LOW values (e.g. an inverted calibration).
+    _write(ds, "clipgrader_p_bad", lambda t: rng.uniform(0, 0.3) if t != "none" else rng.uniform(0.2, 1))
+    _write(ds, "cleanlab_badloc", lambda t: rng.uniform(0, 1))      # pure noise
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="stack", min_stack_positives=5)
+    info = rep.info["learner"]["any"]
+    assert set(info["cv_auroc"]) == {"vote", "logistic", "hgb"}
+    assert info["chosen"] in ("logistic", "hgb")
+    assert info["cv_auroc"][info["chosen"]] > info["cv_auroc"]["vote"] + 0.2
+    res = ev.evaluate_judges(ds, "noisy", pred_field=None)   # on the untrusted half
+    assert res["gt"]["any"]["ensemble:ensemble_any"]["auroc"] > 0.9
+    # The same data with the vote only: it cannot use the inverted judge.
+    compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="vote")
+    res = ev.evaluate_judges(ds, "noisy", pred_field=None)
+    assert res["gt"]["any"]["ensemble:ensemble_any"]["auroc"] < 0.7
+
+
+def test_stacking_falls_back_to_the_vote_below_the_minimum(noisy):
+    ds = noisy
+    _write(ds, "cleanlab_badloc", lambda t: 0.1 if t == "badloc" else 0.9)
+    n_err = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="vote",
+                             write=False).info["trusted_counts"]["any"]["errors"]
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="auto",
+                           min_stack_positives=n_err + 1)
+    assert all(v["chosen"] == "vote" and "fewer than" in v["why"] for v in rep.info["learner"].values())
+    vote = ds.values("noisy.detections.ensemble_any", unwind=True)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="vote")
+    assert ds.values("noisy.detections.ensemble_any", unwind=True) == vote
+    # No trusted subset at all: the vote, whatever the learner.
+    ds.untag_samples("verified")
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="stack", min_stack_positives=1)
+    assert rep.info["learner"]["any"]["chosen"] == "vote"
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"method": "bogus"}, "method"), ({"learner": "bogus"}, "learner"),
+    ({"tag_fraction": 5}, "tag_fraction"), ({"tag_fraction": float("nan")}, "tag_fraction"),
+    ({"prior_auroc": float("nan")}, "prior_auroc"), ({"sharpness": float("nan")}, "sharpness"),
+    ({"min_stack_positives": 0}, "min_stack_positives"), ({"cv_folds": 1}, "cv_folds"),
+    ({"issues": ["bogus"]}, "unknown issues"),
+])
+def test_bad_params_fail_before_any_write(noisy, kw, msg):
+    ds = noisy
+    _write(ds, "cleanlab_badloc", lambda t: 0.1 if t == "badloc" else 0.9)
+    with pytest.raises(ValueError, match=msg):
+        compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, **kw)
+    assert ds.count("noisy.detections.ensemble_any") == 0
+    assert "label_grader_ensemble" not in ds.list_runs()
