@@ -233,7 +233,13 @@ def test_logits_attribute_is_softmaxed(synthetic_dataset):
     ds.set_label_values("predictions.detections.logits", vals)
     report = run_cleanlab(ds, probs_attr="logits")
     assert report.info["prob_source"] == cleanlab_judge.PROB_SOURCE_LOGITS
+    # default: only entries that can change a score (own class, >= min(low, high) threshold)
     inputs = build_inputs(ds, CleanlabParams(probs_attr="logits"), RunReport("x"))
+    p = np.concatenate([a[:, 4] for img in inputs.predictions for a in img])
+    assert np.allclose(p, 1 / (1 + np.exp(-4)))
+    # min_class_prob=0.0: cleanlab's plain input, every class of every box
+    inputs = build_inputs(ds, CleanlabParams(probs_attr="logits", min_class_prob=0.0),
+                          RunReport("x"))
     p = np.concatenate([a[:, 4] for img in inputs.predictions for a in img])
     assert np.allclose(sorted(set(np.round(p, 6))), sorted({round(float(1 / (1 + np.exp(-4))), 6),
                                                             round(float(1 / (1 + np.exp(4))), 6)}))
