@@ -297,3 +297,118 @@ def test_support_is_max_iou_with_confident_predictions(coco_preds):
             n += 1
             n_zero += d.cleanlab_support == 0
     assert n == 939 and 0 < n_zero < n
+
+
+def _scores_by_label(ds):
+    out = {}
+    for a in ("cleanlab_badloc", "cleanlab_swap", "cleanlab_support", "cleanlab_swap_pred_id",
+              "cleanlab_badloc_pred_id"):
+        out[a] = _written(ds, a)
+    out["quality"] = dict(zip(*ds.values(["id", "cleanlab_label_quality"])))
+    out["issue"] = dict(zip(*ds.values(["id", "cleanlab_issue"])))
+    out["tags"] = dict(zip(ds.values("ground_truth.detections.id", unwind=True),
+                           map(sorted, ds.values("ground_truth.detections.tags", unwind=True))))
+    out["overlooked"] = sorted(ds.values(
+        "ground_truth_overlooked.detections.cleanlab_overlooked", unwind=True))
+    return out
+
+
+def test_streamed_chunks_equal_one_pass(coco_preds):
+    """Scores in chunks of 7 samples (dataset-wide stats shared) equal one in-memory pass."""
+    run_cleanlab(coco_preds)
+    one = _scores_by_label(coco_preds)
+    cleanlab_judge.MAX_CACHED_SAMPLES, old = 0, cleanlab_judge.MAX_CACHED_SAMPLES
+    try:
+        report = run_cleanlab(coco_preds, chunk_size=7)
+    finally:
+        cleanlab_judge.MAX_CACHED_SAMPLES = old
+    assert report.samples_scored == 128 and report.labels_scored == 939
+    assert _scores_by_label(coco_preds) == one
+
+
+def test_confidence_only_boxes_are_not_spread_and_scores_stay_exact(tmp_path):
+    """A confidence-only box enters only its class; cleanlab's box scores on the fully spread
+    K-class input (min_class_prob=0.0) are identical, and no Pool is ever forked."""
+    import multiprocessing
+
+    paths = write_random_images(tmp_path / "imgs", 12, size=(120, 160))
+    rng = np.random.default_rng(3)
+    classes = [f"c{i}" for i in range(6)]
+    ds = fo.Dataset()
+    samples = []
+    for p in paths:
+        gt, pr = [], []
+        for _ in range(4):
+            x, y = rng.uniform(0.05, 0.5, size=2)
+            w, h = rng.uniform(0.1, 0.4, size=2)
+            c = str(rng.choice(classes))
+            gt.append(fo.Detection(label=c, bounding_box=[x, y, w, h]))
+            c2 = c if rng.uniform() < 0.7 else str(rng.choice(classes))
+            pr.append(fo.Detection(label=c2, bounding_box=[x + rng.normal(0, 0.02), y, w, h],
+                                   confidence=float(rng.choice([0.05, 0.6, 0.97, 0.99]))))
+        samples.append(fo.Sample(filepath=p, ground_truth=fo.Detections(detections=gt),
+                                 predictions=fo.Detections(detections=pr)))
+    ds.add_samples(samples)
+    ds.compute_metadata()
+    params = dict(classes=classes, badloc_threshold=0.5, swap_threshold=0.5,
+                  overlooked_threshold=0.5)
+    lean = build_inputs(ds, CleanlabParams(**params), RunReport("x"))
+    full = build_inputs(ds, CleanlabParams(min_class_prob=0.0, **params), RunReport("x"))
+    assert sum(len(a) for img in lean.predictions for a in img) == 48       # one entry per box
+    assert sum(len(a) for img in full.predictions for a in img) == 48 * 6   # spread to all K
+    kw = dict(labels=full.labels, predictions=full.predictions)
+    for fn in (cl_rank.compute_badloc_box_scores, cl_rank.compute_swap_box_scores):
+        a, b = fn(**kw), fn(labels=lean.labels, predictions=lean.predictions)
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b))
+    assert np.array_equal(cl_rank.get_label_quality_scores(lean.labels, lean.predictions),
+                          cl_rank.get_label_quality_scores(full.labels, full.predictions))
+
+    def no_pool(*a, **k):
+        raise AssertionError("the judge must not fork a Pool (it runs inside the App server)")
+
+    orig, orig_cl = multiprocessing.Pool, cl_filter.Pool
+    multiprocessing.Pool = cl_filter.Pool = no_pool
+    try:
+        report = run_cleanlab(ds, **{k: v for k, v in params.items() if k != "classes"},
+                              classes=classes)
+        run_cleanlab(ds, classes=classes, overwrite=True)   # default rule: per-class AP
+    finally:
+        multiprocessing.Pool, cl_filter.Pool = orig, orig_cl
+    assert report.samples_scored == 12
+    got = _written(ds, "cleanlab_badloc")
+    exp = cl_rank.compute_badloc_box_scores(**kw)
+    for i, ids in enumerate(full.gt_ids):
+        for r, lid in enumerate(ids):
+            assert got[lid] == float(exp[i][r])
+    ds.delete()
+
+
+def test_output_field_guards_and_no_side_effects(synthetic_dataset):
+    ds = synthetic_dataset
+    ds.default_classes = []
+    ds.save()
+    before = _gt_snapshot(ds)
+    ds.clone_sample_field("predictions", "other_dets")
+    with pytest.raises(ValueError, match="not written by the cleanlab judge"):
+        run_cleanlab(ds, overlooked_field="other_dets")
+    ds.add_sample_field("a_string", fo.StringField)
+    with pytest.raises(ValueError, match="not a Detections field"):
+        run_cleanlab(ds, overlooked_field="a_string")
+    assert ds.count("other_dets.detections") == 18          # untouched
+    assert ds.count("ground_truth.detections.cleanlab_badloc") == 0   # nothing written
+    run_cleanlab(ds)
+    assert ds.classes == {}                                  # no dataset.classes side effect
+    assert ds.get_run_info(cleanlab_judge.RUN_KEY).config.report["info"]["class_list"] == ["cat", "dog"]
+    assert _gt_snapshot(ds) == before
+
+
+def test_nothing_scorable_raises_before_any_write(synthetic_dataset):
+    ds = synthetic_dataset
+    run_cleanlab(ds)
+    n = ds.count("ground_truth.detections.cleanlab_badloc")
+    q = ds.values("cleanlab_label_quality")
+    ds.set_values("predictions", [None] * len(ds))
+    with pytest.raises(ValueError, match="Nothing to score"):
+        run_cleanlab(ds)
+    assert ds.count("ground_truth.detections.cleanlab_badloc") == n   # earlier scores kept
+    assert ds.values("cleanlab_label_quality") == q
