@@ -130,7 +130,7 @@ def _truth_from_tags(collection, gt_field: str, label_ids: Sequence[str]) -> lis
     return [by_id.get(l, CLEAN) for l in label_ids]
 
 
-LEARNERS = ("auto", "vote", "stack")
+LEARNERS = ("auto", "vote", "stack", "self")
 METHODS = ("mean", "stouffer")
 
 
@@ -194,20 +194,28 @@ def vote_weights(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue:
     return weights, "trusted", reliab
 
 
-def stack_features(pct: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+def stack_features(pct: dict[str, np.ndarray],
+                   names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Feature matrix for the learned ensemble: each score's percentile (0.5 where unscored)
-    and, for scores that abstain on some labels, an explicit missing-indicator column."""
-    cols, names = [], []
-    for name in sorted(pct):
-        p = pct[name]
+    and, for scores that abstain on some labels, an explicit missing-indicator column.
+
+    ``names`` (from an earlier call) rebuilds the same columns on other labels.
+    """
+    if names is None:
+        names = []
+        for name in sorted(pct):
+            miss = ~np.isfinite(pct[name])
+            names.append(name)
+            if miss.any() and not miss.all():
+                names.append(f"{name}:missing")
+    n = len(next(iter(pct.values()))) if pct else 0
+    cols = []
+    for name in names:
+        p = pct.get(name[:-len(":missing")] if name.endswith(":missing") else name, np.full(n, np.nan))
         miss = ~np.isfinite(p)
-        cols.append(np.where(miss, 0.5, p))
-        names.append(name)
-        if miss.any() and not miss.all():
-            cols.append(miss.astype(float))
-            names.append(f"{name}:missing")
-    X = np.stack(cols, axis=1) if cols else np.zeros((0, 0))
-    return X, names
+        cols.append(miss.astype(float) if name.endswith(":missing") else np.where(miss, 0.5, p))
+    X = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+    return X, list(names)
 
 
 def _make_model(kind: str, seed: int):
@@ -265,6 +273,66 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
             "folds": n_splits}
 
 
+#: Judges the self-supervised learner can re-run on a copy (cheap: no new model forward pass).
+SELF_SUPERVISED_JUDGES = ("cleanlab", "consistency")
+
+
+def fit_self_supervised(collection, gt_field: str, pred_field: str | None,
+                        issues: Sequence[str], seed: int = 0, rates: dict | None = None,
+                        cleanlab_kwargs: dict | None = None,
+                        abstain_floor: float | None = 0.5) -> dict[str, dict]:
+    """Fit a stacker per issue on errors injected into a copy of the user's own labels.
+
+    A temporary dataset holds only ``gt_field`` (and ``pred_field``); :func:`grader.noise.inject_errors`
+    adds known errors, the cheap judges (:data:`SELF_SUPERVISED_JUDGES`) score the noisy copy,
+    and per issue a logistic regression and a gradient-boosted model are compared by
+    cross-validated AUROC on it. The user's dataset is not written. Returns
+    ``{issue: {"model", "features", "chosen", "cv_auroc"}}``.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from .judges.consistency import run_consistency
+    from .noise import DEFAULT_RATES, TRUTH_ATTR, inject_errors
+
+    fields = [gt_field] + ([pred_field] if pred_field else [])
+    tmp = collection.select_fields(fields).clone()
+    try:
+        inject_errors(tmp, gt_field, "_lg_selfsup", rates=rates or DEFAULT_RATES, seed=seed)
+        if pred_field:
+            from .judges.cleanlab import run_cleanlab
+
+            run_cleanlab(tmp, "_lg_selfsup", pred_field, **(cleanlab_kwargs or {}))
+        run_consistency(tmp, "_lg_selfsup")
+        specs = [s for s in present_score_specs(tmp, "_lg_selfsup")
+                 if s.judge in SELF_SUPERVISED_JUDGES]
+        ls = read_label_scores(tmp, "_lg_selfsup", truth_attr=TRUTH_ATTR, specs=specs,
+                               trusted_tag="")
+        truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
+        pct = {n: percentiles(floor_as_abstention(c, abstain_floor) if abstain_floor else c)
+               for n, c in ls.columns.items()}
+        X, names = stack_features(pct)
+        out = {}
+        for issue in list(issues) + ["any"]:
+            pos = (truth != CLEAN) if issue == "any" else (truth == issue)
+            sel = pos | (truth == CLEAN)
+            y = pos[sel].astype(int)
+            if y.sum() < 5 or (1 - y).sum() < 5:
+                continue
+            folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+            cv = {}
+            for kind in ("logistic", "hgb"):
+                aucs = [auroc(y[te], _make_model(kind, seed).fit(X[sel][tr], y[tr])
+                              .predict_proba(X[sel][te])[:, 1])
+                        for tr, te in folds.split(X[sel], y)]
+                cv[kind] = float(np.nanmean(aucs))
+            kind = max(cv, key=lambda k: _finite_or(cv[k], -1.0))
+            out[issue] = {"model": _make_model(kind, seed).fit(X[sel], y), "features": names,
+                          "chosen": f"self:{kind}", "cv_auroc": cv}
+        return out
+    finally:
+        tmp.delete()
+
+
 def _finite_or(x: float, default: float) -> float:
     return x if x is not None and math.isfinite(x) else default
 
@@ -275,7 +343,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      prior_auroc: float = 0.75, prior_strength: float = 10.0,
                      abstain_floor: float | None = 0.5, method: str = "stouffer",
                      learner: str = "auto", min_stack_positives: int = 10,
-                     cv_folds: int = 5, seed: int = 0,
+                     cv_folds: int = 5, seed: int = 0, exclude_judges: Sequence[str] = (),
+                     pred_field: str | None = None, self_supervised: dict | None = None,
                      tag_fraction: float = 0.05, write: bool = True) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
@@ -283,13 +352,18 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     least ``min_stack_positives`` trusted errors of an issue, choose among the vote, a
     class-balanced logistic regression and a gradient-boosted tree model on the scores'
     percentiles by ``cv_folds``-fold cross-validated AUROC on the trusted labels; below that,
-    the vote). Tags the top ``tag_fraction`` of scored labels per issue
+    the vote). ``"self"``: like ``"auto"``, but where the trusted subset is too small the
+    scores of the cheap judges are combined by a model fitted on errors injected into a copy of
+    these labels (:func:`fit_self_supervised`; ``pred_field`` is the predictions cleanlab used,
+    ``self_supervised`` extra keyword arguments for it). Tags the top ``tag_fraction`` of scored labels per issue
     ``suspect:ensemble_<issue>``. Returns a report whose ``info`` holds the weights, their
     source, the trusted counts and, per issue, the learner chosen with its CV AUROC.
+    ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
+    baseline out of the ensemble it is compared with).
     """
     _validate(method, learner, tag_fraction, min_positives, min_negatives, min_stack_positives,
               sharpness, prior_auroc, prior_strength, cv_folds)
-    specs = present_score_specs(collection, gt_field, exclude_judges=[JUDGE])
+    specs = present_score_specs(collection, gt_field, exclude_judges=[JUDGE, *exclude_judges])
     report = RunReport(judge=JUDGE)
     if not specs:
         raise ValueError(f"no judge scores found on '{gt_field}'; run a judge (e.g. run_cleanlab) first. "
@@ -315,6 +389,10 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
 
+    selfsup: dict[str, dict] = {}
+    if learner == "self":
+        selfsup = fit_self_supervised(collection, gt_field, pred_field, issues, seed=seed,
+                                      abstain_floor=abstain_floor, **(self_supervised or {}))
     scores: dict[str, np.ndarray] = {}
     weights_all: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
@@ -335,6 +413,13 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             scores[issue] = fit["scores"]
             learners[issue] = {"chosen": fit["chosen"], "folds": fit["folds"],
                                "cv_auroc": {k: round(v, 4) for k, v in fit["cv_auroc"].items()}}
+        elif issue in selfsup:
+            m = selfsup[issue]
+            X, _ = stack_features(pct, m["features"])
+            scores[issue] = m["model"].predict_proba(X)[:, 1]
+            learners[issue] = {"chosen": m["chosen"],
+                               "cv_auroc": {k: round(v, 4) for k, v in m["cv_auroc"].items()},
+                               "why": f"fewer than {min_stack_positives} trusted errors"}
         else:
             scores[issue] = combine(pct, weights, method)
             learners[issue] = {"chosen": "vote",

@@ -107,6 +107,16 @@ def test_core_functions_and_bad_params(coco128):
     same, anyc, dup = duplicate_scores(b, ["a", "a", "b"])
     assert same[2] == 0 and same[0] == same[1] > 0.8 and anyc[2] == 0
     assert dup[1] > dup[0]            # no evidence: the later box of the pair first
+    # The batched numpy IoU agrees with pycocotools (grader.boxes.iou_matrix).
+    from grader.boxes import iou_matrix
+
+    rng = np.random.default_rng(3)
+    rb = np.c_[rng.uniform(0, 0.5, (12, 2)), rng.uniform(0.05, 0.5, (12, 2))]
+    xyxy = np.c_[rb[:, :2], rb[:, :2] + rb[:, 2:]]
+    ref = iou_matrix(xyxy, xyxy)
+    np.fill_diagonal(ref, 0)
+    _, anyc, _ = duplicate_scores(rb, ["a"] * 12)
+    assert np.allclose(anyc, ref.max(axis=1))
     same, _, dup = duplicate_scores(b, ["a", "a", "b"], weakness=np.array([0.9, 0.1, np.nan]))
     assert dup[0] == pytest.approx(same[0]) and dup[1] == pytest.approx(same[1] / 2)
     feats = np.r_[np.random.default_rng(0).normal(0, 1, (30, 2)), [[8.0, 0.0]]]

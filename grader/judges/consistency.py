@@ -1,7 +1,8 @@
 """Consistency judge: duplicate boxes and per-class geometry outliers, from the labels alone.
 
 Model-free and prediction-free: it reads the ground-truth field once, computes everything in
-numpy (one pairwise IoU matrix per image, one median/MAD per class) and writes in one bulk pass.
+numpy (pairwise IoU for all images with the same box count in one batch, one median/MAD per
+class) and writes in one bulk pass.
 
 Scores written on every GT detection (all HIGH = suspect):
 
@@ -26,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .. import fields as lgf
-from ..boxes import BOX_DEGENERATE, iou_matrix, sanitize_rel_boxes
+from ..boxes import BOX_DEGENERATE, sanitize_rel_boxes
 from ..report import RunReport
 
 JUDGE = "consistency"
@@ -39,8 +40,36 @@ _NOT_EVIDENCE = ("consistency", "ensemble")
 _MAD_TO_SIGMA = 0.6745
 
 
-def _xyxy(b: np.ndarray) -> np.ndarray:
-    return np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
+def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarray):
+    """Duplicate scores for G images padded to M boxes: ``b`` (G, M, 4) xywh, ``codes`` (G, M)
+    class codes, ``w`` (G, M) weakness (NaN = unknown), ``n`` (G,) real box counts."""
+    G, M, _ = b.shape
+    x1, y1 = b[..., 0], b[..., 1]
+    x2, y2 = x1 + b[..., 2], y1 + b[..., 3]
+    iw = np.clip(np.minimum(x2[:, :, None], x2[:, None, :]) - np.maximum(x1[:, :, None], x1[:, None, :]), 0, None)
+    ih = np.clip(np.minimum(y2[:, :, None], y2[:, None, :]) - np.maximum(y1[:, :, None], y1[:, None, :]), 0, None)
+    inter = iw * ih
+    area = b[..., 2] * b[..., 3]
+    union = area[:, :, None] + area[:, None, :] - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    idx = np.arange(M)
+    valid = idx[None, :] < n[:, None]
+    iou = iou * (valid[:, :, None] & valid[:, None, :])
+    iou[:, idx, idx] = 0.0
+    iou_same = np.where(codes[:, :, None] == codes[:, None, :], iou, 0.0)
+    best_same = iou_same.max(axis=2)
+    best_any = iou.max(axis=2)
+    partner = iou_same.argmax(axis=2)
+    wj = np.take_along_axis(w, partner, axis=1)
+    both = np.isfinite(w) & np.isfinite(wj) & (w != wj)
+    # Without evidence on both boxes: the later box in the list (the one drawn second).
+    later = idx[None, :] > partner
+    weaker = np.where(both, w > wj, later)
+    # Evidence decides: the better-supported box of the pair drops to half its IoU. Without
+    # it the pair stays tied, but for a hair (1e-3) that puts the later box first.
+    drop = np.where(both, 0.5 * best_same, 1e-3)
+    dup = np.where(weaker, best_same, np.maximum(best_same - drop, 0.0))
+    return best_same, best_any, dup
 
 
 def duplicate_scores(boxes: np.ndarray, labels: Sequence[str],
@@ -51,29 +80,11 @@ def duplicate_scores(boxes: np.ndarray, labels: Sequence[str],
     per-box evidence against the box (higher = weaker, NaN = unknown).
     """
     n = len(boxes)
-    if n < 2:
-        z = np.zeros(n)
-        return z, z.copy(), z.copy()
-    iou = iou_matrix(_xyxy(boxes), _xyxy(boxes))
-    np.fill_diagonal(iou, 0.0)
-    lab = np.asarray(labels, dtype=object)
-    same = lab[:, None] == lab[None, :]
-    iou_same = np.where(same, iou, 0.0)
-    best_same = iou_same.max(axis=1)
-    best_any = iou.max(axis=1)
-    partner = iou_same.argmax(axis=1)
-    idx = np.arange(n)
+    _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
     w = np.full(n, np.nan) if weakness is None else np.asarray(weakness, dtype=float)
-    wi, wj = w, w[partner]
-    both = np.isfinite(wi) & np.isfinite(wj) & (wi != wj)
-    # Without evidence on both boxes: the later box in the list (the one drawn second).
-    later = np.where(idx != partner, idx > partner, False)
-    # Evidence decides: the better-supported box of the pair drops to half its IoU. Without
-    # it the pair stays tied, but for a hair (1e-3) that puts the later box first.
-    weaker = np.where(both, wi > wj, later)
-    drop = np.where(both, 0.5 * best_same, 1e-3)
-    dup = np.where(weaker, best_same, np.maximum(best_same - drop, 0.0))
-    return best_same, best_any, dup
+    out = _pairwise_batch(np.asarray(boxes, dtype=float).reshape(1, n, 4), codes.reshape(1, n),
+                          w.reshape(1, n), np.array([n]))
+    return tuple(o[0] for o in out)
 
 
 def robust_z(x: np.ndarray) -> np.ndarray:
@@ -89,12 +100,15 @@ def robust_z(x: np.ndarray) -> np.ndarray:
 def outlier_scores(feats: np.ndarray, classes: np.ndarray, min_class_size: int = 10) -> np.ndarray:
     """Max robust |z| over the feature columns within each class; NaN for small classes."""
     out = np.full(len(classes), np.nan)
-    for c in np.unique(classes):
-        m = classes == c
-        if m.sum() < min_class_size:
+    _, codes = np.unique(np.asarray(classes, dtype=object).astype(str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.r_[0, np.nonzero(np.diff(codes[order]))[0] + 1, len(codes)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a < min_class_size:
             continue
-        f = feats[m]
-        out[m] = np.max(np.stack([robust_z(f[:, k]) for k in range(f.shape[1])], axis=1), axis=1)
+        rows = order[a:b]
+        f = feats[rows]
+        out[rows] = np.max(np.stack([robust_z(f[:, k]) for k in range(f.shape[1])], axis=1), axis=1)
     return out
 
 
@@ -111,23 +125,46 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                        widths: Sequence[float | None], heights: Sequence[float | None],
                        weakness: list[np.ndarray] | None = None,
                        min_class_size: int = 10) -> dict[str, list[np.ndarray]]:
-    """Every consistency score for every image's (valid) boxes: the pure-numpy core."""
-    out = {a: [] for a in ATTRS}
-    for i, b in enumerate(boxes):
-        same, anyc, dup = duplicate_scores(b, labels[i], None if weakness is None else weakness[i])
-        out["consistency_dup_iou"].append(same)
-        out["consistency_dup_iou_any"].append(anyc)
-        out["consistency_duplicate"].append(dup)
-    sizes = [len(b) for b in boxes]
-    if sum(sizes):
-        allb = np.concatenate([b for b in boxes if len(b)])
-        wv = np.repeat([float(w) if w else np.nan for w in widths], sizes)
-        hv = np.repeat([float(h) if h else np.nan for h in heights], sizes)
-        cls = np.asarray([l for ls in labels for l in ls], dtype=object)
-        o = outlier_scores(geometry_features(allb, wv, hv), cls, min_class_size)
-        out["consistency_outlier"] = np.split(o, np.cumsum(sizes)[:-1])
-    else:
-        out["consistency_outlier"] = [np.zeros(0) for _ in boxes]
+    """Every consistency score for every image's (valid) boxes: the pure-numpy core.
+
+    Images are batched by box count, so the pairwise IoU of thousands of images is one numpy
+    expression per batch instead of a Python loop.
+    """
+    sizes = np.array([len(b) for b in boxes], dtype=int)
+    out = {a: [np.zeros(k) for k in sizes] for a in ATTRS}
+    if not sizes.sum():
+        return out
+    flat_labels = np.asarray([l for ls in labels for l in ls], dtype=object).astype(str)
+    _, flat_codes = np.unique(flat_labels, return_inverse=True)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    bucket = np.where(sizes > 1, sizes, 0)
+    # Cap a batch at ~4M pair entries to bound memory on images with hundreds of boxes.
+    for m in np.unique(bucket[bucket > 0]):
+        imgs = np.nonzero(bucket == m)[0]
+        step = max(1, int(4_000_000 // (m * m)))
+        for c0 in range(0, len(imgs), step):
+            chunk = imgs[c0:c0 + step]
+            G = len(chunk)
+            b = np.zeros((G, m, 4))
+            codes = np.full((G, m), -1, dtype=np.int64)
+            w = np.full((G, m), np.nan)
+            for g, i in enumerate(chunk):
+                k = sizes[i]
+                b[g, :k] = boxes[i]
+                codes[g, :k] = flat_codes[starts[i]:starts[i] + k]
+                if weakness is not None:
+                    w[g, :k] = weakness[i]
+            same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk])
+            for g, i in enumerate(chunk):
+                k = sizes[i]
+                out["consistency_dup_iou"][i] = same[g, :k]
+                out["consistency_dup_iou_any"][i] = anyc[g, :k]
+                out["consistency_duplicate"][i] = dup[g, :k]
+    allb = np.concatenate([b for b in boxes if len(b)])
+    wv = np.repeat([float(w) if w else np.nan for w in widths], sizes)
+    hv = np.repeat([float(h) if h else np.nan for h in heights], sizes)
+    o = outlier_scores(geometry_features(allb, wv, hv), flat_labels, min_class_size)
+    out["consistency_outlier"] = np.split(o, np.cumsum(sizes)[:-1])
     return out
 
 
