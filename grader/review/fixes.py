@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import fiftyone as fo
 import fiftyone.core.sample as fos
 from bson import Binary, ObjectId
+from pymongo import UpdateOne
 
 from grader.fields import detections_path
 from grader.redact import redact
@@ -412,19 +413,24 @@ def _chunks(seq: list, n: int):
 
 def _apply_bulk_tag(dataset, field: str, pairs: list[tuple[ObjectId, ObjectId]], tag: str,
                     add: bool, rec: FixRecord | None = None, start_chunk: int = 0) -> None:
-    """``$addToSet``/``$pull`` ``tag`` on labels ``(sample_oid, label_oid)``: one update_many per
+    """``$addToSet``/``$pull`` ``tag`` on labels ``(sample_oid, label_oid)``: one bulk write per
     chunk, addressed by label id through array filters; progress is noted on ``rec``."""
     coll = _coll(dataset)
     op = "$addToSet" if add else "$pull"
+    now = _now()
     for k, chunk in enumerate(_chunks(pairs, BULK_CHUNK)):
         if k < start_chunk:
             continue
-        sids = list({s for s, _ in chunk})
-        lids = [l for _, l in chunk]
-        coll.update_many({"_id": {"$in": sids}},
-                         {op: {f"{field}.detections.$[d].tags": tag},
-                          "$set": {"last_modified_at": _now()}},
-                         array_filters=[{"d._id": {"$in": lids}}])
+        # one UpdateOne per sample naming only its own label ids: a single update_many with a
+        # chunk-wide $in array filter costs MongoDB ~10 ms per document (bench/bulk_accept.py)
+        per_sample: dict[ObjectId, list[ObjectId]] = {}
+        for s, l in chunk:
+            per_sample.setdefault(s, []).append(l)
+        ops = [UpdateOne({"_id": s}, {op: {f"{field}.detections.$[d].tags": tag},
+                                      "$set": {"last_modified_at": now}},
+                         array_filters=[{"d._id": {"$in": ls}}])
+               for s, ls in per_sample.items()]
+        coll.bulk_write(ops, ordered=False)
         if rec is not None:
             _log.set_progress(dataset, rec, k + 1)
     _refresh(dataset, {str(s) for s, _ in pairs})
