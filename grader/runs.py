@@ -202,3 +202,97 @@ def run_lease(collection, run_key: str, params: Mapping[str, Any], *,
                          started_at=started, finished_at=_now().isoformat())
     finally:
         lease.release()
+
+
+# --- sharded runs -------------------------------------------------------------------------
+# A sharded run splits the collection into contiguous ranges of sorted sample ids (a
+# deterministic split), records a *plan* document (parameters, shared dataset-wide statistics,
+# range bounds) and lets any worker run any shard; each shard takes its own lease, skips
+# samples this configuration already scored, and marks itself done. The worker that completes
+# the last shard (an atomic conditional update) finalises the run.
+
+SHARDS_COLLECTION = "label_grader_shards"
+
+
+def _plans():
+    import fiftyone.core.odm as foo_odm
+
+    return foo_odm.get_db_conn()[SHARDS_COLLECTION]
+
+
+def split_bounds(sample_ids: list[str], num_shards: int) -> list[str | None]:
+    """``num_shards + 1`` id bounds cutting the sorted ids into near-equal contiguous ranges
+    (shard i holds ``bounds[i] <= id < bounds[i+1]``; ``None`` = unbounded)."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    ids = sorted(sample_ids)
+    n = len(ids)
+    cuts = [ids[(n * i) // num_shards] if (n * i) // num_shards < n else None
+            for i in range(1, num_shards)]
+    return [None] + cuts + [None]
+
+
+def shard_range_view(collection, bounds: list[str | None], index: int):
+    """Shard ``index`` of ``collection``: its range of sample ids (same split on every worker)."""
+    from bson import ObjectId
+    from fiftyone import ViewField as F
+
+    lo, hi = bounds[index], bounds[index + 1]
+    if index > 0 and lo is None:
+        return collection.limit(0)   # fewer samples than shards: this one is empty
+    view = collection
+    if lo is not None:
+        view = view.match(F("_id") >= ObjectId(lo))
+    if hi is not None:
+        view = view.match(F("_id") < ObjectId(hi))
+    return view
+
+
+def create_plan(collection, run_key: str, resource: str | None, num_shards: int, config: str,
+                payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Record (or reset, for a re-queue of the same configuration) the plan of a sharded run."""
+    pid = f"{lease_id(collection, run_key, resource)}/{config}"
+    doc = {"dataset_id": str(collection._dataset._doc.id), "run_key": run_key,
+           "resource": resource, "num_shards": int(num_shards), "config": config,
+           "payload": dict(payload),
+           "bounds": split_bounds(collection.values("id"), num_shards),
+           "done": [], "scored": {}, "holders": {}, "finalized": False, "completed": False,
+           "created_at": _now()}
+    _plans().replace_one({"_id": pid}, doc, upsert=True)
+    return {"_id": pid, **doc}
+
+
+def get_plan(plan_id: str) -> dict[str, Any]:
+    doc = _plans().find_one({"_id": plan_id})
+    if doc is None:
+        raise ValueError(f"No sharded run plan '{plan_id}'")
+    return doc
+
+
+def add_scored(plan_id: str, index: int, n: int, holder: str | None = None) -> None:
+    """Count ``n`` samples scored by shard ``index`` (per chunk, so partial work is visible)
+    and note which lease holder (host:pid:...) did it."""
+    update: dict[str, Any] = {"$inc": {f"scored.{index}": int(n)}}
+    if holder:
+        update["$addToSet"] = {f"holders.{index}": holder}
+    _plans().update_one({"_id": plan_id}, update)
+
+
+def mark_shard_done(plan_id: str, index: int) -> bool:
+    """Mark shard ``index`` done; ``True`` for exactly one caller: the one that must finalise."""
+    doc = _plans().find_one_and_update({"_id": plan_id}, {"$addToSet": {"done": int(index)}},
+                                       return_document=ReturnDocument.AFTER)
+    if doc is None or len(doc["done"]) < doc["num_shards"]:
+        return False
+    res = _plans().update_one({"_id": plan_id, "finalized": False},
+                              {"$set": {"finalized": True, "finalized_at": _now()}})
+    return res.modified_count == 1
+
+
+def shard_lease_id(plan_id: str, index: int) -> str:
+    return f"{plan_id}/shard{index}"
+
+
+def mark_plan_complete(plan_id: str) -> None:
+    """Set once the final step (run record etc.) has been written."""
+    _plans().update_one({"_id": plan_id}, {"$set": {"completed": True, "completed_at": _now()}})

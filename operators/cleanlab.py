@@ -5,8 +5,9 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from cleanlab.internal import constants as cl_const
 
-from grader.judges.cleanlab import run_cleanlab
+from grader.judges.cleanlab import plan_sharded_run, run_cleanlab, run_shard
 
+from ._shards import add_shards_input, make_shard_operator, queue_shards
 from ._common import (
     add_detection_field_input,
     add_target_input,
@@ -47,6 +48,7 @@ class RunCleanlab(foo.Operator):
                          label=f"Tag {name} when score <= (blank: cleanlab's per-class rule)")
         inputs.str("overlooked_field", required=False,
                    label="Overlooked candidates field (default: <gt>_overlooked)")
+        add_shards_input(inputs)
         return types.Property(inputs, view=types.View(label="cleanlab ObjectLab"))
 
     def execute(self, ctx):
@@ -54,7 +56,17 @@ class RunCleanlab(foo.Operator):
         kwargs = {k: p[k] for k in (
             "probs_attr", "high_probability_threshold", "low_probability_threshold", "alpha",
             "badloc_threshold", "swap_threshold", "overlooked_threshold", "overlooked_field",
+            "chunk_size", "lease_ttl_s",
         ) if p.get(k) is not None}
+        num_shards = int(p.get("num_shards") or 1)
+        if num_shards > 1:
+            # First pass here (dataset-wide statistics), then one delegated op per shard.
+            view = target_view(ctx)
+            plan = plan_sharded_run(view, num_shards, p.get("gt_field", "ground_truth"),
+                                    p.get("pred_field", "predictions"), **kwargs)
+            ops = queue_shards(view, "run_cleanlab_shard", plan)
+            return {"info": {"plan_id": plan["_id"], "queued_shards": len(ops),
+                             "delegated_operation_ids": ops}}
         report = run_cleanlab(
             target_view(ctx), p.get("gt_field", "ground_truth"),
             p.get("pred_field", "predictions"),
@@ -67,4 +79,6 @@ class RunCleanlab(foo.Operator):
         return report_output("cleanlab results")
 
 
-OPERATORS = [RunCleanlab]
+RunCleanlabShard = make_shard_operator("run_cleanlab_shard", "cleanlab shard", run_shard)
+
+OPERATORS = [RunCleanlab, RunCleanlabShard]
