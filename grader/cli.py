@@ -33,33 +33,46 @@ def _load_dataset(args):
 
 
 def cmd_demo(args) -> int:
-    """Load coco128, predict with YOLOv3-tiny, score with cleanlab, print the worst labels."""
-    from . import detectors, io
-    from .judges import cleanlab as cleanlab_judge
+    """Load coco128 and grade it in one call (YOLOX-Nano, every judge that can run, the
+    ensemble); print the most suspect labels and the top overlooked-object candidates."""
+    from . import io
+    from .grade import grade
 
     data = Path(args.data or default_data_dir())
     root = data / "coco128"
     if not (root / "labels.json").exists():
         raise SystemExit(f"coco128 not found under {data}; set LABEL_GRADER_DATA or --data")
+    os.environ.setdefault("LABEL_GRADER_DETECTORS", str(data / "detectors"))
     ds = io.load_coco(str(root / "images"), str(root / "labels.json"), name=args.name,
                       overwrite=True)
     ds.persistent = args.persistent
     print(f"Loaded '{ds.name}': {len(ds)} images, {ds.count('ground_truth.detections')} boxes")
-    rep = detectors.run_detector(ds, model="yolov3-tiny", detectors_dir=str(data / "detectors"))
+    opts = {}
+    if args.high_probability_threshold is not None:
+        opts["cleanlab"] = {"high_probability_threshold": args.high_probability_threshold}
+    rep = grade(ds, "ground_truth", detector=args.detector, **opts)
     print(rep.summary())
-    rep = cleanlab_judge.run_cleanlab(ds, high_probability_threshold=args.high_probability_threshold)
-    print(rep.summary())
-    print("\nMost suspect labels (cleanlab score, low = suspect):")
-    print(f"{'score':>8}  {'issue':7} {'label':14} {'suggest':12} image")
-    for r in cleanlab_judge.suspects(ds, limit=args.top):
-        print(f"{r['score']:8.4f}  {r['issue']:7} {r['label']:14} {str(r['suggested_label'] or ''):12} "
-              f"{os.path.basename(r['filepath'])}")
-    worst = ds.sort_by("cleanlab_label_quality").limit(5)
-    print("\nLowest image label quality:")
-    for fp, q in zip(*worst.values(["filepath", "cleanlab_label_quality"])):
-        print(f"  {q:.4f}  {os.path.basename(fp)}")
-    ov = ds.count("ground_truth_overlooked.detections")
-    print(f"\nOverlooked candidates: {ov} (field ground_truth_overlooked)")
+
+    fps, labels, scores, zl, zo = ds.values([
+        "filepath", "ground_truth.detections.label", "ground_truth.detections.ensemble_any",
+        "ground_truth.detections.zoom_label_prob", "ground_truth.detections.zoom_other_label"])
+    rows = [(sc, lab, zlp, zol, fp) for fp, ls, ss, zs, os_ in zip(fps, labels, scores, zl, zo)
+            for lab, sc, zlp, zol in zip(ls or [], ss or [None] * len(ls or []),
+                                        zs or [None] * len(ls or []), os_ or [None] * len(ls or []))
+            if sc is not None]
+    rows.sort(key=lambda r: -r[0])
+    print(f"\nMost suspect labels (ensemble_any, high = suspect):")
+    print(f"{'score':>6}  {'label':14} {'zoom p(label)':>13} {'zoom other':14} image")
+    for sc, lab, zlp, zol, fp in rows[:args.top]:
+        zp = f"{zlp:13.2f}" if zlp is not None else f"{'-':>13}"
+        print(f"{sc:6.3f}  {lab:14} {zp} {str(zol or ''):14} {os.path.basename(fp)}")
+    cl, cs = ds.values(["ground_truth_overlooked.detections.label",
+                        "ground_truth_overlooked.detections.overlooked_score"])
+    cands = sorted(((s, l, os.path.basename(fp)) for fp, ls, ss in zip(fps, cl, cs)
+                    for l, s in zip(ls or [], ss or []) if s is not None), reverse=True)
+    print(f"\nOverlooked-object candidates: {len(cands)} (field ground_truth_overlooked); top:")
+    for s, l, f in cands[:min(args.top, 10)]:
+        print(f"{s:6.3f}  {l:14} {f}")
     return 0
 
 
@@ -114,13 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="label-grader", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="load coco128, predict, run cleanlab, print suspects")
+    d = sub.add_parser("demo", help="load coco128, grade it (YOLOX-Nano + every judge), print suspects")
     d.add_argument("--data", help="folder holding coco128/ and detectors/ (default: ../shared/data)")
     d.add_argument("--name", default="label-grader-demo")
     d.add_argument("--top", type=int, default=15)
     d.add_argument("--persistent", action="store_true", help="keep the dataset for the App")
-    d.add_argument("--high-probability-threshold", type=float, default=0.6,
-                   help="cleanlab default is 0.95; YOLOv3-tiny rarely reaches it, so the demo uses 0.6")
+    d.add_argument("--detector", default="yolox-nano",
+                   help="yolox-nano (default), yolov3-tiny, yolo-fastestv2 or an Ultralytics .onnx path")
+    d.add_argument("--high-probability-threshold", type=float, default=None,
+                   help="cleanlab's threshold (default: grade()'s recommended setting)")
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("cleanlab", help="score an existing dataset with cleanlab ObjectLab")

@@ -28,6 +28,8 @@ class GradeContext:
     pred_field: str | None
     options: dict[str, Any]
     progress: Callable[[str, int, int], None]
+    #: the loaded detector (an ArrayDetector, or a FiftyOne model), shared by every step
+    detector: Any = None
 
     def opt(self, step: str) -> dict[str, Any]:
         """Keyword options for one step (``options[step]``, a dict; ``False`` disables it)."""
@@ -74,8 +76,9 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
     from .detectors import run_detector
 
     o = ctx.opt("detector")
-    model = ctx.options.get("detector_model", DEFAULT_DETECTOR)
-    rep = run_detector(ctx.collection, model=model, label_field=DEFAULT_PRED_FIELD,
+    o.setdefault("overwrite", False)
+    rep = run_detector(ctx.collection, model=ctx.detector, label_field=DEFAULT_PRED_FIELD,
+                       gt_field=ctx.gt_field,
                        progress=lambda d, t: ctx.progress("detector", d, t), **o)
     ctx.pred_field = DEFAULT_PRED_FIELD
     return rep
@@ -84,9 +87,28 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
 def _can_detect(ctx: GradeContext) -> str | None:
     if ctx.pred_field:
         return "predictions given"
-    if ctx.options.get("detector_model", DEFAULT_DETECTOR) in (None, False):
+    if ctx.detector is None:
         return "no detector (detector=None)"
     return None
+
+
+def _needs_detector(ctx: GradeContext) -> str | None:
+    return None if ctx.detector is not None else "no detector (detector=None)"
+
+
+def _run_zoom_step(ctx: GradeContext) -> RunReport:
+    from .judges.zoom import run_zoom
+
+    return run_zoom(ctx.collection, ctx.gt_field, detector=ctx.detector,
+                    progress=lambda d, t: ctx.progress("zoom", d, t), **ctx.opt("zoom"))
+
+
+def _run_overlooked_step(ctx: GradeContext) -> RunReport:
+    from .judges.overlooked import find_overlooked
+
+    return find_overlooked(ctx.collection, ctx.gt_field, detector=ctx.detector,
+                           progress=lambda d, t: ctx.progress("overlooked", d, t),
+                           **ctx.opt("overlooked"))
 
 
 def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
@@ -113,6 +135,10 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
 STEPS: list[Step] = [
     Step("detector", _can_detect, _run_detector_step),
     Step("cleanlab", _has_preds, _run_cleanlab_step),
+    # The detector re-run on a crop around every GT box (swap / badloc / spurious evidence).
+    Step("zoom", _needs_detector, _run_zoom_step),
+    # After cleanlab: merges its candidates into <gt>_overlooked instead of replacing them.
+    Step("overlooked", _needs_detector, _run_overlooked_step),
     # Labels only, always runs; after the model judges so their scores pick the weaker box
     # of a duplicate pair.
     Step("consistency", lambda ctx: None, _run_consistency_step),
@@ -121,21 +147,47 @@ STEPS: list[Step] = [
 ]
 
 
+def _validate(collection, gt_field: str, pred_field: str | None) -> None:
+    """Clear errors before anything is written."""
+    from . import fields as lgf
+
+    if not hasattr(collection, "_dataset"):
+        raise TypeError(f"grade() needs a FiftyOne dataset or view, got {type(collection).__name__}")
+    if not len(collection):
+        raise ValueError("the collection is empty: nothing to grade")
+    lgf.detections_path(collection, gt_field)  # missing field / not Detections -> ValueError
+    if pred_field is not None:
+        if pred_field == gt_field:
+            raise ValueError("pred_field must differ from gt_field")
+        lgf.detections_path(collection, pred_field)
+
+
 def grade(collection, gt_field: str = "ground_truth", pred_field: str | None = None, *,
-          detector: str | None = DEFAULT_DETECTOR,
+          detector: Any = DEFAULT_DETECTOR,
           progress: Callable[[str, int, int], None] | None = None,
           **options: Any) -> GradeReport:
     """Run every judge that can run on ``collection`` and the ensemble; return one report.
 
-    ``pred_field``: an existing Detections field of model predictions. Without one, the
-    ``detector`` (a shipped detector name; ``None`` for none) predicts into
-    ``lg_predictions``. ``options``: per-step keyword dicts (``cleanlab={...}``,
-    ``ensemble={...}``, ...) or ``<step>=False`` to skip a step.
+    ``pred_field``: an existing Detections field of model predictions (``confidence`` at
+    least; ``probs`` per class when available). Without one, the ``detector`` predicts into
+    ``lg_predictions``. ``detector``: a shipped name (default ``"yolox-nano"``), a path to an
+    Ultralytics ``.onnx`` export (pass ``detector_classes=[...]``), a FiftyOne model or an
+    ArrayDetector; ``None`` runs only the judges that need no detector. The detector also
+    drives the zoom and overlooked judges. ``options``: per-step keyword dicts
+    (``cleanlab={...}``, ``zoom={...}``, ``overlooked={...}``, ``ensemble={...}``, ...) or
+    ``<step>=False`` to skip a step. Inputs are checked before anything is written.
     """
+    from .detectors import load_detector
+
+    _validate(collection, gt_field, pred_field)
     options = dict(options)
-    options.setdefault("detector_model", detector)
+    classes = options.pop("detector_classes", None)
+    det = None
+    if detector is not None and detector is not False:
+        # Loaded once (files checked here, before any write) and shared by every step.
+        det = load_detector(detector, classes=classes)
     ctx = GradeContext(collection, gt_field, pred_field, options,
-                       progress or (lambda step, done, total: None))
+                       progress or (lambda step, done, total: None), det)
     out = GradeReport()
     for step in STEPS:
         if not ctx.enabled(step.name):

@@ -41,6 +41,23 @@ SCORES: list[ScoreSpec] = [
     ScoreSpec("cleanlab_overlooked", "cleanlab", "overlooked", False, on_candidates=True,
               tag="suspect:overlooked",
               description="ObjectLab overlooked score of a predicted box (low = object likely missing from GT)"),
+    # Zoom judge (grader.judges.zoom.run_zoom): the detector re-run on a context crop per GT box.
+    ScoreSpec("zoom_support", "zoom", "spurious", False, also=("badloc",),
+              description="Zoom: max IoU of the box with any confident prediction on its crop (low = nothing there)"),
+    ScoreSpec("zoom_label_prob", "zoom", "swap", False, also=("spurious",),
+              description="Zoom: the labeled class's score at the matching crop prediction (low = class doubtful)"),
+    ScoreSpec("zoom_other_prob", "zoom", "swap", True,
+              description="Zoom: best other class's score at the matching crop prediction (high = likely another class)"),
+    ScoreSpec("zoom_iou", "zoom", "badloc", False,
+              description="Zoom: best IoU with a crop prediction of the labeled class (low = box misplaced)"),
+    ScoreSpec("zoom_badloc", "zoom", "badloc", True,
+              description="Zoom: max over crop predictions overlapping the box of p(label) x (1 - IoU) "
+                          "(high = a confident object of this class the box only partly covers)"),
+    # Overlooked objects (grader.judges.overlooked.find_overlooked): full-image + sliced passes.
+    ScoreSpec("overlooked_score", "overlooked", "overlooked", True, on_candidates=True,
+              tag="suspect:overlooked",
+              description="Overlooked: noisy-OR of the full-image and sliced passes' confidences for a "
+                          "detected box no GT box accounts for (high = object likely missing from GT)"),
     # ClipGrader (grader.judges.clipgrader.grade_clipgrader): CLIP probabilities per GT box.
     ScoreSpec("clipgrader_p_bad", "clipgrader", "badloc", True, tag="suspect:clipgrader_bad",
               description="ClipGrader probability that the box is badly drawn (0-1, high = suspect)"),

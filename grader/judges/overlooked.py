@@ -1,0 +1,239 @@
+"""Overlooked objects: detector boxes that no ground-truth box accounts for, ranked for review.
+
+Candidates come from one full-image pass plus sliced (tiled) inference, which sees small
+objects at a larger scale. The tiling and merge follow SAHI's algorithm (``sahi.slicing.
+get_slice_bboxes``: fixed-size overlapping slices, the last ones aligned to the image edge;
+``GREEDYNMM`` post-processing with the intersection-over-smaller metric). SAHI itself is not a
+dependency: it requires ``opencv-python``, which would replace this stack's
+``opencv-python-headless`` build of ``cv2``.
+
+Merged candidates that match a GT box (IoU >= ``gt_iou``, any class) are dropped; the rest are
+scored (``overlooked_score``: noisy-OR of the passes' confidences, so a box seen by the full
+image and by a tile ranks above one seen once) and written to ``<gt>_overlooked`` with
+``source`` ("full", "sliced" or "full+sliced"). Candidates cleanlab wrote to the same field are
+kept: one that matches a cleanlab candidate (same class, IoU >= 0.5) is merged into it (the
+cleanlab detection gets ``overlooked_score``), never duplicated or removed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+
+import fiftyone as fo
+import numpy as np
+
+from .. import fields as lgf
+from ..boxes import abs_xyxy_to_rel_xywh, iou_matrix, rel_xywh_to_abs_xyxy
+from ..detectors import ArrayDetector, Boxes, load_detector, postprocess
+from ..images import ImageReadError, load_rgb
+from ..parallel import prefetch_map
+from ..render import default_workers
+from ..report import RunReport
+
+OWNER = "overlooked"
+TAG = "suspect:overlooked"
+
+
+def slice_windows(height: int, width: int, slice_size: int, overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
+    """Overlapping ``slice_size`` squares covering the image (xyxy), as SAHI's get_slice_bboxes:
+    step ``slice_size * (1 - overlap)``, slices past an edge are moved back inside it."""
+    if slice_size >= max(height, width):
+        return []
+    step = max(1, int(slice_size * (1 - overlap)))
+    out = []
+    y = 0
+    while True:
+        y0 = min(y, max(0, height - slice_size))
+        x = 0
+        while True:
+            x0 = min(x, max(0, width - slice_size))
+            out.append((x0, y0, min(x0 + slice_size, width), min(y0 + slice_size, height)))
+            if x0 + slice_size >= width:
+                break
+            x += step
+        if y0 + slice_size >= height:
+            break
+        y += step
+    return out
+
+
+def _ios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller box, (len(a), len(b))."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
+    return inter / np.maximum(np.minimum(area(a)[:, None], area(b)[None, :]), 1e-9)
+
+
+@dataclass
+class Candidates:
+    xyxy: np.ndarray
+    cls: np.ndarray
+    conf: np.ndarray      # best single-pass confidence
+    score: np.ndarray     # noisy-OR over passes
+    full: np.ndarray      # seen by the full-image pass
+    sliced: np.ndarray    # seen by a slice
+
+
+def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5) -> Candidates:
+    """SAHI-style greedy non-maximum merging, class-wise: highest score first, every box of the
+    same class with IoS >= ``match_ios`` is merged in (union box, noisy-OR score)."""
+    order = np.argsort(-boxes.conf, kind="stable")
+    xyxy, cls, conf = boxes.xyxy[order], boxes.cls[order], boxes.conf[order]
+    full = from_full[order]
+    ios = _ios(xyxy, xyxy) if len(xyxy) else np.zeros((0, 0))
+    used = np.zeros(len(xyxy), dtype=bool)
+    rows = []
+    for i in range(len(xyxy)):
+        if used[i]:
+            continue
+        grp = np.flatnonzero(~used & (cls == cls[i]) & (ios[i] >= match_ios))
+        grp = grp[grp >= i]
+        used[grp] = True
+        b = xyxy[grp]
+        # several boxes of one pass (e.g. overlapping slices) count once per pass kind
+        passes = [conf[grp][full[grp]].max(initial=0.0), conf[grp][~full[grp]].max(initial=0.0)]
+        rows.append((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max(), cls[i], conf[i],
+                     1 - (1 - passes[0]) * (1 - passes[1]), bool(full[grp].any()),
+                     bool((~full[grp]).any())))
+    if not rows:
+        z = np.zeros(0)
+        return Candidates(np.zeros((0, 4)), z.astype(int), z, z, z.astype(bool), z.astype(bool))
+    a = np.asarray(rows, dtype=np.float64)
+    return Candidates(a[:, :4], a[:, 4].astype(int), a[:, 5], a[:, 6], a[:, 7] > 0, a[:, 8] > 0)
+
+
+def _decode(job):
+    sid, path = job
+    try:
+        return sid, load_rgb(path)
+    except ImageReadError:
+        return sid, None
+
+
+def _predict_image(det: ArrayDetector, image: np.ndarray, slice_size: int | None, overlap: float,
+                   conf_threshold: float, nms_iou: float) -> tuple[Boxes, np.ndarray]:
+    """Full-image pass + one pass per slice; boxes in image pixels, and which came from the full pass."""
+    h, w = image.shape[:2]
+    k = len(det.classes)
+    wins = slice_windows(h, w, slice_size, overlap) if slice_size else []
+    crops = [image] + [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in wins]
+    rows = det.predict(crops)
+    parts = []
+    for r, (x0, y0) in zip(rows, [(0, 0)] + [(x0, y0) for x0, y0, *_ in wins]):
+        r = r.copy()
+        r[:, [0, 2]] += x0
+        r[:, [1, 3]] += y0
+        parts.append(postprocess(r, k, conf_threshold, nms_iou, (h, w)))
+    from_full = np.concatenate([np.full(len(p), i == 0) for i, p in enumerate(parts)]).astype(bool)
+    cat = Boxes(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.conf for p in parts]),
+                np.concatenate([p.cls for p in parts]).astype(int),
+                np.concatenate([p.probs for p in parts]))
+    return cat, from_full
+
+
+def _check_field(collection, gt_field: str, ov_field: str, overwrite: bool) -> None:
+    schema = collection._root_dataset.get_field_schema(flat=True)
+    shared = (f"{ov_field}.detections.cleanlab_overlooked" in schema
+              or f"{ov_field}.detections.overlooked_score" in schema)
+    if ov_field == gt_field:
+        raise ValueError("the overlooked field must differ from the GT field")
+    if not shared or getattr(schema.get(ov_field), "document_type", None) is not fo.Detections:
+        lgf.guard_output_field(collection, ov_field, overwrite=overwrite, inputs=(gt_field,),
+                               owner=OWNER)
+
+
+def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yolox-nano", *,
+                    detectors_dir: str | None = None, overlooked_field: str | None = None,
+                    slice_size: int | None = 320, overlap: float = 0.2,
+                    conf_threshold: float = 0.1, nms_iou: float = 0.45, match_ios: float = 0.5,
+                    gt_iou: float = 0.4, tag_threshold: float = 0.5,
+                    detector: ArrayDetector | None = None, num_workers: int | None = None,
+                    overwrite: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> RunReport:
+    """Propose possibly overlooked objects into ``<gt_field>_overlooked`` (see the module doc).
+
+    ``slice_size``: slice side in source pixels (None: full image only); images no larger than
+    a slice get the full pass only. ``gt_iou``: a candidate overlapping any GT box this much
+    (any class) is taken as already labeled. Candidates scoring >= ``tag_threshold`` are tagged
+    ``suspect:overlooked``. GT labels are never modified.
+    """
+    for name, v in (("conf_threshold", conf_threshold), ("gt_iou", gt_iou), ("overlap", overlap),
+                    ("match_ios", match_ios), ("nms_iou", nms_iou)):
+        if not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
+    if overlap >= 1:
+        raise ValueError("overlap must be < 1")
+    ov_field = overlooked_field or f"{gt_field}_overlooked"
+    gt = lgf.read_detections(collection, gt_field)  # clear error on a missing/wrong field
+    _check_field(collection, gt_field, ov_field, overwrite)
+    existing: dict[str, list] = {}
+    if ov_field in collection._root_dataset.get_field_schema():
+        sids, dets = collection.values(["id", f"{ov_field}.detections"])
+        # keep candidates other judges wrote (cleanlab); ours are recomputed
+        existing = {s: [d for d in (ds or []) if d.get_field("source") not in ("full", "sliced", "full+sliced")]
+                    for s, ds in zip(sids, dets)}
+    else:
+        lgf.claim_output_field(collection, ov_field, OWNER)
+    det = detector or load_detector(model, detectors_dir)
+    report = RunReport(judge=f"overlooked:{getattr(det, 'name', 'detector')}")
+    out: dict[str, fo.Detections] = {}
+    n_new = n_merged = 0
+    workers = default_workers() if num_workers is None else num_workers
+    jobs = list(zip(gt.sample_ids, gt.filepaths))
+    gt_boxes = dict(zip(gt.sample_ids, gt.boxes))
+    for n, (sid, image) in enumerate(prefetch_map(_decode, jobs, workers=workers)):
+        report.samples_seen += 1
+        if image is None:
+            report.skip("unreadable_image")
+            continue
+        h, w = image.shape[:2]
+        boxes, from_full = _predict_image(det, image, slice_size, overlap, conf_threshold, nms_iou)
+        cands = greedy_nmm(boxes, from_full, match_ios)
+        g = rel_xywh_to_abs_xyxy(gt_boxes[sid] or [], w, h)
+        if len(cands.xyxy) and len(g):
+            keep = iou_matrix(cands.xyxy, g).max(1) < gt_iou
+        else:
+            keep = np.ones(len(cands.xyxy), dtype=bool)
+        old = list(existing.get(sid, []))
+        old_rel = np.asarray([d.bounding_box for d in old], dtype=np.float64).reshape(-1, 4)
+        old_xyxy = rel_xywh_to_abs_xyxy(old_rel, w, h)
+        new_dets = []
+        rel = abs_xyxy_to_rel_xywh(cands.xyxy, w, h)
+        for j in np.flatnonzero(keep):
+            label = det.classes[cands.cls[j]]
+            src = "full+sliced" if cands.full[j] and cands.sliced[j] else (
+                "full" if cands.full[j] else "sliced")
+            score = float(cands.score[j])
+            if len(old):
+                ious = iou_matrix(cands.xyxy[j:j + 1], old_xyxy)[0]
+                same = np.asarray([d.label == label for d in old]) & (ious >= 0.5)
+                if same.any():
+                    d = old[int(np.argmax(np.where(same, ious, -1)))]
+                    d["overlooked_score"] = max(score, d.get_field("overlooked_score") or 0.0) \
+                        if d.has_field("overlooked_score") else score
+                    n_merged += 1
+                    continue
+            x, y, bw, bh = (float(v) for v in rel[j])
+            new_dets.append(fo.Detection(label=label, bounding_box=[x, y, bw, bh],
+                                         confidence=float(cands.conf[j]), overlooked_score=score,
+                                         source=src, tags=[TAG] if score >= tag_threshold else []))
+        for d in old:
+            if not d.has_field("source") or d.get_field("source") is None:
+                d["source"] = "cleanlab"
+        out[sid] = fo.Detections(detections=old + new_dets)
+        n_new += len(new_dets)
+        report.samples_scored += 1
+        report.labels_scored += len(new_dets)
+        if progress:
+            progress(n + 1, len(jobs))
+    lgf.write_sample_field(collection, ov_field, out)
+    lgf.declare_attrs(collection._dataset, f"{ov_field}.detections",
+                      {"overlooked_score": fo.FloatField, "source": fo.StringField})
+    report.fields = [ov_field]
+    report.info.update(candidates=n_new, merged_into_cleanlab=n_merged)
+    return report

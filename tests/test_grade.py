@@ -1,0 +1,59 @@
+"""grader.grade(): one call writes every judge's registered fields and one report; bad input
+is refused before anything is written."""
+from __future__ import annotations
+
+import pytest
+
+import fiftyone as fo
+
+from grader.grade import grade
+from grader.scores import SCORES
+
+from conftest import shared_path
+
+
+@pytest.fixture()
+def coco8(coco128_base):
+    if shared_path("detectors") is None:
+        pytest.skip("../shared/data/detectors is not present")
+    ds = coco128_base.select(coco128_base.values("id")[:8]).clone()
+    yield ds
+    ds.delete()
+
+
+def test_grade_runs_every_judge_with_defaults(coco8):
+    ds = coco8
+    rep = grade(ds, "ground_truth")
+    for step in ("detector", "cleanlab", "zoom", "overlooked", "ensemble"):
+        assert step in rep.reports, (step, rep.not_run)
+    assert rep.pred_field == "lg_predictions"
+    preds = ds.values("lg_predictions.detections", unwind=True)
+    assert preds and all(len(p.probs) == 80 for p in preds)
+    schema = ds.get_field_schema(flat=True)
+    for s in SCORES:
+        if s.judge in ("zoom",):
+            assert f"ground_truth.detections.{s.attr}" in schema, s.attr
+    assert "ground_truth_overlooked.detections.overlooked_score" in schema
+    assert any(k.startswith("ground_truth.detections.ensemble_") for k in schema)
+    assert "zoom" in rep.summary() and rep.to_dict()["reports"]["zoom"]["labels_scored"] > 0
+    # a second run rewrites its own fields without overwrite=True
+    rep2 = grade(ds, "ground_truth", cleanlab=False, zoom=False)
+    assert "detector" in rep2.reports and rep2.not_run["zoom"] == "disabled by the caller"
+
+
+def test_grade_bad_input_is_refused_before_any_write(coco8):
+    ds = coco8
+    before = set(ds.get_field_schema(flat=True))
+    with pytest.raises(ValueError, match="does not exist"):
+        grade(ds, "no_such_field")
+    ds.add_sample_field("cls", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
+    before = set(ds.get_field_schema(flat=True))
+    with pytest.raises(ValueError, match="Detections"):
+        grade(ds, "cls")
+    with pytest.raises(ValueError, match="does not exist"):
+        grade(ds, "ground_truth", pred_field="nope")
+    with pytest.raises(ValueError, match="unknown detector"):
+        grade(ds, "ground_truth", detector="yolo-huge")
+    with pytest.raises(TypeError):
+        grade([1, 2, 3])
+    assert set(ds.get_field_schema(flat=True)) == before

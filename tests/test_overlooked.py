@@ -1,0 +1,95 @@
+"""Overlooked objects: sliced + full-image candidates minus GT boxes, ranked; cleanlab's kept."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+
+from grader.boxes import iou_matrix
+from grader.detectors import Boxes
+from grader.judges.overlooked import find_overlooked, greedy_nmm, slice_windows
+from grader.noise import deleted_field_name, inject_errors
+
+from conftest import shared_path
+
+
+def test_slice_windows_cover_the_image_like_sahi():
+    wins = slice_windows(480, 640, 320, 0.2)
+    cover = np.zeros((480, 640), bool)
+    for x0, y0, x1, y1 in wins:
+        assert x1 - x0 == 320 and y1 - y0 == 320 and 0 <= x0 and x1 <= 640 and y1 <= 480
+        cover[y0:y1, x0:x1] = True
+    assert cover.all()
+    assert len(wins) == 3 * 2  # steps of 256: x at 0, 256, 320; y at 0, 160
+    assert slice_windows(300, 300, 320) == []  # small image: full pass only
+
+
+def test_greedy_nmm_merges_same_class_by_intersection_over_smaller():
+    b = Boxes(np.array([[0, 0, 100, 100], [0, 0, 50, 100], [0, 0, 100, 100], [300, 300, 320, 320.]]),
+              np.array([0.6, 0.5, 0.4, 0.3]), np.array([1, 1, 2, 1]), np.zeros((4, 3)))
+    c = greedy_nmm(b, np.array([True, False, True, False]))
+    assert len(c.xyxy) == 3  # the half box merges into the class-1 box, class 2 stays apart
+    i = int(np.argmax(c.conf))
+    assert c.full[i] and c.sliced[i]
+    assert c.score[i] == pytest.approx(1 - 0.4 * 0.5)  # noisy-OR of full and sliced passes
+
+
+@pytest.fixture()
+def noisy16(coco128_base):
+    if shared_path("detectors") is None:
+        pytest.skip("../shared/data/detectors is not present")
+    ds = coco128_base.select(coco128_base.values("id")[:16]).clone()
+    inject_errors(ds, "ground_truth", "noisy", rates={"overlooked": 0.25}, seed=2)
+    yield ds
+    ds.delete()
+
+
+def _xyxy(b):
+    b = np.asarray(b, float).reshape(-1, 4)
+    return np.c_[b[:, :2], b[:, :2] + b[:, 2:]]
+
+
+def test_finds_deleted_boxes_and_keeps_cleanlab_candidates(noisy16):
+    ds = noisy16
+    # a candidate cleanlab wrote earlier (far from everything) must survive our run
+    sid = ds.first().id
+    ds.set_values("noisy_overlooked", {sid: fo.Detections(detections=[fo.Detection(
+        label="kite", bounding_box=[0.9, 0.9, 0.05, 0.05], cleanlab_overlooked=0.01,
+        source_pred_id="abc")])}, key_field="id")
+    rep = find_overlooked(ds, "noisy", "yolox-nano")
+    assert rep.info["candidates"] > 0
+    kept = [d for d in ds[sid].noisy_overlooked.detections if d.get_field("source_pred_id") == "abc"]
+    assert len(kept) == 1 and kept[0].source == "cleanlab"
+    # candidates never duplicate a GT box; the top 2N find deleted boxes
+    deleted = ds.values(f"{deleted_field_name('noisy')}.detections.bounding_box")
+    gts = ds.values("noisy.detections.bounding_box")
+    cands = ds.values("noisy_overlooked.detections")
+    scored = []
+    for dl, gt, cs in zip(deleted, gts, cands):
+        ours = [c for c in (cs or []) if c.get_field("source") != "cleanlab"]
+        if not ours:
+            continue
+        cb = _xyxy([c.bounding_box for c in ours])
+        if gt:
+            assert (iou_matrix(cb, _xyxy(gt)) < 0.4).all()
+        hit = (iou_matrix(cb, _xyxy(dl)) >= 0.5).any(1) if dl else np.zeros(len(ours), bool)
+        scored += [(c.overlooked_score, h) for c, h in zip(ours, hit)]
+    n_del = sum(len(d or []) for d in deleted)
+    top = sorted(scored, key=lambda t: -t[0])[:2 * n_del]
+    assert n_del >= 8
+    # measured 0.5+ on these images; random order over ~70 candidates would find ~1-2
+    assert sum(h for _, h in top) / n_del >= 0.35, (sum(h for _, h in top), n_del)
+    # re-running replaces our candidates, never piles them up, and keeps cleanlab's
+    n1 = ds.count("noisy_overlooked.detections")
+    find_overlooked(ds, "noisy", "yolox-nano")
+    assert ds.count("noisy_overlooked.detections") == n1
+
+
+def test_refuses_a_user_field(synthetic_dataset):
+    ds = synthetic_dataset
+    ds.clone_sample_field("predictions", "ground_truth_overlooked")
+    with pytest.raises(ValueError, match="overwrite=True"):
+        find_overlooked(ds, "ground_truth")
+    with pytest.raises(ValueError, match="gt_iou"):
+        find_overlooked(ds, "ground_truth", gt_iou=1.5)
