@@ -52,3 +52,247 @@ def test_redact_masks_every_credential_shape():
         assert "[REDACTED]" in out
     assert redact("nothing secret here: max_tokens=64") == "nothing secret here: max_tokens=64"
     assert redact("my custom key abcd-efgh", ["abcd-efgh"]) == "my custom key [REDACTED]"
+
+
+# ---------------------------------------------------------------- helpers: subprocess workers
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from bson import ObjectId  # noqa: E402
+
+from grader import review  # noqa: E402
+from grader.review.fixes import FAULT_ENV, label_state  # noqa: E402
+from grader.scores import REVIEWED_OK_TAG  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog", "bird", "fish"]
+
+
+def _spawn(code: str, env_extra: dict | None = None) -> subprocess.Popen:
+    """A Python subprocess on the test session's database (FIFTYONE_DATABASE_URI is inherited)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), FIFTYONE_DO_NOT_TRACK="true",
+               FIFTYONE_DATABASE_VALIDATION="false")
+    env.update(env_extra or {})
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _make_dataset(name: str, n_samples: int, per_sample: int, masks: bool = False) -> fo.Dataset:
+    rng = np.random.default_rng(0)
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    ds = fo.Dataset(name)
+    samples = []
+    for i in range(n_samples):
+        dets = []
+        for j in range(per_sample):
+            d = fo.Detection(label=CLASSES[j % len(CLASSES)],
+                             bounding_box=[0.1 * j / per_sample, 0.1, 0.2, 0.3], order=j)
+            if masks:
+                d.mask = rng.uniform(size=(5, 7)) > 0.5
+                d.score = float("nan")
+            dets.append(d)
+        samples.append(fo.Sample(filepath=f"/tmp/lg-fault-{name}-{i}.jpg",
+                                 ground_truth=fo.Detections(detections=dets)))
+    ds.add_samples(samples, progress=False)
+    ds.default_classes = CLASSES
+    ds.persistent = True  # the workers open it by name
+    ds.save()
+    return ds
+
+
+def _raw_labels(ds, field="ground_truth") -> dict:
+    out = {}
+    for doc in ds._sample_collection.find({}, {field: 1}):
+        out[doc["_id"]] = (doc.get(field) or {}).get("detections") or []
+    return out
+
+
+# ---------------------------------------------------------------- concurrent fixes
+
+_WORKER = """
+import json, random, sys
+import fiftyone as fo
+from grader import review
+ds = fo.load_dataset({name!r})
+rng = random.Random({seed})
+classes = {classes!r}
+pairs = [(s, l) for s, ls in zip(*ds.values(["id", "ground_truth.detections.id"])) for l in ls]
+stats = dict(applied=0, conflicts=0, deleted=0, undone=0)
+for k in range({n}):
+    sid, lid = rng.choice(pairs)
+    try:
+        if {deleter} and k % 5 == 0:
+            rec = review.delete_label(ds, sid, lid)
+            stats["deleted"] += 1
+            review.undo_fix(ds, rec.fix_id)  # puts it back by id, at its former place
+            stats["undone"] += 1
+        elif k % 7 == 0:
+            review.accept_label(ds, sid, lid)
+        else:
+            review.relabel(ds, sid, lid, new_label=rng.choice(classes))
+        stats["applied"] += 1
+    except review.FixConflictError:
+        stats["conflicts"] += 1
+    except KeyError:  # the label is deleted by the other worker right now
+        stats["conflicts"] += 1
+print(json.dumps(stats))
+"""
+
+
+def _edges_form_a_path(edges: list[tuple[str, str]], start: str, end: str) -> bool:
+    """Whether the (before -> after) state transitions chain from ``start`` to ``end`` (each used once)."""
+    from collections import Counter
+    out_d, in_d = Counter(a for a, _ in edges), Counter(b for _, b in edges)
+    nodes = set(out_d) | set(in_d) | {start, end}
+    for v in nodes:
+        bal = out_d[v] - in_d[v]
+        want = (1 if v == start else 0) - (1 if v == end else 0)
+        if bal != want:
+            return False
+    return True
+
+
+def test_two_processes_fixing_the_same_samples_and_labels_lose_nothing():
+    """2 processes x 500 fixes on 2 samples x 4 labels: same sample and same label races,
+    deletes + undos shifting positions. Afterwards every label is checked against the log."""
+    name = "lg-fault-concurrent"
+    ds = _make_dataset(name, n_samples=2, per_sample=4)
+    review.clear_fix_log(ds)
+    initial = {l["_id"]: l for ls in _raw_labels(ds).values() for l in ls}
+    n = 500
+    procs = [_spawn(_WORKER.format(name=name, seed=s, classes=CLASSES, n=n, deleter=(s == 1)))
+             for s in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    stats = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    attempts = 2 * n
+    assert sum(s["applied"] + s["conflicts"] for s in stats) == attempts
+
+    final = _raw_labels(ds)
+    flat = [l for ls in final.values() for l in ls]
+    ids = [l["_id"] for l in flat]
+    assert len(ids) == len(set(ids)), "duplicate label ids"
+    assert set(ids) == set(initial), "phantom or lost labels"
+    for sid, ls in final.items():  # order restored by the id-based undo of deletes
+        assert [l["order"] for l in ls] == sorted(l["order"] for l in ls)
+    records = [r for r in review.fix_log(ds) if r.state == "done"]
+    assert not review.pending_fixes(ds)
+    corrupted = 0
+    for lid, cur in ((l["_id"], l) for l in flat):
+        ini = initial[lid]
+        # only class and tags may change: box, order, id untouched
+        if cur["bounding_box"] != ini["bounding_box"] or cur["order"] != ini["order"]:
+            corrupted += 1
+            continue
+        recs = [r for r in records if r.label_id == str(lid) and r.kind in ("accept", "relabel")]
+        edges = [(label_state(r.before), label_state(r.after)) for r in recs]
+        if not _edges_form_a_path(edges, label_state(ini), label_state(cur)):
+            corrupted += 1
+    deletes = [r for r in records if r.kind == "delete"]
+    assert all(r.undone for r in deletes) and len(deletes) == stats[1]["deleted"]
+    applied = sum(s["applied"] for s in stats)
+    print(f"\nconcurrent fixes: {attempts} attempts, {applied} applied, "
+          f"{sum(s['conflicts'] for s in stats)} reported conflicts, {len(deletes)} delete+undo, "
+          f"corrupted={corrupted}")
+    assert corrupted == 0
+    assert len([r for r in records if r.kind in ("accept", "relabel")]) + len(deletes) == applied
+    fo.delete_dataset(name)
+
+
+# ---------------------------------------------------------------- SIGKILL at each write phase
+
+def _run_killed(phase: str, fn) -> int:
+    """Run ``fn`` in a forked child (cheap: fiftyone is already imported) that SIGKILLs itself at
+    ``phase``; returns the child's wait status. pymongo resets its pools in a forked child."""
+    import warnings
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            warnings.simplefilter("ignore")
+            os.environ[FAULT_ENV] = phase
+            fn()
+        finally:
+            os._exit(0)  # reached only if the fault point did not fire
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def _killed_action(kind, ds, sid, lid):
+    if kind == "relabel":
+        return lambda: review.relabel(ds, sid, lid, new_label="fish")
+    if kind == "delete":
+        return lambda: review.delete_label(ds, sid, lid)
+    if kind == "bulk":
+        return lambda: review.accept_labels(ds, "ground_truth", chunk_size=4)
+    return lambda: review.undo_fix(ds)
+
+
+_PHASES = [("relabel", "fix:logged"), ("relabel", "fix:applied"), ("delete", "delete:logged"),
+           ("delete", "delete:applied"), ("bulk", "bulk:logged"), ("bulk", "bulk:chunk"),
+           ("bulk", "bulk:applied"), ("undo", "undo:marked"), ("undo", "undo:applied")]
+
+
+def test_sigkill_during_each_write_phase_is_visible_and_recoverable():
+    dsets = {}
+    for kind, phase in _PHASES:
+        name = f"lg-fault-kill-{phase.replace(':', '-')}"
+        ds = _make_dataset(name, n_samples=3, per_sample=4, masks=(kind == "undo"))
+        review.clear_fix_log(ds)
+        sid = ds.first().id
+        lid = ds.first().ground_truth.detections[1].id
+        if kind == "undo":
+            review.relabel(ds, sid, lid, new_label="fish")
+        snap = _raw_labels(ds)
+        dsets[phase] = (ds, sid, lid, snap, kind)
+        status = _run_killed(phase, _killed_action(kind, ds, sid, lid))
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (phase, status)
+    for phase, (ds, sid, lid, snap, kind) in dsets.items():
+        pend = review.pending_fixes(ds)
+        assert len(pend) == 1, phase  # the interrupted operation is visible
+        outcome = review.recover_fixes(ds)
+        assert len(outcome) == 1 and not review.pending_fixes(ds), phase
+        labels = _raw_labels(ds)
+        cur = {l["_id"]: l for l in labels[ObjectId(sid)]}
+        if kind == "relabel":
+            applied = cur[ObjectId(lid)]["label"] == "fish"
+            assert applied == (phase == "fix:applied"), phase
+            assert [r.kind for r in review.fix_log(ds)] == (["relabel"] if applied else [])
+        elif kind == "delete":
+            applied = ObjectId(lid) not in cur
+            assert applied == (phase == "delete:applied"), phase
+        elif kind == "bulk":
+            assert outcome[0][1] == "resumed"
+            tags = [t for ls in labels.values() for l in ls for t in l.get("tags", [])]
+            assert tags.count(REVIEWED_OK_TAG) == 12, phase
+        elif kind == "undo":
+            rec = review.fix_log(ds)[0]
+            assert rec.undone == (phase == "undo:applied"), phase
+            if rec.undone:  # the masked (NaN-scored) label is back exactly (NaN != NaN: compare states)
+                want = _orig_before(rec, snap)
+                assert {s: [label_state(l) for l in ls] for s, ls in labels.items()} == \
+                    {s: [label_state(l) for l in ls] for s, ls in want.items()}
+                back = next(l for l in labels[ObjectId(sid)] if l["_id"] == ObjectId(lid))
+                assert isinstance(back["mask"], bytes) and back["mask"] == rec.before["mask"]
+        # whatever happened, everything settled can be undone back to the snapshot
+        while review.count_fixes(ds):
+            review.undo_fix(ds)
+        if kind != "undo":
+            assert _raw_labels(ds) == snap, phase
+        fo.delete_dataset(ds.name)
+
+
+def _orig_before(rec, snap):
+    """``snap`` with the fixed label replaced by the record's ``before``."""
+    out = {}
+    for s, ls in snap.items():
+        out[s] = [rec.before if l["_id"] == ObjectId(rec.label_id) else l for l in ls]
+    return out

@@ -18,6 +18,8 @@ import copy
 import hashlib
 import json
 import math
+import os
+import signal
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
@@ -39,8 +41,33 @@ FIX_KINDS = ("accept", "relabel", "delete", "replace_box", "adopt")
 BULK_CHUNK = 50_000  # labels per update_many of a bulk accept (bounds a server op that outlives its client)
 
 
+FAULT_ENV = "LABEL_GRADER_FAULT_POINT"  # tests/test_fault_injection.py: SIGKILL at a named write phase
+
+
+def _fault_point(name: str) -> None:
+    """Die here, like a killed process, when the fault-injection test names this phase."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class FixConflictError(RuntimeError):
     """The label changed since it was read (by another curator or process): nothing was written."""
+
+
+class _Pending:
+    """Holds the pending log record of one edit; drops it if the edit fails before it is applied
+    (a lost race, a label deleted meanwhile), so the log never keeps a fix that did not happen."""
+
+    def __init__(self, dataset):
+        self.dataset, self.rec, self.applied = dataset, None, False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not self.applied and self.rec is not None:
+            _log.drop_pending(self.dataset, self.rec)
+        return False
 
 
 # ---------------------------------------------------------------- label state (normalised BSON)
@@ -220,28 +247,31 @@ def _run_edit(dataset, sample_id: str, field: str, label_id: str, kind: str,
     """Replace one label by ``change(label)``, atomically and only if it is still as read."""
     detections_path(dataset, field)
     soid, loid = _oid(sample_id, "sample_id"), _oid(label_id, "label_id")
-    rec = None
-    for attempt in range(2):
-        doc = _read(dataset, sample_id, [field])
-        idx, current = _find(_labels(doc, field), label_id, field, sample_id)
-        _check_expected(expected_state, current, label_id)
-        new = change(copy.deepcopy(current))
-        if rec is None:
-            rec = _log_pending(dataset, kind, field, sample_id, label_id, current, new, idx, extra, user)
-        else:  # retry after a lost race: the record must hold what we really replace
-            _log.update_pending(dataset, rec, before=current, after=new, index=idx)
-        res = _coll(dataset).update_one(
-            _cas_label_filter(soid, field, current),
-            {"$set": {f"{field}.detections.$[d]": new, "last_modified_at": _now()}},
-            array_filters=[{"d._id": loid}])
-        if res.matched_count:
-            _refresh(dataset, [sample_id])
-            return _log.mark_done(dataset, rec)
-        if expected_state is not None:
-            break
-    _log.drop_pending(dataset, rec)
-    raise FixConflictError(f"label '{label_id}' kept changing while {kind} was applied "
-                           "(another curator or process); nothing was written")
+    with _Pending(dataset) as p:
+        for attempt in range(2):
+            doc = _read(dataset, sample_id, [field])
+            idx, current = _find(_labels(doc, field), label_id, field, sample_id)
+            _check_expected(expected_state, current, label_id)
+            new = change(copy.deepcopy(current))
+            if p.rec is None:
+                p.rec = _log_pending(dataset, kind, field, sample_id, label_id, current, new, idx,
+                                     extra, user)
+            else:  # retry after a lost race: the record must hold what we really replace
+                _log.update_pending(dataset, p.rec, before=current, after=new, index=idx)
+            _fault_point("fix:logged")
+            res = _coll(dataset).update_one(
+                _cas_label_filter(soid, field, current),
+                {"$set": {f"{field}.detections.$[d]": new, "last_modified_at": _now()}},
+                array_filters=[{"d._id": loid}])
+            if res.matched_count:
+                p.applied = True
+                _fault_point("fix:applied")
+                _refresh(dataset, [sample_id])
+                return _log.mark_done(dataset, p.rec)
+            if expected_state is not None:
+                break
+            raise FixConflictError(f"label '{label_id}' kept changing while {kind} was applied "
+                               "(another curator or process); nothing was written")
 
 
 def accept_label(collection, sample_id: str, label_id: str, field: str = "ground_truth",
@@ -317,28 +347,33 @@ def delete_label(collection, sample_id: str, label_id: str, field: str = "ground
     dataset = root_dataset(collection)
     detections_path(dataset, field)
     soid, loid = _oid(sample_id, "sample_id"), _oid(label_id, "label_id")
-    rec = None
-    for attempt in range(2):
-        doc = _read(dataset, sample_id, [field])
-        labels = _labels(doc, field)
-        idx, current = _find(labels, label_id, field, sample_id)
-        _check_expected(expected_state, current, label_id)
-        prev_id = str(labels[idx - 1]["_id"]) if idx > 0 else None
-        if rec is None:
-            rec = _log_pending(dataset, "delete", field, sample_id, label_id, current, None, idx,
-                               {"prev_id": prev_id}, user)
-        else:
-            _log.update_pending(dataset, rec, before=current, index=idx, extra={"prev_id": prev_id})
-        res = _coll(dataset).update_one(
-            _cas_label_filter(soid, field, current),
-            {"$pull": {f"{field}.detections": {"_id": loid}}, "$set": {"last_modified_at": _now()}})
-        if res.matched_count:
-            _refresh(dataset, [sample_id])
-            return _log.mark_done(dataset, rec)
-        if expected_state is not None:
-            break
-    _log.drop_pending(dataset, rec)
-    raise FixConflictError(f"label '{label_id}' kept changing while it was deleted; nothing was written")
+    with _Pending(dataset) as p:
+        for attempt in range(2):
+            doc = _read(dataset, sample_id, [field])
+            labels = _labels(doc, field)
+            idx, current = _find(labels, label_id, field, sample_id)
+            _check_expected(expected_state, current, label_id)
+            prev_id = str(labels[idx - 1]["_id"]) if idx > 0 else None
+            if p.rec is None:
+                p.rec = _log_pending(dataset, "delete", field, sample_id, label_id, current, None,
+                                     idx, {"prev_id": prev_id}, user)
+            else:
+                _log.update_pending(dataset, p.rec, before=current, index=idx,
+                                    extra={"prev_id": prev_id})
+            _fault_point("delete:logged")
+            res = _coll(dataset).update_one(
+                _cas_label_filter(soid, field, current),
+                {"$pull": {f"{field}.detections": {"_id": loid}},
+                 "$set": {"last_modified_at": _now()}})
+            if res.matched_count:
+                p.applied = True
+                _fault_point("delete:applied")
+                _refresh(dataset, [sample_id])
+                return _log.mark_done(dataset, p.rec)
+            if expected_state is not None:
+                break
+        raise FixConflictError(f"label '{label_id}' kept changing while it was deleted; "
+                               "nothing was written")
 
 
 def _push_update(doc_field_value, field: str, label: dict, position: int | None) -> dict:
@@ -370,38 +405,38 @@ def adopt_candidate(collection, sample_id: str, candidate_id: str, gt_field: str
     if label is not None:
         _check_class(dataset, gt_field, label, allow_new_class)
     new_oid = ObjectId()
-    rec = None
-    for attempt in range(2):
-        doc = _read(dataset, sample_id, [gt_field, candidate_field])
-        cidx, cand = _find(_labels(doc, candidate_field), candidate_id, candidate_field, sample_id)
-        _check_expected(expected_state, cand, candidate_id)
-        box = validate_box(cand.get("bounding_box") or [], f"candidate {candidate_id}'s box")
-        new = fo.Detection(label=label or cand.get("label"), bounding_box=box,
-                           tags=[REVIEWED_FIXED_TAG], review_adopted_from=str(coid))
-        new_doc = dict(new.to_mongo())
-        new_doc["_id"] = new_oid
-        gts = _labels(doc, gt_field)
-        extra = {"candidate_field": candidate_field, "candidate": cand, "candidate_index": cidx,
-                 "candidate_id": str(coid)}
-        if rec is None:
-            rec = _log_pending(dataset, "adopt", gt_field, sample_id, str(new_oid), None, new_doc,
-                               len(gts or []), extra, user)
-        else:
-            _log.update_pending(dataset, rec, after=new_doc, index=len(gts or []), extra=extra)
-        upd = _push_update(doc.get(gt_field), gt_field, new_doc, None)
-        upd.setdefault("$set", {})["last_modified_at"] = _now()
-        upd["$pull"] = {f"{candidate_field}.detections": {"_id": coid}}
-        flt = {"_id": soid, f"{candidate_field}.detections": cand}
-        flt[gt_field] = None if doc.get(gt_field) is None else {"$ne": None}
-        res = _coll(dataset).update_one(flt, upd)
-        if res.matched_count:
-            _refresh(dataset, [sample_id])
-            return _log.mark_done(dataset, rec)
-        if expected_state is not None:
-            break
-    _log.drop_pending(dataset, rec)
-    raise FixConflictError(f"candidate '{candidate_id}' kept changing while it was adopted; "
-                           "nothing was written")
+    with _Pending(dataset) as p:
+        for attempt in range(2):
+            doc = _read(dataset, sample_id, [gt_field, candidate_field])
+            cidx, cand = _find(_labels(doc, candidate_field), candidate_id, candidate_field, sample_id)
+            _check_expected(expected_state, cand, candidate_id)
+            box = validate_box(cand.get("bounding_box") or [], f"candidate {candidate_id}'s box")
+            new = fo.Detection(label=label or cand.get("label"), bounding_box=box,
+                               tags=[REVIEWED_FIXED_TAG], review_adopted_from=str(coid))
+            new_doc = dict(new.to_mongo())
+            new_doc["_id"] = new_oid
+            gts = _labels(doc, gt_field)
+            extra = {"candidate_field": candidate_field, "candidate": cand, "candidate_index": cidx,
+                     "candidate_id": str(coid)}
+            if p.rec is None:
+                p.rec = _log_pending(dataset, "adopt", gt_field, sample_id, str(new_oid), None, new_doc,
+                                   len(gts or []), extra, user)
+            else:
+                _log.update_pending(dataset, p.rec, after=new_doc, index=len(gts or []), extra=extra)
+            upd = _push_update(doc.get(gt_field), gt_field, new_doc, None)
+            upd.setdefault("$set", {})["last_modified_at"] = _now()
+            upd["$pull"] = {f"{candidate_field}.detections": {"_id": coid}}
+            flt = {"_id": soid, f"{candidate_field}.detections": cand}
+            flt[gt_field] = None if doc.get(gt_field) is None else {"$ne": None}
+            res = _coll(dataset).update_one(flt, upd)
+            if res.matched_count:
+                p.applied = True
+                _refresh(dataset, [sample_id])
+                return _log.mark_done(dataset, p.rec)
+            if expected_state is not None:
+                break
+        raise FixConflictError(f"candidate '{candidate_id}' kept changing while it was adopted; "
+                               "nothing was written")
 
 
 # ---------------------------------------------------------------- bulk accept
@@ -413,12 +448,13 @@ def _chunks(seq: list, n: int):
 
 def _apply_bulk_tag(dataset, field: str, pairs: list[tuple[ObjectId, ObjectId]], tag: str,
                     add: bool, rec: FixRecord | None = None, start_chunk: int = 0) -> None:
+    size = int((rec.extra.get("chunk_size") if rec is not None else None) or BULK_CHUNK)
     """``$addToSet``/``$pull`` ``tag`` on labels ``(sample_oid, label_oid)``: one bulk write per
     chunk, addressed by label id through array filters; progress is noted on ``rec``."""
     coll = _coll(dataset)
     op = "$addToSet" if add else "$pull"
     now = _now()
-    for k, chunk in enumerate(_chunks(pairs, BULK_CHUNK)):
+    for k, chunk in enumerate(_chunks(pairs, size)):
         if k < start_chunk:
             continue
         # one UpdateOne per sample naming only its own label ids: a single update_many with a
@@ -433,11 +469,12 @@ def _apply_bulk_tag(dataset, field: str, pairs: list[tuple[ObjectId, ObjectId]],
         coll.bulk_write(ops, ordered=False)
         if rec is not None:
             _log.set_progress(dataset, rec, k + 1)
+            _fault_point("bulk:chunk")
     _refresh(dataset, {str(s) for s, _ in pairs})
 
 
 def accept_labels(collection, field: str = "ground_truth", label_ids: Iterable[str] | None = None,
-                  user: str | None = None) -> FixRecord | None:
+                  user: str | None = None, chunk_size: int = BULK_CHUNK) -> FixRecord | None:
     """Accept many labels at once (all of ``field`` in ``collection`` by default), in bulk.
 
     The fix-log record (state ``pending``, listing the labels that did not carry
@@ -456,13 +493,18 @@ def accept_labels(collection, field: str = "ground_truth", label_ids: Iterable[s
              if (wanted is None or i in wanted) and REVIEWED_OK_TAG not in (t or [])]
     if not pairs:
         return None
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     rec = _log.new_record(dataset, "accept_bulk", field, None, None, None, None, user=user,
                           extra={"label_ids": [str(l) for _, l in pairs],
                                  "sample_ids": [str(s) for s in dict.fromkeys(s for s, _ in pairs)],
                                  "chunks_done": 0})
+    rec.extra["chunk_size"] = int(chunk_size)
     rec.state = "pending"
     rec = _log.append_fix(dataset, rec)
+    _fault_point("bulk:logged")
     _apply_bulk_tag(dataset, field, pairs, REVIEWED_OK_TAG, True, rec)
+    _fault_point("bulk:applied")
     return _log.mark_done(dataset, rec)
 
 
@@ -543,6 +585,7 @@ def undo_fix(collection, fix_id: str | None = None, force: bool = False,
         raise LookupError(f"sample '{rec.sample_id}' of fix {rec.summary()} was deleted; "
                           "this fix cannot be undone")
     _log.set_undo_pending(dataset, rec, True)
+    _fault_point("undo:marked")
     if rec.kind == "accept_bulk":
         _apply_bulk_tag(dataset, rec.field, _bulk_pairs(dataset, rec), REVIEWED_OK_TAG, False)
         return _log.mark_undone(dataset, rec, user)
@@ -555,6 +598,7 @@ def undo_fix(collection, fix_id: str | None = None, force: bool = False,
     else:
         _log.set_undo_pending(dataset, rec, False)
         raise ValueError(f"cannot undo a fix of kind '{rec.kind}'")
+    _fault_point("undo:applied")
     _refresh(dataset, [rec.sample_id])
     return _log.mark_undone(dataset, rec, user)
 
@@ -584,16 +628,15 @@ def _undo_replace(dataset, rec: FixRecord, force: bool) -> None:
     _conflict(dataset, rec, f"label '{rec.label_id}' kept changing during undo; nothing was written")
 
 
-def _insert_position(labels: list[dict] | None, prev_id: str | None, index: int | None) -> tuple[int, dict]:
+def _insert_position(labels: list[dict] | None, prev_id: str | None, index: int | None) -> int:
     """Where to put a label back: after its former predecessor if it is still there, else at
-    its former index; plus a filter term pinning that position."""
+    its former index (clipped to the list)."""
     labels = labels or []
     if prev_id is not None:
         for i, d in enumerate(labels):
             if str(d.get("_id")) == prev_id:
-                return i + 1, {}
-    pos = min(int(index or 0), len(labels))
-    return pos, {}
+                return i + 1
+    return min(int(index or 0), len(labels))
 
 
 def _undo_delete(dataset, rec: FixRecord, force: bool) -> None:
@@ -606,7 +649,7 @@ def _undo_delete(dataset, rec: FixRecord, force: bool) -> None:
                 _conflict(dataset, rec, f"label '{rec.label_id}' exists again; cannot undo {rec.summary()}")
             _coll(dataset).update_one({"_id": soid}, {"$pull": {f"{field}.detections": {"_id": loid}}})
             continue
-        pos, _ = _insert_position(labels, rec.extra.get("prev_id"), rec.index)
+        pos = _insert_position(labels, rec.extra.get("prev_id"), rec.index)
         # CAS: the label is still absent and the list has the length we computed the position on
         flt: dict[str, Any] = {"_id": soid, f"{field}.detections._id": {"$ne": loid}}
         if labels is None:
@@ -692,8 +735,8 @@ def _recover_fix(dataset, rec: FixRecord, resume_bulk: bool) -> str:
     if rec.kind == "accept_bulk":
         pairs = _bulk_pairs(dataset, rec)
         if resume_bulk:
-            _apply_bulk_tag(dataset, rec.field, pairs, REVIEWED_OK_TAG, True, rec,
-                            start_chunk=int(rec.extra.get("chunks_done", 0)))
+            # from the first chunk again: $addToSet is idempotent and the pairs' order may differ
+            _apply_bulk_tag(dataset, rec.field, pairs, REVIEWED_OK_TAG, True, rec)
             _log.mark_done(dataset, rec)
             return "resumed"
         _apply_bulk_tag(dataset, rec.field, pairs, REVIEWED_OK_TAG, False)
