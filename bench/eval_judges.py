@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+# Small models on a shared 2-core machine: OpenMP thread pools only add contention.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
 
@@ -80,7 +82,9 @@ def run_split(split: str, args) -> dict:
 
     t0 = time.time()
     ds = load_split(split)
-    print(f"\n#### split={split}: {len(ds)} images, {ds.count('ground_truth.detections')} boxes")
+    print(f"\n#### split={split}: {len(ds)} images, {ds.count('ground_truth.detections')} boxes; "
+          f"{args.repeats} seeds from {args.seed}; swap_to={args.swap_to}; cleanlab overrides "
+          f"high={args.cl_high} low={args.cl_low}")
     rates = {t: args.rate for t in ERROR_TYPES}
     pred_field = None
     singles = defaultdict(list)          # (err, score) -> [(ap, auroc)] over seeds, all labels
@@ -91,10 +95,15 @@ def run_split(split: str, args) -> dict:
     t_grade = []
     for r in range(args.repeats):
         seed = args.seed + r
-        rep = inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed, overwrite=True)
+        rep = inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed, overwrite=True,
+                            swap_to=args.swap_to)
         t1 = time.time()
-        g = grade(ds, gt_field="noisy", pred_field=pred_field,
-                  **({"detector": args.detector} if args.detector else {}))
+        opts = {"detector": args.detector} if args.detector else {}
+        if args.cl_high is not None or args.cl_low is not None:
+            opts["cleanlab"] = {k: v for k, v in (("high_probability_threshold", args.cl_high),
+                                                  ("low_probability_threshold", args.cl_low))
+                                if v is not None}
+        g = grade(ds, gt_field="noisy", pred_field=pred_field, **opts)
         t_grade.append(time.time() - t1)
         if pred_field is None:
             pred_field = g.pred_field or DEFAULT_PRED_FIELD
@@ -222,6 +231,11 @@ def main(argv=None) -> int:
                     help="fractions of images marked verified for the ensembles")
     ap.add_argument("--selfsup", action="store_true",
                     help="also measure the self-supervised stacker (no verified images)")
+    ap.add_argument("--swap-to", choices=["uniform", "confusable"], default="uniform")
+    ap.add_argument("--cl-high", type=float, default=None,
+                    help="override grade()'s cleanlab high_probability_threshold")
+    ap.add_argument("--cl-low", type=float, default=None,
+                    help="override grade()'s cleanlab low_probability_threshold")
     ap.add_argument("--detector", default=None, help="override grade()'s default detector")
     ap.add_argument("--keep", action="store_true", help="keep the bench datasets")
     args = ap.parse_args(argv)

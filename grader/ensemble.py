@@ -218,6 +218,14 @@ def stack_features(pct: dict[str, np.ndarray],
     return X, list(names)
 
 
+def _one_thread():
+    """Fit the small models single-threaded: on a few thousand labels OpenMP's thread pool
+    costs more than it saves, and on a busy machine it can slow a fit down many times."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
 def _make_model(kind: str, seed: int):
     if kind == "logistic":
         from sklearn.linear_model import LogisticRegression
@@ -250,6 +258,13 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
     n_splits = int(min(cv_folds, y.sum(), (1 - y).sum()))
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     cv = {c: [] for c in ("vote", *candidates)}
+    with _one_thread():
+        return _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidates,
+                                 seed, X, names, sel, y, folds, n_splits, cv)
+
+
+def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidates, seed, X,
+                      names, sel, y, folds, n_splits, cv) -> dict:
     for tr, te in folds.split(X[sel], y):
         tr_mask = np.zeros(len(pos), dtype=bool)
         tr_mask[sel[tr]] = True
@@ -289,48 +304,55 @@ def fit_self_supervised(collection, gt_field: str, pred_field: str | None,
     cross-validated AUROC on it. The user's dataset is not written. Returns
     ``{issue: {"model", "features", "chosen", "cv_auroc"}}``.
     """
+    fields = [gt_field] + ([pred_field] if pred_field else [])
+    tmp = collection.select_fields(fields).clone()
+    try:
+        with _one_thread():
+            return _self_supervised_body(tmp, gt_field, pred_field, issues, seed, rates,
+                                         cleanlab_kwargs, abstain_floor)
+    finally:
+        tmp.delete()
+
+
+def _self_supervised_body(tmp, gt_field, pred_field, issues, seed, rates, cleanlab_kwargs,
+                          abstain_floor) -> dict[str, dict]:
     from sklearn.model_selection import StratifiedKFold
 
     from .judges.consistency import run_consistency
     from .noise import DEFAULT_RATES, TRUTH_ATTR, inject_errors
 
-    fields = [gt_field] + ([pred_field] if pred_field else [])
-    tmp = collection.select_fields(fields).clone()
-    try:
-        inject_errors(tmp, gt_field, "_lg_selfsup", rates=rates or DEFAULT_RATES, seed=seed)
-        if pred_field:
-            from .judges.cleanlab import run_cleanlab
+    inject_errors(tmp, gt_field, "lg_selfsup", rates=rates or DEFAULT_RATES, seed=seed)
+    if pred_field:
+        from .judges.cleanlab import run_cleanlab
 
-            run_cleanlab(tmp, "_lg_selfsup", pred_field, **(cleanlab_kwargs or {}))
-        run_consistency(tmp, "_lg_selfsup")
-        specs = [s for s in present_score_specs(tmp, "_lg_selfsup")
-                 if s.judge in SELF_SUPERVISED_JUDGES]
-        ls = read_label_scores(tmp, "_lg_selfsup", truth_attr=TRUTH_ATTR, specs=specs,
-                               trusted_tag="")
-        truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
-        pct = {n: percentiles(floor_as_abstention(c, abstain_floor) if abstain_floor else c)
-               for n, c in ls.columns.items()}
-        X, names = stack_features(pct)
-        out = {}
-        for issue in list(issues) + ["any"]:
-            pos = (truth != CLEAN) if issue == "any" else (truth == issue)
-            sel = pos | (truth == CLEAN)
-            y = pos[sel].astype(int)
-            if y.sum() < 5 or (1 - y).sum() < 5:
-                continue
-            folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-            cv = {}
-            for kind in ("logistic", "hgb"):
-                aucs = [auroc(y[te], _make_model(kind, seed).fit(X[sel][tr], y[tr])
-                              .predict_proba(X[sel][te])[:, 1])
-                        for tr, te in folds.split(X[sel], y)]
-                cv[kind] = float(np.nanmean(aucs))
-            kind = max(cv, key=lambda k: _finite_or(cv[k], -1.0))
-            out[issue] = {"model": _make_model(kind, seed).fit(X[sel], y), "features": names,
-                          "chosen": f"self:{kind}", "cv_auroc": cv}
-        return out
-    finally:
-        tmp.delete()
+        run_cleanlab(tmp, "lg_selfsup", pred_field, **(cleanlab_kwargs or {}))
+    run_consistency(tmp, "lg_selfsup")
+    specs = [s for s in present_score_specs(tmp, "lg_selfsup")
+             if s.judge in SELF_SUPERVISED_JUDGES]
+    ls = read_label_scores(tmp, "lg_selfsup", truth_attr=TRUTH_ATTR, specs=specs,
+                           trusted_tag="")
+    truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
+    pct = {n: percentiles(floor_as_abstention(c, abstain_floor) if abstain_floor else c)
+           for n, c in ls.columns.items()}
+    X, names = stack_features(pct)
+    out = {}
+    for issue in list(issues) + ["any"]:
+        pos = (truth != CLEAN) if issue == "any" else (truth == issue)
+        sel = pos | (truth == CLEAN)
+        y = pos[sel].astype(int)
+        if y.sum() < 5 or (1 - y).sum() < 5:
+            continue
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+        cv = {}
+        for kind in ("logistic", "hgb"):
+            aucs = [auroc(y[te], _make_model(kind, seed).fit(X[sel][tr], y[tr])
+                          .predict_proba(X[sel][te])[:, 1])
+                    for tr, te in folds.split(X[sel], y)]
+            cv[kind] = float(np.nanmean(aucs))
+        kind = max(cv, key=lambda k: _finite_or(cv[k], -1.0))
+        out[issue] = {"model": _make_model(kind, seed).fit(X[sel], y), "features": names,
+                      "chosen": f"self:{kind}", "cv_auroc": cv}
+    return out
 
 
 def _finite_or(x: float, default: float) -> float:

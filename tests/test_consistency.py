@@ -138,3 +138,25 @@ def test_grade_runs_consistency_without_a_detector(coco128):
     assert "consistency" in out.reports and "ensemble" in out.reports
     _, truth, ens = _column(coco128, "noisy", "ensemble_duplicate")
     assert ev.auroc(truth == "duplicate", ens) >= 0.9
+
+
+def test_self_supervised_stacker_on_coco128(coco128):
+    """learner="self": fitted on errors injected into a temporary copy; the user's dataset
+    only gets the ensemble fields, and the copy is gone afterwards."""
+    import fiftyone as fo
+
+    from grader.ensemble import compute_ensemble
+
+    ds = coco128.limit(64)   # half of coco128 keeps the test fast
+    inject_errors(ds, "ground_truth", "noisy", rates={"duplicate": 0.06, "swap": 0.06}, seed=4)
+    run_consistency(ds, "noisy")
+    n_datasets = len(fo.list_datasets())
+    before = ds.values("noisy.detections.label", unwind=True)
+    rep = compute_ensemble(ds, "noisy", learner="self", seed=1)
+    assert rep.info["learner"]["duplicate"]["chosen"].startswith("self:")
+    assert rep.info["learner"]["duplicate"]["cv_auroc"]["logistic"] > 0.9
+    assert len(fo.list_datasets()) == n_datasets
+    assert ds.values("noisy.detections.label", unwind=True) == before
+    assert "lg_selfsup" not in ds.get_field_schema()
+    _, truth, ens = _column(ds, "noisy", "ensemble_duplicate")
+    assert ev.auroc(truth == "duplicate", ens) >= 0.9
