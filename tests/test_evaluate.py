@@ -12,6 +12,7 @@ from grader import evaluate as ev
 from grader.fields import write_label_attr
 from grader.noise import TRUTH_ATTR, inject_errors
 from grader.review_cost import expected_hits_curve, review_cost
+from grader.scores import GT_ISSUES
 
 FIXED = [
     ([0, 1, 1, 0, 1, 0, 0, 1], [0.1, 0.9, 0.8, 0.3, 0.35, 0.2, 0.7, 0.6]),
@@ -70,7 +71,8 @@ def test_review_cost_ranked_beats_random():
 @pytest.fixture()
 def noisy(many_boxes_ds):
     inject_errors(many_boxes_ds, "ground_truth", "noisy",
-                  rates={"badloc": 0.1, "swap": 0.1, "spurious": 0.05, "overlooked": 0.05}, seed=0)
+                  rates={"badloc": 0.1, "swap": 0.1, "spurious": 0.05, "overlooked": 0.05,
+                         "duplicate": 0.05}, seed=0)
     return many_boxes_ds
 
 
@@ -127,8 +129,17 @@ def test_evaluate_judges_scores_each_error_type(noisy):
     res2 = ev.evaluate_judges(ds, "noisy", pred_field=None)
     assert res2["excluded_samples"] == 1
     n_first = len(first["noisy"].detections)
-    assert sum(res2["counts"][k] for k in ("badloc", "swap", "spurious", "clean")) == \
-        sum(res["counts"][k] for k in ("badloc", "swap", "spurious", "clean")) - n_first
+    kinds = GT_ISSUES + ("clean",)
+    assert sum(res2["counts"][k] for k in kinds) == sum(res["counts"][k] for k in kinds) - n_first
+
+    # Duplicates are evaluated like every GT issue; the consistency judge finds them.
+    from grader.judges.consistency import run_consistency
+
+    assert res["counts"]["duplicate"] == 5
+    run_consistency(ds, "noisy")
+    res3 = ev.evaluate_judges(ds, "noisy", pred_field=None, exclude_tag=None)
+    assert res3["gt"]["duplicate"]["consistency:consistency_duplicate"]["auroc"] > 0.95
+    assert res3["gt"]["duplicate"]["consistency:consistency_dup_iou"]["auroc"] > 0.95
 
 
 def test_brain_baseline_runs_and_lands_in_table(noisy):
@@ -147,6 +158,10 @@ def test_brain_baseline_runs_and_lands_in_table(noisy):
     # the predictions of badloc boxes shifted below IoU 0.5: false alarms, hence AUROC < 1).
     ov = res["overlooked"]["brain:possible_missing"]
     assert ov["coverage"] == pytest.approx(1.0) and ov["auroc"] > 0.9
+    # Every deleted box is still predicted: the ceiling is 1; reviewing 2x as many candidates
+    # as deleted boxes finds at least as many as 1x, never more than the ceiling.
+    assert res["overlooked_ceiling"] == pytest.approx(1.0)
+    assert 0 < ov["recall@1xN"] <= ov["recall@2xN"] <= res["overlooked_ceiling"]
     # Re-running replaces the previous brain run instead of failing.
     ev.run_brain_mistakenness(ds, "noisy", "predictions")
 
