@@ -54,14 +54,11 @@ def sanitize_rel_boxes(boxes) -> tuple[np.ndarray, list[str]]:
     cx1, cy1 = np.clip(x1, 0, 1), np.clip(y1, 0, 1)
     cx2, cy2 = np.clip(x2, 0, 1), np.clip(y2, 0, 1)
     clipped = np.stack([cx1, cy1, cx2 - cx1, cy2 - cy1], axis=1)
-    status = []
-    for i in range(len(b)):
-        if not np.all(np.isfinite(b[i])) or clipped[i, 2] <= 0 or clipped[i, 3] <= 0:
-            status.append(BOX_DEGENERATE)
-        elif not np.allclose(clipped[i], b[i]):
-            status.append(BOX_CLIPPED)
-        else:
-            status.append(BOX_OK)
+    # Vectorised (a per-box np.allclose loop cost ~25 s per 170k boxes); same rule per box.
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(b).all(axis=1) | ~(clipped[:, 2] > 0) | ~(clipped[:, 3] > 0)
+        close = np.isclose(clipped, b).all(axis=1)
+    status = np.where(bad, BOX_DEGENERATE, np.where(close, BOX_OK, BOX_CLIPPED)).tolist()
     return clipped, status
 
 
