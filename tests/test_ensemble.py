@@ -256,17 +256,20 @@ def test_stacking_falls_back_to_the_vote_below_the_minimum(noisy):
     assert rep.info["learner"]["any"]["chosen"] == "vote"
 
 
-@pytest.mark.parametrize("kw, msg", [
+BAD_PARAMS = [
     ({"method": "bogus"}, "method"), ({"learner": "bogus"}, "learner"),
     ({"tag_fraction": 5}, "tag_fraction"), ({"tag_fraction": float("nan")}, "tag_fraction"),
     ({"prior_auroc": float("nan")}, "prior_auroc"), ({"sharpness": float("nan")}, "sharpness"),
     ({"min_stack_positives": 0}, "min_stack_positives"), ({"cv_folds": 1}, "cv_folds"),
     ({"issues": ["bogus"]}, "unknown issues"),
-])
-def test_bad_params_fail_before_any_write(noisy, kw, msg):
+]
+
+
+def test_bad_params_fail_before_any_write(noisy):
     ds = noisy
     _write(ds, "cleanlab_badloc", lambda t: 0.1 if t == "badloc" else 0.9)
-    with pytest.raises(ValueError, match=msg):
-        compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, **kw)
+    for kw, msg in BAD_PARAMS:
+        with pytest.raises(ValueError, match=msg):
+            compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, **kw)
     assert ds.count("noisy.detections.ensemble_any") == 0
     assert "label_grader_ensemble" not in ds.list_runs()
