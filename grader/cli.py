@@ -91,9 +91,12 @@ def cmd_cleanlab(args) -> int:
 
 
 def cmd_save_views(args) -> int:
+    from .fields import detections_path
     from .review import save_review_views
 
-    for name in save_review_views(_load_dataset(args), args.gt_field):
+    ds = _load_dataset(args)
+    detections_path(ds, args.gt_field)  # a wrong field is an error, not an empty success
+    for name in save_review_views(ds, args.gt_field):
         print(name)
     return 0
 
@@ -125,6 +128,7 @@ def cmd_ensemble(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="label-grader", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="load coco128, grade it (YOLOX-Nano + every judge), print suspects")
@@ -176,9 +180,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_line(exc: BaseException) -> str:
+    """One redacted line for a failed command: ``label-grader: error: <what went wrong>``."""
+    from .redact import redact
+
+    msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    msg = " ".join(redact(msg).split()) or type(exc).__name__
+    return f"label-grader: error: {msg}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors print one line (no traceback unless ``--debug``) and exit 2."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("label-grader: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:
+        if isinstance(e.code, str):  # raise SystemExit("message"): same one-line format
+            print(error_line(RuntimeError(e.code)), file=sys.stderr)
+            return 2
+        raise
+    except Exception as e:
+        if args.debug:
+            raise
+        print(error_line(e), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

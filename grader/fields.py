@@ -166,14 +166,18 @@ def write_sample_field(collection, field_name: str, values: Mapping[str, Any]) -
     return len(values)
 
 
-def set_label_tag(collection, field_name: str, tag: str, label_ids: Iterable[str]) -> int:
+def set_label_tag(collection, field_name: str, tag: str, label_ids: Iterable[str],
+                  keep: Iterable[str] = ()) -> int:
     """Make ``tag`` sit on exactly ``label_ids`` among ``field_name``'s labels in ``collection``.
 
     The tag is first removed from every label of the field in the collection (so a re-run
-    over the same view replaces its previous verdicts) and then added to the given labels.
+    over the same view replaces its previous verdicts), except the labels in ``keep`` (a judge
+    could not judge them this time, so their earlier tag stands), then added to ``label_ids``.
     """
     label_ids = list(label_ids)
-    collection.untag_labels(tag, label_fields=[field_name])
+    keep = list(keep)
+    scope = collection.exclude_labels(ids=keep, fields=field_name) if keep else collection
+    scope.untag_labels(tag, label_fields=[field_name])
     if label_ids:
         collection.select_labels(ids=label_ids, fields=field_name).tag_labels(
             tag, label_fields=[field_name]
@@ -181,10 +185,12 @@ def set_label_tag(collection, field_name: str, tag: str, label_ids: Iterable[str
     return len(label_ids)
 
 
-def set_sample_tag(collection, tag: str, sample_ids: Iterable[str]) -> int:
-    """Make ``tag`` sit on exactly ``sample_ids`` among the samples of ``collection``."""
+def set_sample_tag(collection, tag: str, sample_ids: Iterable[str], keep: Iterable[str] = ()) -> int:
+    """Make ``tag`` sit on exactly ``sample_ids`` among the samples of ``collection`` (samples
+    in ``keep`` keep whatever they had)."""
     sample_ids = list(sample_ids)
-    collection.untag_samples(tag)
+    keep = list(keep)
+    (collection.exclude(keep) if keep else collection).untag_samples(tag)
     if sample_ids:
         collection.select(sample_ids).tag_samples(tag)
     return len(sample_ids)
@@ -206,8 +212,10 @@ def record_run(collection, run_key: str, params: Mapping[str, Any],
     Visible with ``dataset.list_runs()`` / ``dataset.get_run_info(run_key)``; a re-run
     under the same key replaces the record.
     """
-    clean = {k: v for k, v in params.items() if not is_secret_param(k)}
-    config = collection.init_run(**clean, report=dict(report or {}))
+    from .redact import redact_obj
+
+    clean = redact_obj({k: v for k, v in params.items() if not is_secret_param(k)})
+    config = collection.init_run(**clean, report=redact_obj(dict(report or {})))
     collection.register_run(run_key, config, overwrite=True, cleanup=False)
 
 

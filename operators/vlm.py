@@ -6,9 +6,12 @@ a parameter; it is never an operator parameter, so it is never logged or stored 
 """
 from __future__ import annotations
 
+import os
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from grader.redact import redact
 from grader.judges.vlm import DETECTION_PROMPTS, make_backend, run_vlm_judge
 from grader.judges.vlm.backends import VLMBackendError
 
@@ -129,6 +132,14 @@ class RunVLMJudge(foo.Operator):
 
     def execute(self, ctx):
         p = dict(ctx.params)
+        try:
+            return self._execute(ctx, p)
+        except Exception as e:
+            # The error text ends up in the App, logs and (delegated) MongoDB's delegated_ops:
+            # it must never carry the key, even quoted inside a library's exception.
+            raise _redacted_error(e, _known_secrets(ctx, p)) from None
+
+    def _execute(self, ctx, p):
         backend = build_backend(ctx, p)
         prompt, sample_prompt = p.get("prompt", "stepwise"), None
         if prompt == "custom":
@@ -146,6 +157,22 @@ class RunVLMJudge(foo.Operator):
 
     def resolve_output(self, ctx):
         return report_output("VLM judge results")
+
+
+def _known_secrets(ctx, params) -> list[str]:
+    out = [_secret(ctx, n) for n in SECRET_NAMES]
+    env = params.get("api_key_env")
+    if env:
+        out.append(os.environ.get(str(env)))
+    return [s for s in out if s]
+
+
+def _redacted_error(exc: Exception, secrets) -> Exception:
+    msg = redact(str(exc), secrets)
+    try:
+        return type(exc)(msg)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {msg}")
 
 
 OPERATORS = [RunVLMJudge]

@@ -296,3 +296,183 @@ def _orig_before(rec, snap):
     for s, ls in snap.items():
         out[s] = [rec.before if l["_id"] == ObjectId(rec.label_id) else l for l in ls]
     return out
+
+
+# ---------------------------------------------------------------- review: bad parameters, stale state
+
+def test_expected_state_masks_nan_and_bad_fix_parameters():
+    ds = _make_dataset("lg-fault-params", n_samples=2, per_sample=3, masks=True)
+    review.clear_fix_log(ds)
+    s = ds.first()
+    sid, det = s.id, s.ground_truth.detections[0]
+    lid = det.id
+    raw = _raw_labels(ds)[ObjectId(sid)][0]
+    # the token is the same from the App's Detection and from the raw document (mask, NaN)
+    token = review.label_state(det)
+    assert token == review.label_state(raw)
+    snap = _raw_labels(ds)
+    # bad parameters: refused before any write
+    bad = [
+        (lambda: review.relabel(ds, sid, lid, new_label="zebra"), ValueError, "allow_new_class"),
+        (lambda: review.replace_box(ds, sid, lid, box=[0.1, 0.1, 0.2]), ValueError, "4 numbers"),
+        (lambda: review.replace_box(ds, sid, lid, box=[0.1, float("nan"), 0.2, 0.2]), ValueError,
+         "non-finite"),
+        (lambda: review.replace_box(ds, sid, lid, box=[0.9, 0.1, 0.5, 0.2]), ValueError, "inside"),
+        (lambda: review.accept_label(ds, "not-an-id", lid), ValueError, "24-hex-digit"),
+        (lambda: review.accept_labels(ds, "ground_truth", chunk_size=0), ValueError, "chunk_size"),
+    ]
+    for fn, exc, msg in bad:
+        with pytest.raises(exc, match=msg):
+            fn()
+    states = lambda d: {s: [label_state(l) for l in ls] for s, ls in d.items()}  # noqa: E731
+    assert states(_raw_labels(ds)) == states(snap)
+    assert review.fix_log(ds) == []
+    # a stale token: the label changed since the panel showed it -> conflict, nothing written
+    review.relabel(ds, sid, lid, new_label="dog")
+    with pytest.raises(review.FixConflictError, match="changed since"):
+        review.accept_label(ds, sid, lid, expected_state=token)
+    fresh = review.label_state(ds[sid].ground_truth.detections[0])
+    review.accept_label(ds, sid, lid, expected_state=fresh)
+    # undo of masked + NaN labels: no false conflict, byte-exact mask back
+    review.undo_fix(ds)
+    review.undo_fix(ds)
+    back = _raw_labels(ds)[ObjectId(sid)][0]
+    assert back["mask"] == raw["mask"] and label_state(back) == label_state(raw)
+    # relabel + delete + undo in a masked dataset
+    r = review.delete_label(ds, sid, lid)
+    review.undo_fix(ds, r.fix_id)
+    assert [l["_id"] for l in _raw_labels(ds)[ObjectId(sid)]][0] == ObjectId(lid)
+    fo.delete_dataset(ds.name)
+
+
+def test_undo_last_skips_a_fix_whose_sample_was_deleted():
+    ds = _make_dataset("lg-fault-undo-deleted", n_samples=2, per_sample=2)
+    review.clear_fix_log(ds)
+    s0, s1 = list(ds)
+    r0 = review.relabel(ds, s0.id, s0.ground_truth.detections[0].id, new_label="fish")
+    r1 = review.relabel(ds, s1.id, s1.ground_truth.detections[0].id, new_label="fish")
+    ds.delete_samples([s1.id])
+    with pytest.raises(LookupError, match="was deleted"):
+        review.undo_fix(ds, r1.fix_id)
+    rec = review.undo_fix(ds)  # newest undoable: r0
+    assert rec.fix_id == r0.fix_id
+    with pytest.raises(LookupError, match="no fix to undo"):
+        review.undo_fix(ds)
+    fo.delete_dataset(ds.name)
+
+
+# ---------------------------------------------------------------- VLM endpoint faults and secrets
+
+import socket  # noqa: E402
+import time  # noqa: E402
+
+from fake_openai_server import FakeOpenAIServer, Override  # noqa: E402
+from grader.judges.vlm import run_vlm_judge  # noqa: E402
+from grader.judges.vlm.backends import VLMBackendError  # noqa: E402
+from grader.judges.vlm.openai_http import OpenAIBackend, VLMEndpointDown  # noqa: E402
+
+KEY = "sk-fault-5e4d3c2b1a0f"
+
+
+def _verdicts(ds):
+    return ds.values("ground_truth.detections.vlm_verdict"), ds.values(
+        "ground_truth.detections.tags")
+
+
+def _judged(ds, srv, **kw):
+    b = OpenAIBackend("fake-vlm", base_url=srv.base_url, backoff=0.01, **kw)
+    return run_vlm_judge(ds, b, cache=False, threshold=0.5)
+
+
+def test_dead_and_hanging_endpoints_fail_fast_and_keep_earlier_verdicts(synthetic_dataset, capsys):
+    ds = synthetic_dataset
+    with FakeOpenAIServer() as srv:
+        _judged(ds, srv)
+    before = _verdicts(ds)
+    assert ds.count("ground_truth.detections.vlm_verdict") == 18
+
+    with socket.socket() as s:  # a port with nothing listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    t = time.perf_counter()
+    with pytest.raises(VLMEndpointDown, match=r"no answer to \d+ requests in a row"):
+        run_vlm_judge(ds, OpenAIBackend("m", base_url=dead, backoff=0.01), cache=False)
+    assert time.perf_counter() - t < 15
+    assert _verdicts(ds) == before  # nothing wiped
+
+    hang = socket.socket()  # accepts connections (kernel backlog) but never answers
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    try:
+        url = f"http://127.0.0.1:{hang.getsockname()[1]}/v1"
+        t = time.perf_counter()
+        with pytest.raises(VLMEndpointDown, match="timed out"):
+            run_vlm_judge(ds, OpenAIBackend("m", base_url=url, timeout=0.5, backoff=0.01),
+                          cache=False)
+        assert time.perf_counter() - t < 15
+        assert _verdicts(ds) == before
+        # the CLI: one line, exit status 2, no traceback
+        from grader.cli import main
+        rc = main(["vlm-judge", "--dataset", ds.name, "--model", "m", "--base-url", dead,
+                   "--no-cache", "--max-retries", "1"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("label-grader: error:") and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+    finally:
+        hang.close()
+    assert _verdicts(ds) == before
+
+
+def test_keys_with_whitespace_and_echoed_headers_never_leak(synthetic_dataset, monkeypatch, caplog):
+    ds = synthetic_dataset
+    # a trailing newline (env files) is stripped and the key works
+    monkeypatch.setenv("LG_FAULT_KEY", KEY + "\n")
+    with FakeOpenAIServer(required_key=KEY) as srv:
+        b = OpenAIBackend("fake-vlm", base_url=srv.base_url, api_key_env="LG_FAULT_KEY")
+        rep = run_vlm_judge(ds, b, cache=False)
+        assert rep.labels_scored == 18 and set(srv.state.auth_headers) == {f"Bearer {KEY}"}
+    # a newline or control character inside: a clear error that does not contain the key
+    for bad in ("sk-abc\ndef123456", "sk-abc\x00def123456", "sk-abc def123456", "sk-abc\x7fdef123456"):
+        if "\x00" not in bad:  # environment variables cannot hold NUL
+            monkeypatch.setenv("LG_FAULT_KEY", bad)
+            with pytest.raises(VLMBackendError) as ei:
+                OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key_env="LG_FAULT_KEY")
+            assert "def123456" not in str(ei.value) and "whitespace or control" in str(ei.value)
+        with pytest.raises(VLMBackendError) as ei:
+            OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", api_key=bad)
+        assert "def123456" not in str(ei.value) and "whitespace or control" in str(ei.value)
+    # a 4xx body echoing the Authorization header: the stored error is redacted, and the one
+    # label it failed for keeps its earlier verdict
+    monkeypatch.setenv("LG_FAULT_KEY", KEY)
+    before = ds.values("ground_truth.detections.vlm_verdict")
+    echo = json.dumps({"error": {"message": "bad request", "headers": {"Authorization": f"Bearer {KEY}"}}})
+    with FakeOpenAIServer(required_key=KEY) as srv:
+        srv.state.overrides.append(Override(status=418, body=echo))
+        b = OpenAIBackend("fake-vlm", base_url=srv.base_url, api_key_env="LG_FAULT_KEY",
+                          concurrency=1)
+        rep = run_vlm_judge(ds, b, cache=False, run_key="vlm_fault")
+    assert rep.skipped["backend_error"] == 1 and rep.labels_scored == 17
+    assert ds.values("ground_truth.detections.vlm_verdict") == before
+    stored = str(ds.get_run_info("vlm_fault").serialize()) + str(rep.to_dict())
+    assert KEY not in stored and "418" in stored
+    assert KEY not in caplog.text
+
+
+def test_cli_errors_are_one_line_and_exit_2(synthetic_dataset, capsys):
+    from grader.cli import main
+
+    ds = synthetic_dataset
+    ds.persistent = True
+    review.clear_fix_log(ds)
+    for argv, msg in [(["save-views", "--dataset", ds.name, "--gt-field", "nope"], "does not exist"),
+                      (["undo", "--dataset", ds.name], "no fix to undo"),
+                      (["undo", "--dataset", ds.name, "--fix-id", "abc"], "no fix 'abc'"),
+                      (["fix-log", "--dataset", "no-such-dataset-A"], "not found")]:
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 2, (argv, err)
+        assert err.startswith("label-grader: error:") and msg in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["save-views", "--dataset", ds.name]) == 0
+    with pytest.raises(ValueError):
+        main(["--debug", "save-views", "--dataset", ds.name, "--gt-field", "nope"])

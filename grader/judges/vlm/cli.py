@@ -6,6 +6,7 @@ lists): pass the *name* of an environment variable with ``--api-key-env``.
 from __future__ import annotations
 
 import json
+import sys
 
 
 def cmd_vlm_judge(args) -> int:
@@ -39,6 +40,12 @@ def cmd_vlm_judge(args) -> int:
     print(rep.summary())
     if args.json:
         print(json.dumps(rep.to_dict(), default=str))
+    errors = sum(v for k, v in rep.skipped.items() if "backend_error" in k)
+    if errors and not rep.labels_scored and not rep.info.get("samples_judged"):
+        print(f"label-grader: error: the VLM backend answered none of {errors} requests "
+              f"(last: {rep.info.get('last_backend_error')}); earlier verdicts were kept",
+              file=sys.stderr)
+        return 1
     return 0
 
 

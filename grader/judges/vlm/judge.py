@@ -21,6 +21,7 @@ from ...boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
 from ...fields import (read_detections, record_run, set_label_tag, set_sample_tag,
                       write_label_attrs, write_sample_field)
 from ...images import ImageReadError, load_rgb
+from ...redact import redact
 from ...render import iter_box_crops, render_overlay
 from ...report import RunReport
 from .backends import VLMBackend, VLMRequest
@@ -59,12 +60,16 @@ class _Counter:
 
 
 def _ask(backend: VLMBackend, requests, keys: dict, cache: VLMCache | None,
-         answers: dict, report: RunReport, counter: _Counter, error_reason: str) -> None:
-    """Stream ``requests`` through the backend; cache and collect every answer as it arrives."""
+         answers: dict, report: RunReport, counter: _Counter, error_reason: str,
+         failed: set | None = None) -> None:
+    """Stream ``requests`` through the backend; cache and collect every answer as it arrives.
+    Items the backend could not answer go to ``failed`` (their earlier verdicts are kept)."""
     for item_id, resp in backend.stream(requests):
         if resp.error is not None or resp.text is None:
             report.skip(error_reason)
-            report.info.setdefault("last_backend_error", resp.error)
+            report.info.setdefault("last_backend_error", redact(resp.error))
+            if failed is not None:
+                failed.add(item_id)
         else:
             answers[item_id] = (resp.text, resp.yes_prob)
             if cache is not None:
@@ -85,6 +90,7 @@ def judge_detections(collection, backend: VLMBackend, label_field: str, *, promp
     render_cfg = {"kind": "crop", "context": context, "out_size": out_size}
     keys: dict[str, str] = {}
     answers: dict[str, tuple[str, float | None]] = {}
+    failed: set[str] = set()
     todo: list[str] = []
     for fp, ids, labels, boxes in zip(table.filepaths, table.ids, table.labels, table.boxes):
         if not ids:
@@ -125,27 +131,30 @@ def judge_detections(collection, backend: VLMBackend, label_field: str, *, promp
                     yield crop.label_id, VLMRequest(crop.image, tmpl.format(label=crop.label))
 
         try:
-            _ask(backend, requests(), keys, cache, answers, report, counter, "backend_error")
+            _ask(backend, requests(), keys, cache, answers, report, counter, "backend_error",
+                 failed)
         finally:
             # Images found on disk but undecodable are only discovered while rendering.
             for k, v in render_report.skipped.items():
                 report.skip(k, v)
 
     parsed = {lid: parse_answer(*answers[lid]) for lid in answers}
-    _write_detections(collection, table, label_field, parsed, threshold, report)
+    _write_detections(collection, table, label_field, parsed, threshold, report, failed)
     return report
 
 
 def _write_detections(collection, table, label_field: str, parsed: dict[str, ParsedAnswer],
-                      threshold: float, report: RunReport) -> None:
+                      threshold: float, report: RunReport, failed: set = frozenset()) -> None:
     verdicts, reasons, confs = {}, {}, {}
     flagged = []
     for sid, ids in zip(table.sample_ids, table.ids):
         for lid in ids:
+            if lid in failed:  # the backend could not answer: keep the earlier verdict and tag
+                continue
             p = parsed.get(lid)
             # Labels in scope that got no answer are reset so a re-run leaves no stale verdict.
             verdicts[(sid, lid)] = p.verdict if p else None
-            reasons[(sid, lid)] = p.reason if p else None
+            reasons[(sid, lid)] = redact(p.reason) if p and p.reason is not None else None
             confs[(sid, lid)] = p.confidence if p else None
             if p is None:
                 continue
@@ -157,7 +166,7 @@ def _write_detections(collection, table, label_field: str, parsed: dict[str, Par
                 flagged.append(lid)
     write_label_attrs(collection, label_field, {"vlm_verdict": verdicts, "vlm_reason": reasons,
                                                 "vlm_confidence": confs})
-    report.tagged[TAG] += set_label_tag(collection, label_field, TAG, flagged)
+    report.tagged[TAG] += set_label_tag(collection, label_field, TAG, flagged, keep=failed)
     report.samples_scored = max(report.samples_scored, sum(
         1 for ids in table.ids if any(parsed.get(l) and parsed[l].verdict != UNPARSED for l in ids)))
     report.fields.extend(f"{label_field}.detections.{a}" for a in DETECTION_ATTRS)
@@ -215,15 +224,19 @@ def judge_samples(collection, backend: VLMBackend, label_field: str, *, prompt: 
                                      thickness=thickness, legend=True)
             yield sid, VLMRequest(overlay, text)
 
+    failed: set[str] = set()
     if todo:
-        _ask(backend, requests(), keys, cache, answers, report, counter, "sample_backend_error")
+        _ask(backend, requests(), keys, cache, answers, report, counter, "sample_backend_error",
+             failed)
 
     verdicts, reasons, confs, flagged = {}, {}, {}, []
     n_unparsed = 0
     for sid in table.sample_ids:
+        if sid in failed:  # no answer from the backend: keep the earlier verdict and tag
+            continue
         p = parse_answer(*answers[sid]) if sid in answers else None
         verdicts[sid] = p.verdict if p else None
-        reasons[sid] = p.reason if p else None
+        reasons[sid] = redact(p.reason) if p and p.reason is not None else None
         confs[sid] = p.confidence if p else None
         if p is not None and p.verdict == UNPARSED:
             n_unparsed += 1
@@ -237,7 +250,7 @@ def judge_samples(collection, backend: VLMBackend, label_field: str, *, prompt: 
         if not dataset.has_sample_field(name):
             dataset.add_sample_field(name, ftype)
         write_sample_field(collection, name, vals)
-    report.tagged[f"sample:{TAG}"] += set_sample_tag(collection, TAG, flagged)
+    report.tagged[f"sample:{TAG}"] += set_sample_tag(collection, TAG, flagged, keep=failed)
     report.info["samples_judged"] = sum(1 for v in verdicts.values() if v not in (None, UNPARSED))
     report.fields.extend(SAMPLE_FIELDS)
     return report

@@ -21,6 +21,7 @@ from typing import Any, Hashable, Iterable, Iterator
 
 import requests
 
+from ...redact import redact
 from .backends import VLMBackendError, VLMRequest, VLMResponse
 from .parse import answer_step, yes_probability
 
@@ -41,16 +42,39 @@ def encode_image(image, fmt: str = "JPEG", quality: int = 90) -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
+class VLMEndpointDown(VLMBackendError):
+    """The endpoint is dead or hanging: N consecutive requests got no HTTP answer at all."""
+
+
+def check_api_key(key: str | None, where: str = "the API key") -> str | None:
+    """``key`` stripped of surrounding whitespace (env files often end it with a newline);
+    ``VLMBackendError`` (never quoting the key) if it is empty or holds whitespace/control
+    characters inside, which no HTTP header can carry."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise VLMBackendError(f"{where} must be a string")
+    k = key.strip()
+    if not k:
+        raise VLMBackendError(f"{where} is empty (only whitespace)")
+    bad = [c for c in k if c.isspace() or ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise VLMBackendError(f"{where} contains {len(bad)} whitespace or control character(s) "
+                              "inside it; check the env file or secret (the key is not shown)")
+    return k
+
+
 def resolve_api_key(api_key: str | None = None, api_key_env: str | None = None) -> str | None:
-    """The key passed directly, else the value of the environment variable named ``api_key_env``."""
+    """The key passed directly, else the value of the environment variable named ``api_key_env``;
+    stripped and checked (:func:`check_api_key`)."""
     if api_key:
-        return api_key
+        return check_api_key(api_key)
     if api_key_env:
         val = os.environ.get(api_key_env)
         if not val:
             raise VLMBackendError(
                 f"environment variable {api_key_env!r} (named by api_key_env) is not set or empty")
-        return val
+        return check_api_key(val, f"the API key in ${api_key_env}")
     return None
 
 
@@ -62,9 +86,14 @@ class OpenAIBackend:
                  concurrency: int = 4, timeout: float = 60.0, max_retries: int = 4,
                  backoff: float = 0.5, max_backoff: float = 30.0, logprobs: bool = True,
                  top_logprobs: int = 5, max_tokens: int = 128, temperature: float = 0.0,
-                 image_format: str = "JPEG", extra_body: dict[str, Any] | None = None):
+                 image_format: str = "JPEG", extra_body: dict[str, Any] | None = None,
+                 max_consecutive_failures: int = 3):
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if max_consecutive_failures < 1:
+            raise ValueError("max_consecutive_failures must be >= 1")
+        if not (timeout > 0) or not (max_retries >= 0):
+            raise ValueError("timeout must be > 0 and max_retries >= 0")
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
@@ -83,6 +112,10 @@ class OpenAIBackend:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._pause_until = 0.0
+        # Connection errors/timeouts in a row, over all workers: a dead or hanging endpoint
+        # fails the run after a few seconds instead of ~2 s per label (issue 9).
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        self._consecutive_failures = 0
         self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "timeouts": 0, "errors": 0}
 
     # -- identity (no secrets) -------------------------------------------------------------
@@ -157,6 +190,23 @@ class OpenAIBackend:
         body.update(self.extra_body)
         return body
 
+    def _redact(self, text) -> str:
+        return redact(text, [self._key] if self._key else [])
+
+    def _no_answer(self, what: str) -> None:
+        """Count a request that got no HTTP answer; raise once there were too many in a row."""
+        with self._lock:
+            self._consecutive_failures += 1
+            n = self._consecutive_failures
+        if n >= self.max_consecutive_failures:
+            raise VLMEndpointDown(self._redact(
+                f"{self.base_url} gave no answer to {n} requests in a row (last: {what}); "
+                "is the server running and reachable? Stopping before any result is written."))
+
+    def _answered(self) -> None:
+        with self._lock:
+            self._consecutive_failures = 0
+
     def _wait_for_pause(self) -> None:
         with self._lock:
             delay = self._pause_until - time.monotonic()
@@ -189,9 +239,16 @@ class OpenAIBackend:
                 last_error = f"timed out after {self.timeout:g}s"
                 with self._lock:
                     self.stats["timeouts"] += 1
+                self._no_answer(last_error)
             except requests.ConnectionError as e:
                 last_error = f"connection error: {type(e).__name__}"
+                self._no_answer(last_error)
+            except (requests.RequestException, ValueError) as e:
+                # e.g. InvalidHeader / InvalidURL: their messages may quote the header (the key)
+                raise VLMBackendError(self._redact(f"request to {self.base_url} failed: "
+                                                   f"{type(e).__name__}: {e}")) from None
             else:
+                self._answered()
                 code = r.status_code
                 if code == 200:
                     try:
@@ -222,7 +279,7 @@ class OpenAIBackend:
                 else:
                     with self._lock:
                         self.stats["errors"] += 1
-                    return VLMResponse(None, None, f"HTTP {code}: {r.text[:200]}")
+                    return VLMResponse(None, None, self._redact(f"HTTP {code}: {r.text[:200]}"))
             if attempt == self.max_retries:
                 break
             delay = self._delay(attempt, retry_after)
@@ -238,6 +295,7 @@ class OpenAIBackend:
             attempt += 1
         with self._lock:
             self.stats["errors"] += 1
+        last_error = self._redact(last_error)
         log.warning("VLM request gave up after %d attempts: %s", attempt + 1, last_error)
         return VLMResponse(None, None, last_error)
 
