@@ -231,20 +231,21 @@ def _killed_action(kind, ds, sid, lid):
         return lambda: review.relabel(ds, sid, lid, new_label="fish")
     if kind == "delete":
         return lambda: review.delete_label(ds, sid, lid)
-    if kind == "bulk":
+    if kind in ("bulk", "bulk_rollback"):
         return lambda: review.accept_labels(ds, "ground_truth", chunk_size=4)
     return lambda: review.undo_fix(ds)
 
 
 _PHASES = [("relabel", "fix:logged"), ("relabel", "fix:applied"), ("delete", "delete:logged"),
            ("delete", "delete:applied"), ("bulk", "bulk:logged"), ("bulk", "bulk:chunk"),
-           ("bulk", "bulk:applied"), ("undo", "undo:marked"), ("undo", "undo:applied")]
+           ("bulk", "bulk:applied"), ("bulk_rollback", "bulk:chunk"), ("undo", "undo:marked"),
+           ("undo", "undo:applied")]
 
 
 def test_sigkill_during_each_write_phase_is_visible_and_recoverable():
     dsets = {}
     for kind, phase in _PHASES:
-        name = f"lg-fault-kill-{phase.replace(':', '-')}"
+        name = f"lg-fault-kill-{kind}-{phase.replace(':', '-')}"
         ds = _make_dataset(name, n_samples=3, per_sample=4, masks=(kind == "undo"))
         review.clear_fix_log(ds)
         sid = ds.first().id
@@ -252,12 +253,18 @@ def test_sigkill_during_each_write_phase_is_visible_and_recoverable():
         if kind == "undo":
             review.relabel(ds, sid, lid, new_label="fish")
         snap = _raw_labels(ds)
-        dsets[phase] = (ds, sid, lid, snap, kind)
+        dsets[(kind, phase)] = (ds, sid, lid, snap, kind)
         status = _run_killed(phase, _killed_action(kind, ds, sid, lid))
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (phase, status)
-    for phase, (ds, sid, lid, snap, kind) in dsets.items():
+    for (_, phase), (ds, sid, lid, snap, kind) in dsets.items():
         pend = review.pending_fixes(ds)
         assert len(pend) == 1, phase  # the interrupted operation is visible
+        if kind == "bulk_rollback":
+            assert pend[0].extra["chunks_done"] == 1  # killed after the first chunk of 4 labels
+            assert review.recover_fixes(ds, resume_bulk=False)[0][1] == "rolled back"
+            assert _raw_labels(ds) == snap and review.fix_log(ds) == []
+            fo.delete_dataset(ds.name)
+            continue
         outcome = review.recover_fixes(ds)
         assert len(outcome) == 1 and not review.pending_fixes(ds), phase
         labels = _raw_labels(ds)
