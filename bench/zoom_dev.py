@@ -126,8 +126,10 @@ def cmd_overlooked(args) -> None:
     _inject(ds, args.seed, {"overlooked": 0.05})
     run_detector(ds, args.model, label_field="pred25", conf_threshold=0.25, gt_field="noisy")
     t = time.perf_counter()
-    rep = find_overlooked(ds, "noisy", args.model, slice_size=args.slice or None,
-                          conf_threshold=args.ov_conf, gt_iou=args.gt_iou)
+    rep = find_overlooked(ds, "noisy", args.model,
+                          slice_size=("auto" if args.slice < 0 else args.slice or None),
+                          conf_threshold=args.ov_conf, gt_iou=args.gt_iou,
+                          slice_weight=args.slice_weight)
     dt = time.perf_counter() - t
     print(rep.summary())
     res = evaluate_judges(ds, "noisy", pred_field="pred25", exclude_tag=None)
@@ -175,9 +177,10 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=256)
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--match-iou", type=float, default=0.3)
-    ap.add_argument("--slice", type=int, default=320)
+    ap.add_argument("--slice", type=int, default=-1, help="-1: auto (the default), 0: none")
     ap.add_argument("--ov-conf", type=float, default=0.1)
-    ap.add_argument("--gt-iou", type=float, default=0.4)
+    ap.add_argument("--gt-iou", type=float, default=0.3)
+    ap.add_argument("--slice-weight", type=float, default=1.0)
     args = ap.parse_args()
     try:
         globals()[f"cmd_{args.cmd}"](args)

@@ -51,8 +51,13 @@ SCORES: list[ScoreSpec] = [
     ScoreSpec("zoom_iou", "zoom", "badloc", False,
               description="Zoom: best IoU with a crop prediction of the labeled class (low = box misplaced)"),
     ScoreSpec("zoom_badloc", "zoom", "badloc", True,
-              description="Zoom: max over crop predictions overlapping the box of p(label) x (1 - IoU) "
+              description="Zoom: p(label) x (1 - IoU) of the crop prediction surest of the labeled class "
                           "(high = a confident object of this class the box only partly covers)"),
+    ScoreSpec("zoom_swap", "zoom", "swap", True,
+              description="Zoom: best other class's score minus the labeled class's score at the "
+                          "matching crop prediction (-1..1, high = another class fits better)"),
+    ScoreSpec("zoom_evidence", "zoom", "spurious", False,
+              description="Zoom: max over crop predictions of IoU x confidence (low = no object there)"),
     # Overlooked objects (grader.judges.overlooked.find_overlooked): full-image + sliced passes.
     ScoreSpec("overlooked_score", "overlooked", "overlooked", True, on_candidates=True,
               tag="suspect:overlooked",

@@ -51,8 +51,8 @@ def test_zoom_ranks_swapped_and_shifted_boxes_above_clean(zoomed):
     m = (truth == "badloc") | (truth == "none")
     a_bad = auroc((truth[m] == "badloc").astype(int), np.nan_to_num(bad[m], nan=0.0))
     # Measured on these 16 images (seed 3): see the assertion message; random ranking is 0.5.
-    assert a_swap > 0.75, a_swap
-    assert a_bad > 0.65, a_bad
+    assert a_swap > 0.8, a_swap  # measured 0.91
+    assert a_bad > 0.6, a_bad  # measured 0.66
 
 
 def test_zoom_never_modifies_labels(zoomed, coco128_base):
