@@ -483,3 +483,17 @@ def test_cli_errors_are_one_line_and_exit_2(synthetic_dataset, capsys):
     assert main(["save-views", "--dataset", ds.name]) == 0
     with pytest.raises(ValueError):
         main(["--debug", "save-views", "--dataset", ds.name, "--gt-field", "nope"])
+
+
+def test_vlm_sample_fields_never_overwrite_a_user_field(synthetic_dataset):
+    ds = synthetic_dataset
+    ds.set_values("vlm_sample_reason", ["my notes"] * len(ds))
+    with FakeOpenAIServer() as srv:
+        b = OpenAIBackend("fake-vlm", base_url=srv.base_url, backoff=0.01)
+        with pytest.raises(ValueError, match="overwrite=True"):
+            run_vlm_judge(ds, b, mode="both", cache=False)
+        assert srv.state.requests == 0 and ds.count("ground_truth.detections.vlm_verdict") == 0
+        assert ds.values("vlm_sample_reason") == ["my notes"] * len(ds)
+        run_vlm_judge(ds, b, mode="samples", cache=False, overwrite=True)
+        run_vlm_judge(ds, b, mode="samples", cache=False)  # now ours: re-runs need no overwrite
+    assert "my notes" not in ds.values("vlm_sample_reason")

@@ -18,8 +18,9 @@ from typing import Any, Callable
 import fiftyone as fo
 
 from ...boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
-from ...fields import (read_detections, record_run, set_label_tag, set_sample_tag,
-                      write_label_attrs, write_sample_field)
+from ...fields import (claim_output_field, detections_path, guard_output_field, read_detections,
+                      record_run, set_label_tag, set_sample_tag, write_label_attrs,
+                      write_sample_field)
 from ...images import ImageReadError, load_rgb
 from ...redact import redact
 from ...render import iter_box_crops, render_overlay
@@ -35,6 +36,8 @@ TAG = "suspect:vlm"
 DETECTION_ATTRS = ("vlm_verdict", "vlm_reason", "vlm_confidence")
 SAMPLE_FIELDS = ("vlm_sample_verdict", "vlm_sample_reason", "vlm_sample_confidence")
 MODES = ("detections", "samples", "both")
+OWNER = "vlm_judge"  # recorded on the sample fields it creates (grader.fields.claim_output_field)
+_SAMPLE_TYPES = (fo.StringField, fo.StringField, fo.FloatField)
 
 Progress = Callable[[int, int], None]
 
@@ -244,11 +247,9 @@ def judge_samples(collection, backend: VLMBackend, label_field: str, *, prompt: 
             flagged.append(sid)
     report.skip("sample_unparsed_answer", n_unparsed)
     dataset = collection._root_dataset
-    for name, ftype, vals in zip(SAMPLE_FIELDS, (fo.StringField, fo.StringField, fo.FloatField),
-                                 (verdicts, reasons, confs)):
-        # Declared up front: FiftyOne cannot infer a type when every value is None.
-        if not dataset.has_sample_field(name):
-            dataset.add_sample_field(name, ftype)
+    for name, ftype, vals in zip(SAMPLE_FIELDS, _SAMPLE_TYPES, (verdicts, reasons, confs)):
+        # Declared up front (FiftyOne cannot infer a type when every value is None), marked ours.
+        claim_output_field(dataset, name, OWNER, kind=ftype)
         write_sample_field(collection, name, vals)
     report.tagged[f"sample:{TAG}"] += set_sample_tag(collection, TAG, flagged, keep=failed)
     report.info["samples_judged"] = sum(1 for v in verdicts.values() if v not in (None, UNPARSED))
@@ -261,14 +262,16 @@ def run_vlm_judge(collection, backend: VLMBackend, *, label_field: str = "ground
                   sample_prompt: str | None = None, threshold: float = 0.5,
                   context: float = 1.35, out_size: int | None = 384,
                   cache: VLMCache | str | bool | None = None, progress: Progress | None = None,
-                  run_key: str | None = "vlm_judge") -> RunReport:
+                  run_key: str | None = "vlm_judge", overwrite: bool = False) -> RunReport:
     """Grade ``label_field`` over ``collection`` with a VLM backend and write fields and tags.
 
     ``mode``: ``"detections"`` (one crop per box), ``"samples"`` (one overlay per image) or
     ``"both"``. ``prompt``/``sample_prompt``: ``"yesno"``, ``"stepwise"`` or a custom template
     (``{label}``; per sample ``{labels}``, ``{num_boxes}``). ``cache``: a :class:`VLMCache`, a
     directory/file path, ``None`` for the default directory, or ``False`` to disable.
-    ``threshold``: tag ``suspect:vlm`` where P(label correct) < threshold.
+    ``threshold``: tag ``suspect:vlm`` where P(label correct) < threshold. The per-sample
+    fields (``mode`` samples/both) are refused if they exist with another type, or hold values
+    this judge did not write, unless ``overwrite=True``; every check runs before any write.
     Returns a :class:`RunReport`; the run's parameters (never credentials) are recorded on the
     dataset under ``run_key``.
     """
@@ -276,6 +279,11 @@ def run_vlm_judge(collection, backend: VLMBackend, *, label_field: str = "ground
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError("threshold must be in [0, 1]")
+    detections_path(collection, label_field)
+    if mode in ("samples", "both"):
+        for name, ftype in zip(SAMPLE_FIELDS, _SAMPLE_TYPES):
+            guard_output_field(collection, name, overwrite=overwrite, inputs=[label_field],
+                               kind=ftype, owner=OWNER)
     # Validate templates before any model call.
     get_prompt(prompt, "detection")
     sample_prompt = sample_prompt or prompt
