@@ -95,6 +95,11 @@ def run_split(split: str, args) -> dict:
     t_grade = []
     for r in range(args.repeats):
         seed = args.seed + r
+        # A fresh noisy field per seed: drop the previous seed's derived fields (candidates of
+        # overlooked objects) as a new user's dataset would not have them.
+        for f in list(ds.get_field_schema()):
+            if f.startswith("noisy_") and f != "noisy_deleted":
+                ds.delete_sample_field(f)
         rep = inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed, overwrite=True,
                             swap_to=args.swap_to)
         t1 = time.time()
@@ -109,7 +114,7 @@ def run_split(split: str, args) -> dict:
             pred_field = g.pred_field or DEFAULT_PRED_FIELD
             print(f"detector -> '{pred_field}': {ds.count(pred_field + '.detections')} predictions "
                   f"(first grade() incl. detector: {t_grade[-1]:.1f} s)")
-        print(f"-- seed {seed}: injected {rep.info['injected']}; grade() ran "
+        print(f"-- seed {seed}: grade() {t_grade[-1]:.1f} s; injected {rep.info['injected']}; grade() ran "
               f"{sorted(g.reports)}; not run {g.not_run}")
         run_brain_mistakenness(ds, "noisy", pred_field)
         res = evaluate_judges(ds, "noisy", pred_field=pred_field, exclude_tag=None)
@@ -165,9 +170,11 @@ def run_split(split: str, args) -> dict:
                     for issue, info in er.info["learner"].items():
                         chosen[frac, issue][info["chosen"]] += 1
         ds.untag_samples("verified")
-    out = {"singles": singles, "overlooked": overlooked, "ens": ens, "ens_ap": ens_ap,
-           "chosen": chosen, "t_grade": t_grade}
-    print_split(split, args, out)
+        out = {"singles": singles, "overlooked": overlooked, "ens": ens, "ens_ap": ens_ap,
+               "chosen": chosen, "t_grade": t_grade}
+        # Tables after every seed (means so far), so a long run leaves usable figures.
+        print_split(split, args, out, n_done=r + 1)
+        sys.stdout.flush()
     print(f"[{split}] wall time {time.time() - t0:.1f} s; grade() per seed after the first "
           f"(detector cached): {np.mean(t_grade[1:]) if len(t_grade) > 1 else float('nan'):.1f} s")
     if not args.keep:
@@ -175,13 +182,15 @@ def run_split(split: str, args) -> dict:
     return out
 
 
-def print_split(split: str, args, out: dict) -> None:
+def print_split(split: str, args, out: dict, n_done: int | None = None) -> None:
     from grader.scores import GT_ISSUES
 
     errs = list(GT_ISSUES) + ["any"]
     singles = out["singles"]
     names = sorted({n for (_, n) in singles})
-    print(f"\n== {split}: AP / AUROC per error type, all labels, mean over {args.repeats} seeds ==")
+    n_done = n_done or args.repeats
+    print(f"\n== {split}: AP / AUROC per error type, all labels, mean over {n_done} seeds "
+          f"({args.seed}..{args.seed + n_done - 1}) ==")
     print(f"{'score':38s}" + "".join(f"{e:>16s}" for e in errs))
     for n in names:
         cells = []
