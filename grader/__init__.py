@@ -6,3 +6,13 @@ the FiftyOne plugin loads fast.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``grader.grade(ds)`` without importing the heavy modules up front: the submodule
+    # ``grader.grade`` is callable (it forwards to ``grader.grade.grade``).
+    if name == "grade":
+        import importlib
+
+        return importlib.import_module(".grade", __name__)
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")

@@ -200,3 +200,13 @@ def grade(collection, gt_field: str = "ground_truth", pred_field: str | None = N
         out.reports[step.name] = step.run(ctx)
     out.pred_field = ctx.pred_field
     return out
+
+
+class _CallableModule(__import__("types").ModuleType):
+    """Lets ``import grader; grader.grade(ds)`` call :func:`grade` (the submodule shares its name)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> GradeReport:
+        return grade(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule

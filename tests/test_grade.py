@@ -44,8 +44,10 @@ def test_grade_runs_every_judge_with_defaults(coco8):
 def test_grade_bad_input_is_refused_before_any_write(coco8):
     ds = coco8
     before = set(ds.get_field_schema(flat=True))
+    import grader
+
     with pytest.raises(ValueError, match="does not exist"):
-        grade(ds, "no_such_field")
+        grader.grade(ds, "no_such_field")  # the one-call entry point, as the README shows it
     ds.add_sample_field("cls", fo.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
     before = set(ds.get_field_schema(flat=True))
     with pytest.raises(ValueError, match="Detections"):
