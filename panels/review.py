@@ -11,7 +11,9 @@ the sidebar filters) and never sets it, except on an explicit "Show queue in gri
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import threading
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -30,6 +32,8 @@ PAGE_SIZE = 12
 THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 NUM_CLASS_KEYS = 9
+_KEYS_LOCK = threading.Lock()
+_KEYS_SEEN: dict[str, int] = {}  # panel id -> characters of the Keys box already handled
 
 #: One key per decision in review mode (typed into the "Keys" box, which keeps focus).
 KEYS = {
@@ -81,6 +85,16 @@ def _call(fn, *args, **kw):
     return fn(*args, **{k: v for k, v in kw.items() if k in params and v is not None})
 
 
+def _view_key(ctx) -> str:
+    """What the App's view is (its stages, with the sidebar filters), to tell a real change."""
+    view = ctx.view
+    if view is None:
+        return ""
+    stages = [(type(st).__name__, st._kwargs()) for st in getattr(view, "_stages", [])]
+    return json.dumps([ctx.dataset.name if ctx.dataset else None, stages], sort_keys=True,
+                      default=str)
+
+
 def _issue_name(tag: str) -> str:
     return tag.split(":", 1)[-1]
 
@@ -110,7 +124,9 @@ class LabelReviewPanel(foo.Panel):
 
     def on_change_view(self, ctx):
         # Follow the App's view (and its sidebar filters) by reading it; never write it back.
-        self._refresh(ctx)
+        # The App also sends this event when nothing changed: then the snapshot stays put.
+        if _view_key(ctx) != ctx.panel.state.get("view_key"):
+            self._refresh(ctx)
 
     def on_change_current_sample(self, ctx):
         if ctx.panel.state.get("surface") == "modal":
@@ -165,9 +181,19 @@ class LabelReviewPanel(foo.Panel):
     def on_key(self, ctx):
         """The "Keys" box: each newly typed character is one command (see ``KEYS``)."""
         value = str(ctx.params.get("value") or "")
-        seen = int(ctx.panel.state.get("keys_seen") or 0)
-        new = value[seen:] if len(value) >= seen else value[-1:]
-        ctx.panel.state.keys_seen = len(value)
+        # The App can send the same change twice (concurrently, the second time with panel
+        # state that predates the first reply): handle key events one at a time and remember
+        # per panel, in this process, how much of the box was handled.
+        with _KEYS_LOCK:
+            pid = ctx.panel.id or ""
+            seen = max(int(ctx.panel.state.get("keys_seen") or 0), _KEYS_SEEN.get(pid, 0))
+            if len(value) < seen:  # the box was cleared or edited: the last character is the key
+                seen = max(len(value) - 1, 0)
+            _KEYS_SEEN[pid] = len(value)
+            ctx.panel.state.keys_seen = len(value)
+            self._keys(ctx, value[seen:])
+
+    def _keys(self, ctx, new: str) -> None:
         for ch in new.lower():
             if ch.isdigit() and ch != "0":
                 self._relabel_nth(ctx, int(ch) - 1)
@@ -314,6 +340,10 @@ class LabelReviewPanel(foo.Panel):
         except (KeyError, ValueError) as e:
             ctx.ops.notify(f"Fix failed: {e}", variant="error")
             return
+        if rec is None:  # nothing written (the label did not match the state shown)
+            ctx.ops.notify("Refused: the label changed since it was shown. Refresh.",
+                           variant="error")
+            return
         word = {"accept": "accepted", "relabel": f"relabelled → {new_label}",
                 "replace_box": "box replaced", "delete": "deleted", "adopt": "adopted"}[kind]
         self._mark(ctx, {q["label_id"]: word}, rec)
@@ -375,7 +405,7 @@ class LabelReviewPanel(foo.Panel):
         ctx.panel.state.cursor = k
         _, q = self._current(ctx)
         if q is not None:
-            ctx.panel.set_data("review_img", self._preview(q, LARGE))
+            ctx.panel.set_data("review_body.review_img", self._preview(q, LARGE))
             ctx.panel.state.set("review_ctl.relabel_to", None)
 
     # ------------------------------------------------------------ data
@@ -406,14 +436,15 @@ class LabelReviewPanel(foo.Panel):
             "suggested_iou")})
         return preview.item_preview(item, size=size)
 
-    def _load_page(self, ctx, skip: int) -> None:
+    def _load_page(self, ctx, skip: int, page=None) -> None:
         f = self._filters(ctx)
         if f is None:
             ctx.panel.state.page = {"items": [], "total": 0, "skip": 0}
             return
         view = self._view(ctx)
-        page = review.review_page(view, skip=skip, limit=PAGE_SIZE, **f,
-                                  available=self._avail_specs(ctx))
+        if page is None:
+            page = review.review_page(view, skip=skip, limit=PAGE_SIZE, **f,
+                                      available=self._avail_specs(ctx))
         review.add_suggestions(view, page.items, pred_field=_pred_field(ctx),
                                gt_field=f["gt_field"])
         items = []
@@ -429,7 +460,10 @@ class LabelReviewPanel(foo.Panel):
             items.append(d)
         ctx.panel.state.page = {"items": items, "total": page.total, "skip": page.skip}
         ctx.panel.state.cursor = 0
-        ctx.panel.set_data({f"thumb_{k}": self._preview(q, THUMB) for k, q in enumerate(items)})
+        # images travel as panel data (not state, which the App sends back on every event),
+        # at the component's path inside its row
+        ctx.panel.set_data({f"row_{k}.thumb_{k}": self._preview(q, THUMB)
+                            for k, q in enumerate(items)})
         if ctx.panel.state.mode == "review" and items:
             self._show(ctx, 0)
 
@@ -439,6 +473,7 @@ class LabelReviewPanel(foo.Panel):
     def _refresh(self, ctx):
         if ctx.panel.state.get("surface") is None:
             ctx.panel.state.surface = "modal" if getattr(ctx, "current_sample", None) else "grid"
+        ctx.panel.state.view_key = _view_key(ctx)
         view = self._view(ctx)
         gt = _ctl(ctx, "gt_field")
         if not gt:
@@ -447,13 +482,18 @@ class LabelReviewPanel(foo.Panel):
         ctx.panel.state.available = [s.attr for s in avail]
         if _ctl(ctx, "score") not in ctx.panel.state.available:
             _set_ctl(ctx, "score", avail[0].attr if avail else None)
-        ctx.panel.state.counts = review.issue_counts(view, gt)
         ctx.panel.state.all_classes = _dataset_classes(ctx, gt)
         f = self._filters(ctx)
-        ctx.panel.state.hist = (review.score_histogram(
-            view, f["score"], gt, bins=20, issues=f["issues"], classes=f["classes"])
-            if f else None)
-        self._load_page(ctx, 0)
+        if f is None:
+            ctx.panel.state.counts = review.issue_counts(view, gt)
+            ctx.panel.state.hist = None
+            return self._load_page(ctx, 0)
+        # counts, histogram and the first page in one pass over the labels
+        snap = review.review_snapshot(view, skip=0, limit=PAGE_SIZE, bins=20, available=avail,
+                                      **{k: v for k, v in f.items()})
+        ctx.panel.state.counts = snap["counts"]
+        ctx.panel.state.hist = snap["hist"]
+        self._load_page(ctx, 0, page=snap["page"])
 
     # ------------------------------------------------------------ render
 
@@ -542,13 +582,13 @@ class LabelReviewPanel(foo.Panel):
                  + f" — {'high' if high else 'low'} = suspect")
         panel.plot("histogram", data=[{"type": "bar", "x": centers, "y": hist["counts"],
                                        "name": hist["score"], "marker": {"color": "#6c8ebf"}}],
-                   layout={"title": {"text": title, "font": {"size": 13}}, "height": 230,
+                   layout={"title": {"text": title, "font": {"size": 13}}, "height": 230, "width": 760,
                            "margin": {"t": 36, "b": 40, "l": 50, "r": 10}, "bargap": 0.05,
                            "xaxis": {"title": {"text": f"{hist['score']} (raw score)"}},
                            "yaxis": {"title": {"text": "labels"},
                                      "type": "log" if log_y else "linear"},
                            "shapes": shapes, "annotations": notes},
-                   config={"displayModeBar": False}, height=32, width=100)
+                   config={"displayModeBar": False, "responsive": True}, height=32)
 
     def _item_text(self, q: dict, k_label: str) -> str:
         value = "—" if q["value"] is None else f"{q['value']:.3f}"
@@ -585,7 +625,8 @@ class LabelReviewPanel(foo.Panel):
                 variant="contained", disabled=not items)
         for k, q in enumerate(items):
             row = panel.h_stack(f"row_{k}", align_x="left", align_y="center", gap=1)
-            row.img(f"thumb_{k}", height=f"{THUMB // 2 + 10}px", alt_text=q["label"] or "",
+            row.img(f"thumb_{k}", height=f"{THUMB // 2 + 10}px", width=f"{THUMB // 2}px",
+                    alt_text=q["label"] or "",
                     on_click=self.enter_review, params={"index": k})
             row.md(self._item_text(q, str(k)), name=f"row_{k}_txt")
             if q.get("decided"):
@@ -647,7 +688,8 @@ class LabelReviewPanel(foo.Panel):
                   on_change=self.on_key, view=types.TextFieldView(
                       label="Keys (click here, then type)", placeholder="a / s / 1-9 / b / d / u / n / p"))
         body = panel.h_stack("review_body", align_x="left", align_y="top", gap=2)
-        body.img("review_img", height=f"{LARGE}px", alt_text=q["label"] or "")
+        body.img("review_img", height=f"{LARGE + preview.CAPTION_H}px", width=f"{LARGE}px",
+                 alt_text=q["label"] or "")
         side = body.v_stack("review_side", align_x="left", gap=1)
         side.md(self._item_text(q, "cur") + "\n\n"
                 "magenta: the label's box · green: the suggested box / candidate", name="review_txt")

@@ -74,7 +74,10 @@ def add_jittered_predictions(ds, gt: str = "ground_truth", pred: str = "predicti
         dets = []
         for b, l in zip(bs or [], ls or []):
             dx, dy = rng.uniform(-0.03, 0.03, size=2)
-            dets.append(fo.Detection(label=l, bounding_box=[b[0] + dx, b[1] + dy, b[2], b[3]],
+            # stay inside the image: fixes refuse boxes that leave it
+            x = float(np.clip(b[0] + dx, 0.0, max(1.0 - b[2], 0.0)))
+            y = float(np.clip(b[1] + dy, 0.0, max(1.0 - b[3], 0.0)))
+            dets.append(fo.Detection(label=l, bounding_box=[x, y, b[2], b[3]],
                                      confidence=float(rng.uniform(0.5, 1.0))))
         out[sid] = fo.Detections(detections=dets)
     ds.set_values(pred, out, key_field="id")

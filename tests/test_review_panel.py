@@ -105,6 +105,19 @@ def test_histogram_follows_issue_and_class_filters(ds):
     assert sum(h_swap["counts"]) == h_swap["n"]
 
 
+def test_snapshot_equals_the_separate_queries(ds):
+    for kw in ({}, {"issues": ["swap"], "classes": ["cat"]}, {"threshold": 0.5},
+               {"score": "cleanlab_overlooked"}):
+        score = kw.pop("score", "cleanlab_swap")
+        snap = review.review_snapshot(ds, score=score, skip=1, limit=4, **kw)
+        page = review.review_page(ds, score=score, skip=1, limit=4, **kw)
+        assert snap["page"].total == page.total
+        assert [it.label_id for it in snap["page"].items] == [it.label_id for it in page.items]
+        assert snap["counts"] == review.issue_counts(ds)
+        h = review.score_histogram(ds, score, issues=kw.get("issues"), classes=kw.get("classes"))
+        assert snap["hist"]["counts"] == h["counts"] and snap["hist"]["n"] == h["n"]
+
+
 def test_suggestions_are_checked(ds):
     items = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
     review.add_suggestions(ds, items)
@@ -176,7 +189,7 @@ def test_load_filters_paging_and_render(panel, ds):
     expected = review.review_page(ds, score="cleanlab_badloc", limit=12)
     assert [q["label_id"] for q in h.items] == [it.label_id for it in expected.items]
     assert st["page"]["total"] == expected.total
-    assert all(h.data[f"thumb_{k}"].startswith("data:image/jpeg") for k in range(len(h.items)))
+    assert all(h.data[f"row_{k}.thumb_{k}"].startswith("data:image/jpeg") for k in range(len(h.items)))
     assert sum(st["hist"]["counts"]) == st["hist"]["n"] > 0
 
     h.call("on_filter_change", path="controls.issue", value="suspect:swap")
@@ -210,7 +223,7 @@ def test_review_mode_by_keys_with_checked_state(panel, ds):
     h.call("on_filter_change", path="controls.issue", value="__all__")
     h.call("enter_review")
     assert h.state["mode"] == "review" and h.state["cursor"] == 0
-    assert h.data["review_img"].startswith("data:image/jpeg")
+    assert h.data["review_body.review_img"].startswith("data:image/jpeg")
     js = h.render_json()
     assert '"keys"' in js and '"r_accept"' in js and '"relabel_to"' in js
 

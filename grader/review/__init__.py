@@ -18,7 +18,7 @@ from .log import (LOG_COLLECTION, FixRecord, clear_fix_log, count_fixes, fix_log
 from .queue import (QueueItem, available_scores, issue_counts, queue_view, review_queue,
                     score_histogram)
 from .queue import (QueuePage, add_suggestions, ensure_review_indexes, queue_filter_view,
-                    review_page)
+                    review_page, review_snapshot)
 from .views import review_views, save_review_views
 
 __all__ = [
@@ -29,5 +29,5 @@ __all__ = [
     "count_fixes", "fix_log", "get_fix", "record_to_json", "QueueItem", "available_scores",
     "issue_counts", "queue_view", "review_queue", "score_histogram", "review_views",
     "save_review_views", "QueuePage", "add_suggestions", "ensure_review_indexes",
-    "queue_filter_view", "review_page",
+    "queue_filter_view", "review_page", "review_snapshot",
 ]
