@@ -168,31 +168,23 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
     return out
 
 
-def _weakness(collection, gt_field: str, tab) -> list[np.ndarray] | None:
+def _weakness(specs, tab) -> list[np.ndarray] | None:
     """Mean percentile suspicion of the other judges' present scores, per box (NaN if none)."""
     from ..ensemble import percentiles
-    from ..evaluate import present_score_specs, suspicion_column
+    from ..evaluate import suspicion_column
 
-    specs = present_score_specs(collection, gt_field, exclude_judges=_NOT_EVIDENCE)
     if not specs:
         return None
-    ev = lgf.read_detections(collection, gt_field, attrs=[s.attr for s in specs])
-    order = {lid: (i, j) for i, ids in enumerate(tab.ids) for j, lid in enumerate(ids)}
-    flat_ids = [lid for ids in ev.ids for lid in ids]
-    num = np.zeros(len(flat_ids))
-    den = np.zeros(len(flat_ids))
+    sizes = [len(ids) for ids in tab.ids]
+    n = sum(sizes)
+    num, den = np.zeros(n), np.zeros(n)
     for s in specs:
-        p = percentiles(suspicion_column(s, [v for row in ev.attrs[s.attr] for v in row]))
+        p = percentiles(suspicion_column(s, [v for row in tab.attrs[s.attr] for v in row]))
         ok = np.isfinite(p)
         num[ok] += p[ok]
         den[ok] += 1
     mean = np.where(den > 0, num / np.maximum(den, 1), np.nan)
-    out = [np.full(len(ids), np.nan) for ids in tab.ids]
-    for lid, v in zip(flat_ids, mean):
-        if lid in order:
-            i, j = order[lid]
-            out[i][j] = v
-    return out
+    return np.split(mean, np.cumsum(sizes)[:-1]) if sizes else []
 
 
 def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_size: int = 10,
@@ -214,25 +206,32 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
         raise ValueError("tag_fraction must be in [0, 1]")
     progress = progress or (lambda done, total: None)
     report = RunReport(judge=JUDGE)
-    tab = lgf.read_detections(collection, gt_field)
+    specs = []
+    if use_evidence:
+        from ..evaluate import present_score_specs
+
+        specs = present_score_specs(collection, gt_field, exclude_judges=_NOT_EVIDENCE)
+    # One read: boxes, labels and the other judges' scores (the evidence for pairs).
+    tab = lgf.read_detections(collection, gt_field, attrs=[s.attr for s in specs])
     report.samples_seen = len(tab)
+    unscorable = []
     boxes, labels, keys = [], [], []
     for i, ids in enumerate(tab.ids):
         b, status = sanitize_rel_boxes(tab.boxes[i])
         ok = np.array([s != BOX_DEGENERATE and tab.labels[i][j] is not None
                        for j, s in enumerate(status)], dtype=bool)
         report.skip("degenerate_box", int((~ok).sum()))
+        unscorable += [(tab.sample_ids[i], ids[j]) for j in np.nonzero(~ok)[0]]
         boxes.append(b[ok] if len(b) else b)
         labels.append([tab.labels[i][j] for j in np.nonzero(ok)[0]])
         keys.append([(tab.sample_ids[i], ids[j]) for j in np.nonzero(ok)[0]])
     weak = None
-    if use_evidence:
-        full = _weakness(collection, gt_field, tab)
-        if full is not None:
-            weak = []
-            for i, ids in enumerate(tab.ids):
-                keep = {k[1] for k in keys[i]}
-                weak.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
+    full = _weakness(specs, tab)
+    if full is not None:
+        weak = []
+        for i, ids in enumerate(tab.ids):
+            keep = {k[1] for k in keys[i]}
+            weak.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
     scores = consistency_arrays(boxes, labels, tab.widths, tab.heights, weak, min_class_size)
     progress(len(tab), len(tab))
     values: dict[str, dict] = {a: {} for a in ATTRS}
@@ -240,6 +239,8 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
         for ks, col in zip(keys, scores[a]):
             for k, v in zip(ks, col):
                 values[a][k] = float(v) if math.isfinite(v) else None
+        # Unscorable boxes get None, so no value from an earlier run survives.
+        values[a].update({k: None for k in unscorable})
     lgf.write_label_attrs(collection, gt_field, values)
     flat_dup = [(k, v) for ks, col in zip(keys, scores["consistency_duplicate"])
                 for k, v in zip(ks, col)]
