@@ -91,6 +91,16 @@ def test_finds_deleted_boxes_and_keeps_cleanlab_candidates(noisy16):
     find_overlooked(few, "noisy", "yolox-nano", slice_size=320)
     assert few.count("noisy_overlooked.detections") == n1
     assert len([d for d in ds[sid].noisy_overlooked.detections if d.has_field("source_pred_id")]) == 1
+    # a cleanlab candidate on the same object as ours is merged into, not duplicated
+    s2 = next(s for s in few.select_fields("noisy_overlooked") if s.noisy_overlooked.detections)
+    ours = s2.noisy_overlooked.detections[-1]
+    ds.set_values("noisy_overlooked", {s2.id: fo.Detections(detections=[fo.Detection(
+        label=ours.label, bounding_box=ours.bounding_box, cleanlab_overlooked=0.2,
+        source_pred_id="p1")])}, key_field="id")
+    find_overlooked(few, "noisy", "yolox-nano", slice_size=320)
+    after = ds[s2.id].noisy_overlooked.detections
+    same = [d for d in after if iou_matrix(_xyxy([d.bounding_box]), _xyxy([ours.bounding_box]))[0, 0] > 0.9]
+    assert len(same) == 1 and same[0].source == "cleanlab" and same[0].overlooked_score > 0
 
 
 def test_refuses_a_user_field(synthetic_dataset):
