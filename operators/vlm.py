@@ -127,6 +127,8 @@ class RunVLMJudge(foo.Operator):
         inputs.bool("use_cache", default=True, label="Reuse cached answers")
         inputs.str("cache_dir", required=False,
                    label="Cache directory (blank: $LABEL_GRADER_CACHE_DIR or ~/.cache/label-grader)")
+        inputs.bool("overwrite", default=False, label="Overwrite existing per-sample fields",
+                    description="Needed only if vlm_sample_* fields exist that this judge did not write")
         inputs.str("run_key", default="vlm_judge", label="Run key")
         return types.Property(inputs, view=types.View(label="VLM judge"))
 
@@ -151,6 +153,7 @@ class RunVLMJudge(foo.Operator):
             mode=p.get("mode", "detections"), prompt=prompt, sample_prompt=sample_prompt,
             threshold=float(p.get("threshold", 0.5)), cache=cache,
             progress=progress_callback(ctx, "VLM judge"), run_key=p.get("run_key") or "vlm_judge",
+            overwrite=bool(p.get("overwrite", False)),
         )
         reload_unless_delegated(ctx)
         return report.to_dict()
