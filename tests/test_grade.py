@@ -59,3 +59,19 @@ def test_grade_bad_input_is_refused_before_any_write(coco8):
     with pytest.raises(TypeError):
         grade([1, 2, 3])
     assert set(ds.get_field_schema(flat=True)) == before
+
+
+def test_grade_labels_operator_from_sdk(synthetic_dataset):
+    """The App operator runs grade(): here with existing predictions and no detector (fast)."""
+    import fiftyone.operators as foo
+
+    ds = synthetic_dataset
+    result = foo.execute_operator(
+        "@label-grader/label-grader/grade_labels",
+        ctx={"view": ds.view(), "params": {"target": "DATASET", "gt_field": "ground_truth",
+                                           "pred_field": "predictions", "detector": "none"}})
+    out = result.result
+    assert "cleanlab" in out["reports"] and "ensemble" in out["reports"]
+    assert out["not_run"]["zoom"].startswith("no detector")
+    assert ds.count("ground_truth.detections.cleanlab_badloc") == 18
+    assert "[ensemble]" in out["summary"]
