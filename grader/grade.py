@@ -118,6 +118,20 @@ def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
                         progress=lambda d, t: ctx.progress("cleanlab", d, t), **ctx.opt("cleanlab"))
 
 
+def _can_boxgrade(ctx: GradeContext) -> str | None:
+    if not ctx.opt("boxgrader").get("checkpoint"):
+        return "no trained box grader (pass boxgrader={'checkpoint': ...}; see train_boxgrader)"
+    return None
+
+
+def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
+    from .judges.clipgrader.boxgrader import grade_boxgrader
+
+    return grade_boxgrader(ctx.collection, ctx.gt_field,
+                           progress=lambda d, t: ctx.progress("boxgrader", d, t),
+                           **ctx.opt("boxgrader"))
+
+
 def _run_consistency_step(ctx: GradeContext) -> RunReport:
     from .judges.consistency import run_consistency
 
@@ -139,6 +153,8 @@ STEPS: list[Step] = [
     Step("zoom", _needs_detector, _run_zoom_step),
     # After cleanlab: merges its candidates into <gt>_overlooked instead of replacing them.
     Step("overlooked", _needs_detector, _run_overlooked_step),
+    # Runs when a trained checkpoint is given: boxgrader={"checkpoint": ".../best.pt"}.
+    Step("boxgrader", _can_boxgrade, _run_boxgrader_step),
     # Labels only, always runs; after the model judges so their scores pick the weaker box
     # of a duplicate pair.
     Step("consistency", lambda ctx: None, _run_consistency_step),

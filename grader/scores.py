@@ -73,6 +73,17 @@ SCORES: list[ScoreSpec] = [
               description="ClipGrader 1 - p_good: any problem with the box (0-1, high = suspect)"),
     ScoreSpec("clipgrader_p_other_class", "clipgrader", "swap", True,
               description="ClipGrader (all-class scoring) probability mass on other classes' prompts (high = suspect)"),
+    # Box grader (grader.judges.clipgrader.boxgrader.grade_boxgrader): ClipGrader's recipe on
+    # a frozen YOLOX-Nano's features, head trained on the user's own GT.
+    ScoreSpec("boxgrader_p_bad", "boxgrader", "badloc", True, tag="suspect:boxgrader_bad",
+              description="Box grader probability that the box is badly drawn (0-1, high = suspect)"),
+    ScoreSpec("boxgrader_p_background", "boxgrader", "spurious", True,
+              tag="suspect:boxgrader_background",
+              description="Box grader probability that the box holds no object (0-1, high = suspect)"),
+    ScoreSpec("boxgrader_p_not_good", "boxgrader", "any", True,
+              description="Box grader 1 - p_good: any problem with the box (0-1, high = suspect)"),
+    ScoreSpec("boxgrader_p_other_class", "boxgrader", "swap", True,
+              description="Box grader class head: 1 - probability of the labelled class (high = suspect)"),
     # FiftyOne Brain compute_mistakenness baseline (grader.evaluate.run_brain_mistakenness).
     ScoreSpec("mistakenness", "brain", "swap", True,
               description="FiftyOne Brain class mistakenness of a GT box matched to a prediction (high = suspect)"),

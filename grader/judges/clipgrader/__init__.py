@@ -1,7 +1,9 @@
 """ClipGrader: CLIP-based grading of every box as good / bad / background (arXiv 2503.02897).
 
 SDK entry points: :func:`grade_clipgrader`, :func:`train_clipgrader`, :func:`evaluate_clipgrader`,
-:func:`load_grader` (zero-shot or fine-tuned model).
+:func:`load_grader` (zero-shot or fine-tuned model). The box grader (:func:`train_boxgrader`,
+:func:`grade_boxgrader`, :func:`evaluate_boxgrader`) trains the same recipe's head on a frozen
+YOLOX-Nano's features instead of CLIP.
 """
 import importlib
 
@@ -11,6 +13,9 @@ _EXPORTS = {
     "ClipGrader": ".model", "ClipWeightsError": ".model", "load_grader": ".model",
     "register_tiny_config": ".model", "grade_clipgrader": ".grade",
     "train_clipgrader": ".train", "evaluate_clipgrader": ".evaluate",
+    # the box grader: the same recipe on a frozen detector's features (no CLIP weights needed)
+    "train_boxgrader": ".boxgrader", "grade_boxgrader": ".boxgrader",
+    "evaluate_boxgrader": ".boxgrader", "load_boxgrader": ".boxgrader",
 }
 __all__ = list(_EXPORTS)
 

@@ -81,12 +81,16 @@ class SynthItem:
 
 def synthesize(collection, gt_field: str = "ground_truth", *, min_size: float = 20.0,
                bad_iou: tuple[float, float] = (0.5, 0.8), background_max_iou: float = 0.2,
-               per_object: tuple[int, int, int] = (1, 1, 1), seed: int = 0,
+               per_object: tuple[int, int, int] = (1, 1, 1), good_iou: float | None = None,
+               seed: int = 0,
                classes: Sequence[str] | None = None,
                report: RunReport | None = None) -> list[SynthItem]:
     """Make good/bad/background examples from the GT of ``collection``, reproducibly from ``seed``.
 
     ``per_object`` = how many (good, bad, background) examples each eligible GT object yields.
+    The first good example is the GT box itself; with ``good_iou`` set, the further ones are
+    the GT box nudged to an IoU in [``good_iou``, 0.98] with it (a careful annotator's
+    variation), otherwise copies of the GT box.
     Background boxes are sized like the object they come from and carry its class (as if a
     spurious label of that class). Skips counted in ``report``: ``small_object``,
     ``degenerate_box``, ``unknown_class`` (when ``classes`` is given), ``missing_metadata``,
@@ -121,7 +125,10 @@ def synthesize(collection, gt_field: str = "ground_truth", *, min_size: float = 
                 continue
             mk = lambda q, box: SynthItem(sid, table.filepaths[i], lab, q,
                                           tuple(float(v) for v in box), lid)
-            items += [mk(GOOD, b) for _ in range(n_good)]
+            items += [mk(GOOD, b) for _ in range(min(n_good, 1) if good_iou else n_good)]
+            if good_iou:
+                items += [mk(GOOD, perturb_box(b, (W, H), rng, (good_iou, 0.98)))
+                          for _ in range(n_good - 1)]
             items += [mk(BAD, perturb_box(b, (W, H), rng, bad_iou)) for _ in range(n_bad)]
             for _ in range(n_bg):
                 bg = background_box(all_gt, (W, H), (bw, bh), rng, background_max_iou,

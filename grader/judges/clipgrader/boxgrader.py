@@ -1,0 +1,528 @@
+"""The box grader: ClipGrader's recipe on a frozen pretrained detector's features.
+
+Same synthesis as ClipGrader (``synth.py``: good = GT, bad = IoU 0.5-0.8, background = IoU <=
+0.2), same image-level split, checkpoints and resume, same evaluation protocol; the backbone
+is YOLOX-Nano (``features.py``, frozen, one forward per image, features cached) and the
+trainable part is a small MLP with two heads:
+
+- **quality** (good / bad / background) → ``boxgrader_p_bad`` (badloc), ``_p_background``
+  (spurious), ``_p_not_good`` (any);
+- **class** (which of the training classes is in the box) → ``boxgrader_p_other_class`` =
+  1 - p(labelled class) (swap).
+
+Trains in about a minute on a 2-core CPU for coco128 (see docs/clipgrader.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
+from ...classes import resolve_classes
+from ...fields import read_detections, record_run, set_label_tag, write_label_attrs
+from ...images import ImageReadError, ensure_metadata, load_rgb
+from ...parallel import prefetch_map
+from ...report import RunReport
+from .evaluate import EvalResult
+from .features import DEFAULT_GROUPS, YoloxFeatures, load_backbone
+from .prompts import QUALITIES
+from .synth import SynthItem, split_by_image, synthesize
+
+TAG_BAD = "suspect:boxgrader_bad"
+TAG_BACKGROUND = "suspect:boxgrader_background"
+ATTRS = ("boxgrader_p_good", "boxgrader_p_bad", "boxgrader_p_background",
+         "boxgrader_p_not_good", "boxgrader_quality", "boxgrader_class",
+         "boxgrader_p_other_class")
+CHECKPOINT_KIND = "label-grader/boxgrader"
+#: label-conditioned inputs of the quality head (see :func:`label_inputs`)
+NUM_LABEL_INPUTS = 3
+
+
+# --- features ------------------------------------------------------------------------------
+
+def _decode(path: str):
+    try:
+        return load_rgb(path)
+    except ImageReadError:
+        return None
+
+
+def extract_features(backbone: YoloxFeatures, groups: Sequence[tuple[str, np.ndarray]], *,
+                     report: RunReport | None = None, num_workers: int = 1,
+                     progress: Callable[[int, int], None] | None = None,
+                     ) -> list[np.ndarray | None]:
+    """Features of every box, grouped by image: ``groups`` = ``[(filepath, boxes_xyxy)]``.
+
+    Each image is decoded (in ``num_workers`` threads, ahead of the model) and run through the
+    detector once. Returns one ``(n_i, dim)`` array per group, or None for an unreadable image
+    (counted as ``unreadable_image`` per box).
+    """
+    out: list[np.ndarray | None] = []
+    paths = [g[0] for g in groups]
+    for k, rgb in enumerate(prefetch_map(_decode, paths, workers=num_workers, prefetch=4)):
+        boxes = groups[k][1]
+        if rgb is None:
+            if report is not None:
+                report.skip("unreadable_image", len(boxes))
+            out.append(None)
+        else:
+            out.append(backbone.box_features(backbone.image_features(rgb), boxes))
+        if progress is not None:
+            progress(k + 1, len(groups))
+    return out
+
+
+def item_features(backbone: YoloxFeatures, items: Sequence[SynthItem], *,
+                  report: RunReport | None = None, num_workers: int = 1,
+                  progress: Callable[[int, int], None] | None = None,
+                  ) -> tuple[np.ndarray, list[SynthItem]]:
+    """Features of synthetic items (one detector pass per image); items on unreadable images drop."""
+    by_path: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_path.setdefault(it.filepath, []).append(i)
+    groups = [(p, np.array([items[i].box_xyxy for i in idx])) for p, idx in by_path.items()]
+    feats = extract_features(backbone, groups, report=report, num_workers=num_workers,
+                             progress=progress)
+    X, kept = [], []
+    for (p, idx), f in zip(by_path.items(), feats):
+        if f is not None:
+            X.append(f)
+            kept += [items[i] for i in idx]
+    if not X:
+        return np.zeros((0, backbone.dim), np.float32), []
+    return np.concatenate(X), kept
+
+
+def label_inputs(X: np.ndarray, labels: Sequence[str], det_index: dict[str, int],
+                 det_slice: slice | None) -> np.ndarray:
+    """What the detector thinks of the *labelled* class on each box: its probability, that
+    probability relative to the best class, and whether the detector knows the class at all
+    (0 for a class outside its 80; then the first two are 0 too)."""
+    if det_slice is None:  # backbone without the detector's class probabilities
+        return np.zeros((len(X), NUM_LABEL_INPUTS), np.float32)
+    P = X[:, det_slice]
+    idx = np.array([det_index.get(l, -1) for l in labels])
+    known = idx >= 0
+    p = np.where(known, P[np.arange(len(X)), np.maximum(idx, 0)], 0.0)
+    rel = p / np.maximum(P.max(1), 1e-6)
+    return np.stack([p, np.where(known, rel, 0.0), known.astype(np.float64)], 1).astype(np.float32)
+
+
+# --- head ----------------------------------------------------------------------------------
+
+class BoxGraderHead(nn.Module):
+    """Standardise → MLP trunk → quality head (3, also sees the label inputs) + class head."""
+
+    def __init__(self, dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.3,
+                 input_dropout: float = 0.2):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.trunk = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(dim, hidden), nn.GELU(),
+                                   nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(),
+                                   nn.Dropout(dropout))
+        self.quality = nn.Linear(hidden + NUM_LABEL_INPUTS, 3)
+        self.cls = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk((x - self.mean) / self.std)
+        return self.quality(torch.cat([h, lab], 1)), self.cls(h)
+
+
+@dataclass
+class BoxGrader:
+    """A trained head with its backbone settings, classes and decision threshold."""
+
+    head: BoxGraderHead
+    backbone: YoloxFeatures
+    classes: list[str]
+    config: dict[str, Any]
+    good_threshold: float = 0.5
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def det_index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.config["detector_classes"])}
+
+    @torch.no_grad()
+    def predict(self, X: np.ndarray, labels: Sequence[str]) -> dict[str, np.ndarray]:
+        """Quality probabilities, decided quality, class probabilities for boxes' features."""
+        self.head.eval()
+        lab = label_inputs(X, labels, self.det_index, self.backbone.slices().get("det_classes"))
+        q, c = self.head(torch.from_numpy(X), torch.from_numpy(lab))
+        pq = torch.softmax(q, 1).numpy().astype(np.float64)
+        pc = torch.softmax(c, 1).numpy().astype(np.float64)
+        return {"p_quality": pq, "quality": decide(pq, self.good_threshold), "p_class": pc}
+
+    def save(self, path: str, extra: dict[str, Any] | None = None) -> None:
+        state = {"kind": CHECKPOINT_KIND, "head": self.head.state_dict(),
+                 "classes": self.classes, "config": self.config,
+                 "good_threshold": self.good_threshold, "meta": self.meta}
+        state.update(extra or {})
+        tmp = path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+
+def decide(p_quality: np.ndarray, good_threshold: float) -> np.ndarray:
+    """Quality index per row: good when ``p_good >= good_threshold``, else the likelier of
+    bad / background. A threshold above 0.5 trades accuracy for fewer bad boxes passed as good."""
+    other = 1 + p_quality[:, 1:].argmax(1)
+    return np.where(p_quality[:, 0] >= good_threshold, 0, other)
+
+
+def _build_head(config: dict[str, Any], dim: int, n_classes: int) -> BoxGraderHead:
+    return BoxGraderHead(dim, n_classes, hidden=config["hidden"], dropout=config["dropout"],
+                         input_dropout=config["input_dropout"])
+
+
+def load_boxgrader(checkpoint: str, model_path: str | None = None) -> BoxGrader:
+    """Load a box grader checkpoint (``best.pt`` / ``last.pt`` of :func:`train_boxgrader`).
+
+    ``model_path`` overrides where the detector ONNX file is (else the shipped one)."""
+    if not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"box grader checkpoint not found: {checkpoint}")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{checkpoint} is not a box grader checkpoint")
+    cfg = state["config"]
+    backbone = load_backbone(cfg["backbone"], model_path, pool=cfg["pool"], context=cfg["context"],
+                             groups=tuple(cfg.get("groups", DEFAULT_GROUPS)))
+    head = _build_head(cfg, backbone.dim, len(state["classes"]))
+    head.load_state_dict(state["head"])
+    meta = dict(state.get("meta", {}))
+    meta["checkpoint"] = os.path.abspath(checkpoint)
+    return BoxGrader(head, backbone, list(state["classes"]), cfg,
+                     float(state.get("good_threshold", 0.5)), meta)
+
+
+# --- training ------------------------------------------------------------------------------
+
+@dataclass
+class BoxTrainResult:
+    """Checkpoints, history and timing of one training run."""
+
+    out_dir: str
+    best_checkpoint: str | None
+    last_checkpoint: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    num_train: int = 0
+    num_val: int = 0
+    classes: list[str] = field(default_factory=list)
+    good_threshold: float = 0.5
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _targets(items: Sequence[SynthItem], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    q = np.array([QUALITIES.index(it.quality) for it in items], dtype=np.int64)
+    c = np.array([index[it.label] for it in items], dtype=np.int64)
+    return q, c
+
+
+def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean per-quality recall: the accuracy of the evaluation protocol's 1:1:1 mix, whatever
+    the mix of ``truth`` (training synthesises many more bad/background boxes than good)."""
+    return float(np.mean([(pred[truth == k] == k).mean() for k in range(3) if (truth == k).any()]))
+
+
+def choose_good_threshold(p_quality: np.ndarray, truth: np.ndarray, max_fpr: float) -> float:
+    """The ``good_threshold`` (>= 0.5) with the best balanced accuracy among those whose rate of bad or
+    background graded good is at most ``max_fpr`` on (``p_quality``, ``truth``)."""
+    best, best_acc = None, -1.0
+    neg = truth != 0
+    for t in np.linspace(0.5, 0.99, 50):
+        pred = decide(p_quality, t)
+        fpr = float((pred[neg] == 0).mean()) if neg.any() else 0.0
+        acc = balanced_accuracy(pred, truth)
+        if fpr <= max_fpr and acc > best_acc:
+            best, best_acc = float(t), acc
+    return 0.99 if best is None else best
+
+
+def _feature_cache(out_dir: str, key: dict[str, Any]) -> str:
+    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(out_dir, f"features_{h}.npz")
+
+
+def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "boxgrader_ckpt",
+                    *, classes: Sequence[str] | None = None, backbone: str = "yolox-nano",
+                    model_path: str | None = None, features: Sequence[str] = DEFAULT_GROUPS,
+                    pool: int = 3, context: float = 2.0,
+                    per_object: tuple[int, int, int] = (1, 8, 8), good_iou: float | None = None,
+                    min_size: float = 8.0,
+                    epochs: int = 15, batch_size: int = 256, lr: float = 1e-3,
+                    weight_decay: float = 1e-2, hidden: int = 256, dropout: float = 0.3,
+                    input_dropout: float = 0.2, class_weight: float = 0.5,
+                    val_fraction: float = 0.15, max_fpr: float = 0.05, seed: int = 0,
+                    resume: bool = False, num_workers: int = 1,
+                    progress: Callable[[str, int, int], None] | None = None) -> BoxTrainResult:
+    """Train the box grader's head on examples synthesised from ``gt_field``.
+
+    ``per_object`` = (good, bad, background) examples per GT object; bad and background are
+    many per object since the backbone is frozen and coco128-sized data has few boxes. The
+    quality loss weighs the three kinds equally. The class head learns from good and bad
+    examples (both still hold the object). Features are computed once per image and cached in
+    ``out_dir`` (``features_<key>.npz``); the split is by image; every epoch writes ``last.pt``
+    (head, optimizer, history) and ``best.pt`` when validation accuracy improves; ``resume``
+    continues from ``last.pt``. After training, ``good_threshold`` is chosen on the validation
+    images so that at most ``max_fpr`` of bad/background boxes are graded good.
+    """
+    progress = progress or (lambda stage, d, t: None)
+    torch.manual_seed(seed)
+    os.makedirs(out_dir, exist_ok=True)
+    last_path, best_path = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
+    report = RunReport(judge="boxgrader_train")
+    state = None
+    if resume and os.path.isfile(last_path):
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        cfg = dict(state["config"])
+        classes = list(state["classes"])
+    else:
+        classes = list(resolve_classes(collection, [gt_field], classes))
+        cfg = dict(backbone=backbone, pool=pool, context=context, per_object=list(per_object),
+                   good_iou=good_iou, groups=list(features),
+                   min_size=min_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                   weight_decay=weight_decay, hidden=hidden, dropout=dropout,
+                   input_dropout=input_dropout, class_weight=class_weight,
+                   val_fraction=val_fraction, max_fpr=max_fpr, seed=seed, gt_field=gt_field)
+    cfg["epochs"] = epochs  # a resumed run may be asked to go further
+    bb = load_backbone(cfg["backbone"], model_path, pool=cfg["pool"], context=cfg["context"],
+                       groups=tuple(cfg["groups"]))
+    cfg["detector_classes"] = list(bb.classes)
+    index = {c: i for i, c in enumerate(classes)}
+
+    t0 = time.perf_counter()
+    items = synthesize(collection, gt_field, min_size=cfg["min_size"], seed=cfg["seed"],
+                       classes=classes, per_object=tuple(cfg["per_object"]),
+                       good_iou=cfg.get("good_iou"), report=report)
+    if not items:
+        raise ValueError(f"no training examples could be made from '{gt_field}' "
+                         f"(skips: {dict(report.skipped)}); lower min_size or check the field")
+    cache = _feature_cache(out_dir, {"ids": [(it.source_label_id, it.quality, it.box_xyxy)
+                                             for it in items][:2000], "n": len(items),
+                                     "bb": [cfg["backbone"], cfg["pool"], cfg["context"],
+                                            cfg["groups"]]})
+    if os.path.isfile(cache):
+        z = np.load(cache)
+        X, keep = z["X"], z["keep"]
+        kept = [items[i] for i in keep]
+    else:
+        X, kept = item_features(bb, items, report=report, num_workers=num_workers,
+                                progress=lambda d, t: progress("features", d, t))
+        pos = {id(it): i for i, it in enumerate(items)}
+        np.savez(cache, X=X, keep=np.array([pos[id(it)] for it in kept], dtype=np.int64))
+    t_feat = time.perf_counter() - t0
+    train_items, val_items = split_by_image(kept, cfg["val_fraction"], cfg["seed"])
+    val_ids = {it.sample_id for it in val_items}
+    is_val = np.array([it.sample_id in val_ids for it in kept])
+    q_all, c_all = _targets(kept, index)
+    lab_all = label_inputs(X, [it.label for it in kept], {c: i for i, c in enumerate(
+        cfg["detector_classes"])}, bb.slices().get("det_classes"))
+    tr, va = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+    report.info.update({"train_examples": int(len(tr)), "val_examples": int(len(va))})
+
+    head = _build_head(cfg, bb.dim, len(classes))
+    Xt = torch.from_numpy(X)
+    head.mean.copy_(Xt[tr].mean(0))
+    head.std.copy_(Xt[tr].std(0).clamp_min(1e-3))
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    history: list[dict[str, float]] = []
+    start, best_metric = 0, -np.inf
+    if state is not None:
+        head.load_state_dict(state["head"])
+        ts = state["train_state"]
+        opt.load_state_dict(ts["optimizer"])
+        history, start, best_metric = list(ts["history"]), int(ts["epoch"]) + 1, float(ts["best_metric"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1),
+                                                       last_epoch=start - 1 if start else -1)
+    counts = np.bincount(q_all[tr], minlength=3).astype(np.float64)
+    qw = torch.tensor(counts.sum() / (3 * np.maximum(counts, 1)), dtype=torch.float32)
+    q_t, c_t, lab_t = torch.from_numpy(q_all), torch.from_numpy(c_all), torch.from_numpy(lab_all)
+    grader = BoxGrader(head, bb, classes, cfg, 0.5, {"trained_on_field": gt_field})
+    t1 = time.perf_counter()
+    for epoch in range(start, epochs):
+        head.train()
+        g = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
+        perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+        tot, n = 0.0, 0
+        for s in range(0, len(perm), cfg["batch_size"]):
+            b = perm[s:s + cfg["batch_size"]]
+            ql, cl = head(Xt[b], lab_t[b])
+            loss = nn.functional.cross_entropy(ql, q_t[b], weight=qw)
+            has_obj = q_t[b] != QUALITIES.index("background")
+            if has_obj.any():
+                loss = loss + cfg["class_weight"] * nn.functional.cross_entropy(
+                    cl[has_obj], c_t[b][has_obj])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += loss.item() * len(b)
+            n += len(b)
+        sched.step()
+        rec = {"epoch": epoch, "train_loss": tot / max(n, 1)}
+        if len(va):
+            p = grader.predict(X[va], [kept[i].label for i in va])
+            rec["val_accuracy"] = balanced_accuracy(p["quality"], q_all[va])
+            obj = q_all[va] != QUALITIES.index("background")
+            rec["val_class_accuracy"] = float((p["p_class"][obj].argmax(1) == c_all[va][obj]).mean())
+            metric = rec["val_accuracy"]
+        else:
+            metric = -rec["train_loss"]
+        history.append(rec)
+        progress("train", epoch + 1, epochs)
+        if metric > best_metric:
+            best_metric = metric
+            grader.save(best_path, extra={"history": history})
+        grader.save(last_path, extra={"train_state": {
+            "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
+            "best_metric": float(best_metric)}})
+    t_train = time.perf_counter() - t1
+    # The decision threshold comes from the validation images, with the best weights.
+    if len(va) and os.path.isfile(best_path):
+        best = load_boxgrader(best_path, model_path)
+        p = best.predict(X[va], [kept[i].label for i in va])
+        best.good_threshold = choose_good_threshold(p["p_quality"], q_all[va], cfg["max_fpr"])
+        st = torch.load(best_path, map_location="cpu", weights_only=False)
+        best.meta.pop("checkpoint", None)
+        best.save(best_path, extra={"history": st.get("history", history)})
+        grader.good_threshold = best.good_threshold
+    with open(os.path.join(out_dir, "history.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    return BoxTrainResult(
+        out_dir=os.path.abspath(out_dir),
+        best_checkpoint=os.path.abspath(best_path) if os.path.isfile(best_path) else None,
+        last_checkpoint=os.path.abspath(last_path), history=history, num_train=int(len(tr)),
+        num_val=int(len(va)), classes=classes, good_threshold=grader.good_threshold,
+        seconds={"features": round(t_feat, 3), "train": round(t_train, 3)},
+        report=report.to_dict())
+
+
+# --- evaluation (the ClipGrader protocol) --------------------------------------------------
+
+def evaluate_boxgrader(collection, gt_field: str = "ground_truth", *, checkpoint: str | None = None,
+                       grader: BoxGrader | None = None, min_size: float = 20.0, seed: int = 12345,
+                       num_workers: int = 1,
+                       progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """One good, bad and background example per GT object of ``collection`` (held-out images),
+    graded; same figures as :func:`evaluate_clipgrader` (accuracy, FPR, confusion, per class)."""
+    if grader is None:
+        if checkpoint is None:
+            raise ValueError("pass checkpoint= or grader=")
+        grader = load_boxgrader(checkpoint)
+    report = RunReport(judge="boxgrader_eval")
+    items = synthesize(collection, gt_field, min_size=min_size, seed=seed, report=report)
+    if not items:
+        raise ValueError(f"no evaluation examples could be made from '{gt_field}' "
+                         f"(skips: {dict(report.skipped)})")
+    X, kept = item_features(grader.backbone, items, report=report, num_workers=num_workers,
+                            progress=progress)
+    p = grader.predict(X, [it.label for it in kept])
+    truth = np.array([QUALITIES.index(it.quality) for it in kept])
+    conf = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(conf, (truth, p["quality"]), 1)
+    per_n: Counter = Counter(it.label for it in kept)
+    per_ok: Counter = Counter(it.label for it, t, q in zip(kept, truth, p["quality"]) if t == q)
+    n, negatives = int(conf.sum()), int(conf[1:].sum())
+    return EvalResult(
+        accuracy=float(np.trace(conf) / max(n, 1)),
+        false_positive_rate=float(conf[1:, 0].sum() / max(negatives, 1)),
+        confusion=conf.tolist(),
+        per_class={c: {"n": per_n[c], "accuracy": per_ok[c] / per_n[c]} for c in per_n},
+        num_examples=n, model=grader.meta.get("checkpoint") or "boxgrader",
+        report=report.to_dict())
+
+
+# --- grading -------------------------------------------------------------------------------
+
+def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str | None = None,
+                    grader: BoxGrader | None = None, model_path: str | None = None,
+                    bad_threshold: float = 0.5, background_threshold: float = 0.5,
+                    num_workers: int = 1, progress: Callable[[int, int], None] | None = None,
+                    run_key: str = "boxgrader") -> RunReport:
+    """Grade every detection of ``field`` with a trained box grader; write ``boxgrader_*``.
+
+    Per detection: ``boxgrader_p_good``, ``_p_bad``, ``_p_background`` (sum to 1),
+    ``_p_not_good`` (1 - p_good), ``_quality`` (decided with the checkpoint's
+    ``good_threshold``), ``_class`` (the class head's pick) and ``_p_other_class`` (1 - the class
+    head's probability of the labelled class; None for a class the grader was not trained on,
+    counted ``unknown_class``). Tags ``suspect:boxgrader_bad`` / ``suspect:boxgrader_background``
+    past the thresholds. Labels that cannot be scored (unreadable image, degenerate box,
+    missing metadata) get None and are counted; labels and boxes are never changed.
+    """
+    if grader is None:
+        if checkpoint is None:
+            raise ValueError("grade_boxgrader needs checkpoint= (train one with train_boxgrader)")
+        grader = load_boxgrader(checkpoint, model_path)
+    report = RunReport(judge="boxgrader")
+    ensure_metadata(collection, report)
+    table = read_detections(collection, field)
+    report.samples_seen = len(table)
+    groups, keys = [], []
+    for i in range(len(table)):
+        W, H = table.widths[i], table.heights[i]
+        if not table.ids[i]:
+            continue
+        if not W or not H:
+            report.skip("missing_metadata_labels", len(table.ids[i]))
+            continue
+        clipped, status = sanitize_rel_boxes(table.boxes[i])
+        ok = [j for j, st in enumerate(status) if st != BOX_DEGENERATE]
+        report.skip("degenerate_box", len(status) - len(ok))
+        if ok:
+            groups.append((table.filepaths[i], rel_xywh_to_abs_xyxy(clipped[ok], W, H)))
+            keys.append([(table.sample_ids[i], table.ids[i][j], table.labels[i][j]) for j in ok])
+    t0 = time.perf_counter()
+    feats = extract_features(grader.backbone, groups, report=report, num_workers=num_workers,
+                             progress=progress)
+    cindex = {c: i for i, c in enumerate(grader.classes)}
+    scores: dict[tuple[str, str], dict[str, Any]] = {}
+    for ks, X in zip(keys, feats):
+        if X is None:
+            continue
+        p = grader.predict(X, [k[2] for k in ks])
+        for r, (sid, lid, lab) in enumerate(ks):
+            pq, pc = p["p_quality"][r], p["p_class"][r]
+            known = lab in cindex
+            if not known:
+                report.skip("unknown_class")
+            scores[(sid, lid)] = {
+                "boxgrader_p_good": float(pq[0]), "boxgrader_p_bad": float(pq[1]),
+                "boxgrader_p_background": float(pq[2]), "boxgrader_p_not_good": float(1 - pq[0]),
+                "boxgrader_quality": QUALITIES[int(p["quality"][r])],
+                "boxgrader_class": grader.classes[int(pc.argmax())],
+                "boxgrader_p_other_class": float(1 - pc[cindex[lab]]) if known else None}
+    t1 = time.perf_counter()
+    all_keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
+    write_label_attrs(collection, field,
+                      {a: {k: scores.get(k, {}).get(a) for k in all_keys} for a in ATTRS})
+    bad = [k[1] for k, r in scores.items() if r["boxgrader_p_bad"] >= bad_threshold]
+    bg = [k[1] for k, r in scores.items() if r["boxgrader_p_background"] >= background_threshold]
+    report.tagged[TAG_BAD] = set_label_tag(collection, field, TAG_BAD, bad)
+    report.tagged[TAG_BACKGROUND] = set_label_tag(collection, field, TAG_BACKGROUND, bg)
+    report.labels_scored = len(scores)
+    report.samples_scored = len({k[0] for k in scores})
+    report.fields = [f"{field}.detections.{a}" for a in ATTRS]
+    report.info.update({"checkpoint": grader.meta.get("checkpoint"),
+                        "seconds": {"features_and_score": round(t1 - t0, 3),
+                                    "write": round(time.perf_counter() - t1, 3)},
+                        "quality_counts": dict(Counter(r["boxgrader_quality"]
+                                                       for r in scores.values()))})
+    record_run(collection, run_key, {
+        "method": "boxgrader", "field": field, "checkpoint": grader.meta.get("checkpoint"),
+        "backbone": grader.config["backbone"], "bad_threshold": bad_threshold,
+        "background_threshold": background_threshold,
+        "good_threshold": grader.good_threshold}, report.to_dict())
+    return report

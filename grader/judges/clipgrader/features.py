@@ -1,0 +1,289 @@
+"""Per-box features from a frozen pretrained detector (YOLOX-Nano through ``cv2.dnn``).
+
+The box grader (``boxgrader.py``) trains a small head on these instead of fine-tuning CLIP.
+One forward pass per image gives the head's feature maps at strides 8/16/32 and its dense
+predictions; every box of that image (GT or synthetic) is then described by:
+
+- **pooled maps**: the classification and regression branches' last 64-channel maps of each
+  level, ``torchvision.ops.roi_align``-ed over the box (``pool`` x ``pool``) and over the box
+  enlarged ``context`` times (``pool`` x ``pool``; its outer cells are the context ring), so
+  the head sees whether the object continues past an edge;
+- **detector evidence near the box**: IoU with the detector's own predictions at several score
+  levels, the best matching prediction's score and edge offsets relative to the box, the
+  score-weighted mean offsets, and the IoU-weighted class probabilities (80) of the
+  predictions on the box;
+- **geometry**: relative centre/size, log aspect, log relative area, log pixel size.
+
+Pooling from the full-image map (one forward per image, features cached per image) was chosen
+over drawing the box on a crop and running the detector per box: see docs/clipgrader.md.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from ...boxes import iou_matrix
+
+try:  # the detectors module is becoming a package; read its class names either way
+    from ...detectors.base import read_names
+except ImportError:  # pragma: no cover - older layout
+    from ...detectors import _read_names as read_names
+
+YOLOX_INPUT = 416
+YOLOX_STRIDES = (8, 16, 32)
+NUM_DET_CLASSES = 80
+#: scalar "detector evidence" features per box (see :meth:`YoloxFeatures._evidence`)
+NUM_EVIDENCE = 22
+NUM_GEOMETRY = 7
+#: per level and branch: for each of the 4 edges, cos(inside strip, outside strip),
+#: cos(inside strip, box centre), cos(outside strip, box centre)
+NUM_EDGE = len(YOLOX_STRIDES) * 2 * 4 * 3
+ALL_GROUPS = ("pooled", "edges", "evidence", "det_classes", "geometry")
+#: chosen on a coco128 image split (docs/clipgrader.md): the pooled maps over-fit
+DEFAULT_GROUPS = ("edges", "evidence", "det_classes", "geometry")
+
+
+class DetectorFileError(FileNotFoundError):
+    """The detector weights file for the feature backbone is missing."""
+
+
+def default_detector_path(name: str = "yolox-nano") -> str:
+    """Where the shipped detector lives (``$LABEL_GRADER_DETECTORS`` or ../shared/data/detectors)."""
+    root = os.environ.get("LABEL_GRADER_DETECTORS", os.path.join(
+        os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data", "detectors"))
+    return os.path.normpath(os.path.join(root, name, "model.onnx"))
+
+
+@dataclass
+class ImageFeatures:
+    """One image's detector outputs: feature maps per level and decoded dense predictions."""
+
+    maps: list[torch.Tensor]     # per level: (1, 2*64, h, w) [cls branch | reg branch]
+    pred_xyxy: np.ndarray        # (A, 4) predicted boxes in original image pixels
+    pred_obj: np.ndarray         # (A,) objectness
+    pred_cls: np.ndarray         # (A, 80) class probabilities (not multiplied by objectness)
+    scale: float                 # canvas pixels per image pixel
+    width: int
+    height: int
+
+
+class YoloxFeatures:
+    """YOLOX-Nano (ONNX) as a frozen feature extractor for boxes.
+
+    ``model_path``: the ONNX file (default: the shipped ``yolox-nano/model.onnx``); a missing
+    file raises :class:`DetectorFileError`. ``pool``: roi_align output side; ``context``: how
+    much larger the context window is than the box.
+    """
+
+    name = "yolox-nano"
+
+    def __init__(self, model_path: str | None = None, pool: int = 3, context: float = 2.0,
+                 groups: tuple[str, ...] = DEFAULT_GROUPS):
+        path = model_path or default_detector_path("yolox-nano")
+        if not os.path.isfile(path):
+            raise DetectorFileError(
+                f"box grader backbone: YOLOX-Nano ONNX file not found at {path}. Pass "
+                f"model_path=..., or set LABEL_GRADER_DETECTORS to the folder holding "
+                f"yolox-nano/model.onnx")
+        self.model_path = os.path.abspath(path)
+        self.net = cv2.dnn.readNetFromONNX(self.model_path)
+        self.pool, self.context = int(pool), float(context)
+        unknown = set(groups) - set(ALL_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown feature groups {sorted(unknown)}; available: {ALL_GROUPS}")
+        self.groups = tuple(g for g in ALL_GROUPS if g in groups)
+        self.branch_layers = self._find_branch_layers()
+        self.out_name = self.net.getUnconnectedOutLayersNames()[0]
+        names = os.path.join(os.path.dirname(self.model_path), "coco.names")
+        #: the detector's class names (COCO spelling), in its output order
+        self.classes = read_names(names) if os.path.isfile(names) else []
+        self._grid = self._make_grid()
+
+    # -- graph ---------------------------------------------------------------------------
+    def _find_branch_layers(self) -> list[tuple[str, str]]:
+        """Names of the (cls, reg) branch outputs per level: the activations feeding the
+        80-channel class conv and the 4-channel box conv. Found by shape once, so a re-export
+        with other node names still works."""
+        names = list(self.net.getLayerNames())
+        self.net.setInput(np.zeros((1, 3, YOLOX_INPUT, YOLOX_INPUT), np.float32))
+        outs = self.net.forward(names)
+        shapes = {n: o.shape for n, o in zip(names, outs)}
+        cls_feats, reg_feats = [], []
+        for k, n in enumerate(names):
+            sh = shapes[n]
+            if "Conv" not in n or len(sh) != 4 or sh[1] not in (NUM_DET_CLASSES, 4):
+                continue
+            prev = next(p for p in reversed(names[:k]) if len(shapes[p]) == 4
+                        and shapes[p][1] == 64 and shapes[p][2:] == sh[2:] and "Conv" not in p)
+            (cls_feats if sh[1] == NUM_DET_CLASSES else reg_feats).append(prev)
+        if len(cls_feats) != 3 or len(reg_feats) != 3:
+            raise RuntimeError(f"unexpected YOLOX graph in {self.model_path}: found class "
+                               f"branches {cls_feats} and box branches {reg_feats}")
+        return list(zip(cls_feats, reg_feats))
+
+    def _make_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        xy, st = [], []
+        for s in YOLOX_STRIDES:
+            n = YOLOX_INPUT // s
+            ys, xs = np.mgrid[0:n, 0:n]
+            xy.append(np.stack([xs.ravel(), ys.ravel()], 1))
+            st.append(np.full(n * n, s, np.float32))
+        return np.concatenate(xy).astype(np.float32), np.concatenate(st)
+
+    def _sizes(self) -> dict[str, int]:
+        return {"pooled": len(YOLOX_STRIDES) * 2 * 64 * 2 * self.pool * self.pool,
+                "edges": NUM_EDGE, "evidence": NUM_EVIDENCE, "det_classes": NUM_DET_CLASSES,
+                "geometry": NUM_GEOMETRY}
+
+    @property
+    def dim(self) -> int:
+        """Length of one box's feature vector."""
+        sizes = self._sizes()
+        return sum(sizes[g] for g in self.groups)
+
+    # -- per image ---------------------------------------------------------------------
+    def image_features(self, rgb: np.ndarray) -> ImageFeatures:
+        """Run the detector once on an ``(H, W, 3)`` RGB uint8 image."""
+        h, w = rgb.shape[:2]
+        r = min(YOLOX_INPUT / h, YOLOX_INPUT / w)
+        nh, nw = max(1, int(round(h * r))), max(1, int(round(w * r)))
+        canvas = np.full((YOLOX_INPUT, YOLOX_INPUT, 3), 114, np.uint8)
+        canvas[:nh, :nw] = cv2.resize(rgb[:, :, ::-1], (nw, nh), interpolation=cv2.INTER_LINEAR)
+        self.net.setInput(canvas.transpose(2, 0, 1)[None].astype(np.float32))
+        names = [n for pair in self.branch_layers for n in pair] + [self.out_name]
+        outs = self.net.forward(names)
+        maps = [torch.from_numpy(np.concatenate([outs[2 * i], outs[2 * i + 1]], 1))
+                for i in range(len(self.branch_layers))]
+        raw = outs[-1].reshape(-1, 5 + NUM_DET_CLASSES)
+        gxy, st = self._grid
+        cxy = (raw[:, :2] + gxy) * st[:, None]
+        wh = np.exp(np.clip(raw[:, 2:4], -10, 10)) * st[:, None]
+        xyxy = np.concatenate([cxy - wh / 2, cxy + wh / 2], 1) / r
+        return ImageFeatures(maps, xyxy.astype(np.float64), raw[:, 4].astype(np.float64),
+                             raw[:, 5:].astype(np.float64), r, w, h)
+
+    # -- per box ---------------------------------------------------------------------------
+    def box_features(self, f: ImageFeatures, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """``(N, dim)`` float32 features of ``boxes_xyxy`` (absolute pixels) on one image."""
+        b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        if len(b) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        parts = []
+        if "pooled" in self.groups:
+            parts.append(self._pooled(f, b))
+        if "edges" in self.groups:
+            parts.append(self._edges(f, b))
+        if "evidence" in self.groups or "det_classes" in self.groups:
+            ev = self._evidence(f, b)
+            if "evidence" in self.groups:
+                parts.append(ev[:, :NUM_EVIDENCE])
+            if "det_classes" in self.groups:
+                parts.append(ev[:, NUM_EVIDENCE:])
+        if "geometry" in self.groups:
+            parts.append(self._geometry(f, b))
+        return np.concatenate(parts, 1).astype(np.float32)
+
+    def _edges(self, f: ImageFeatures, b: np.ndarray, strip: float = 0.2) -> np.ndarray:
+        """Is there an object boundary at each edge? Feature similarity of a strip just inside
+        the edge, a strip just outside it and the box centre (a well-drawn edge: inside looks
+        like the centre, outside does not)."""
+        c = b * f.scale
+        x1, y1, x2, y2 = c.T
+        tw, th = (x2 - x1) * strip, (y2 - y1) * strip
+        cx1, cy1 = x1 + (x2 - x1) * 0.3, y1 + (y2 - y1) * 0.3
+        cx2, cy2 = x2 - (x2 - x1) * 0.3, y2 - (y2 - y1) * 0.3
+        regions = [  # centre, then (inside, outside) for left, right, top, bottom
+            (cx1, cy1, cx2, cy2),
+            (x1, y1, x1 + tw, y2), (x1 - tw, y1, x1, y2),
+            (x2 - tw, y1, x2, y2), (x2, y1, x2 + tw, y2),
+            (x1, y1, x2, y1 + th), (x1, y1 - th, x2, y1),
+            (x1, y2 - th, x2, y2), (x1, y2, x2, y2 + th)]
+        n, R = len(b), len(regions)
+        rois = np.concatenate([np.stack([np.zeros(n), *r], 1) for r in regions], 0)
+        rois = torch.from_numpy(rois).float()
+        out = []
+        for m, s in zip(f.maps, YOLOX_STRIDES):
+            p = roi_align(m, rois, (1, 1), spatial_scale=1.0 / s, sampling_ratio=2,
+                          aligned=True).reshape(R, n, -1)
+            for br in (p[:, :, :64], p[:, :, 64:]):
+                v = torch.nn.functional.normalize(br, dim=2)
+                ctr = v[0]
+                for e in range(4):
+                    vin, vout = v[1 + 2 * e], v[2 + 2 * e]
+                    out += [(vin * vout).sum(1), (vin * ctr).sum(1), (vout * ctr).sum(1)]
+        return torch.stack(out, 1).numpy()
+
+    def _pooled(self, f: ImageFeatures, b: np.ndarray) -> np.ndarray:
+        canvas = b * f.scale
+        c = (canvas[:, :2] + canvas[:, 2:]) / 2
+        half = (canvas[:, 2:] - canvas[:, :2]) / 2 * self.context
+        ctx = np.concatenate([c - half, c + half], 1)
+        rois = torch.from_numpy(np.concatenate([
+            np.concatenate([np.zeros((len(b), 1)), canvas], 1),
+            np.concatenate([np.zeros((len(b), 1)), ctx], 1)], 0)).float()
+        out = []
+        for m, s in zip(f.maps, YOLOX_STRIDES):
+            p = roi_align(m, rois, (self.pool, self.pool), spatial_scale=1.0 / s,
+                          sampling_ratio=2, aligned=True)
+            p = p.reshape(2, len(b), -1).permute(1, 0, 2).reshape(len(b), -1)
+            out.append(p.numpy())
+        return np.concatenate(out, 1)
+
+    def _evidence(self, f: ImageFeatures, b: np.ndarray) -> np.ndarray:
+        """What the detector itself says near each box (scalars, then class probabilities)."""
+        iou = iou_matrix(b, f.pred_xyxy)                              # (N, A)
+        score = f.pred_obj * f.pred_cls.max(1)                        # (A,)
+        ev = []
+        for t in (0.3, 0.5, 0.7, 0.85):                               # best score at IoU >= t
+            ev.append(np.where(iou >= t, score[None], 0).max(1))
+        for s in (0.05, 0.1, 0.25, 0.5):                              # best IoU at score >= s
+            ev.append(np.where(score[None] >= s, iou, 0).max(1))
+        w = iou * score[None]
+        best = w.argmax(1)
+        rows = np.arange(len(b))
+        bw = np.maximum(b[:, 2] - b[:, 0], 1.0)
+        bh = np.maximum(b[:, 3] - b[:, 1], 1.0)
+        scale = np.stack([bw, bh, bw, bh], 1)
+        pb = f.pred_xyxy[best]
+        ev += [iou[rows, best], score[best], f.pred_obj[best]]
+        ev += list(((pb - b) / scale).T)                               # best's edge offsets
+        wt = np.where(iou >= 0.3, w, 0)
+        tot = wt.sum(1)
+        # score x IoU weighted mean edge offsets of the predictions on the box
+        off = (f.pred_xyxy[None] - b[:, None]) / scale[:, None]
+        mean_off = (wt[:, :, None] * off).sum(1) / np.maximum(tot, 1e-9)[:, None]
+        ev += list(mean_off.T)
+        ev += [np.log1p(tot), (iou >= 0.5).sum(1) / 10.0]
+        inside = iou * f.pred_obj[None]
+        ev.append(inside.max(1))
+        assert len(ev) == NUM_EVIDENCE, len(ev)
+        cw = (iou ** 2) * f.pred_obj[None]
+        cls = (cw @ f.pred_cls) / np.maximum(cw.sum(1), 1e-9)[:, None]
+        return np.concatenate([np.stack(ev, 1), cls], 1)
+
+    def _geometry(self, f: ImageFeatures, b: np.ndarray) -> np.ndarray:
+        W, H = float(f.width), float(f.height)
+        w = np.maximum(b[:, 2] - b[:, 0], 1.0)
+        h = np.maximum(b[:, 3] - b[:, 1], 1.0)
+        return np.stack([(b[:, 0] + b[:, 2]) / 2 / W, (b[:, 1] + b[:, 3]) / 2 / H, w / W, h / H,
+                         np.log(w / h), np.log(w * h / (W * H)), np.log(np.sqrt(w * h))], 1)
+
+    def slices(self) -> dict[str, slice]:
+        """Where each feature group sits in a box's vector (for ablations)."""
+        out, at, sizes = {}, 0, self._sizes()
+        for g in self.groups:
+            out[g] = slice(at, at + sizes[g])
+            at += sizes[g]
+        return out
+
+
+def load_backbone(name: str = "yolox-nano", model_path: str | None = None, **kw) -> YoloxFeatures:
+    """A feature backbone by name (only ``yolox-nano`` is implemented)."""
+    if name != "yolox-nano":
+        raise ValueError(f"unknown box grader backbone '{name}'; available: yolox-nano")
+    return YoloxFeatures(model_path, **kw)

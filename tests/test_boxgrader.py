@@ -1,0 +1,148 @@
+"""Box grader: ClipGrader's recipe on frozen YOLOX-Nano features, trained on real coco128 boxes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from grader.judges.clipgrader.boxgrader import (ATTRS, TAG_BACKGROUND, TAG_BAD, decide,
+                                                evaluate_boxgrader, grade_boxgrader,
+                                                load_boxgrader, train_boxgrader)
+from grader.judges.clipgrader.features import DetectorFileError, YoloxFeatures, load_backbone
+
+from conftest import shared_path
+
+pytestmark = pytest.mark.skipif(shared_path("detectors", "yolox-nano", "model.onnx") is None,
+                                reason="needs ../shared/data/detectors/yolox-nano")
+
+
+def test_missing_detector_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nowhere" / "model.onnx"
+    with pytest.raises(DetectorFileError, match="YOLOX-Nano ONNX file not found.*nowhere"):
+        YoloxFeatures(str(missing))
+    with pytest.raises(ValueError, match="unknown box grader backbone"):
+        load_backbone("resnet")
+
+
+def test_features_see_the_detector_on_real_boxes(coco128_base):
+    """GT boxes sit on detections (high IoU with a confident prediction); shifted ones less so."""
+    from grader.images import load_rgb
+
+    fx = YoloxFeatures()
+    s = coco128_base.first()
+    rgb = load_rgb(s.filepath)
+    H, W = rgb.shape[:2]
+    gt = np.array([[d.bounding_box[0] * W, d.bounding_box[1] * H,
+                    (d.bounding_box[0] + d.bounding_box[2]) * W,
+                    (d.bounding_box[1] + d.bounding_box[3]) * H] for d in s.ground_truth.detections])
+    f = fx.image_features(rgb)
+    X = fx.box_features(f, gt)
+    assert X.shape == (len(gt), fx.dim) and np.isfinite(X).all()
+    far = gt.copy()
+    far[:, [0, 2]] += (gt[:, 2] - gt[:, 0])[:, None] * 0.6   # slide each box 60% sideways
+    ev = fx.slices()["evidence"]
+    best_iou_at_score_05 = ev.start + 4  # "best IoU among predictions with score >= 0.05"
+    assert X[:, best_iou_at_score_05].mean() > fx.box_features(f, far)[:, best_iou_at_score_05].mean()
+
+
+@pytest.fixture(scope="module")
+def trained(coco128_base, tmp_path_factory):
+    """A tiny head trained on 24 real coco128 images (fixed seed); 8 other images held back."""
+    ds = coco128_base.clone("D-test-boxgrader")
+    ids = sorted(ds.values("id"))
+    rng = np.random.default_rng(0)
+    rng.shuffle(ids)
+    train, held = ds.select(ids[:24]), ds.select(ids[24:32])
+    out = tmp_path_factory.mktemp("boxgrader_ckpt")
+    res = train_boxgrader(train, "ground_truth", str(out), per_object=(1, 4, 4), epochs=12,
+                          val_fraction=0.25, seed=0,
+                          classes=ds.distinct("ground_truth.detections.label"))
+    yield ds, train, held, res
+    ds.delete()
+
+
+def test_tiny_head_beats_chance_on_held_back_images(trained):
+    ds, train, held, res = trained
+    assert res.best_checkpoint and res.num_train > 0 and res.num_val > 0
+    assert len(res.history) == 12 and 0.5 <= res.good_threshold <= 0.99
+    ev = evaluate_boxgrader(held, "ground_truth", checkpoint=res.best_checkpoint)
+    assert ev.num_examples >= 30
+    # chance is 1/3 for three balanced kinds
+    assert ev.accuracy > 0.55, ev.table()
+    assert np.array(ev.confusion).sum() == ev.num_examples
+
+
+def test_checkpoint_round_trip_and_resume(trained, tmp_path):
+    ds, train, held, res = trained
+    g1 = load_boxgrader(res.best_checkpoint)
+    g2 = load_boxgrader(res.best_checkpoint)
+    assert g1.good_threshold == pytest.approx(res.good_threshold)
+    X = np.random.default_rng(0).normal(size=(5, g1.backbone.dim)).astype(np.float32)
+    labels = ["person", "dog", "car", "person", "not-a-coco-class"]
+    p1, p2 = g1.predict(X, labels), g2.predict(X, labels)
+    np.testing.assert_allclose(p1["p_quality"], p2["p_quality"])
+    np.testing.assert_allclose(p1["p_quality"].sum(1), 1, atol=1e-6)
+    for k, v in g1.head.state_dict().items():
+        assert torch.equal(v, g2.head.state_dict()[k])
+    with pytest.raises(ValueError, match="not a box grader checkpoint"):
+        torch.save({"kind": "other"}, tmp_path / "x.pt")
+        load_boxgrader(str(tmp_path / "x.pt"))
+    # resume: continues after the last finished epoch, from the cached features
+    res2 = train_boxgrader(train, "ground_truth", res.out_dir, epochs=14, resume=True)
+    assert [h["epoch"] for h in res2.history] == list(range(14))
+    assert res2.history[:12] == res.history
+
+
+def test_decide_threshold():
+    p = np.array([[0.6, 0.3, 0.1], [0.4, 0.2, 0.4], [0.9, 0.05, 0.05]])
+    assert decide(p, 0.5).tolist() == [0, 2, 0]
+    assert decide(p, 0.7).tolist() == [1, 2, 0]
+
+
+def test_grade_writes_fields_and_keeps_labels(trained):
+    ds, train, held, res = trained
+    view = held
+    before = view.values("ground_truth.detections")
+    before = [[(d.id, d.label, list(d.bounding_box)) for d in dets] for dets in before]
+    # one degenerate box: counted, scored None, left as it is
+    s = view.first()
+    s.ground_truth.detections.append(__import__("fiftyone").Detection(
+        label="person", bounding_box=[0.5, 0.5, 0.0, 0.1]))
+    s.save()
+    rep = grade_boxgrader(view, "ground_truth", checkpoint=res.best_checkpoint)
+    n = view.count("ground_truth.detections")
+    assert rep.skipped["degenerate_box"] == 1 and rep.labels_scored == n - 1
+    for a in ATTRS:
+        vals = view.values(f"ground_truth.detections.{a}", unwind=True)
+        assert len(vals) == n
+    pg, pb, pbg = (np.array(view.values(f"ground_truth.detections.boxgrader_p_{k}", unwind=True),
+                            dtype=float) for k in ("good", "bad", "background"))
+    ok = np.isfinite(pg)
+    assert ok.sum() == n - 1
+    np.testing.assert_allclose((pg + pb + pbg)[ok], 1, atol=1e-5)
+    po = np.array(view.values("ground_truth.detections.boxgrader_p_other_class", unwind=True),
+                  dtype=float)
+    assert np.isfinite(po).sum() == n - 1 and ((po[np.isfinite(po)] >= 0) & (po[np.isfinite(po)] <= 1)).all()
+    tagged_bad = view.filter_labels("ground_truth", __import__("fiftyone").ViewField("tags")
+                                    .contains(TAG_BAD)).count("ground_truth.detections")
+    assert tagged_bad == int((pb[ok] >= 0.5).sum())
+    assert TAG_BACKGROUND in rep.tagged
+    after = view.values("ground_truth.detections")
+    after = [[(d.id, d.label, list(d.bounding_box)) for d in dets] for dets in after]
+    assert [a[:len(b)] for a, b in zip(after, before)] == before   # labels and boxes unchanged
+    s.ground_truth.detections.pop()
+    s.save()
+
+
+def test_grade_runs_the_box_grader_step_with_a_checkpoint(trained):
+    from grader.grade import grade
+
+    ds, train, held, res = trained
+    out = grade(held, detector=None, cleanlab=False, consistency=False)
+    assert "boxgrader" in out.not_run and "checkpoint" in out.not_run["boxgrader"]
+    out = grade(held, detector=None, cleanlab=False, consistency=False,
+                boxgrader={"checkpoint": res.best_checkpoint})
+    assert out.reports["boxgrader"].labels_scored == held.count("ground_truth.detections")
+    assert "ensemble" in out.reports
+    vals = held.values("ground_truth.detections.ensemble_spurious", unwind=True)
+    assert any(v is not None for v in vals)
