@@ -497,3 +497,19 @@ def test_vlm_sample_fields_never_overwrite_a_user_field(synthetic_dataset):
         run_vlm_judge(ds, b, mode="samples", cache=False, overwrite=True)
         run_vlm_judge(ds, b, mode="samples", cache=False)  # now ours: re-runs need no overwrite
     assert "my notes" not in ds.values("vlm_sample_reason")
+
+
+def test_operator_error_never_carries_the_key(synthetic_dataset, monkeypatch):
+    import fiftyone.operators as foo
+
+    bad = "sk-opfault\n" + "zz9y8x7w6v"  # a newline inside: no HTTP header can carry it
+    monkeypatch.setenv("LABEL_GRADER_VLM_API_KEY", bad)
+    with pytest.raises(Exception) as ei:
+        foo.execute_operator("@label-grader/label-grader/run_vlm_judge", ctx={
+            "view": synthetic_dataset.view(), "params": {
+                "target": "DATASET", "label_field": "ground_truth", "backend": "openai",
+                "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                "api_key_secret_name": "LABEL_GRADER_VLM_API_KEY", "use_cache": False}})
+    text = str(ei.value)
+    assert "whitespace or control" in text and "zz9y8x7w6v" not in text and "opfault" not in text
+    assert synthetic_dataset.count("ground_truth.detections.vlm_verdict") == 0
