@@ -10,10 +10,13 @@ the sidebar filters) and never sets it, except on an explicit "Show queue in gri
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
+import sys
 import threading
+import time
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -33,7 +36,9 @@ THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 NUM_CLASS_KEYS = 9
 _KEYS_LOCK = threading.Lock()
-_KEYS_SEEN: dict[str, int] = {}  # panel id -> characters of the Keys box already handled
+_KEYS_SEEN: dict[str, int] = {}
+_SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "keys_seen", "mode")
+_SESSIONS: dict[str, dict] = {}  # panel id -> the review session's state after the last key  # panel id -> characters of the Keys box already handled
 
 #: One key per decision in review mode (typed into the "Keys" box, which keeps focus).
 KEYS = {
@@ -85,6 +90,43 @@ def _call(fn, *args, **kw):
     return fn(*args, **{k: v for k, v in kw.items() if k in params and v is not None})
 
 
+def _session(method):
+    """Run a panel handler on the review session as the last handler left it.
+
+    The App writes an input's value into the panel state a moment after a change, together
+    with the rest of the state as it was then, which can roll back what a handler just set
+    (cursor, decided items). The session is kept here, per panel, and laid over the state the
+    App sends before each handler; after it, the result is kept for the next one.
+    """
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, ctx):
+        pid = _pid(ctx)
+        if method.__name__ == "on_load":  # a new panel: a new session
+            _SESSIONS.pop(pid, None)
+        if pid in _SESSIONS:
+            ctx.panel.state._data.update(copy.deepcopy(_SESSIONS[pid]))
+        out = method(self, ctx)
+        _SESSIONS[pid] = copy.deepcopy({k: ctx.panel.state.get(k) for k in _SESSION_KEYS})
+        return out
+
+    return wrapper
+
+
+def _pid(ctx) -> str:
+    return f"{ctx.panel.id or ''}:{ctx.dataset.name if ctx.dataset else ''}"
+
+
+def _debug(msg: str) -> None:
+    """Append a line to the file named by LABEL_GRADER_PANEL_DEBUG (the App server runs the
+    panel in a process whose output is not kept)."""
+    path = os.environ.get("LABEL_GRADER_PANEL_DEBUG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.time():.3f} {msg}\n")
+
+
 def _view_key(ctx) -> str:
     """What the App's view is (its stages, with the sidebar filters), to tell a real change."""
     view = ctx.view
@@ -113,6 +155,7 @@ class LabelReviewPanel(foo.Panel):
 
     # ------------------------------------------------------------ lifecycle / events
 
+    @_session
     def on_load(self, ctx):
         fields = _gt_fields(ctx)
         if _ctl(ctx, "gt_field") not in fields:
@@ -122,6 +165,7 @@ class LabelReviewPanel(foo.Panel):
             ctx.panel.state.mode = "list"
         self._refresh(ctx)
 
+    @_session
     def on_change_view(self, ctx):
         # Follow the App's view (and its sidebar filters) by reading it; never write it back.
         # The App also sends this event when nothing changed: then the snapshot stays put.
@@ -132,10 +176,12 @@ class LabelReviewPanel(foo.Panel):
         if ctx.panel.state.get("surface") == "modal":
             self._refresh(ctx)
 
+    @_session
     def on_change_dataset(self, ctx):
         _set_ctl(ctx, "gt_field", None)
         self.on_load(ctx)
 
+    @_session
     def on_filter_change(self, ctx):
         # the App may call this before its own state patch lands: take the new value from params
         path = str(ctx.params.get("path") or "")
@@ -146,21 +192,27 @@ class LabelReviewPanel(foo.Panel):
     def on_log_y(self, ctx):
         _set_ctl(ctx, "log_y", bool(ctx.params.get("value")))
 
+    @_session
     def refresh(self, ctx):
         self._refresh(ctx)
         ctx.ops.reload_dataset()  # explicit refresh: the App's grid shows the fixes made so far
 
+    @_session
     def next_page(self, ctx):
+        self._next_page(ctx)
+
+    def _next_page(self, ctx) -> None:
         page = ctx.panel.state.page or {}
         undecided = sum(1 for q in page.get("items", []) if not q.get("decided"))
         # decided items left the queue, so the next page starts earlier by that many
-        skip = page.get("skip", 0) + undecided
-        self._load_page(ctx, skip)
+        self._load_page(ctx, page.get("skip", 0) + undecided)
 
+    @_session
     def prev_page(self, ctx):
         page = ctx.panel.state.page or {}
         self._load_page(ctx, max(0, page.get("skip", 0) - PAGE_SIZE))
 
+    @_session
     def enter_review(self, ctx):
         ctx.panel.state.mode = "review"
         k = ctx.params.get("index")
@@ -169,6 +221,7 @@ class LabelReviewPanel(foo.Panel):
             k = next((i for i, q in enumerate(items) if not q.get("decided")), 0)
         self._show(ctx, int(k))
 
+    @_session
     def leave_review(self, ctx):
         ctx.panel.state.mode = "list"
 
@@ -185,13 +238,26 @@ class LabelReviewPanel(foo.Panel):
         # state that predates the first reply): handle key events one at a time and remember
         # per panel, in this process, how much of the box was handled.
         with _KEYS_LOCK:
-            pid = ctx.panel.id or ""
+            pid = _pid(ctx)
             seen = max(int(ctx.panel.state.get("keys_seen") or 0), _KEYS_SEEN.get(pid, 0))
             if len(value) < seen:  # the box was cleared or edited: the last character is the key
                 seen = max(len(value) - 1, 0)
+            _debug(f"on_key value={value!r} seen={seen} cursor={ctx.panel.state.cursor} "
+                   f"keys_seen={ctx.panel.state.get('keys_seen')}")
+            if len(value) <= seen:
+                # A repeated event. The Keys box writes its value into the panel state a moment
+                # after the keystroke, with the rest of the state as it was at the keystroke,
+                # which rolls back what the first event decided; this second event comes after
+                # that write, so it puts the session back.
+                if pid in _SESSIONS:
+                    ctx.panel.state.set(dict(_SESSIONS[pid]))
+                return
             _KEYS_SEEN[pid] = len(value)
+            if pid in _SESSIONS:  # the session as the last handler left it (see _session)
+                ctx.panel.state._data.update(copy.deepcopy(_SESSIONS[pid]))
             ctx.panel.state.keys_seen = len(value)
             self._keys(ctx, value[seen:])
+            _SESSIONS[pid] = copy.deepcopy({k: ctx.panel.state.get(k) for k in _SESSION_KEYS})
 
     def _keys(self, ctx, new: str) -> None:
         for ch in new.lower():
@@ -200,6 +266,7 @@ class LabelReviewPanel(foo.Panel):
             elif ch in KEYS:
                 self._command(ctx, KEYS[ch])
 
+    @_session
     def act(self, ctx):
         """A button: ``kind`` on the item at ``index`` of the page (default: the current one)."""
         kind = ctx.params.get("kind")
@@ -211,11 +278,13 @@ class LabelReviewPanel(foo.Panel):
         self._fix(ctx, kind, new_label=ctx.params.get("new_label"),
                   allow_new_class=bool(ctx.params.get("allow_new_class")))
 
+    @_session
     def on_relabel_pick(self, ctx):
         label = ctx.params.get("value")
         if label:
             self._fix(ctx, "relabel", new_label=label)
 
+    @_session
     def relabel_new(self, ctx):
         name = str(ctx.panel.state.get("review_ctl.new_class") or "").strip()
         confirmed = bool(ctx.panel.state.get("review_ctl.confirm_new"))
@@ -229,9 +298,11 @@ class LabelReviewPanel(foo.Panel):
             return
         self._fix(ctx, "relabel", new_label=name, allow_new_class=not known)
 
+    @_session
     def undo(self, ctx):
         self._command(ctx, "undo")
 
+    @_session
     def accept_all(self, ctx):
         items = [q for q in (ctx.panel.state.page or {}).get("items", [])
                  if not q["is_candidate"] and not q.get("decided")]
@@ -307,6 +378,7 @@ class LabelReviewPanel(foo.Panel):
         if q["is_candidate"] and kind not in ("adopt", "delete", "accept"):
             ctx.ops.notify("An overlooked candidate can be adopted or left alone", variant="warning")
             return
+        _debug(f"fix {kind} cursor={k} label={q['label_id']}")
         ds, gt, user = ctx.dataset, _ctl(ctx, "gt_field"), ctx_user(ctx)
         common = dict(user=user, expected_state=q.get("state"))
         try:
@@ -358,10 +430,13 @@ class LabelReviewPanel(foo.Panel):
                 ctx.panel.state.set(f"page.items.{i}.decided", decided[q["label_id"]])
                 ctx.panel.state.set(f"page.items.{i}.fix_id", rec.fix_id)
         stack = list(ctx.panel.state.undo_stack or [])
-        stack.append({"fix_id": rec.fix_id, "label_ids": list(decided)})
+        shown = [dict(q, decided=None) for q in items if q["label_id"] in decided]
+        stack.append({"fix_id": rec.fix_id, "label_ids": list(decided),
+                      "items": shown if len(shown) == 1 else []})
         ctx.panel.state.undo_stack = stack[-50:]
         log = [{"fix_id": rec.fix_id, "summary": rec.summary()}] + list(ctx.panel.state.log or [])
         ctx.panel.state.log = log[:5]
+        self._push_texts(ctx)
 
     def _undo(self, ctx) -> None:
         stack = list(ctx.panel.state.undo_stack or [])
@@ -379,11 +454,20 @@ class LabelReviewPanel(foo.Panel):
             if q["label_id"] in undone and q.get("decided"):
                 ctx.panel.state.set(f"page.items.{i}.decided", None)
                 back = i if back is None else back
+        if back is None and stack and stack[-1].get("items") and ctx.panel.state.mode == "review":
+            # the label was on an earlier page: bring it back in front of the current item
+            k = int(ctx.panel.state.cursor or 0)
+            items = list(items)
+            items[k:k] = stack[-1]["items"]
+            ctx.panel.state.set("page.items", items)
+            back = k
         log = [{"fix_id": rec.fix_id, "summary": "undone: " + rec.summary()}]
         ctx.panel.state.log = (log + list(ctx.panel.state.log or []))[:5]
         ctx.ops.notify(f"Undone: {rec.summary()}", variant="success")
         if back is not None and ctx.panel.state.mode == "review":
             self._show(ctx, back)
+        else:
+            self._push_texts(ctx)
 
     def _step(self, ctx, delta: int, undecided_only: bool = False) -> None:
         items = (ctx.panel.state.page or {}).get("items", [])
@@ -394,7 +478,7 @@ class LabelReviewPanel(foo.Panel):
             page = ctx.panel.state.page or {}
             undecided = sum(1 for q in items if not q.get("decided"))
             if page.get("skip", 0) + undecided < page.get("total", 0):
-                self.next_page(ctx)  # the queue goes on: its next page, from the database
+                self._next_page(ctx)  # the queue goes on: its next page, from the database
                 items = (ctx.panel.state.page or {}).get("items", [])
                 k = 0
             else:
@@ -406,7 +490,17 @@ class LabelReviewPanel(foo.Panel):
         _, q = self._current(ctx)
         if q is not None:
             ctx.panel.set_data("review_body.review_img", self._preview(q, LARGE))
-            ctx.panel.state.set("review_ctl.relabel_to", None)
+            self._push_texts(ctx)
+
+    def _push_texts(self, ctx) -> None:
+        """The review mode's texts also go out as panel data, which the App's delayed
+        state writes cannot roll back (markdown shows its data before its default)."""
+        if ctx.panel.state.mode != "review":
+            return
+        _, q = self._current(ctx)
+        if q is not None:
+            ctx.panel.set_data({"review_head.review_pos": self._pos_text(ctx, q),
+                                "review_body.review_side.review_txt": self._side_text(q)})
 
     # ------------------------------------------------------------ data
 
@@ -670,6 +764,17 @@ class LabelReviewPanel(foo.Panel):
             panel.md("**Recent fixes**\n\n" + "\n".join(f"- {r['summary']}" for r in log),
                      name="log_md")
 
+    def _pos_text(self, ctx, q: dict) -> str:
+        page = ctx.panel.state.page or {}
+        items, total = page.get("items", []), page.get("total", 0)
+        n_done = sum(1 for x in items if x.get("decided"))
+        return (f"**Label {q['rank'] + 1} of {total}** ({n_done} decided on this page) — "
+                f"`{q['label_id']}`")
+
+    def _side_text(self, q: dict) -> str:
+        return (self._item_text(q, "cur") + "\n\n"
+                "magenta: the label's box · green: the suggested box / candidate")
+
     def _render_review(self, ctx, panel) -> None:
         st = ctx.panel.state
         page = st.page or {}
@@ -682,8 +787,7 @@ class LabelReviewPanel(foo.Panel):
             head.md("**Nothing to review** with these filters.", name="review_empty")
             return
         n_done = sum(1 for x in items if x.get("decided"))
-        head.md(f"**Label {q['rank'] + 1} of {total}** ({n_done} decided on this page) — "
-                f"`{q['label_id']}`", name="review_pos")
+        head.md(self._pos_text(ctx, q), name="review_pos")
         panel.str("keys", label="Keys (click here, then type)", description=KEY_HELP,
                   on_change=self.on_key, view=types.TextFieldView(
                       label="Keys (click here, then type)", placeholder="a / s / 1-9 / b / d / u / n / p"))
@@ -691,8 +795,7 @@ class LabelReviewPanel(foo.Panel):
         body.img("review_img", height=f"{LARGE + preview.CAPTION_H}px", width=f"{LARGE}px",
                  alt_text=q["label"] or "")
         side = body.v_stack("review_side", align_x="left", gap=1)
-        side.md(self._item_text(q, "cur") + "\n\n"
-                "magenta: the label's box · green: the suggested box / candidate", name="review_txt")
+        side.md(self._side_text(q), name="review_txt")
         bar = side.h_stack("review_bar", align_x="left", gap=1)
         if not q.get("decided"):
             if q["is_candidate"]:

@@ -1,16 +1,23 @@
 """End to end: the real FiftyOne App server + Debian's Chromium drive the Label review panel.
 
-Opens the panel from the App's "+" menu, sorts by the swap score, filters to swap suspects
-under a threshold, accepts the top label,
-checks the database, undoes from the panel, checks again, saves the review views, opens a
-row's sample in the modal, and keeps a screenshot (``<tmp_path>/panel.png``, copied to ``tests/_output/panel.png``; to
-``docs/panel.png`` when ``LABEL_GRADER_UPDATE_DOCS=1``).
+A whole review session by keyboard (``LABEL_GRADER_REVIEW_N`` decisions of each kind, 5 by
+default, 20 for the full session the issue asks for): open the panel from the App's "+" menu, enter review mode,
+and decide ``N_EACH`` labels of each kind — accept (a), relabel to the first offered class (1),
+use the suggested box (b), delete (d), adopt an overlooked candidate (c) — and undo (u)
+``N_EACH`` of them, each checked in the database right after the next item shows. Then a
+page-through, saving the review views, and a row's "Open" into the modal. Timings (panel
+open, next item after a fix, review step without a fix, modal open) are printed and written
+to ``tests/_output/panel_timings.json``; screenshots go to ``tests/_output/`` (and to
+``docs/`` when ``LABEL_GRADER_UPDATE_DOCS=1``).
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -29,9 +36,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-THRESHOLD = 0.3
-QUEUE_ROWS = 15  # rows the panel shows (panels/review.py)
-STEP_MS = 45_000  # generous per-step timeout; the whole test stays well under 3 minutes
+# The issue asks for 20 of each (LABEL_GRADER_REVIEW_N=20); CI runs 5 to stay within its time.
+N_EACH = int(os.environ.get("LABEL_GRADER_REVIEW_N", "5"))
+STEP_MS = 45_000  # generous per-step timeout
+NEXT_ITEM_TARGET_MS = 300
+SETTLE_S = 0.5
 
 
 def _free_port() -> int:
@@ -61,20 +70,11 @@ def _start_app(name: str, port: int) -> tuple[subprocess.Popen, list[str]]:
     return proc, lines
 
 
-def _wait_db(pred, what: str, timeout: float = 45.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for the database: {what}")
-
-
 def _open_panel_menu(page, tries: int = 4) -> None:
     """Click the App's "+" (new panel) button, first dismissing the promo popover that the
     App may show over it a moment after loading."""
     for attempt in range(tries):
-        time.sleep(1.5)
+        time.sleep(1.0)
         dismiss = page.get_by_text("Dismiss", exact=True)
         if dismiss.count() and dismiss.first.is_visible():
             dismiss.first.click()
@@ -89,22 +89,61 @@ def _open_panel_menu(page, tries: int = 4) -> None:
                                      "list 'Label review' (is the plugin on FIFTYONE_PLUGINS_DIR?)")
 
 
-def _tags(ds, sid, lid):
+def _label(ds, sid, lid, field="ground_truth"):
     s = ds[sid]
     s.reload()
-    return {d.id: list(d.tags or []) for d in s.ground_truth.detections}[lid]
+    dets = s[field].detections if s[field] else []
+    return {d.id: d for d in dets}.get(lid)
+
+
+POS_RE = re.compile(r"Label (\d+) of (\d+).*?`?([0-9a-f]{24})`?")
+
+
+class Review:
+    """Keyboard driver for the panel's review mode, timing each step."""
+
+    def __init__(self, page):
+        self.page = page
+        self.keys = page.get_by_placeholder("a / s / 1-9 / b / d / u / n / p")
+        self.pos = page.get_by_text(re.compile(r"^Label \d+ of \d+")).first.locator("xpath=..")
+
+    def current(self) -> tuple[int, str]:
+        m = POS_RE.search(self.pos.inner_text())
+        assert m, self.pos.inner_text()
+        return int(m.group(1)), m.group(3)
+
+    def press(self, ch: str, old: str | None = None) -> tuple[float, int, str]:
+        """Type one key; wait until another label than ``old`` (default: the one shown) is
+        shown; return (ms until then, rank, label id once the panel has settled).
+
+        The App writes the Keys box's value into the panel state a moment after each key
+        (with the rest of the state as it was), so the previous label can flash back for a
+        moment before the panel restores the session; the label read after ``SETTLE_S`` is
+        the one the next key acts on.
+        """
+        if old is None:
+            _, old = self.current()
+        self.keys.focus()
+        t = time.perf_counter()
+        self.keys.press(ch)
+        self.page.wait_for_function(
+            "([old]) => { const e = [...document.querySelectorAll('p')].find("
+            "x => /^Label \\d+ of \\d+/.test(x.innerText || ''));"
+            " return e && /[0-9a-f]{24}/.test(e.innerText) && !e.innerText.includes(old); }",
+            arg=[old], timeout=STEP_MS, polling=10)
+        ms = (time.perf_counter() - t) * 1e3
+        time.sleep(SETTLE_S)
+        rank, lid = self.current()
+        return ms, rank, lid
 
 
 @pytest.fixture()
 def review_dataset(request):
-    """16 real coco128 images (for a screenshot worth showing), else the synthetic dataset;
-    with jittered predictions and cleanlab-like scores. Persistent: the App runs elsewhere."""
-    try:
-        base = request.getfixturevalue("coco128_base")
-        ds = base.limit(16).clone()
-        add_jittered_predictions(ds)
-    except pytest.skip.Exception:
-        ds = request.getfixturevalue("synthetic_dataset")
+    """32 real coco128 images with jittered predictions and cleanlab-like scores (persistent:
+    the App runs in another process)."""
+    base = request.getfixturevalue("coco128_base")
+    ds = base.limit(32).clone()
+    add_jittered_predictions(ds)
     ds.persistent = True
     add_fake_cleanlab(ds)
     yield ds
@@ -113,71 +152,137 @@ def review_dataset(request):
         ds.delete()
 
 
+def _choose(page, current_text: str, option: str) -> None:
+    page.get_by_text(current_text, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
                     reason="needs Debian's chromium (scripts/setup.sh installs it; CI fails without it)")
-def test_panel_filter_fix_undo_in_browser(review_dataset, tmp_path):
+def test_review_session_by_keyboard(review_dataset, tmp_path):
     from playwright.sync_api import sync_playwright
 
     ds = review_dataset
-    expected = review.review_queue(ds, score="cleanlab_swap", issues=["suspect:swap"],
-                                   threshold=THRESHOLD)
-    assert len(expected) >= 2, "fixture should have swap suspects"
-    rows = min(len(expected), QUEUE_ROWS)
-    rows_after = min(len(expected) - 1, QUEUE_ROWS)
-    top = expected[0]
-    assert REVIEWED_OK_TAG not in _tags(ds, top.sample_id, top.label_id)
-
+    n_labels = ds.count("ground_truth.detections")
+    assert n_labels >= 5 * N_EACH, "fixture should have enough labels"
+    timings: dict[str, list[float]] = {"panel_open": [], "next_after_fix": [], "step": [],
+                                       "undo": [], "modal_open": [], "page": []}
+    out = REPO / "tests" / "_output"
+    out.mkdir(exist_ok=True)
     port = _free_port()
     proc, server_log = _start_app(ds.name, port)
-    shot = tmp_path / "panel.png"
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            page = browser.new_page(viewport={"width": 1920, "height": 1200})
             page.set_default_timeout(STEP_MS)
             try:
                 page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}", timeout=STEP_MS)
                 page.wait_for_selector('[data-cy="new-panel-btn"]')
                 _open_panel_menu(page)
+                t = time.perf_counter()
                 page.get_by_text("Label review", exact=True).first.click()
-                page.get_by_text("Queue (", exact=False).first.wait_for()
+                page.get_by_text("Queue: ", exact=False).first.wait_for()
+                page.locator("img[src^='data:image/jpeg']").first.wait_for()
+                timings["panel_open"].append((time.perf_counter() - t) * 1e3)
 
-                # sort by the swap score, filter to swap suspects at or below the threshold
-                page.get_by_text("cleanlab_badloc", exact=True).first.click()
-                page.get_by_role("option", name="cleanlab_swap").click()
-                page.get_by_text("any suspect", exact=True).first.click()
-                page.get_by_role("option", name="suspect:swap").click()
-                page.locator('input[type="number"]').last.fill(str(THRESHOLD))
-                page.get_by_text(f"Queue ({rows} shown", exact=False).first.wait_for()
-                page.get_by_text(f"{top.value:.3f}", exact=True).first.wait_for()
+                # every scored label, in pages of 12: page through, then back
+                _choose(page, "any suspect", "all scored labels")
+                page.get_by_text(f"of {n_labels}**", exact=False).count()
+                page.get_by_text(re.compile(rf"Queue: 1–12 of {n_labels}")).first.wait_for()
+                t = time.perf_counter()
+                page.get_by_role("button", name="Page ▶").click()
+                page.get_by_text(re.compile(rf"Queue: 13–24 of {n_labels}")).first.wait_for()
+                timings["page"].append((time.perf_counter() - t) * 1e3)
+                page.get_by_role("button", name="◀ Page").click()
+                page.get_by_text(re.compile(rf"Queue: 1–12 of {n_labels}")).first.wait_for()
+                page.screenshot(path=str(out / "panel.png"))
 
-                # fix: accept the most suspect swap
-                page.get_by_role("button", name="Accept", exact=True).first.click()
-                _wait_db(lambda: REVIEWED_OK_TAG in _tags(ds, top.sample_id, top.label_id),
-                         "top swap suspect tagged reviewed:ok")
-                log = review.fix_log(ds, limit=1)
-                assert log[0].kind == "accept" and log[0].label_id == top.label_id
-                page.get_by_text(f"Queue ({rows_after} shown", exact=False).first.wait_for()
-                page.get_by_text("Recent fixes", exact=False).first.wait_for()
-                page.screenshot(path=str(shot))
+                page.get_by_role("button", name="Review mode (keyboard)").click()
+                r = Review(page)
+                r.pos.wait_for()
+                page.locator("img[src^='data:image/jpeg']").first.wait_for()
+                page.screenshot(path=str(out / "review_mode.png"))
+                counts = {k: 0 for k in ("accept", "relabel", "replace_box", "delete", "undo")}
+                sample_of = {l: sid for sid, ls in zip(*ds.values(["id", "ground_truth.detections.id"]))
+                             for l in ls}
+                rank, lid = r.current()
+                assert rank == 1
+                for i, key in enumerate(["a", "1", "b", "d"] * N_EACH):
+                    sid = sample_of[lid]
+                    before = _label(ds, sid, lid)
+                    ms, rank2, lid2 = r.press(key, lid)
+                    timings["next_after_fix"].append(ms)
+                    assert lid2 != lid, "the next item should show after a fix"
+                    after = _label(ds, sid, lid)
+                    if key == "a":
+                        assert REVIEWED_OK_TAG in after.tags
+                        counts["accept"] += 1
+                    elif key == "1":
+                        assert after.label != before.label and "reviewed:fixed" in after.tags
+                        counts["relabel"] += 1
+                    elif key == "b":
+                        assert after.bounding_box != before.bounding_box
+                        counts["replace_box"] += 1
+                    else:
+                        assert after is None
+                        counts["delete"] += 1
+                        # undo the delete: the label is back and the panel shows it again
+                        ms, _, lid_u = r.press("u", lid2)
+                        timings["undo"].append(ms)
+                        restored = _label(ds, sid, lid)
+                        assert lid_u == lid and restored is not None
+                        assert restored.bounding_box == pytest.approx(before.bounding_box)
+                        counts["undo"] += 1
+                        ms, rank2, lid2 = r.press("n", lid_u)  # a review step without a decision
+                        timings["step"].append(ms)
+                    rank, lid = rank2, lid2
+                log = review.fix_log(ds, limit=10 * N_EACH, include_undone=True)
+                kinds = [x.kind for x in log if not x.undone]
+                assert kinds.count("accept") == counts["accept"] == N_EACH
+                assert kinds.count("relabel") == counts["relabel"] == N_EACH
+                assert kinds.count("replace_box") == counts["replace_box"] == N_EACH
+                assert kinds.count("delete") == 0 and counts["delete"] == N_EACH
+                assert sum(x.undone for x in log) == counts["undo"] == N_EACH
+                for _ in range(3):
+                    ms, _, _ = r.press("p")
+                    timings["step"].append(ms)
 
-                # undo from the panel
-                page.get_by_role("button", name="Undo last fix", exact=True).click()
-                _wait_db(lambda: REVIEWED_OK_TAG not in _tags(ds, top.sample_id, top.label_id),
-                         "accept undone (reviewed:ok removed)")
-                assert review.fix_log(ds, limit=1)[0].undone
+                # adopt N_EACH overlooked candidates, by key
+                page.get_by_role("button", name="◀ Back to the list").click()
+                _choose(page, "cleanlab_badloc", "cleanlab_overlooked")
+                page.get_by_role("button", name="Review mode (keyboard)").click()
+                r = Review(page)
+                r.pos.wait_for()
+                adopted = 0
+                _, cid = r.current()
+                for _ in range(N_EACH):
+                    ms, _, cid2 = r.press("c", cid)
+                    timings["next_after_fix"].append(ms)
+                    assert cid2 != cid
+                    cid = cid2
+                    adopted += 1
+                n_adopt = sum(1 for x in review.fix_log(ds, limit=10 * N_EACH) if x.kind == "adopt")
+                assert n_adopt == adopted == N_EACH
+                assert ds.count("ground_truth.detections") > 0
 
-                # saved views, one click
+                # back to the list: save the views, open a row's sample in the modal
+                page.get_by_role("button", name="◀ Back to the list").click()
                 page.get_by_role("button", name="Save review views", exact=True).click()
-                _wait_db(lambda: ds.reload() or {"suspect swap", "reviewed"} <= set(ds.list_saved_views()),
-                         "review views saved on the dataset")
-
-                # a row's "Open" takes the App to that sample, label selected, in the modal
+                deadline = time.time() + 30
+                while time.time() < deadline and "ground_truth suspect badloc" not in ds.list_saved_views():
+                    time.sleep(0.3)
+                    ds.reload()
+                assert "ground_truth suspect badloc" in ds.list_saved_views()
+                _choose(page, "cleanlab_overlooked", "cleanlab_badloc")
+                page.get_by_text(re.compile(r"Queue: 1–")).first.wait_for()
+                t = time.perf_counter()
                 page.get_by_role("button", name="Open", exact=True).first.click()
                 page.get_by_text("Annotate", exact=True).first.wait_for()
-                page.get_by_text(ds[expected[0].sample_id].filepath, exact=True).first.wait_for()
+                timings["modal_open"].append((time.perf_counter() - t) * 1e3)
             except Exception:
-                page.screenshot(path=str(tmp_path / "failure.png"))
+                page.screenshot(path=str(out / "failure.png"))
+                print("\n".join(server_log[-60:]))
                 raise
             finally:
                 browser.close()
@@ -187,10 +292,15 @@ def test_panel_filter_fix_undo_in_browser(review_dataset, tmp_path):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    assert shot.stat().st_size > 10_000
-    # Kept beside the tests (git-ignored) for CI; the README's copy changes only on request.
-    out = REPO / "tests" / "_output"
-    out.mkdir(exist_ok=True)
-    shutil.copy(shot, out / "panel.png")
+
+    summary = {k: {"n": len(v), "median_ms": round(statistics.median(v), 1),
+                   "p90_ms": round(sorted(v)[int(0.9 * (len(v) - 1))], 1),
+                   "max_ms": round(max(v), 1)} for k, v in timings.items() if v}
+    (out / "panel_timings.json").write_text(json.dumps(summary, indent=1))
+    print("\nreview session timings (ms):")
+    for k, v in summary.items():
+        print(f"  {k:16s} n={v['n']:3d} median={v['median_ms']:8.1f} p90={v['p90_ms']:8.1f} "
+              f"max={v['max_ms']:8.1f}")
     if os.environ.get("LABEL_GRADER_UPDATE_DOCS") == "1":
-        shutil.copy(shot, REPO / "docs" / "panel.png")
+        for name in ("panel.png", "review_mode.png"):
+            shutil.copy(out / name, REPO / "docs" / name)
