@@ -111,11 +111,19 @@ def _run_overlooked_step(ctx: GradeContext) -> RunReport:
                            **ctx.opt("overlooked"))
 
 
+#: cleanlab options grade() uses unless the caller passes its own: cleanlab's 0.95 is rarely
+#: reached by small detectors, so swap and overlooked would stay silent; 0.6 was the best on
+#: coco128 dev with YOLOX-Nano (bench/cleanlab_thresholds.py; README "Thresholds for weak
+#: detectors"). ``run_cleanlab`` itself keeps cleanlab's own defaults.
+CLEANLAB_DEFAULTS: dict[str, Any] = {"high_probability_threshold": 0.6}
+
+
 def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
     from .judges.cleanlab import run_cleanlab
 
     return run_cleanlab(ctx.collection, ctx.gt_field, ctx.pred_field,
-                        progress=lambda d, t: ctx.progress("cleanlab", d, t), **ctx.opt("cleanlab"))
+                        progress=lambda d, t: ctx.progress("cleanlab", d, t),
+                        **{**CLEANLAB_DEFAULTS, **ctx.opt("cleanlab")})
 
 
 def _can_boxgrade(ctx: GradeContext) -> str | None:
