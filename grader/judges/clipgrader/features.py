@@ -4,10 +4,12 @@ The box grader (``boxgrader.py``) trains a small head on these instead of fine-t
 One forward pass per image gives the head's feature maps at strides 8/16/32 and its dense
 predictions; every box of that image (GT or synthetic) is then described by:
 
-- **pooled maps**: the classification and regression branches' last 64-channel maps of each
-  level, ``torchvision.ops.roi_align``-ed over the box (``pool`` x ``pool``) and over the box
-  enlarged ``context`` times (``pool`` x ``pool``; its outer cells are the context ring), so
-  the head sees whether the object continues past an edge;
+- **edges**: for each edge, a strip just inside and one just outside, ``roi_align``-ed from the
+  classification and regression branches' last 64-channel maps of each level; their cosine
+  similarities with each other and with the box centre (is there a boundary at this edge?);
+- **pooled maps** (off by default: they over-fit coco128): the same maps
+  ``torchvision.ops.roi_align``-ed over the box (``pool`` x ``pool``) and over the box
+  enlarged ``context`` times (its outer cells are the context ring);
 - **detector evidence near the box**: IoU with the detector's own predictions at several score
   levels, the best matching prediction's score and edge offsets relative to the box, the
   score-weighted mean offsets, and the IoU-weighted class probabilities (80) of the
