@@ -115,7 +115,6 @@ def bench(n_labels: int, per_sample: int, fixes: int) -> None:
         rows[f"panel refresh, any suspect ({tag})"] = timed(lambda: panel_refresh(ds))
         rows[f"panel refresh, swap + class ({tag})"] = timed(
             lambda: panel_refresh(ds, "cleanlab_swap", ["swap"], [CLASSES[3]]))
-    rows["same, as separate aggregations (indexed)"] = timed(lambda: separate_queries(ds))
     rows["  available_scores"] = timed(lambda: review.available_scores(ds))
     rows["  issue_counts"] = timed(lambda: review.issue_counts(ds))
     rows["  score_histogram"] = timed(lambda: review.score_histogram(ds, "cleanlab_badloc"))
