@@ -786,7 +786,6 @@ class LabelReviewPanel(foo.Panel):
         if q is None:
             head.md("**Nothing to review** with these filters.", name="review_empty")
             return
-        n_done = sum(1 for x in items if x.get("decided"))
         head.md(self._pos_text(ctx, q), name="review_pos")
         panel.str("keys", label="Keys (click here, then type)", description=KEY_HELP,
                   on_change=self.on_key, view=types.TextFieldView(
