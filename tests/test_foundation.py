@@ -145,6 +145,11 @@ def test_cli_review_and_ensemble_commands(synthetic_dataset, capsys):
 
     ds = synthetic_dataset
     ds.persistent = True
+    # a planted class error, so cleanlab has a suspect to put in a saved view
+    first = ds.first().ground_truth.detections[0]
+    ds.set_label_values("ground_truth.detections.label", [{
+        "sample_id": ds.first().id, "label_id": first.id,
+        "value": "dog" if first.label == "cat" else "cat"}])
     assert cli.main(["cleanlab", "--dataset", ds.name, "--high-probability-threshold", "0.5"]) == 0
     s = ds.first()
     lid = s.ground_truth.detections[0].id
