@@ -112,7 +112,8 @@ def _load(split: str) -> list[dict]:
 ISSUES_ALL = ("badloc", "swap", "spurious", "duplicate", "any")
 #: logistic candidates: (name, pairwise products?, C)
 CANDIDATES = (("logistic_C1", False, 1.0), ("logistic_C0.1", False, 0.1),
-              ("logistic_pairs_C0.1", True, 0.1), ("logistic_pairs_C0.01", True, 0.01))
+              ("logistic_pairs_C1", True, 1.0), ("logistic_pairs_C0.1", True, 0.1),
+              ("logistic_pairs_C0.01", True, 0.01))
 
 
 def _labels(run: dict, issue: str) -> tuple[np.ndarray, np.ndarray]:
@@ -213,7 +214,7 @@ def fit(args) -> None:
         for issue in ISSUES_ALL:
             model["issues"][issue] = {}
             for variant, judges in VARIANTS.items():
-                feats = _features(runs, judges)
+                feats = [f for f in _features(runs, judges) if f not in args.drop]
                 if not feats:
                     continue
                 t0 = time.time()
@@ -302,6 +303,8 @@ def main(argv=None) -> int:
     f = sub.add_parser("fit")
     f.add_argument("--hgb", nargs="*", default=["any"],
                    help="issues whose full variant also gets a (reference) HGB in the CV")
+    f.add_argument("--drop", nargs="*", default=[],
+                   help="feature names to leave out (ablation), e.g. consistency:consistency_outlier:missing")
     f.add_argument("--out", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
     e = sub.add_parser("eval")
     e.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))

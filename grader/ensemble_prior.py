@@ -82,9 +82,12 @@ def _load(path: str) -> dict:
 
 
 def load_default_model(path: str | Path | None = None) -> dict | None:
-    """The shipped model (``grader/models/default_ensemble.json``), or None if it is not there."""
+    """The shipped model (``grader/models/default_ensemble.json``; None if the package lacks
+    it), or the model at ``path`` (which must exist)."""
     p = Path(path) if path is not None else DEFAULT_MODEL_PATH
     if not p.exists():
+        if path is not None:
+            raise FileNotFoundError(f"no default ensemble model at {p}")
         return None
     return _load(str(p))
 
