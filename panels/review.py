@@ -412,10 +412,6 @@ class LabelReviewPanel(foo.Panel):
         except (KeyError, ValueError) as e:
             ctx.ops.notify(f"Fix failed: {e}", variant="error")
             return
-        if rec is None:  # nothing written (the label did not match the state shown)
-            ctx.ops.notify("Refused: the label changed since it was shown. Refresh.",
-                           variant="error")
-            return
         word = {"accept": "accepted", "relabel": f"relabelled → {new_label}",
                 "replace_box": "box replaced", "delete": "deleted", "adopt": "adopted"}[kind]
         self._mark(ctx, {q["label_id"]: word}, rec)

@@ -352,6 +352,35 @@ def test_expected_state_masks_nan_and_bad_fix_parameters():
     fo.delete_dataset(ds.name)
 
 
+def test_a_race_after_the_shown_state_was_checked_is_refused_not_reapplied(synthetic_dataset,
+                                                                           monkeypatch):
+    """Another process edits the label between our read and our write: with a shown state the
+    fix is refused (FixConflictError), nothing is written and no pending record is left."""
+    from grader.review import fixes
+
+    ds = synthetic_dataset
+    det = ds.first().ground_truth.detections[0]
+    sid, lid, shown = ds.first().id, det.id, label_state(det)
+    real_read = fixes._read
+
+    def read_then_race(dataset, sample_id, fields):
+        doc = real_read(dataset, sample_id, fields)
+        # the other curator's relabel lands right after our read
+        ds._sample_collection.update_one(
+            {"_id": ObjectId(sid)}, {"$set": {"ground_truth.detections.$[d].label": "raced"}},
+            array_filters=[{"d._id": ObjectId(lid)}])
+        return doc
+
+    monkeypatch.setattr(fixes, "_read", read_then_race)
+    with pytest.raises(review.FixConflictError, match="changed since it was shown"):
+        review.accept_label(ds, sid, lid, expected_state=shown)
+    monkeypatch.undo()
+    ds.reload()
+    label = next(d for d in ds[sid].ground_truth.detections if d.id == lid)
+    assert label.label == "raced" and REVIEWED_OK_TAG not in (label.tags or [])
+    assert review.fix_log(ds) == [] and review.pending_fixes(ds) == []
+
+
 def test_undo_last_skips_a_fix_whose_sample_was_deleted():
     ds = _make_dataset("lg-fault-undo-deleted", n_samples=2, per_sample=2)
     review.clear_fix_log(ds)

@@ -269,8 +269,11 @@ def _run_edit(dataset, sample_id: str, field: str, label_id: str, kind: str,
                 _refresh(dataset, [sample_id])
                 return _log.mark_done(dataset, p.rec)
             if expected_state is not None:
-                break
-            raise FixConflictError(f"label '{label_id}' kept changing while {kind} was applied "
+                # The curator decided on the state shown: never re-apply onto a newer one.
+                raise FixConflictError(f"label '{label_id}' changed since it was shown; "
+                                       f"{kind} was refused and nothing was written")
+            # Lost a race without a shown state: re-read once and try again.
+        raise FixConflictError(f"label '{label_id}' kept changing while {kind} was applied "
                                "(another curator or process); nothing was written")
 
 
