@@ -9,6 +9,7 @@ otherwise runs its judge and returns the judge's :class:`RunReport`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -126,18 +127,50 @@ def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
                         **{**CLEANLAB_DEFAULTS, **ctx.opt("cleanlab")})
 
 
+#: The box grader shipped with the package: trained on coco128's labels (COCO classes) over
+#: YOLOX-Nano features (bench/boxgrader.py; figures in docs/clipgrader.md). grade() uses it when
+#: the caller gives no checkpoint and most labels are of classes it was trained on.
+SHIPPED_BOXGRADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
+                                 "boxgrader-yolox-nano-coco128.pt")
+#: Share of the labels that must be of the shipped grader's classes for it to run by default.
+SHIPPED_BOXGRADER_MIN_KNOWN = 0.5
+
+
+def _boxgrader_checkpoint(ctx: GradeContext) -> tuple[str | None, str | None]:
+    """(checkpoint, None) to run, or (None, why not)."""
+    given = ctx.opt("boxgrader").get("checkpoint")
+    if given:
+        return given, None
+    if not os.path.isfile(SHIPPED_BOXGRADER):
+        return None, "no trained box grader (pass boxgrader={'checkpoint': ...}; see train_boxgrader)"
+    import torch
+
+    classes = set(torch.load(SHIPPED_BOXGRADER, map_location="cpu", weights_only=False)["classes"])
+    counts = ctx.collection.count_values(f"{ctx.gt_field}.detections.label")
+    total = sum(counts.values())
+    known = sum(n for c, n in counts.items() if c in classes)
+    if not total or known / total < SHIPPED_BOXGRADER_MIN_KNOWN:
+        return None, (f"the shipped box grader knows {known}/{total} of these labels' classes; "
+                      "train one on your labels (train_boxgrader) and pass boxgrader={'checkpoint': ...}")
+    from .judges.clipgrader.features import default_detector_path
+
+    if not os.path.isfile(default_detector_path("yolox-nano")):
+        return None, (f"the shipped box grader needs YOLOX-Nano at {default_detector_path('yolox-nano')} "
+                      "(set LABEL_GRADER_DETECTORS)")
+    return SHIPPED_BOXGRADER, None
+
+
 def _can_boxgrade(ctx: GradeContext) -> str | None:
-    if not ctx.opt("boxgrader").get("checkpoint"):
-        return "no trained box grader (pass boxgrader={'checkpoint': ...}; see train_boxgrader)"
-    return None
+    return _boxgrader_checkpoint(ctx)[1]
 
 
 def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
     from .judges.clipgrader.boxgrader import grade_boxgrader
 
+    opts = ctx.opt("boxgrader")
+    opts["checkpoint"] = _boxgrader_checkpoint(ctx)[0]
     return grade_boxgrader(ctx.collection, ctx.gt_field,
-                           progress=lambda d, t: ctx.progress("boxgrader", d, t),
-                           **ctx.opt("boxgrader"))
+                           progress=lambda d, t: ctx.progress("boxgrader", d, t), **opts)
 
 
 def _run_consistency_step(ctx: GradeContext) -> RunReport:

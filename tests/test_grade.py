@@ -24,14 +24,15 @@ def coco8(coco128_base):
 def test_grade_runs_every_judge_with_defaults(coco8):
     ds = coco8
     rep = grade(ds, "ground_truth")
-    for step in ("detector", "cleanlab", "zoom", "overlooked", "ensemble"):
+    for step in ("detector", "cleanlab", "zoom", "overlooked", "boxgrader", "consistency",
+                 "ensemble"):
         assert step in rep.reports, (step, rep.not_run)
     assert rep.pred_field == "lg_predictions"
     preds = ds.values("lg_predictions.detections", unwind=True)
     assert preds and all(len(p.probs) == 80 for p in preds)
     schema = ds.get_field_schema(flat=True)
     for s in SCORES:
-        if s.judge in ("zoom",):
+        if s.judge in ("zoom", "boxgrader"):
             assert f"ground_truth.detections.{s.attr}" in schema, s.attr
     assert "ground_truth_overlooked.detections.overlooked_score" in schema
     assert any(k.startswith("ground_truth.detections.ensemble_") for k in schema)
@@ -75,3 +76,23 @@ def test_grade_labels_operator_from_sdk(synthetic_dataset):
     assert out["not_run"]["zoom"].startswith("no detector")
     assert ds.count("ground_truth.detections.cleanlab_badloc") == 18
     assert "[ensemble]" in out["summary"]
+
+
+def test_shipped_box_grader_runs_only_on_classes_it_knows(coco8):
+    """The box grader shipped with the package (trained on coco128) grades COCO-class labels by
+    default; on a dataset whose classes it never saw it is not run, and the report says why."""
+    from grader.grade import SHIPPED_BOXGRADER
+
+    ds = coco8
+    rep = grade(ds, "ground_truth", detector=None, consistency=False, ensemble=False)
+    assert rep.reports["boxgrader"].info["checkpoint"] == SHIPPED_BOXGRADER
+    scored = [v for v in ds.values("ground_truth.detections.boxgrader_p_bad", unwind=True)
+              if v is not None]
+    assert len(scored) > 0.8 * ds.count("ground_truth.detections")
+    # the same boxes under class names the grader never saw
+    labels = ds.values("ground_truth.detections.label")
+    ds.set_values("ground_truth.detections.label",
+                  [[f"widget{i % 3}" for i, _ in enumerate(ls or [])] for ls in labels])
+    rep = grade(ds, "ground_truth", detector=None, consistency=False, ensemble=False)
+    assert "boxgrader" not in rep.reports
+    assert "train one on your labels" in rep.not_run["boxgrader"]
