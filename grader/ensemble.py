@@ -24,6 +24,12 @@ the methods' votes weighted by those accuracies. Here the votes are continuous s
    reliable judge's extreme rank is not averaged away; ``method="mean"`` takes the weighted
    mean of percentiles. ``ensemble_any`` is the same with weights measured for "any error".
 
+Without enough verified labels to fit a stacker for an issue (``learner="auto"``), the
+default ensemble shipped with the package is used where the judges it needs ran
+(:mod:`grader.ensemble_prior`: per-issue logistic regressions over the same percentile
+features, fitted on coco128 with injected errors; ``info['learner'][issue]['chosen'] ==
+"default_model"``). ``default_model=False`` (or ``learner="vote"``) keeps the vote below.
+
 Fallback, when there is no trusted subset or it holds fewer than ``min_positives`` labels with
 the issue (or fewer than ``min_negatives`` clean ones): equal weights over the scores that are
 registered for that issue (or for ``any``). ``info['weights_source'][issue]`` says which.
@@ -39,6 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .ensemble_prior import default_model_scores
 from .evaluate import TRUSTED_TAG, _ranks, auroc, present_score_specs, read_label_scores
 from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
@@ -367,7 +374,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      learner: str = "auto", min_stack_positives: int = 10,
                      cv_folds: int = 5, seed: int = 0, exclude_judges: Sequence[str] = (),
                      pred_field: str | None = None, self_supervised: dict | None = None,
-                     tag_fraction: float = 0.05, write: bool = True) -> RunReport:
+                     tag_fraction: float = 0.05, default_model: bool | str = True,
+                     write: bool = True) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
     ``learner``: ``"vote"`` (the reliability-weighted vote), ``"stack"`` / ``"auto"`` (with at
@@ -380,11 +388,22 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     ``self_supervised`` extra keyword arguments for it). Tags the top ``tag_fraction`` of scored labels per issue
     ``suspect:ensemble_<issue>``. Returns a report whose ``info`` holds the weights, their
     source, the trusted counts and, per issue, the learner chosen with its CV AUROC.
+    ``default_model``: where no stacker can be fitted (too few trusted errors of an issue) and
+    ``learner`` is not ``"vote"``, combine the scores with the model shipped in
+    ``grader/models/default_ensemble.json`` (a path: another such JSON; ``False``: the vote),
+    using its richest variant whose judges all ran; otherwise the vote.
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
     baseline out of the ensemble it is compared with).
     """
     _validate(method, learner, tag_fraction, min_positives, min_negatives, min_stack_positives,
               sharpness, prior_auroc, prior_strength, cv_folds)
+    if not (isinstance(default_model, bool) or isinstance(default_model, str)):
+        raise ValueError(f"default_model must be True, False or a path, got {default_model!r}")
+    prior = None
+    if default_model is not False and learner != "vote":
+        from .ensemble_prior import load_default_model
+
+        prior = load_default_model(None if default_model is True else default_model)
     specs = present_score_specs(collection, gt_field, exclude_judges=[JUDGE, *exclude_judges])
     report = RunReport(judge=JUDGE)
     if not specs:
@@ -442,6 +461,10 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             learners[issue] = {"chosen": m["chosen"],
                                "cv_auroc": {k: round(v, 4) for k, v in m["cv_auroc"].items()},
                                "why": f"fewer than {min_stack_positives} trusted errors"}
+        elif prior is not None and (got := default_model_scores(pct, issue, prior)) is not None:
+            # No verified labels to learn from: the model fitted on coco128 with injected errors.
+            scores[issue], learners[issue] = got
+            learners[issue]["why"] = f"fewer than {min_stack_positives} trusted errors"
         else:
             scores[issue] = combine(pct, weights, method)
             learners[issue] = {"chosen": "vote",
@@ -461,7 +484,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                       sharpness=sharpness, prior_auroc=prior_auroc,
                       prior_strength=prior_strength, method=method, learner=learner,
                       min_stack_positives=min_stack_positives, cv_folds=cv_folds,
-                      tag_fraction=tag_fraction)
+                      tag_fraction=tag_fraction,
+                      default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
 

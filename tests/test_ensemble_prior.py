@@ -1,0 +1,117 @@
+"""The default ensemble shipped with the package (used when there are no verified images)."""
+from __future__ import annotations
+
+import json
+
+import fiftyone as fo
+import numpy as np
+import pytest
+
+from grader import ensemble_prior as ep
+from grader.fields import write_label_attr
+from grader.noise import TRUTH_ATTR, inject_errors
+
+
+def test_shipped_model_loads_and_is_complete():
+    model = ep.load_default_model()
+    assert model is not None, "grader/models/default_ensemble.json must ship with the package"
+    assert model["format"] == "label-grader-default-ensemble/1"
+    assert "coco128" in model["training_data"] and model["sklearn_version"]
+    for issue in ("badloc", "swap", "spurious", "duplicate", "any"):
+        full = model["issues"][issue]["full"]
+        n = len(full["features"]) + len(full["interactions"])
+        assert len(full["coef"]) == n and np.isfinite(full["coef"]).all()
+        judges = {s.split(":")[0] for s in ep.base_scores(full["features"])}
+        assert judges <= {"cleanlab", "zoom", "consistency"}
+        # A detector-free variant exists, so grade(detector=None) still gets a model.
+        assert ep.choose_variant(model, issue, [s for s in ep.base_scores(full["features"])
+                                                if s.startswith("consistency:")]) == "consistency"
+
+
+def test_apply_is_the_logistic_formula():
+    entry = {"features": ["a:x", "a:x:missing", "b:y"], "interactions": [[0, 2]],
+             "coef": [2.0, -1.0, 0.5, 3.0], "intercept": -1.5}
+    pct = {"a:x": np.array([0.2, np.nan, 0.9]), "b:y": np.array([0.4, 0.6, 1.0])}
+    x = np.array([0.2, 0.5, 0.9])          # unscored -> 0.5 ...
+    miss = np.array([0.0, 1.0, 0.0])       # ... with its missing indicator set
+    y = pct["b:y"]
+    z = 2.0 * x - 1.0 * miss + 0.5 * y + 3.0 * x * y - 1.5
+    np.testing.assert_allclose(ep.apply_logistic(entry, pct), 1 / (1 + np.exp(-z)))
+    model = {"issues": {"badloc": {"small": entry}}}
+    assert ep.choose_variant(model, "badloc", ["a:x", "b:y", "c:z"]) == "small"
+    assert ep.choose_variant(model, "badloc", ["a:x"]) is None      # judge b did not run
+    # Judge b ran but wrote no 'y': it abstains there (0.5), the model is still used.
+    s_b, info_b = ep.default_model_scores({"a:x": pct["a:x"], "b:other": y}, "badloc", model)
+    z_b = 2.0 * x - 1.0 * miss + 0.5 * 0.5 + 3.0 * x * 0.5 - 1.5
+    np.testing.assert_allclose(s_b[[0, 2]], 1 / (1 + np.exp(-z_b[[0, 2]])))
+    assert np.isnan(s_b[1]) and info_b["absent"] == ["b:y"]     # no used judge scored label 1
+    s, info = ep.default_model_scores(pct, "badloc", model)
+    np.testing.assert_allclose(s, 1 / (1 + np.exp(-z)))
+    assert info["chosen"] == "default_model" and info["inputs"] == ["a:x", "b:y"]
+    assert ep.default_model_scores({"a:x": pct["a:x"]}, "badloc", model) is None
+
+
+def test_rejects_a_foreign_json(tmp_path):
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps({"issues": {}}))
+    with pytest.raises(ValueError, match="not a label-grader default ensemble"):
+        ep.load_default_model(p)
+    with pytest.raises(FileNotFoundError):
+        ep.load_default_model(tmp_path / "absent.json")
+
+
+@pytest.fixture()
+def unverified(tmp_path):
+    """30 images, 5 boxes each, injected errors, no verified samples."""
+    from conftest import write_random_images
+
+    paths = write_random_images(tmp_path / "imgs", 30, size=(48, 64))
+    rng = np.random.default_rng(3)
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=p, ground_truth=fo.Detections(detections=[
+        fo.Detection(label=str(rng.choice(["cat", "dog"])),
+                     bounding_box=[0.02 + 0.18 * j, rng.uniform(0.05, 0.4), 0.15, 0.2])
+        for j in range(5)])) for p in paths])
+    ds.default_classes = ["cat", "dog"]
+    ds.save()
+    inject_errors(ds, "ground_truth", "noisy", rates={"badloc": 0.1, "swap": 0.1}, seed=0)
+    yield ds
+    ds.delete()
+
+
+def _write_random(ds, score: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ids, lids = ds.values(["id", "noisy.detections.id"])
+    write_label_attr(ds, "noisy", score.split(":", 1)[1],
+                     {(s, l): float(rng.uniform()) for s, ls_ in zip(ids, lids) for l in ls_})
+
+
+def test_compute_ensemble_uses_default_model_without_verified_images(unverified):
+    from grader.ensemble import compute_ensemble
+
+    ds = unverified
+    model = ep.load_default_model()
+    full = model["issues"]["badloc"]["full"]
+    # Only cleanlab scores: no variant's judges all ran -> the vote.
+    for i, name in enumerate(ep.base_scores(full["features"])):
+        if name.startswith("cleanlab:"):
+            _write_random(ds, name, i)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    assert rep.info["learner"]["badloc"]["chosen"] == "vote"
+    # Every score of the full variant present -> the shipped model, for every issue.
+    for i, name in enumerate(ep.base_scores(full["features"])):
+        _write_random(ds, name, i)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    info = rep.info["learner"]
+    assert {info[i]["chosen"] for i in info} == {"default_model"}
+    assert info["badloc"]["variant"] == "full"
+    pct, ls = ep.label_percentiles(ds, "noisy")
+    want = dict(zip(ls.label_ids, ep.apply_logistic(full, pct)))
+    got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
+    assert set(got) == set(want)
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
+    # learner="vote" stays available explicitly.
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="vote")
+    assert rep.info["learner"]["badloc"]["chosen"] == "vote"
+    vote = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
+    assert not np.allclose([vote[k] for k in want], list(want.values()))
