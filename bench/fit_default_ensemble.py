@@ -240,10 +240,23 @@ def fit(args) -> None:
                       + "  ".join(f"{k} {v:.3f}" for k, v in mean.items())
                       + (f"  | vote (no fit) {np.nanmean(vote):.3f}" if vote and variant == "full" else "")
                       + f"  -> {name}", flush=True)
+    model["expects"] = _expects(model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
+
+
+def _expects(model: dict) -> dict[str, list[str]]:
+    """Per variant, the score attributes (``judge:attr``) its models read."""
+    from grader.ensemble_prior import base_scores
+
+    out: dict[str, list[str]] = {}
+    for entries in model["issues"].values():
+        for variant, e in entries.items():
+            out.setdefault(variant, [])
+            out[variant] += [b for b in base_scores(e["features"]) if b not in out[variant]]
+    return out
 
 
 def evaluate(args) -> None:

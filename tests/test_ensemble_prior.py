@@ -21,6 +21,7 @@ def test_shipped_model_loads_and_is_complete():
         full = model["issues"][issue]["full"]
         n = len(full["features"]) + len(full["interactions"])
         assert len(full["coef"]) == n and np.isfinite(full["coef"]).all()
+        assert set(ep.base_scores(full["features"])) <= set(model["expects"]["full"])
         judges = {s.split(":")[0] for s in ep.base_scores(full["features"])}
         assert judges <= {"cleanlab", "zoom", "consistency"}
         # A detector-free variant exists, so grade(detector=None) still gets a model.
