@@ -1,7 +1,7 @@
 """End to end: the real FiftyOne App server + Debian's Chromium drive the Label review panel.
 
-A whole review session by keyboard (``LABEL_GRADER_REVIEW_N`` decisions of each kind, 5 by
-default, 20 for the full session the issue asks for): open the panel from the App's "+" menu, enter review mode,
+A whole review session by keyboard (``LABEL_GRADER_REVIEW_N`` decisions of each kind, 20 by
+default): open the panel from the App's "+" menu, enter review mode,
 and decide ``N_EACH`` labels of each kind — accept (a), relabel to the first offered class (1),
 use the suggested box (b), delete (d), adopt an overlooked candidate (c) — and undo (u)
 ``N_EACH`` of them, each checked in the database right after the next item shows. Then a
@@ -36,8 +36,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-# The issue asks for 20 of each (LABEL_GRADER_REVIEW_N=20); CI runs 5 to stay within its time.
-N_EACH = int(os.environ.get("LABEL_GRADER_REVIEW_N", "5"))
+# 20 decisions of each kind, as the review-UX issue asks (about 6 min on 2 busy cores).
+N_EACH = int(os.environ.get("LABEL_GRADER_REVIEW_N", "20"))
 STEP_MS = 45_000  # generous per-step timeout
 NEXT_ITEM_TARGET_MS = 300
 SETTLE_S = 0.5
