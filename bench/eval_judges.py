@@ -77,7 +77,7 @@ def _single(name: str) -> bool:
 def run_split(split: str, args) -> dict:
     from grader.ensemble import compute_ensemble
     from grader.evaluate import evaluate_judges, run_brain_mistakenness
-    from grader.grade import DEFAULT_PRED_FIELD, grade
+    from grader.pipeline import DEFAULT_PRED_FIELD, grade
     from grader.noise import ERROR_TYPES, inject_errors
 
     t0 = time.time()

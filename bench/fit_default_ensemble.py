@@ -58,7 +58,7 @@ def collect(args) -> None:
     try:
         from grader.ensemble_prior import label_percentiles
         from grader.evaluate import read_label_scores
-        from grader.grade import DEFAULT_PRED_FIELD, grade
+        from grader.pipeline import DEFAULT_PRED_FIELD, grade
         from grader.noise import ERROR_TYPES, TRUTH_ATTR, inject_errors
         from grader.scores import SCORES
 

@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # ``grader.grade(ds)`` without importing the heavy modules up front: the submodule
-    # ``grader.grade`` is callable (it forwards to ``grader.grade.grade``).
+    # ``grader.grade(ds)``, the one-call entry point, without importing the heavy modules when
+    # the plugin loads: resolved on first use.
     if name == "grade":
-        import importlib
+        from .pipeline import grade
 
-        return importlib.import_module(".grade", __name__)
+        return grade
     raise AttributeError(f"module 'grader' has no attribute {name!r}")

@@ -36,7 +36,7 @@ def cmd_demo(args) -> int:
     """Load coco128 and grade it in one call (YOLOX-Nano, every judge that can run, the
     ensemble); print the most suspect labels and the top overlooked-object candidates."""
     from . import io
-    from .grade import grade
+    from .pipeline import grade
 
     data = Path(args.data or default_data_dir())
     root = data / "coco128"

@@ -5,7 +5,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader.detectors import SHIPPED
-from grader.grade import DEFAULT_DETECTOR, grade
+from grader.pipeline import DEFAULT_DETECTOR, grade
 
 from ._common import (
     add_detection_field_input,

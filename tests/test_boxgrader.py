@@ -135,13 +135,17 @@ def test_grade_writes_fields_and_keeps_labels(trained):
 
 
 def test_grade_runs_the_box_grader_step_with_a_checkpoint(trained):
-    from grader.grade import grade
+    from grader.pipeline import grade
 
     ds, train, held, res = trained
-    out = grade(held, detector=None, cleanlab=False, consistency=False)
-    assert "boxgrader" in out.not_run and "checkpoint" in out.not_run["boxgrader"]
+    from grader.pipeline import SHIPPED_BOXGRADER
+
+    # without a checkpoint: the one shipped with the package (coco128 labels are COCO classes)
+    out = grade(held, detector=None, cleanlab=False, consistency=False, ensemble=False)
+    assert out.reports["boxgrader"].info["checkpoint"] == SHIPPED_BOXGRADER
     out = grade(held, detector=None, cleanlab=False, consistency=False,
                 boxgrader={"checkpoint": res.best_checkpoint})
+    assert out.reports["boxgrader"].info["checkpoint"] == res.best_checkpoint
     assert out.reports["boxgrader"].labels_scored == held.count("ground_truth.detections")
     assert "ensemble" in out.reports
     vals = held.values("ground_truth.detections.ensemble_spurious", unwind=True)

@@ -131,7 +131,7 @@ def test_core_functions_and_bad_params(coco128):
 
 
 def test_grade_runs_consistency_without_a_detector(coco128):
-    from grader.grade import grade
+    from grader.pipeline import grade
 
     inject_errors(coco128, "ground_truth", "noisy", rates={"duplicate": 0.05}, seed=2)
     out = grade(coco128, gt_field="noisy", detector=None)

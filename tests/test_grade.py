@@ -6,7 +6,7 @@ import pytest
 
 import fiftyone as fo
 
-from grader.grade import grade
+from grader.pipeline import grade
 from grader.scores import SCORES
 
 from conftest import shared_path
@@ -81,7 +81,7 @@ def test_grade_labels_operator_from_sdk(synthetic_dataset):
 def test_shipped_box_grader_runs_only_on_classes_it_knows(coco8):
     """The box grader shipped with the package (trained on coco128) grades COCO-class labels by
     default; on a dataset whose classes it never saw it is not run, and the report says why."""
-    from grader.grade import SHIPPED_BOXGRADER
+    from grader.pipeline import SHIPPED_BOXGRADER
 
     ds = coco8
     rep = grade(ds, "ground_truth", detector=None, consistency=False, ensemble=False)

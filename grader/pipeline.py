@@ -1,4 +1,4 @@
-"""One call for everything: run every judge that can run on a collection, then the ensemble.
+"""One call for everything (`grader.grade`): run every judge that can run on a collection, then the ensemble.
 
 ``grade(collection)`` is what a new user calls. Its defaults are the recommended settings for
 the best ranking; every judge stays callable on its own for finer control.
@@ -257,13 +257,3 @@ def grade(collection, gt_field: str = "ground_truth", pred_field: str | None = N
         out.reports[step.name] = step.run(ctx)
     out.pred_field = ctx.pred_field
     return out
-
-
-class _CallableModule(__import__("types").ModuleType):
-    """Lets ``import grader; grader.grade(ds)`` call :func:`grade` (the submodule shares its name)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> GradeReport:
-        return grade(*args, **kwargs)
-
-
-__import__("sys").modules[__name__].__class__ = _CallableModule
