@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="label-grader-tests-"))
+# atexit runs last-registered first: the mongod below stops, then its files (~300 MB) go.
+atexit.register(shutil.rmtree, _TMP, True)
 
 # Our own mongod on a free 127.0.0.1 port, started and stopped by the suite: with only
 # FIFTYONE_DATABASE_DIR set, FiftyOne would attach to any running "--51-service db --multi".
