@@ -76,7 +76,7 @@ def _clamp_start(start: int, size: int, limit: int, b1: float, b2: float) -> int
     return start
 
 
-def _cut(image: np.ndarray, win: CropWindow) -> np.ndarray:
+def cut_window(image: np.ndarray, win: CropWindow) -> np.ndarray:
     """The window's pixels, padded with :data:`PAD_VALUE` where it leaves the image."""
     h, w = image.shape[:2]
     sx0, sy0 = max(win.x0, 0), max(win.y0, 0)
@@ -101,7 +101,7 @@ def crop_with_box(image: np.ndarray, box_xyxy: Sequence[float], *, context: floa
     whatever the object's size. The box outline is drawn on the box's own pixels (inward).
     """
     win = crop_window(image.shape[:2], box_xyxy, context=context, jitter=jitter, rng=rng)
-    crop = Image.fromarray(np.ascontiguousarray(_cut(image, win)))
+    crop = Image.fromarray(np.ascontiguousarray(cut_window(image, win)))
     bx1, by1, bx2, by2 = win.box_in_crop
     if out_size is not None:
         sx, sy = out_size / win.width, out_size / win.height

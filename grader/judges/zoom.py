@@ -41,7 +41,7 @@ from ..boxes import BOX_DEGENERATE, iou_matrix, rel_xywh_to_abs_xyxy, sanitize_r
 from ..detectors import ArrayDetector, load_detector, postprocess
 from ..images import ImageReadError, load_rgb
 from ..parallel import prefetch_map
-from ..render import CropWindow, _cut, default_workers
+from ..render import CropWindow, cut_window, default_workers
 from ..report import RunReport
 
 ZOOM_ATTRS = ("zoom_support", "zoom_label_prob", "zoom_other_label", "zoom_other_prob", "zoom_iou",
@@ -51,7 +51,7 @@ ZOOM_ATTRS = ("zoom_support", "zoom_label_prob", "zoom_other_label", "zoom_other
 def square_window(image_hw: tuple[int, int], box_xyxy, context: float, min_crop: int) -> CropWindow:
     """A square window of side ``max(context * longer side, min_crop)`` centred on the box and
     moved inside the image where it fits (more real context, less padding); where it is larger
-    than the image along an axis it stays centred and the outside is padded (``render._cut``)."""
+    than the image along an axis it stays centred and the outside is padded (``render.cut_window``)."""
     h, w = image_hw
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     side = max(int(round(context * max(x2 - x1, y2 - y1))), int(min_crop), 1)
@@ -91,7 +91,7 @@ def _render(job: _Job, *, context: float, min_crop: int, out_size: int | None):
             skips[k] = skips.get(k, 0) + 1
             continue
         win = square_window((h, w), box, context, min_crop)
-        crop = np.ascontiguousarray(_cut(image, win))
+        crop = np.ascontiguousarray(cut_window(image, win))
         if out_size:
             crop = cv2.resize(crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
         items.append((i, box, win, crop))
