@@ -1,7 +1,7 @@
 """End to end: the real FiftyOne App server + Debian's Chromium drive the Label review panel.
 
-A whole review session by keyboard (``LABEL_GRADER_REVIEW_N`` decisions of each kind, 20 by
-default): open the panel from the App's "+" menu, enter review mode,
+A whole review session by keyboard (``LABEL_GRADER_REVIEW_N`` decisions of each kind, 10 by
+default, 20 for the issue's full session): open the panel from the App's "+" menu, enter review mode,
 and decide ``N_EACH`` labels of each kind — accept (a), relabel to the first offered class (1),
 use the suggested box (b), delete (d), adopt an overlooked candidate (c) — and undo (u)
 ``N_EACH`` of them, each checked in the database right after the next item shows. Then a
@@ -36,8 +36,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-# 20 decisions of each kind, as the review-UX issue asks (about 6 min on 2 busy cores).
-N_EACH = int(os.environ.get("LABEL_GRADER_REVIEW_N", "20"))
+# Decisions of each kind; the review-UX issue's full session is LABEL_GRADER_REVIEW_N=20
+# (about 6 min on 2 busy cores); CI runs 10.
+N_EACH = int(os.environ.get("LABEL_GRADER_REVIEW_N", "10"))
 STEP_MS = 45_000  # generous per-step timeout
 NEXT_ITEM_TARGET_MS = 300
 SETTLE_S = 0.5
@@ -136,6 +137,18 @@ class Review:
         rank, lid = self.current()
         return ms, rank, lid
 
+    def wait_for(self, lid: str, timeout_ms: int = 10_000) -> str:
+        """Wait until label ``lid`` is the one shown (or time out); return the label shown."""
+        try:
+            self.page.wait_for_function(
+                "([lid]) => { const e = [...document.querySelectorAll('p')].find("
+                "x => /^Label \\d+ of \\d+/.test(x.innerText || ''));"
+                " return e && e.innerText.includes(lid); }",
+                arg=[lid], timeout=timeout_ms, polling=50)
+        except Exception:  # noqa: BLE001 - the assertion after this reports what is shown
+            pass
+        return self.current()[1]
+
 
 @pytest.fixture()
 def review_dataset(request):
@@ -230,6 +243,8 @@ def test_review_session_by_keyboard(review_dataset, tmp_path):
                         # undo the delete: the label is back and the panel shows it again
                         ms, _, lid_u = r.press("u", lid2)
                         timings["undo"].append(ms)
+                        if lid_u != lid:  # the App's delayed state write may still be in flight
+                            lid_u = r.wait_for(lid)
                         restored = _label(ds, sid, lid)
                         assert lid_u == lid and restored is not None
                         assert restored.bounding_box == pytest.approx(before.bounding_box)
