@@ -31,6 +31,8 @@ class GradeContext:
     progress: Callable[[str, int, int], None]
     #: the loaded detector (an ArrayDetector, or a FiftyOne model), shared by every step
     detector: Any = None
+    #: what a step's ``can_run`` resolved and its ``run`` uses (decided once, not twice)
+    resolved: dict[str, Any] = field(default_factory=dict)
 
     def opt(self, step: str) -> dict[str, Any]:
         """Keyword options for one step (``options[step]``, a dict; ``False`` disables it)."""
@@ -161,14 +163,17 @@ def _boxgrader_checkpoint(ctx: GradeContext) -> tuple[str | None, str | None]:
 
 
 def _can_boxgrade(ctx: GradeContext) -> str | None:
-    return _boxgrader_checkpoint(ctx)[1]
+    # Resolved once here (a checkpoint read and a count over every label), used by the run.
+    ckpt, why = _boxgrader_checkpoint(ctx)
+    ctx.resolved["boxgrader_checkpoint"] = ckpt
+    return why
 
 
 def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
     from .judges.clipgrader.boxgrader import grade_boxgrader
 
     opts = ctx.opt("boxgrader")
-    opts["checkpoint"] = _boxgrader_checkpoint(ctx)[0]
+    opts["checkpoint"] = ctx.resolved["boxgrader_checkpoint"]
     return grade_boxgrader(ctx.collection, ctx.gt_field,
                            progress=lambda d, t: ctx.progress("boxgrader", d, t), **opts)
 

@@ -21,7 +21,7 @@ import os
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -38,6 +38,7 @@ from .evaluate import EvalResult
 from .features import DEFAULT_GROUPS, YoloxFeatures, load_backbone
 from .prompts import QUALITIES
 from .synth import SynthItem, split_by_image, synthesize
+from .train import TrainResult
 
 TAG_BAD = "suspect:boxgrader_bad"
 TAG_BACKGROUND = "suspect:boxgrader_background"
@@ -224,22 +225,12 @@ def load_boxgrader(checkpoint: str, model_path: str | None = None) -> BoxGrader:
 # --- training ------------------------------------------------------------------------------
 
 @dataclass
-class BoxTrainResult:
-    """Checkpoints, history and timing of one training run."""
+class BoxTrainResult(TrainResult):
+    """Checkpoints, history and timing of one training run (ClipGrader's result, plus the
+    chosen ``good_threshold`` and the time spent per phase)."""
 
-    out_dir: str
-    best_checkpoint: str | None
-    last_checkpoint: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    num_train: int = 0
-    num_val: int = 0
-    classes: list[str] = field(default_factory=list)
     good_threshold: float = 0.5
     seconds: dict[str, float] = field(default_factory=dict)
-    report: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _targets(items: Sequence[SynthItem], index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
