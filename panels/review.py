@@ -36,9 +36,10 @@ THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 NUM_CLASS_KEYS = 9
 _KEYS_LOCK = threading.Lock()
-_KEYS_SEEN: dict[str, int] = {}
+_SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
+_KEYS_SEEN: dict[str, int] = {}  # panel id -> characters of the Keys box already handled
 _SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "keys_seen", "mode")
-_SESSIONS: dict[str, dict] = {}  # panel id -> the review session's state after the last key  # panel id -> characters of the Keys box already handled
+_SESSIONS: dict[str, dict] = {}  # panel id -> the review session's state after the last handler
 
 #: One key per decision in review mode (typed into the "Keys" box, which keeps focus).
 KEYS = {
@@ -107,8 +108,21 @@ def _session(method):
             _SESSIONS.pop(pid, None)
         if pid in _SESSIONS:
             ctx.panel.state._data.update(copy.deepcopy(_SESSIONS[pid]))
+        before = copy.deepcopy({k: ctx.panel.state.get(k) for k in _SESSION_KEYS})
         out = method(self, ctx)
-        _SESSIONS[pid] = copy.deepcopy({k: ctx.panel.state.get(k) for k in _SESSION_KEYS})
+        after = {k: ctx.panel.state.get(k) for k in _SESSION_KEYS}
+        changed = {k: copy.deepcopy(v) for k, v in after.items() if v != before[k]}
+        # Handlers can overlap (a filter's refresh still running when "Review mode" is
+        # clicked): keep what this one changed on top of what the others left, not the
+        # whole state as it was when this one started.
+        with _SESSION_LOCK:
+            merged = {**_SESSIONS.get(pid, before), **changed}
+            _SESSIONS[pid] = merged
+        ctx.panel.state._data.update(copy.deepcopy({k: v for k, v in merged.items()
+                                                    if k not in changed}))
+        if (merged.get("mode") == "review" and before.get("mode") != "review"
+                and "mode" not in changed):  # another handler entered review mode meanwhile
+            self._show(ctx, int(merged.get("cursor") or 0))
         return out
 
     return wrapper

@@ -266,6 +266,8 @@ def test_review_session_by_keyboard(review_dataset, tmp_path):
                 # adopt N_EACH overlooked candidates, by key
                 page.get_by_role("button", name="◀ Back to the list").click()
                 _choose(page, "cleanlab_badloc", "cleanlab_overlooked")
+                # as a curator would: the candidates' list shows, then review mode
+                page.get_by_role("button", name="Adopt", exact=True).first.wait_for()
                 page.get_by_role("button", name="Review mode (keyboard)").click()
                 r = Review(page)
                 r.pos.wait_for()

@@ -267,6 +267,37 @@ def test_review_mode_by_keys_with_checked_state(panel, ds):
     assert _gt(ds, q["sample_id"])[q["label_id"]].to_dict() == before
 
 
+def test_overlapping_handlers_keep_each_others_changes(panel, ds, monkeypatch):
+    """A filter change still refreshing when "Review mode" is clicked: review mode starts and
+    ends while the refresh runs; the refresh ends last and must not roll review mode back."""
+    h = Harness(panel, ds)
+    h.call("on_load")
+    snapshot = review.review_snapshot
+    clicked = []
+
+    def slow_snapshot(*a, **kw):  # the click lands while the refresh queries the database
+        if not clicked:
+            clicked.append(Harness(panel, ds))
+            clicked[0].state = {**h.state, "controls": dict(h.state["controls"])}
+            clicked[0].call("enter_review")
+            assert clicked[0].state["mode"] == "review"
+        return snapshot(*a, **kw)
+
+    monkeypatch.setattr(review, "review_snapshot", slow_snapshot)
+    h.call("on_filter_change", path="controls.score", value="cleanlab_overlooked")
+    assert clicked
+    assert h.state["mode"] == "review"  # not rolled back to the list
+    assert h.items and all(q["is_candidate"] for q in h.items)
+    assert h.data["review_body.review_img"].startswith("data:image/jpeg")
+    js = h.render_json()
+    assert '"r_adopt"' in js and f"Label 1 of {h.state['page']['total']}" in js
+    # the next event continues that session on the new queue
+    monkeypatch.setattr(review, "review_snapshot", snapshot)
+    h.call("act", kind="next")
+    assert h.state["mode"] == "review" and h.state["cursor"] == 1
+    assert h.items[1]["is_candidate"]
+
+
 def test_relabel_needs_confirmation_for_a_new_class(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
