@@ -20,6 +20,7 @@ import time
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+import pydash
 
 from grader import review
 from grader.review import preview
@@ -35,13 +36,13 @@ PAGE_SIZE = 12
 THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 NUM_CLASS_KEYS = 9
-_KEYS_LOCK = threading.Lock()
+_KEYS_LOCK = threading.Lock()  # review keys are handled one at a time, in the order pressed
 _SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
-_KEYS_SEEN: dict[str, int] = {}  # panel id -> characters of the Keys box already handled
-_SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "keys_seen", "mode")
-_SESSIONS: dict[str, dict] = {}  # panel id -> the review session's state after the last handler
+#: The review session: kept here, per panel, never written into the App's panel state.
+_SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "mode")
+_SESSIONS: dict[str, dict] = {}  # panel id -> the review session after the last handler
 
-#: One key per decision in review mode (typed into the "Keys" box, which keeps focus).
+#: One key per decision in review mode (panels/js/review_keys.js sends each key pressed).
 KEYS = {
     "a": "accept", "s": "use_class", "b": "use_box", "d": "delete", "u": "undo",
     "n": "next", "j": "next", "p": "prev", "k": "prev", "c": "adopt",
@@ -94,10 +95,11 @@ def _call(fn, *args, **kw):
 def _session(method):
     """Run a panel handler on the review session as the last handler left it.
 
-    The App writes an input's value into the panel state a moment after a change, together
-    with the rest of the state as it was then, which can roll back what a handler just set
-    (cursor, decided items). The session is kept here, per panel, and laid over the state the
-    App sends before each handler; after it, the result is kept for the next one.
+    The session (queue page, cursor, decisions, undo stack, mode) lives here, per panel, and
+    is written with :func:`_put`, never into the App's panel state: every App state change is
+    saved into the App's spaces and makes the App refetch its page and send view events, which
+    costs far more than the handler itself. It is laid over the state the App sends before each
+    handler (and before each render); after the handler, what it changed is kept.
     """
     import functools
 
@@ -126,6 +128,12 @@ def _session(method):
         return out
 
     return wrapper
+
+
+def _put(ctx, key: str, value) -> None:
+    """Set a review-session value (a dotted path) for this handler and its render only; the
+    ``_session`` wrapper keeps it for the next handler."""
+    pydash.set_(ctx.panel.state._data, key, value)
 
 
 def _pid(ctx) -> str:
@@ -176,7 +184,7 @@ class LabelReviewPanel(foo.Panel):
             default = "ground_truth" if "ground_truth" in fields else (fields[0] if fields else None)
             _set_ctl(ctx, "gt_field", default)
         if ctx.panel.state.mode is None:
-            ctx.panel.state.mode = "list"
+            _put(ctx, "mode", "list")
         self._refresh(ctx)
 
     @_session
@@ -228,7 +236,7 @@ class LabelReviewPanel(foo.Panel):
 
     @_session
     def enter_review(self, ctx):
-        ctx.panel.state.mode = "review"
+        _put(ctx, "mode", "review")
         k = ctx.params.get("index")
         items = (ctx.panel.state.page or {}).get("items", [])
         if k is None:
@@ -237,7 +245,7 @@ class LabelReviewPanel(foo.Panel):
 
     @_session
     def leave_review(self, ctx):
-        ctx.panel.state.mode = "list"
+        _put(ctx, "mode", "list")
 
     def open_item(self, ctx):
         p = ctx.params
@@ -245,33 +253,19 @@ class LabelReviewPanel(foo.Panel):
         ctx.ops.set_selected_labels([{"label_id": p["label_id"], "sample_id": p["sample_id"],
                                       "field": p["field"]}])
 
-    def on_key(self, ctx):
-        """The "Keys" box: each newly typed character is one command (see ``KEYS``)."""
-        value = str(ctx.params.get("value") or "")
-        # The App can send the same change twice (concurrently, the second time with panel
-        # state that predates the first reply): handle key events one at a time and remember
-        # per panel, in this process, how much of the box was handled.
+    def on_hotkey(self, ctx):
+        """A key pressed in review mode, sent at once by the ``LabelGraderKeys`` component
+        (``panels/js/review_keys.js``): one command. Keys are handled one at a time, in the
+        order pressed."""
         with _KEYS_LOCK:
-            pid = _pid(ctx)
-            seen = max(int(ctx.panel.state.get("keys_seen") or 0), _KEYS_SEEN.get(pid, 0))
-            if len(value) < seen:  # the box was cleared or edited: the last character is the key
-                seen = max(len(value) - 1, 0)
-            _debug(f"on_key value={value!r} seen={seen} cursor={ctx.panel.state.cursor} "
-                   f"keys_seen={ctx.panel.state.get('keys_seen')}")
-            if len(value) <= seen:
-                # A repeated event. The Keys box writes its value into the panel state a moment
-                # after the keystroke, with the rest of the state as it was at the keystroke,
-                # which rolls back what the first event decided; this second event comes after
-                # that write, so it puts the session back.
-                if pid in _SESSIONS:
-                    ctx.panel.state.set(dict(_SESSIONS[pid]))
-                return
-            _KEYS_SEEN[pid] = len(value)
-            if pid in _SESSIONS:  # the session as the last handler left it (see _session)
-                ctx.panel.state._data.update(copy.deepcopy(_SESSIONS[pid]))
-            ctx.panel.state.keys_seen = len(value)
-            self._keys(ctx, value[seen:])
-            _SESSIONS[pid] = copy.deepcopy({k: ctx.panel.state.get(k) for k in _SESSION_KEYS})
+            self._hotkey(ctx)
+
+    @_session
+    def _hotkey(self, ctx) -> None:
+        key = str(ctx.params.get("key") or "").lower()[:1]
+        _debug(f"hotkey {key!r} cursor={ctx.panel.state.cursor}")
+        if key:
+            self._keys(ctx, key)
 
     def _keys(self, ctx, new: str) -> None:
         for ch in new.lower():
@@ -288,7 +282,7 @@ class LabelReviewPanel(foo.Panel):
             return self._command(ctx, kind)
         k = ctx.params.get("index")
         if k is not None:
-            ctx.panel.state.cursor = int(k)
+            _put(ctx, "cursor", int(k))
         self._fix(ctx, kind, new_label=ctx.params.get("new_label"),
                   allow_new_class=bool(ctx.params.get("allow_new_class")))
 
@@ -437,15 +431,15 @@ class LabelReviewPanel(foo.Panel):
         items = page.get("items", [])
         for i, q in enumerate(items):
             if q["label_id"] in decided:
-                ctx.panel.state.set(f"page.items.{i}.decided", decided[q["label_id"]])
-                ctx.panel.state.set(f"page.items.{i}.fix_id", rec.fix_id)
+                _put(ctx, f"page.items.{i}.decided", decided[q["label_id"]])
+                _put(ctx, f"page.items.{i}.fix_id", rec.fix_id)
         stack = list(ctx.panel.state.undo_stack or [])
         shown = [dict(q, decided=None) for q in items if q["label_id"] in decided]
         stack.append({"fix_id": rec.fix_id, "label_ids": list(decided),
                       "items": shown if len(shown) == 1 else []})
-        ctx.panel.state.undo_stack = stack[-50:]
+        _put(ctx, "undo_stack", stack[-50:])
         log = [{"fix_id": rec.fix_id, "summary": rec.summary()}] + list(ctx.panel.state.log or [])
-        ctx.panel.state.log = log[:5]
+        _put(ctx, "log", log[:5])
         self._push_texts(ctx)
 
     def _undo(self, ctx) -> None:
@@ -457,22 +451,22 @@ class LabelReviewPanel(foo.Panel):
             ctx.ops.notify(f"Undo failed: {e}", variant="error")
             return
         undone = set(stack[-1]["label_ids"]) if stack else {rec.label_id}
-        ctx.panel.state.undo_stack = stack[:-1]
+        _put(ctx, "undo_stack", stack[:-1])
         items = (ctx.panel.state.page or {}).get("items", [])
         back = None
         for i, q in enumerate(items):
             if q["label_id"] in undone and q.get("decided"):
-                ctx.panel.state.set(f"page.items.{i}.decided", None)
+                _put(ctx, f"page.items.{i}.decided", None)
                 back = i if back is None else back
         if back is None and stack and stack[-1].get("items") and ctx.panel.state.mode == "review":
             # the label was on an earlier page: bring it back in front of the current item
             k = int(ctx.panel.state.cursor or 0)
             items = list(items)
             items[k:k] = stack[-1]["items"]
-            ctx.panel.state.set("page.items", items)
+            _put(ctx, "page.items", items)
             back = k
         log = [{"fix_id": rec.fix_id, "summary": "undone: " + rec.summary()}]
-        ctx.panel.state.log = (log + list(ctx.panel.state.log or []))[:5]
+        _put(ctx, "log", (log + list(ctx.panel.state.log or []))[:5])
         ctx.ops.notify(f"Undone: {rec.summary()}", variant="success")
         if back is not None and ctx.panel.state.mode == "review":
             self._show(ctx, back)
@@ -496,7 +490,7 @@ class LabelReviewPanel(foo.Panel):
         self._show(ctx, max(0, min(k, len(items) - 1)))
 
     def _show(self, ctx, k: int) -> None:
-        ctx.panel.state.cursor = k
+        _put(ctx, "cursor", k)
         _, q = self._current(ctx)
         if q is not None:
             ctx.panel.set_data("review_body.review_img", self._preview(q, LARGE))
@@ -543,7 +537,7 @@ class LabelReviewPanel(foo.Panel):
     def _load_page(self, ctx, skip: int, page=None) -> None:
         f = self._filters(ctx)
         if f is None:
-            ctx.panel.state.page = {"items": [], "total": 0, "skip": 0}
+            _put(ctx, "page", {"items": [], "total": 0, "skip": 0})
             return
         view = self._view(ctx)
         if page is None:
@@ -562,8 +556,8 @@ class LabelReviewPanel(foo.Panel):
             d["file"] = os.path.basename(it.filepath or "")
             d["decided"] = None
             items.append(d)
-        ctx.panel.state.page = {"items": items, "total": page.total, "skip": page.skip}
-        ctx.panel.state.cursor = 0
+        _put(ctx, "page", {"items": items, "total": page.total, "skip": page.skip})
+        _put(ctx, "cursor", 0)
         # images travel as panel data (not state, which the App sends back on every event),
         # at the component's path inside its row
         ctx.panel.set_data({f"row_{k}.thumb_{k}": self._preview(q, THUMB)
@@ -602,6 +596,9 @@ class LabelReviewPanel(foo.Panel):
     # ------------------------------------------------------------ render
 
     def render(self, ctx):
+        session = _SESSIONS.get(_pid(ctx))
+        if session:  # the App's panel state does not hold the review session
+            ctx.panel.state._data.update(copy.deepcopy(session))
         panel = types.Object()
         st = ctx.panel.state
         gt = _ctl(ctx, "gt_field")
@@ -797,9 +794,8 @@ class LabelReviewPanel(foo.Panel):
             head.md("**Nothing to review** with these filters.", name="review_empty")
             return
         head.md(self._pos_text(ctx, q), name="review_pos")
-        panel.str("keys", label="Keys (click here, then type)", description=KEY_HELP,
-                  on_change=self.on_key, view=types.TextFieldView(
-                      label="Keys (click here, then type)", placeholder="a / s / 1-9 / b / d / u / n / p"))
+        panel.view("hotkeys", types.View(component="LabelGraderKeys", composite_view=True,
+                                          on_key=self.on_hotkey, help=KEY_HELP))
         body = panel.h_stack("review_body", align_x="left", align_y="top", gap=2)
         body.img("review_img", height=f"{LARGE + preview.CAPTION_H}px", width=f"{LARGE}px",
                  alt_text=q["label"] or "")

@@ -41,7 +41,7 @@ REPO = HERE.parent
 N_EACH = int(os.environ.get("LABEL_GRADER_REVIEW_N", "10"))
 STEP_MS = 45_000  # generous per-step timeout
 NEXT_ITEM_TARGET_MS = 300
-SETTLE_S = 0.5
+SETTLE_S = 0.3
 
 
 def _free_port() -> int:
@@ -105,7 +105,7 @@ class Review:
 
     def __init__(self, page):
         self.page = page
-        self.keys = page.get_by_placeholder("a / s / 1-9 / b / d / u / n / p")
+        self.keys = page.locator("[data-label-grader-keys]").first  # panels/js/review_keys.js
         self.pos = page.get_by_text(re.compile(r"^Label \d+ of \d+")).first.locator("xpath=..")
 
     def current(self) -> tuple[int, str]:
@@ -114,19 +114,16 @@ class Review:
         return int(m.group(1)), m.group(3)
 
     def press(self, ch: str, old: str | None = None) -> tuple[float, int, str]:
-        """Type one key; wait until another label than ``old`` (default: the one shown) is
-        shown; return (ms until then, rank, label id once the panel has settled).
-
-        The App writes the Keys box's value into the panel state a moment after each key
-        (with the rest of the state as it was), so the previous label can flash back for a
-        moment before the panel restores the session; the label read after ``SETTLE_S`` is
-        the one the next key acts on.
+        """Press one key (focus outside any text input, as a curator would after a click on
+        the picture); wait until another label than ``old`` (default: the one shown) is shown;
+        return (ms until then, rank, label id once the panel has settled for ``SETTLE_S``).
         """
         if old is None:
             _, old = self.current()
-        self.keys.focus()
+        self.keys.wait_for()
+        self.page.evaluate("() => document.activeElement && document.activeElement.blur()")
         t = time.perf_counter()
-        self.keys.press(ch)
+        self.page.keyboard.press(ch)
         self.page.wait_for_function(
             "([old]) => { const e = [...document.querySelectorAll('p')].find("
             "x => /^Label \\d+ of \\d+/.test(x.innerText || ''));"

@@ -225,17 +225,17 @@ def test_review_mode_by_keys_with_checked_state(panel, ds):
     assert h.state["mode"] == "review" and h.state["cursor"] == 0
     assert h.data["review_body.review_img"].startswith("data:image/jpeg")
     js = h.render_json()
-    assert '"keys"' in js and '"r_accept"' in js and '"relabel_to"' in js
+    assert '"LabelGraderKeys"' in js and '#on_hotkey"' in js  # the keyboard component, wired
+    assert '"r_accept"' in js and '"relabel_to"' in js
 
-    typed = ""
-
-    def key(ch):
-        nonlocal typed
-        typed += ch
-        h.call("on_key", value=typed)
+    def key(ch):  # what panels/js/review_keys.js sends for one key press
+        h.call("on_hotkey", key=ch)
 
     q0 = h.items[0]
     key("a")  # accept
+    # the session stays on the server: a key writes nothing into the App's panel state
+    # (each App state write makes the App save its spaces and refetch its page)
+    assert not h.ops("patch_panel_state") and not h.ops("set_panel_state")
     assert REVIEWED_OK_TAG in _gt(ds, q0["sample_id"])[q0["label_id"]].tags
     assert h.items[0]["decided"] == "accepted" and h.state["cursor"] == 1
     q1 = h.items[1]
