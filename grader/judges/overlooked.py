@@ -7,9 +7,11 @@ get_slice_bboxes``: fixed-size overlapping slices, the last ones aligned to the 
 dependency: it requires ``opencv-python``, which would replace this stack's
 ``opencv-python-headless`` build of ``cv2``.
 
-Merged candidates that match a GT box (IoU >= ``gt_iou``, any class) are dropped; the rest are
-scored (``overlooked_score``: noisy-OR of the passes' confidences, so a box seen by the full
-image and by a tile ranks above one seen once) and written to ``<gt>_overlooked`` with
+Merged candidates that a GT box accounts for are dropped (one-to-one matching at IoU >=
+``gt_iou``, any class, and any candidate at IoU >= ``dup_iou``: :func:`unmatched_candidates`);
+the rest are scored (``overlooked_score``: noisy-OR of the passes' confidences, so a box seen
+by the full image and by a tile ranks above one seen once, discounted by the overlap with a GT
+box of the same class: :func:`rank_candidates`) and written to ``<gt>_overlooked`` with
 ``source`` ("full", "sliced" or "full+sliced"). Candidates cleanlab wrote to the same field are
 kept: one that matches a cleanlab candidate (same class, IoU >= 0.5) is merged into it (the
 cleanlab detection gets ``overlooked_score``), never duplicated or removed.
@@ -77,25 +79,39 @@ class Candidates:
     score: np.ndarray     # noisy-OR over passes
     full: np.ndarray      # seen by the full-image pass
     sliced: np.ndarray    # seen by a slice
+    lead: np.ndarray      # index (into the merged boxes) of each candidate's most confident box
 
 
 def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
-               slice_weight: float = 1.0) -> Candidates:
+               slice_weight: float = 1.0, crop: np.ndarray | None = None) -> Candidates:
     """SAHI-style greedy non-maximum merging, class-wise: highest score first, every box of the
     same class with IoS >= ``match_ios`` is merged in (union box). Score: noisy-OR of the best
-    full-image confidence and ``slice_weight`` x the best slice confidence."""
+    full-image confidence and ``slice_weight`` x the best slice confidence.
+
+    ``crop`` (optional, one id per box: which pass/slice it came from): boxes of one crop are
+    never merged together — that pass's NMS already separated them, and merging them by IoS
+    swallowed an object standing in front of another of its class (on coco128, 11 of 49 deleted
+    boxes the detector found were lost this way)."""
     order = np.argsort(-boxes.conf, kind="stable")
     xyxy, cls, conf = boxes.xyxy[order], boxes.cls[order], boxes.conf[order]
     full = from_full[order]
+    crop_o = None if crop is None else np.asarray(crop)[order]
     ios = _ios(xyxy, xyxy) if len(xyxy) else np.zeros((0, 0))
     used = np.zeros(len(xyxy), dtype=bool)
-    rows = []
+    rows, lead = [], []
     for i in range(len(xyxy)):
         if used[i]:
             continue
         grp = np.flatnonzero(~used & (cls == cls[i]) & (ios[i] >= match_ios))
         grp = grp[grp >= i]
+        if crop_o is not None:
+            # at most one box per crop: the first (most confident) of each other crop; i's own
+            # crop contributes only i
+            grp = grp[(crop_o[grp] != crop_o[i]) | (grp == i)]
+            _, first = np.unique(crop_o[grp], return_index=True)
+            grp = np.sort(grp[first])
         used[grp] = True
+        lead.append(order[i])
         b = xyxy[grp]
         # several boxes of one pass (e.g. overlapping slices) count once per pass kind
         passes = [conf[grp][full[grp]].max(initial=0.0),
@@ -105,9 +121,11 @@ def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
                      bool((~full[grp]).any())))
     if not rows:
         z = np.zeros(0)
-        return Candidates(np.zeros((0, 4)), z.astype(int), z, z, z.astype(bool), z.astype(bool))
+        return Candidates(np.zeros((0, 4)), z.astype(int), z, z, z.astype(bool), z.astype(bool),
+                          z.astype(int))
     a = np.asarray(rows, dtype=np.float64)
-    return Candidates(a[:, :4], a[:, 4].astype(int), a[:, 5], a[:, 6], a[:, 7] > 0, a[:, 8] > 0)
+    return Candidates(a[:, :4], a[:, 4].astype(int), a[:, 5], a[:, 6], a[:, 7] > 0, a[:, 8] > 0,
+                      np.asarray(lead, dtype=int))
 
 
 def _attr(d, name: str):
@@ -123,8 +141,9 @@ def _decode(job):
 
 
 def _predict_image(det: ArrayDetector, image: np.ndarray, slice_size: int | str | None, overlap: float,
-                   conf_threshold: float, nms_iou: float) -> tuple[Boxes, np.ndarray]:
-    """Full-image pass + one pass per slice; boxes in image pixels, and which came from the full pass."""
+                   conf_threshold: float, nms_iou: float) -> tuple[Boxes, np.ndarray, np.ndarray]:
+    """Full-image pass + one pass per slice; boxes in image pixels, which came from the full
+    pass, and the crop each came from (0: the full image, 1..: the slices)."""
     h, w = image.shape[:2]
     k = len(det.classes)
     if slice_size == "auto":
@@ -139,11 +158,63 @@ def _predict_image(det: ArrayDetector, image: np.ndarray, slice_size: int | str 
         r[:, [0, 2]] += x0
         r[:, [1, 3]] += y0
         parts.append(postprocess(r, k, conf_threshold, nms_iou, (h, w)))
-    from_full = np.concatenate([np.full(len(p), i == 0) for i, p in enumerate(parts)]).astype(bool)
+    crop = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]).astype(int)
+    from_full = crop == 0
     cat = Boxes(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.conf for p in parts]),
                 np.concatenate([p.cls for p in parts]).astype(int),
                 np.concatenate([p.probs for p in parts]))
-    return cat, from_full
+    return cat, from_full, crop
+
+
+def unmatched_candidates(cand_xyxy: np.ndarray, cand_score: np.ndarray, gt_xyxy: np.ndarray,
+                         gt_iou: float = 0.3, dup_iou: float = 0.7,
+                         one_to_one: bool = True) -> np.ndarray:
+    """Which candidates no GT box accounts for (bool mask).
+
+    ``one_to_one`` (default): each GT box accounts for at most one candidate, matched greedily
+    from the most confident candidate to the GT box it overlaps most (IoU >= ``gt_iou``), as a
+    detection benchmark matches predictions; a candidate overlapping a GT box by ``dup_iou`` or
+    more is that box whatever the matching. In a crowd, the detection of an unlabeled person
+    standing in front of a labeled one overlaps that GT box by 0.3-0.5: the old rule (drop every
+    candidate overlapping *any* GT box by ``gt_iou``, ``one_to_one=False``) lost it. The extra
+    candidates this keeps are mostly second detections of labeled objects; the ranking
+    (:func:`rank_candidates`) puts them down.
+    """
+    n = len(cand_xyxy)
+    if not n or not len(gt_xyxy):
+        return np.ones(n, dtype=bool)
+    iou = iou_matrix(cand_xyxy, gt_xyxy)
+    if not one_to_one:
+        return iou.max(1) < gt_iou
+    keep = iou.max(1) < dup_iou
+    free = np.ones(len(gt_xyxy), dtype=bool)
+    for j in np.argsort(-cand_score, kind="stable"):
+        if not free.any():
+            break
+        k = int(np.argmax(np.where(free, iou[j], -1.0)))
+        if free[k] and iou[j, k] >= gt_iou:
+            free[k] = False
+            keep[j] = False
+    return keep
+
+
+def rank_candidates(cand_xyxy: np.ndarray, cand_labels, score: np.ndarray, gt_xyxy: np.ndarray,
+                    gt_labels) -> np.ndarray:
+    """``overlooked_score``: the passes' noisy-OR confidence x (1 - IoU with the closest GT box
+    of the candidate's class). A candidate half on a labeled object of its own class is most
+    likely a second, partial detection of it, not a missing object; one of another class
+    beside a GT box (a cup on a labeled table) is not discounted. On coco128 (dev, 20 seeds of
+    5% injected errors, ``bench/overlooked_bench.py``'s exploration) this discount, with
+    one-to-one matching, found more deleted boxes in the top 2N than the bare confidence;
+    size/aspect priors, the class-probability entropy, class frequency and a logistic
+    regression over them did not (within 0.01), nor did the box grader's p_good.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    if not len(score) or not len(gt_xyxy):
+        return score.copy()
+    iou = iou_matrix(cand_xyxy, gt_xyxy)
+    same = np.asarray(cand_labels, dtype=object)[:, None] == np.asarray(gt_labels, dtype=object)[None, :]
+    return score * (1.0 - np.where(same, iou, 0.0).max(1))
 
 
 def _check_field(collection, gt_field: str, ov_field: str, overwrite: bool) -> None:
@@ -161,7 +232,9 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
                     detectors_dir: str | None = None, overlooked_field: str | None = None,
                     slice_size: int | str | None = "auto", overlap: float = 0.2,
                     conf_threshold: float = 0.1, nms_iou: float = 0.45, match_ios: float = 0.5,
-                    gt_iou: float = 0.3, slice_weight: float = 1.0, tag_threshold: float = 0.5,
+                    gt_iou: float = 0.3, dup_iou: float = 0.7, one_to_one: bool = True,
+                    rank: str = "duplicate-aware", merge_within_crop: bool = False,
+                    slice_weight: float = 1.0, tag_threshold: float = 0.5,
                     detector: ArrayDetector | None = None, num_workers: int | None = None,
                     overwrite: bool = False,
                     progress: Callable[[int, int], None] | None = None) -> RunReport:
@@ -172,11 +245,21 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
     the detector's input, with slices of the input size: on coco128 (640 px images, 5% of boxes
     deleted, ``bench/zoom_dev.py overlooked``) 320 px slices added candidates but no recall in
     the top 2N (0.370 vs 0.391 full-image only) at 12x the time, so COCO-sized images are not
-    sliced; high-resolution images, where small objects vanish at the detector's input, are. ``gt_iou``: a candidate overlapping any GT box this much
-    (any class) is taken as already labeled. Candidates scoring >= ``tag_threshold`` are tagged
-    ``suspect:overlooked``. GT labels are never modified.
+    sliced; high-resolution images, where small objects vanish at the detector's input, are.
+
+    Which candidates a GT box accounts for: :func:`unmatched_candidates` (``gt_iou``,
+    ``dup_iou``, ``one_to_one``; any class). ``rank``: ``"duplicate-aware"`` (default,
+    :func:`rank_candidates`) or ``"confidence"`` (the passes' noisy-OR alone).
+    ``merge_within_crop=True`` lets the greedy merge join boxes of one pass (the behaviour
+    before one-to-one matching; see :func:`greedy_nmm`). The three together with
+    ``one_to_one=False, rank="confidence", merge_within_crop=True`` reproduce the earlier
+    judge (``bench/overlooked_bench.py`` measures both). Candidates scoring >=
+    ``tag_threshold`` are tagged ``suspect:overlooked``. GT labels are never modified.
     """
-    for name, v in (("conf_threshold", conf_threshold), ("gt_iou", gt_iou), ("overlap", overlap),
+    if rank not in ("duplicate-aware", "confidence"):
+        raise ValueError(f"rank must be 'duplicate-aware' or 'confidence', got {rank!r}")
+    for name, v in (("conf_threshold", conf_threshold), ("gt_iou", gt_iou), ("dup_iou", dup_iou),
+                    ("overlap", overlap),
                     ("match_ios", match_ios), ("nms_iou", nms_iou)):
         if not 0.0 <= float(v) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -200,29 +283,32 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
     workers = default_workers() if num_workers is None else num_workers
     jobs = list(zip(gt.sample_ids, gt.filepaths))
     gt_boxes = dict(zip(gt.sample_ids, gt.boxes))
+    gt_labels = dict(zip(gt.sample_ids, gt.labels))
     for n, (sid, image) in enumerate(prefetch_map(_decode, jobs, workers=workers)):
         report.samples_seen += 1
         if image is None:
             report.skip("unreadable_image")
             continue
         h, w = image.shape[:2]
-        boxes, from_full = _predict_image(det, image, slice_size, overlap, conf_threshold, nms_iou)
-        cands = greedy_nmm(boxes, from_full, match_ios, slice_weight)
+        boxes, from_full, crop = _predict_image(det, image, slice_size, overlap, conf_threshold,
+                                                nms_iou)
+        cands = greedy_nmm(boxes, from_full, match_ios, slice_weight,
+                           crop=None if merge_within_crop else crop)
         g = rel_xywh_to_abs_xyxy(gt_boxes[sid] or [], w, h)
-        if len(cands.xyxy) and len(g):
-            keep = iou_matrix(cands.xyxy, g).max(1) < gt_iou
-        else:
-            keep = np.ones(len(cands.xyxy), dtype=bool)
+        keep = unmatched_candidates(cands.xyxy, cands.score, g, gt_iou, dup_iou, one_to_one)
+        cand_labels = [det.classes[c] for c in cands.cls]
+        scores = (rank_candidates(cands.xyxy, cand_labels, cands.score, g, gt_labels[sid] or [])
+                  if rank == "duplicate-aware" else cands.score)
         old = list(existing.get(sid, []))
         old_rel = np.asarray([d.bounding_box for d in old], dtype=np.float64).reshape(-1, 4)
         old_xyxy = rel_xywh_to_abs_xyxy(old_rel, w, h)
         new_dets = []
         rel = abs_xyxy_to_rel_xywh(cands.xyxy, w, h)
         for j in np.flatnonzero(keep):
-            label = det.classes[cands.cls[j]]
+            label = cand_labels[j]
             src = "full+sliced" if cands.full[j] and cands.sliced[j] else (
                 "full" if cands.full[j] else "sliced")
-            score = float(cands.score[j])
+            score = float(scores[j])
             if len(old):
                 ious = iou_matrix(cands.xyxy[j:j + 1], old_xyxy)[0]
                 same = np.asarray([d.label == label for d in old]) & (ious >= 0.5)
