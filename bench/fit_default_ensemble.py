@@ -1,28 +1,41 @@
 """Fit (and measure) the default ensemble shipped with the package: grader/models/default_ensemble.json.
 
-    .venv/bin/python -u bench/fit_default_ensemble.py collect --split dev --seeds 0 1 2 3 4 5
-    .venv/bin/python -u bench/fit_default_ensemble.py fit                       # dev caches only
-    .venv/bin/python -u bench/fit_default_ensemble.py collect --split val --seeds 100 101 102
-    .venv/bin/python -u bench/fit_default_ensemble.py eval                      # val: report only
+    B=out/G-default-ensemble-bg N=out/G-default-ensemble-nobg
+    .venv/bin/python -u bench/fit_default_ensemble.py train-folds                # 3 box graders, coco128 folds
+    .venv/bin/python -u bench/fit_default_ensemble.py collect --split dev --out-dir $B
+    .venv/bin/python -u bench/fit_default_ensemble.py collect --split dev --out-dir $N --boxgrader off
+    .venv/bin/python -u bench/fit_default_ensemble.py fit --cache-dir $N --box-cache-dir $B   # dev only
+    .venv/bin/python -u bench/fit_default_ensemble.py collect --split val --seeds 100 101 102 --out-dir $B
+    .venv/bin/python -u bench/fit_default_ensemble.py eval --cache-dir $B        # val: report only
+    .venv/bin/python -u bench/fit_default_ensemble.py wiring                     # grade() end to end on val
+
+``train-folds``: the box grader that ``grade()`` runs by default was trained on all of coco128's
+labels, so its scores on coco128 are in-sample (over-confident). For the dev caches, each of
+3 image folds of coco128 is graded by a box grader trained, with the shipped checkpoint's
+recipe and options, on the other two (``out/G-default-ensemble-bg/boxgrader_fold<k>/``).
 
 ``collect``: per seed, inject errors into a copy of the split's ground truth with
 :func:`grader.noise.inject_errors` (every GT error type plus overlooked deletions; each rate
 drawn in 3-10 %, swaps alternating uniform / confusable), run ``grader.grade(ds,
 gt_field="noisy")`` with its defaults (the detector's predictions are computed on the first
-seed and passed as ``pred_field`` afterwards: they do not depend on the labels), and cache per
-label the judges' percentile features exactly as ``compute_ensemble`` builds them
-(:func:`grader.ensemble_prior.label_percentiles`), the injected truth, the image, and the
-default ensemble's (vote) output. Caches go to ``out/G-default-ensemble/`` (git-ignored).
+seed and passed as ``pred_field`` afterwards: they do not depend on the labels; on dev the
+box grader is the out-of-fold one, run before consistency as in ``grade()``; ``--boxgrader
+off`` skips it), and cache per label the judges' percentile features exactly as
+``compute_ensemble`` builds them (:func:`grader.ensemble_prior.label_percentiles`), the
+injected truth, the image, and the equal-weight vote's output. Caches go to ``--out-dir``
+(git-ignored).
 
-``fit`` (coco128 = dev caches only): per issue and per judge subset (the full default
-``grade()`` set, cleanlab + consistency, consistency alone), compare a class-balanced logistic
-regression, the same with pairwise products of its inputs, and a small gradient-boosted model
-(reference only: it would need pickle to ship) by cross-validated AUROC with the seeds as
-groups (each fold holds out whole injection runs); ship the better logistic variant, refitted
-on all dev labels, as explicit coefficients in JSON.
+``fit`` (coco128 = dev caches only): per issue and per judge subset (:data:`VARIANTS`: with and
+without the box grader; the latter fitted on caches where it did not run), compare a
+class-balanced logistic regression, the same with pairwise products of its inputs, and a
+small gradient-boosted model (reference only: it would need pickle to ship) by
+cross-validated AUROC with the seeds as groups (each fold holds out whole injection runs and
+an image fold); ship the best logistic candidate, refitted on all dev labels, as explicit
+coefficients in JSON.
 
 ``eval`` (coco128-val caches, held out; reporting only): AUROC / AP per error type of the
-shipped model vs the vote that ``grade()`` wrote vs the best single judge, per seed and mean.
+shipped model vs the vote vs the best single judge, per seed and mean. ``wiring``: plain
+``grade()`` on a coco128-val copy must use the box grader variant and write its output.
 """
 from __future__ import annotations
 
@@ -44,11 +57,64 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CACHE = REPO / "out" / "G-default-ensemble"
+#: number of image folds of coco128 for the out-of-fold box graders (``train-folds``)
+BOX_FOLDS = 3
 #: judge subsets a variant of the model is fitted for (grade() without a detector but with
 #: predictions runs cleanlab + consistency; with neither, consistency alone).
 VARIANTS = {"full": ("cleanlab", "zoom", "consistency"),
             "cleanlab+consistency": ("cleanlab", "consistency"),
-            "consistency": ("consistency",)}
+            "consistency": ("consistency",),
+            # grade() with the box grader (the shipped one runs by default on COCO classes):
+            # with a detector; with predictions but detector=None; with neither.
+            "full+boxgrader": ("cleanlab", "zoom", "boxgrader", "consistency"),
+            "cleanlab+boxgrader+consistency": ("cleanlab", "boxgrader", "consistency"),
+            "boxgrader+consistency": ("boxgrader", "consistency")}
+
+
+def fold_of_images(filepaths, k: int = BOX_FOLDS) -> dict[str, int]:
+    """Image fold (0..k-1) per file name: fixed by the names alone, so every fresh load of
+    coco128 (new sample ids) gets the same folds."""
+    names = sorted({os.path.basename(f) for f in filepaths})
+    order = np.random.default_rng(0).permutation(len(names))
+    return {names[j]: i % k for i, j in enumerate(order)}
+
+
+def _fold_dir(k: int) -> Path:
+    return Path(os.environ.get("LG_BOXFOLD_DIR", REPO / "out" / "G-default-ensemble-bg")) / f"boxgrader_fold{k}"
+
+
+def train_folds(args) -> None:
+    """Train one box grader per image fold of coco128, on the other folds' images, with the
+    recipe and options of the shipped checkpoint (``bench/boxgrader.py`` defaults: seed 0,
+    the classes of all of coco128): each fold's images are then graded by a model that never
+    saw them (out-of-fold scores for ``collect --split dev``)."""
+    from eval_judges import _start_db, load_split
+
+    srv = _start_db()
+    try:
+        from grader.judges.clipgrader.boxgrader import train_boxgrader
+
+        ds = load_split("dev")
+        folds = fold_of_images(ds.values("filepath"), args.folds)
+        classes = ds.distinct("ground_truth.detections.label")
+        for k in args.only if args.only else range(args.folds):
+            held = [f for f in ds.values("filepath") if folds[os.path.basename(f)] == k]
+            t0 = time.time()
+            res = train_boxgrader(ds.match(~_in_files(held)), "ground_truth", str(_fold_dir(k)),
+                                  seed=0, classes=classes)
+            print(f"fold {k}: trained on {len(ds) - len(held)} images (held out {len(held)}), "
+                  f"{len(res.history)} epochs, good_threshold {res.good_threshold:.2f}, "
+                  f"{time.time() - t0:.0f} s -> {res.best_checkpoint}", flush=True)
+        ds.delete()
+    finally:
+        if srv is not None:
+            srv.stop()
+
+
+def _in_files(paths):
+    from fiftyone import ViewField as F
+
+    return F("filepath").is_in(list(paths))
 
 
 def collect(args) -> None:
@@ -56,28 +122,51 @@ def collect(args) -> None:
 
     srv = _start_db()
     try:
+        from grader.ensemble import compute_ensemble
         from grader.ensemble_prior import label_percentiles
         from grader.evaluate import read_label_scores
+        from grader.judges.clipgrader.boxgrader import grade_boxgrader
+        from grader.judges.consistency import run_consistency
         from grader.pipeline import DEFAULT_PRED_FIELD, grade
-        from grader.noise import ERROR_TYPES, TRUTH_ATTR, inject_errors
+        from grader.noise import TRUTH_ATTR
         from grader.scores import SCORES
 
-        CACHE.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         ds = load_split(args.split)
+        # dev (coco128): the shipped box grader was trained on these very labels, so its
+        # scores here would be in-sample; each image is graded by the fold model that did
+        # not see it (train-folds). val: grade()'s defaults, i.e. the shipped checkpoint.
+        oof = args.boxgrader == "auto" and args.split == "dev"
+        if oof:
+            folds = fold_of_images(ds.values("filepath"))
+            ckpts = {k: _fold_dir(k) / "best.pt" for k in set(folds.values())}
+            missing = [str(c) for c in ckpts.values() if not c.is_file()]
+            if missing:
+                raise SystemExit(f"no fold box graders {missing}: run `train-folds` first")
         pred_field = None
         for seed in args.seeds:
             t0 = time.time()
-            rng = np.random.default_rng(10_000 + seed)
-            rates = {t: float(np.round(rng.uniform(0.03, 0.10), 3)) for t in ERROR_TYPES}
-            swap_to = "uniform" if seed % 2 == 0 else "confusable"
-            for f in list(ds.get_field_schema()):
-                if f.startswith("noisy_") and f != "noisy_deleted":
-                    ds.delete_sample_field(f)
-            rep = inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed,
-                                overwrite=True, swap_to=swap_to)
-            g = grade(ds, gt_field="noisy", pred_field=pred_field)
+            rep, rates, swap_to = _inject(ds, seed)
+            # The ensemble cached as "vote" is the equal-weight vote (no shipped model).
+            opts = {"ensemble": {"default_model": False}}
+            if args.boxgrader == "off":
+                opts["boxgrader"] = False
+            elif oof:   # the box grader and what reads its scores run below, out of fold
+                opts.update(boxgrader=False, consistency=False, ensemble=False)
+            g = grade(ds, gt_field="noisy", pred_field=pred_field, **opts)
             if pred_field is None:
                 pred_field = g.pred_field or DEFAULT_PRED_FIELD
+            if oof:
+                for k, ckpt in sorted(ckpts.items()):
+                    files = [f for f in ds.values("filepath") if folds[os.path.basename(f)] == k]
+                    g.reports[f"boxgrader_fold{k}"] = grade_boxgrader(
+                        ds.match(_in_files(files)), "noisy", checkpoint=str(ckpt))
+                # In grade()'s order: consistency reads the box grader's scores as evidence.
+                g.reports["consistency"] = run_consistency(ds, "noisy")
+                g.reports["ensemble"] = compute_ensemble(ds, "noisy", default_model=False)
+                for step in ("boxgrader", "consistency", "ensemble"):
+                    g.not_run.pop(step, None)
             pct, ls = label_percentiles(ds, "noisy", truth_attr=TRUTH_ATTR)
             # The default ensemble (the vote, with no verified images) that grade() wrote.
             ens_specs = [s for s in SCORES if s.judge == "ensemble"
@@ -88,8 +177,10 @@ def collect(args) -> None:
                    "injected": rep.info["injected"], "pct": pct, "raw": raw,
                    "truth": np.array([t if t is not None else "unknown" for t in ls.truth], dtype=object),
                    "sample_ids": np.array(ls.sample_ids), "vote": ens.columns,
-                   "ensemble_info": g.reports["ensemble"].info, "not_run": g.not_run}
-            path = CACHE / f"{args.split}_seed{seed}.pkl"
+                   "ensemble_info": g.reports["ensemble"].info, "not_run": g.not_run,
+                   "boxgrader": ("out-of-fold" if oof else "off" if args.boxgrader == "off"
+                                 else "grade() default")}
+            path = out_dir / f"{args.split}_seed{seed}.pkl"
             with open(path, "wb") as fh:
                 pickle.dump(out, fh)
             print(f"[{args.split}] seed {seed}: rates {rates} swap_to={swap_to} injected "
@@ -101,9 +192,70 @@ def collect(args) -> None:
             srv.stop()
 
 
-def _load(split: str) -> list[dict]:
+def _inject(ds, seed: int):
+    """Errors of every type into ``noisy`` (a copy of the GT), each rate drawn in 3-10 %,
+    swaps alternating uniform / confusable by seed. Returns (report, rates, swap_to)."""
+    from grader.noise import ERROR_TYPES, inject_errors
+
+    rng = np.random.default_rng(10_000 + seed)
+    rates = {t: float(np.round(rng.uniform(0.03, 0.10), 3)) for t in ERROR_TYPES}
+    swap_to = "uniform" if seed % 2 == 0 else "confusable"
+    for f in list(ds.get_field_schema()):
+        if f.startswith("noisy_") and f != "noisy_deleted":
+            ds.delete_sample_field(f)
+    rep = inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed,
+                        overwrite=True, swap_to=swap_to)
+    return rep, rates, swap_to
+
+
+def wiring(args) -> None:
+    """End-to-end check on a coco128-val copy with injected errors: plain ``grade()`` (every
+    default, the shipped box grader included) must combine the scores with the shipped
+    model's box grader variant, and the ``ensemble_<issue>`` it wrote must be that model's
+    output on the scores present; prints the held-out AUROC (AP) of what grade() wrote."""
+    from eval_judges import _start_db, load_split
+
+    srv = _start_db()
+    try:
+        from grader.ensemble_prior import default_model_scores, label_percentiles, load_default_model
+        from grader.evaluate import _fill_unscored, auroc, average_precision
+        from grader.noise import TRUTH_ATTR
+        from grader.pipeline import grade
+
+        ds = load_split("val")
+        _inject(ds, args.seed)
+        t0 = time.time()
+        g = grade(ds, gt_field="noisy")
+        print(f"grade() on coco128-val (seed {args.seed}): ran {sorted(g.reports)}, not run "
+              f"{g.not_run}; {time.time() - t0:.0f} s")
+        info = g.reports["ensemble"].info["learner"]
+        pct, ls = label_percentiles(ds, "noisy", truth_attr=TRUTH_ATTR)
+        model = load_default_model()
+        ok = True
+        for issue, li in info.items():
+            want = default_model_scores(pct, issue, model)
+            got = np.array(ds.values(f"noisy.detections.ensemble_{issue}", unwind=True), dtype=float)
+            ids = ds.values("noisy.detections.id", unwind=True)
+            got = dict(zip(ids, got))
+            got = np.array([got[l] for l in ls.label_ids], dtype=float)
+            same = want is not None and np.allclose(np.nan_to_num(got, nan=-1), np.nan_to_num(want[0], nan=-1))
+            ok &= bool(same and li.get("variant") == args.expect)
+            pos, sel = _labels({"truth": np.array([t if t is not None else "unknown" for t in ls.truth],
+                                                  dtype=object)}, issue)
+            c = _fill_unscored(got[sel])
+            print(f"{issue:>10s}: chosen {li['chosen']}, variant {li.get('variant')}, "
+                  f"fields == shipped model on these scores: {same}; AUROC {auroc(pos[sel].astype(int), c):.3f} "
+                  f"(AP {average_precision(pos[sel].astype(int), c):.3f}); ignored {li.get('ignored')}")
+        print("WIRING OK" if ok else f"WIRING FAILED (expected variant {args.expect})")
+        ds.delete()
+    finally:
+        if srv is not None:
+            srv.stop()
+
+
+def _load(split: str, cache: Path | str = CACHE) -> list[dict]:
     runs = []
-    for p in sorted(CACHE.glob(f"{split}_seed*.pkl")):
+    for p in sorted(Path(cache).glob(f"{split}_seed*.pkl")):
         with open(p, "rb") as fh:
             runs.append(pickle.load(fh))
     return runs
@@ -134,6 +286,14 @@ def _features(runs: list[dict], judges: tuple[str, ...]) -> list[str]:
     # Missing indicators where a score abstains on some labels in any run.
     pooled = {n: np.concatenate([r["pct"][n] for r in runs]) for n in names}
     return stack_features(pooled)[1]
+
+
+#: Features never used. ``boxgrader_p_other_class`` is None where the label's class is not one
+#: the box grader was trained on. On coco128 that happens only to injected errors (swaps and
+#: spurious boxes drawn with classes coco128's labels lack: every such label in the dev caches is
+#: an error, see ``fit``'s printout), so its missing indicator would learn "unknown class =
+#: error"; on a user's data it means a rare class, mostly correct.
+NEVER = ("boxgrader:boxgrader_p_other_class:missing",)
 
 
 def _model(pairs: bool, C: float):
@@ -193,17 +353,32 @@ def fit(args) -> None:
     from grader.ensemble_prior import design_matrix
     from grader.evaluate import auroc
 
-    runs = _load("dev")
-    if not runs:
+    base_runs = _load("dev", args.cache_dir)
+    box_runs = _load("dev", args.box_cache_dir) if args.box_cache_dir else base_runs
+    if not base_runs or not box_runs:
         raise SystemExit("no dev caches: run `collect --split dev` first")
-    print(f"dev runs: {[r['seed'] for r in runs]}; labels per run {[len(r['truth']) for r in runs]}")
+    # Variants without the box grader are fitted on runs where it did not run either
+    # (consistency then picks the weaker box of a duplicate pair without its scores).
+    runs_for = lambda judges: box_runs if "boxgrader" in judges else base_runs
+    for name, rs in (("base", base_runs), ("box grader", box_runs)):
+        print(f"dev runs ({name}): {[r['seed'] for r in rs]}; labels per run {[len(r['truth']) for r in rs]}; "
+              f"box grader: {sorted({r.get('boxgrader', 'not run') for r in rs})}")
+    for name in NEVER:
+        base = name[:-len(":missing")]
+        miss = np.concatenate([~np.isfinite(r["raw"][base]) for r in box_runs if base in r["raw"]])
+        truth = np.concatenate([r["truth"] for r in box_runs if base in r["raw"]])
+        print(f"left out {name}: set on {int(miss.sum())} dev labels, of which "
+              f"{int((truth[miss] != 'none').sum())} injected errors")
+    runs = box_runs
     model = {"format": "label-grader-default-ensemble/1",
              "sklearn_version": sklearn.__version__,
              "training_data": (f"coco128 (dev) only; {len(runs)} injection runs, seeds "
                                f"{[r['seed'] for r in runs]}: inject_errors with every GT error type "
                                f"and overlooked deletions, each rate drawn in 3-10 %, swap_to "
                                f"alternating uniform/confusable; scores from grader.grade() defaults "
-                               f"(YOLOX-Nano, cleanlab, zoom, overlooked, consistency)"),
+                               f"(YOLOX-Nano, cleanlab, zoom, overlooked, consistency); variants with "
+                               f"the box grader: its scores out of fold ({BOX_FOLDS} image folds of "
+                               f"coco128, each graded by a box grader trained on the others)"),
              "runs": [{"seed": r["seed"], "rates": r["rates"], "swap_to": r["swap_to"],
                        "injected": r["injected"]} for r in runs],
              "model": "class-balanced LogisticRegression on percentile features "
@@ -214,11 +389,15 @@ def fit(args) -> None:
         for issue in ISSUES_ALL:
             model["issues"][issue] = {}
             for variant, judges in VARIANTS.items():
-                feats = [f for f in _features(runs, judges) if f not in args.drop]
+                runs = runs_for(judges)
+                if any(not any(n.startswith(f"{j}:") for n in r["pct"]) for r in runs for j in judges):
+                    print(f"{issue:>10s} {variant:>30s}: skipped (a judge did not run in every cache)")
+                    continue
+                feats = [f for f in _features(runs, judges) if f not in args.drop and f not in NEVER]
                 if not feats:
                     continue
                 t0 = time.time()
-                cv = _cv(runs, issue, feats, with_hgb=(variant == "full" and issue in args.hgb))
+                cv = _cv(runs, issue, feats, with_hgb=(variant in ("full", "full+boxgrader") and issue in args.hgb))
                 mean = {k: float(np.nanmean(v)) for k, v in cv.items()}
                 # Ship a logistic model (explicit coefficients); HGB is a reference only.
                 best = max((c for c in CANDIDATES), key=lambda c: mean[c[0]])
@@ -236,9 +415,9 @@ def fit(args) -> None:
                     "intercept": round(float(m.intercept_[0]), 6), "candidate": name, "C": C,
                     "cv_auroc": {k: round(v, 4) for k, v in mean.items()},
                     "n_train": {"errors": int(y.sum()), "clean": int((1 - y).sum())}}
-                print(f"{issue:>10s} {variant:>22s} ({len(feats)} feats, {time.time() - t0:.0f} s): "
+                print(f"{issue:>10s} {variant:>30s} ({len(feats)} feats, {time.time() - t0:.0f} s): "
                       + "  ".join(f"{k} {v:.3f}" for k, v in mean.items())
-                      + (f"  | vote (no fit) {np.nanmean(vote):.3f}" if vote and variant == "full" else "")
+                      + (f"  | vote (no fit) {np.nanmean(vote):.3f}" if vote and variant.startswith("full") else "")
                       + f"  -> {name}", flush=True)
     model["expects"] = _expects(model)
     out = Path(args.out)
@@ -265,7 +444,7 @@ def evaluate(args) -> None:
     from grader.evaluate import _fill_unscored, auroc, average_precision
 
     model = load_default_model(args.model)
-    runs = _load("val")
+    runs = _load("val", args.cache_dir)
     if not runs:
         raise SystemExit("no val caches: run `collect --split val` first")
     rows = {}   # (issue, kind) -> [(auroc, ap)]
@@ -313,17 +492,37 @@ def main(argv=None) -> int:
     c = sub.add_parser("collect")
     c.add_argument("--split", choices=["dev", "val"], default="dev")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    c.add_argument("--out-dir", default=str(CACHE), help="where the per-seed caches go")
+    c.add_argument("--boxgrader", choices=["auto", "off"], default="auto",
+                   help="auto: out-of-fold box graders on dev (train-folds), grade()'s shipped "
+                        "one on val; off: no box grader")
     f = sub.add_parser("fit")
     f.add_argument("--hgb", nargs="*", default=["any"],
                    help="issues whose full variant also gets a (reference) HGB in the CV")
     f.add_argument("--drop", nargs="*", default=[],
                    help="feature names to leave out (ablation), e.g. consistency:consistency_outlier:missing")
+    f.add_argument("--cache-dir", default=str(CACHE),
+                   help="dev caches for the variants without the box grader")
+    f.add_argument("--box-cache-dir", default=None,
+                   help="dev caches (collected with out-of-fold box graders) for the variants "
+                        "with it; default: --cache-dir")
     f.add_argument("--out", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    t = sub.add_parser("train-folds")
+    t.add_argument("--folds", type=int, default=BOX_FOLDS)
+    t.add_argument("--only", type=int, nargs="*", default=None, help="train only these folds")
+    w = sub.add_parser("wiring")
+    w.add_argument("--seed", type=int, default=100)
+    w.add_argument("--expect", default="full+boxgrader")
     e = sub.add_parser("eval")
+    e.add_argument("--cache-dir", default=str(CACHE), help="val caches")
     e.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
     args = ap.parse_args(argv)
     if args.cmd == "collect":
         collect(args)
+    elif args.cmd == "wiring":
+        wiring(args)
+    elif args.cmd == "train-folds":
+        train_folds(args)
     elif args.cmd == "fit":
         fit(args)
     else:

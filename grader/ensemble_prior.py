@@ -8,9 +8,13 @@ judge abstains) plus missing indicators (:func:`grader.ensemble.stack_features`)
 
 The model is a class-balanced logistic regression per issue, stored as explicit coefficients
 in ``grader/models/default_ensemble.json`` (transparent, no pickle, independent of the
-scikit-learn version). It holds one *variant* per judge subset (the full default ``grade()``
-run, cleanlab + consistency, consistency alone); :func:`choose_variant` picks the richest
-variant whose judges all ran, else none (the caller falls back to the vote).
+scikit-learn version). It holds one *variant* per judge subset: the full default ``grade()``
+run with the shipped box grader (``full+boxgrader``; its scores on coco128 come from box
+graders trained on the other image folds, so they are not in-sample), the same without a
+detector pass (``cleanlab+boxgrader+consistency``, ``boxgrader+consistency``) and the subsets
+without the box grader, for classes it does not know or when it is skipped (``full``,
+``cleanlab+consistency``, ``consistency``). :func:`choose_variant` picks the richest variant
+whose judges all ran, else none (the caller falls back to the vote).
 """
 from __future__ import annotations
 
