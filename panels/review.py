@@ -796,7 +796,7 @@ class LabelReviewPanel(foo.Panel):
         head.md(self._pos_text(ctx, q), name="review_pos")
         panel.view("hotkeys", types.View(component="LabelGraderKeys", composite_view=True,
                                           on_key=self.on_hotkey, help=KEY_HELP))
-        body = panel.h_stack("review_body", align_x="left", align_y="top", gap=2)
+        body = panel.v_stack("review_body", align_x="left", align_y="top", gap=1)  # fits a narrow split
         body.img("review_img", height=f"{LARGE + preview.CAPTION_H}px", width=f"{LARGE}px",
                  alt_text=q["label"] or "")
         side = body.v_stack("review_side", align_x="left", gap=1)

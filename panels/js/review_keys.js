@@ -52,7 +52,7 @@
       "div",
       {
         "data-label-grader-keys": "on",
-        style: { fontSize: "0.85rem", opacity: 0.8, padding: "2px 0" },
+        style: { fontSize: "0.85rem", opacity: 0.8, padding: "2px 0", whiteSpace: "normal", overflowWrap: "anywhere" },
       },
       "\u2328 Keys on: " + (view.help || "a accept \u00b7 1-9 relabel \u00b7 b use box \u00b7 d delete \u00b7 c adopt \u00b7 u undo \u00b7 n next \u00b7 p previous")
     );
