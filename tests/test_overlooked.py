@@ -8,7 +8,8 @@ import fiftyone as fo
 
 from grader.boxes import iou_matrix
 from grader.detectors import ArrayDetector, Boxes
-from grader.judges.overlooked import _predict_image, find_overlooked, greedy_nmm, slice_windows
+from grader.judges.overlooked import (_predict_image, find_overlooked, greedy_nmm, rank_candidates,
+                                       slice_windows, unmatched_candidates)
 from grader.noise import deleted_field_name, inject_errors
 
 from conftest import shared_path
@@ -135,3 +136,71 @@ def test_auto_slicing_only_for_large_images():
     _predict_image(det, np.zeros((1200, 1800, 3), np.uint8), "auto", 0.2, 0.1, 0.45)
     assert det.seen[0] == (1200, 1800) and len(det.seen) > 4
     assert all(s == (416, 416) for s in det.seen[1:])
+
+
+def test_unmatched_candidates_match_gt_one_to_one():
+    gt = np.array([[0, 0, 100, 100.]])
+    # the first candidate is the GT box's detection; the second overlaps it by 0.43 (another
+    # object in front of it); the third is a near copy of the GT box (IoU 0.8)
+    c = np.array([[0, 0, 100, 100], [40, 0, 140, 100], [0, 0, 100, 80.]])
+    s = np.array([0.9, 0.5, 0.4])
+    assert unmatched_candidates(c, s, gt).tolist() == [False, True, False]
+    assert unmatched_candidates(c, s, gt, one_to_one=False).tolist() == [False, False, False]
+    assert unmatched_candidates(c, s, np.zeros((0, 4))).all()
+
+
+def test_rank_candidates_discounts_overlap_with_a_same_class_gt_box():
+    gt = np.array([[0, 0, 100, 100.]])
+    c = np.array([[50, 0, 150, 100], [50, 0, 150, 100], [300, 300, 400, 400.]])
+    r = rank_candidates(c, ["person", "dog", "person"], np.array([0.6, 0.6, 0.6]), gt, ["person"])
+    assert r[0] == pytest.approx(0.6 * (1 - 1 / 3)) and r[1] == r[2] == pytest.approx(0.6)
+
+
+def test_greedy_nmm_keeps_boxes_of_one_crop_apart():
+    # two persons of one pass overlapping by IoS 0.6: the pass's NMS kept both, so must the merge
+    b = Boxes(np.array([[0, 0, 100, 100], [40, 0, 140, 100], [0, 0, 100, 100.]]),
+              np.array([0.8, 0.5, 0.4]), np.array([0, 0, 0]), np.zeros((3, 1)))
+    crop = np.array([0, 0, 1])
+    c = greedy_nmm(b, crop == 0, crop=crop)
+    assert len(c.xyxy) == 2 and c.sliced[np.argmax(c.conf)]  # the slice's copy merged in
+    assert len(greedy_nmm(b, crop == 0).xyxy) == 1  # without crop ids: all three merged
+
+
+def test_a_deleted_person_in_a_crowd_outranks_a_duplicate_detection(coco128_base):
+    """Real image 000000000395.jpg (13 GT boxes): delete one person standing among others."""
+    if shared_path("detectors") is None:
+        pytest.skip("../shared/data/detectors is not present")
+    ds = coco128_base.match(fo.ViewField("filepath").ends_with("000000000395.jpg")).clone()
+    try:
+        sample = ds.first()
+        dets = sample.ground_truth.detections
+        want = np.array([428.93 / 640, 206.74 / 580, 43.9 / 640, 113.15 / 580])  # COCO ann 1750589
+        j = int(np.argmin([np.abs(np.asarray(d.bounding_box) - want).sum() for d in dets]))
+        gone = dets.pop(j)
+        assert gone.label == "person" and np.allclose(gone.bounding_box, want, atol=1e-3)
+        sample.save()
+        gt = _xyxy([d.bounding_box for d in dets])
+        is_person = np.array([d.label == "person" for d in dets])
+
+        def candidates(**opts):
+            find_overlooked(ds, "ground_truth", "yolox-nano", **opts)
+            cs = ds.first().ground_truth_overlooked.detections
+            cb = _xyxy([c.bounding_box for c in cs]) if cs else np.zeros((0, 4))
+            hit = iou_matrix(cb, _xyxy([gone.bounding_box]))[:, 0] >= 0.5
+            dup = np.array([c.label == "person" for c in cs], bool) & (
+                iou_matrix(cb, gt[is_person]).max(1) >= 0.3) & ~hit
+            return cs, hit, dup
+
+        cs, hit, dup = candidates()
+        assert hit.sum() == 1 and dup.any()
+        found = cs[int(np.argmax(hit))]
+        dups = [c for c, d in zip(cs, dup) if d]
+        # by confidence alone a duplicate of a labeled person would come first ...
+        assert max(c.confidence for c in dups) > found.confidence
+        # ... the same-class overlap discount puts the missing person above every duplicate
+        assert found.overlooked_score > max(c.overlooked_score for c in dups)
+        # the earlier judge (any-overlap filter, merging within a pass) lost this person
+        _, hit_before, _ = candidates(one_to_one=False, merge_within_crop=True, rank="confidence")
+        assert not hit_before.any()
+    finally:
+        ds.delete()

@@ -1,0 +1,146 @@
+"""Overlooked objects: recall of the ``overlooked`` judge on injected deletions, before vs after.
+
+    .venv/bin/python bench/overlooked_bench.py                      # coco128 (development split)
+    .venv/bin/python bench/overlooked_bench.py --split val          # coco128-val (report only)
+    .venv/bin/python bench/overlooked_bench.py --errors overlooked   # deletions only
+
+Per seed: copy the ground truth into ``noisy`` with ``--rate`` of each error type injected
+(``--errors all``, as ``bench/eval_judges.py``; other errors move and add boxes, which makes
+distractor candidates) or deletions only (``--errors overlooked``), then run
+``find_overlooked(ds, "noisy")`` as ``grader.grade()`` does, once per variant:
+
+- ``before``: the judge as it was (``one_to_one=False, rank="confidence",
+  merge_within_crop=True``): candidates overlapping any GT box by 0.3 dropped, boxes of one pass
+  merged by intersection-over-smaller, ranked by confidence;
+- ``after``: its defaults.
+
+Recall@1xN / @2xN (N = deleted boxes) and the ceiling (deleted boxes any ``lg_predictions``
+box covers, IoU >= 0.5) come from ``grader.evaluate.evaluate_judges``, as in
+``bench/eval_judges.py``. The detector's outputs do not depend on the labels: they are cached
+per image after the first seed, whose runs (uncached) give the judge's time per image.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from eval_judges import DATA, _start_db, load_split  # noqa: E402  (sets sys.path and env)
+
+from grader.detectors import ArrayDetector, load_detector, run_detector  # noqa: E402
+
+VARIANTS = {
+    "before": dict(one_to_one=False, rank="confidence", merge_within_crop=True),
+    "after": {},
+}
+SCORE = "overlooked:overlooked_score"
+
+
+class CachedDetector(ArrayDetector):
+    """The wrapped detector's rows, memoized per image content (labels never change them)."""
+
+    def __init__(self, det: ArrayDetector):
+        self.det = det
+        self.classes, self.name = det.classes, det.name
+        self.size = getattr(det, "size", None)
+        self.has_probs = det.has_probs
+        self.rows: dict[tuple, np.ndarray] = {}
+
+    def predict(self, images):
+        keys = [(im.shape, hashlib.md5(np.ascontiguousarray(im).tobytes()).hexdigest())
+                for im in images]
+        todo = [i for i, k in enumerate(keys) if k not in self.rows]
+        if todo:
+            for i, r in zip(todo, self.det.predict([images[i] for i in todo])):
+                self.rows[keys[i]] = r
+        return [self.rows[k] for k in keys]
+
+
+def run(args) -> dict:
+    from grader.evaluate import evaluate_judges
+    from grader.judges.overlooked import find_overlooked
+    from grader.noise import ERROR_TYPES, inject_errors
+    from grader.pipeline import DEFAULT_PRED_FIELD
+
+    ds = load_split(args.split)
+    n_img = len(ds)
+    print(f"split={args.split}: {n_img} images, {ds.count('ground_truth.detections')} boxes; "
+          f"errors={args.errors} at {args.rate}; seeds {args.seed}..{args.seed + args.repeats - 1}")
+    # grade()'s detector step (default settings): the predictions the ceiling counts
+    run_detector(ds, model="yolox-nano", label_field=DEFAULT_PRED_FIELD, gt_field="ground_truth")
+    det = load_detector("yolox-nano")
+    cached = CachedDetector(det)
+    types = ERROR_TYPES if args.errors == "all" else ("overlooked",)
+    res = defaultdict(list)         # variant -> [(r1, r2, ceiling, coverage, n_candidates)]
+    secs = {}
+    for r in range(args.repeats):
+        seed = args.seed + r
+        for f in list(ds.get_field_schema()):
+            if f.startswith("noisy_") and f != "noisy_deleted":
+                ds.delete_sample_field(f)
+        rep = inject_errors(ds, "ground_truth", "noisy", rates={t: args.rate for t in types},
+                            seed=seed, overwrite=True)
+        line = [f"seed {seed}: deleted {rep.info['injected'].get('overlooked', 0)}"]
+        for name, opts in VARIANTS.items():
+            # first seed: a fresh detector per variant, so both are timed uncached
+            d = CachedDetector(det) if r == 0 else cached
+            t0 = time.perf_counter()
+            orep = find_overlooked(ds, "noisy", detector=d, **opts)
+            if r == 0:
+                secs[name] = time.perf_counter() - t0
+                cached.rows.update(d.rows)
+            ev = evaluate_judges(ds, "noisy", pred_field=DEFAULT_PRED_FIELD, exclude_tag=None)
+            row = ev["overlooked"][SCORE]
+            res[name].append((row["recall@1xN"], row["recall@2xN"], ev["overlooked_ceiling"],
+                              row["coverage"], orep.info["candidates"]))
+            line.append(f"{name} r@1xN {row['recall@1xN']:.3f} r@2xN {row['recall@2xN']:.3f} "
+                        f"ceiling {ev['overlooked_ceiling']:.3f} ({orep.info['candidates']} cands)")
+        print("  " + " | ".join(line), flush=True)
+    print(f"\n== {args.split}: overlooked_score, mean over {args.repeats} seeds "
+          f"(errors={args.errors}, rate {args.rate}) ==")
+    for name, v in res.items():
+        a = np.array(v)
+        r2 = a[:, 1]
+        print(f"{name:7s} recall@1xN {a[:, 0].mean():.3f}  recall@2xN {r2.mean():.3f} "
+              f"(se {r2.std() / np.sqrt(len(r2)):.3f})  ceiling {a[:, 2].mean():.3f}  "
+              f"(2xN / ceiling {r2.mean() / max(a[:, 2].mean(), 1e-9):.2f})  "
+              f"candidates cover {a[:, 3].mean():.3f}  candidates/image {a[:, 4].mean() / n_img:.2f}")
+    if len(res) == 2:
+        d = np.array(res["after"])[:, 1] - np.array(res["before"])[:, 1]
+        print(f"after - before recall@2xN: {d.mean():+.3f} (paired se {d.std() / np.sqrt(len(d)):.3f})")
+    print("judge time per image (first seed, uncached detector, same run): " + ", ".join(
+        f"{k} {1000 * v / n_img:.0f} ms" for k, v in secs.items())
+        + (f"; after/before {secs['after'] / secs['before']:.2f}x" if len(secs) == 2 else ""))
+    if not args.keep:
+        ds.delete()
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--split", choices=["dev", "val"], default="dev")
+    ap.add_argument("--errors", choices=["all", "overlooked"], default="all",
+                    help="inject every error type (as bench/eval_judges.py) or deletions only")
+    ap.add_argument("--rate", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args(argv)
+    if not (DATA / "coco128").exists():
+        print(f"no data under {DATA}; set LABEL_GRADER_DATA")
+        return 1
+    srv = _start_db()
+    try:
+        run(args)
+    finally:
+        if srv is not None:
+            srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
