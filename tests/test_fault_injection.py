@@ -362,22 +362,30 @@ def test_a_race_after_the_shown_state_was_checked_is_refused_not_reapplied(synth
     det = ds.first().ground_truth.detections[0]
     sid, lid, shown = ds.first().id, det.id, label_state(det)
     real_read = fixes._read
+    races = []
 
     def read_then_race(dataset, sample_id, fields):
         doc = real_read(dataset, sample_id, fields)
         # the other curator's relabel lands right after our read
+        races.append(1)
         ds._sample_collection.update_one(
-            {"_id": ObjectId(sid)}, {"$set": {"ground_truth.detections.$[d].label": "raced"}},
+            {"_id": ObjectId(sid)},
+            {"$set": {"ground_truth.detections.$[d].label": f"raced{len(races)}"}},
             array_filters=[{"d._id": ObjectId(lid)}])
         return doc
 
     monkeypatch.setattr(fixes, "_read", read_then_race)
     with pytest.raises(review.FixConflictError, match="changed since it was shown"):
         review.accept_label(ds, sid, lid, expected_state=shown)
+    # a delete decided on the (new) shown state: the same refusal, the label stays
+    ds.reload()
+    shown = label_state(next(d for d in ds[sid].ground_truth.detections if d.id == lid))
+    with pytest.raises(review.FixConflictError, match="changed since it was shown; delete"):
+        review.delete_label(ds, sid, lid, expected_state=shown)
     monkeypatch.undo()
     ds.reload()
     label = next(d for d in ds[sid].ground_truth.detections if d.id == lid)
-    assert label.label == "raced" and REVIEWED_OK_TAG not in (label.tags or [])
+    assert label.label == "raced2" and REVIEWED_OK_TAG not in (label.tags or [])
     assert review.fix_log(ds) == [] and review.pending_fixes(ds) == []
 
 

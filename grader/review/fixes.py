@@ -374,7 +374,8 @@ def delete_label(collection, sample_id: str, label_id: str, field: str = "ground
                 _refresh(dataset, [sample_id])
                 return _log.mark_done(dataset, p.rec)
             if expected_state is not None:
-                break
+                raise FixConflictError(f"label '{label_id}' changed since it was shown; "
+                                       "delete was refused and nothing was written")
         raise FixConflictError(f"label '{label_id}' kept changing while it was deleted; "
                                "nothing was written")
 
@@ -437,7 +438,8 @@ def adopt_candidate(collection, sample_id: str, candidate_id: str, gt_field: str
                 _refresh(dataset, [sample_id])
                 return _log.mark_done(dataset, p.rec)
             if expected_state is not None:
-                break
+                raise FixConflictError(f"candidate '{candidate_id}' changed since it was shown; "
+                                       "adopt was refused and nothing was written")
         raise FixConflictError(f"candidate '{candidate_id}' kept changing while it was adopted; "
                                "nothing was written")
 
