@@ -47,5 +47,15 @@ class RunReport:
         if self.tagged:
             lines.append("  tagged: " + ", ".join(f"{k}={v}" for k, v in sorted(self.tagged.items())))
         for k, v in self.info.items():
-            lines.append(f"  {k}: {v}")
+            lines.append(f"  {k}: {_short(v)}")
         return "\n".join(lines)
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    """``str(value)``, cut to about ``limit`` characters (with the item count of a long list or
+    mapping) so one long info entry does not bury the rest of a summary; ``to_dict`` has all."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    n = f" ({len(value)} items)" if isinstance(value, (list, tuple, dict, set)) else ""
+    return text[:limit].rstrip() + "…" + n

@@ -163,3 +163,16 @@ def test_cli_review_and_ensemble_commands(synthetic_dataset, capsys):
     assert set(capsys.readouterr().out.split("\n")) & set(ds.list_saved_views())
     assert cli.main(["ensemble", "--dataset", ds.name]) == 0
     assert ds.count("ground_truth.detections.ensemble_any") == 18
+
+
+def test_report_summary_keeps_long_info_short():
+    from grader.report import RunReport
+
+    rep = RunReport(judge="cleanlab")
+    rep.info["class_list"] = [f"class{i}" for i in range(80)]
+    rep.info["threshold"] = 0.6
+    text = rep.summary()
+    line = next(l for l in text.splitlines() if "class_list" in l)
+    assert len(line) < 220 and line.endswith("(80 items)")
+    assert "threshold: 0.6" in text
+    assert rep.to_dict()["info"]["class_list"][-1] == "class79"  # the full value stays
