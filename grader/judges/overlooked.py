@@ -83,10 +83,13 @@ class Candidates:
 
 
 def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
-               slice_weight: float = 1.0, crop: np.ndarray | None = None) -> Candidates:
+               slice_weight: float = 1.0, crop: np.ndarray | None = None,
+               flipped: np.ndarray | None = None) -> Candidates:
     """SAHI-style greedy non-maximum merging, class-wise: highest score first, every box of the
     same class with IoS >= ``match_ios`` is merged in (union box). Score: noisy-OR of the best
-    full-image confidence and ``slice_weight`` x the best slice confidence.
+    full-image confidence, ``slice_weight`` x the best slice confidence and the best confidence
+    of the mirrored full-image pass (``flipped``: which boxes came from it; they count as
+    full-image boxes for ``from_full``), so agreeing passes raise a candidate.
 
     ``crop`` (optional, one id per box: which pass/slice it came from): boxes of one crop are
     never merged together — that pass's NMS already separated them, and merging them by IoS
@@ -95,6 +98,7 @@ def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
     order = np.argsort(-boxes.conf, kind="stable")
     xyxy, cls, conf = boxes.xyxy[order], boxes.cls[order], boxes.conf[order]
     full = from_full[order]
+    flip = np.zeros(len(order), dtype=bool) if flipped is None else np.asarray(flipped, bool)[order]
     crop_o = None if crop is None else np.asarray(crop)[order]
     ios = _ios(xyxy, xyxy) if len(xyxy) else np.zeros((0, 0))
     used = np.zeros(len(xyxy), dtype=bool)
@@ -114,10 +118,12 @@ def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
         lead.append(order[i])
         b = xyxy[grp]
         # several boxes of one pass (e.g. overlapping slices) count once per pass kind
-        passes = [conf[grp][full[grp]].max(initial=0.0),
-                  slice_weight * conf[grp][~full[grp]].max(initial=0.0)]
+        f, fl = full[grp], flip[grp]
+        passes = np.array([conf[grp][f & ~fl].max(initial=0.0),
+                           slice_weight * conf[grp][~f].max(initial=0.0),
+                           conf[grp][fl].max(initial=0.0)])
         rows.append((b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max(), cls[i], conf[i],
-                     1 - (1 - passes[0]) * (1 - passes[1]), bool(full[grp].any()),
+                     1 - np.prod(1 - passes), bool(full[grp].any()),
                      bool((~full[grp]).any())))
     if not rows:
         z = np.zeros(0)
@@ -141,9 +147,13 @@ def _decode(job):
 
 
 def _predict_image(det: ArrayDetector, image: np.ndarray, slice_size: int | str | None, overlap: float,
-                   conf_threshold: float, nms_iou: float) -> tuple[Boxes, np.ndarray, np.ndarray]:
-    """Full-image pass + one pass per slice; boxes in image pixels, which came from the full
-    pass, and the crop each came from (0: the full image, 1..: the slices)."""
+                   conf_threshold: float, nms_iou: float, flip: bool = False,
+                   ) -> tuple[Boxes, np.ndarray, np.ndarray, np.ndarray]:
+    """Full-image pass (+ its mirror image when ``flip``) + one pass per slice, in one batch.
+
+    Returns the boxes in image pixels, which came from a full-image pass, the crop each came
+    from (0: the full image, 1..: the slices, last: the mirrored image) and which came from the
+    mirrored pass."""
     h, w = image.shape[:2]
     k = len(det.classes)
     if slice_size == "auto":
@@ -151,19 +161,26 @@ def _predict_image(det: ArrayDetector, image: np.ndarray, slice_size: int | str 
         slice_size = size if max(h, w) > 2 * size else None
     wins = slice_windows(h, w, int(slice_size), overlap) if slice_size else []
     crops = [image] + [np.ascontiguousarray(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in wins]
+    offsets = [(0, 0)] + [(x0, y0) for x0, y0, *_ in wins]
+    if flip:
+        crops.append(np.ascontiguousarray(image[:, ::-1]))
     rows = det.predict(crops)
     parts = []
-    for r, (x0, y0) in zip(rows, [(0, 0)] + [(x0, y0) for x0, y0, *_ in wins]):
+    for i, r in enumerate(rows):
         r = r.copy()
-        r[:, [0, 2]] += x0
-        r[:, [1, 3]] += y0
+        if i == len(offsets):  # the mirrored image: x -> w - x
+            r[:, [0, 2]] = w - r[:, [2, 0]]
+        else:
+            r[:, [0, 2]] += offsets[i][0]
+            r[:, [1, 3]] += offsets[i][1]
         parts.append(postprocess(r, k, conf_threshold, nms_iou, (h, w)))
     crop = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)]).astype(int)
-    from_full = crop == 0
+    flipped = crop == len(offsets)
+    from_full = (crop == 0) | flipped
     cat = Boxes(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.conf for p in parts]),
                 np.concatenate([p.cls for p in parts]).astype(int),
                 np.concatenate([p.probs for p in parts]))
-    return cat, from_full, crop
+    return cat, from_full, crop, flipped
 
 
 def unmatched_candidates(cand_xyxy: np.ndarray, cand_score: np.ndarray, gt_xyxy: np.ndarray,
@@ -234,6 +251,7 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
                     conf_threshold: float = 0.1, nms_iou: float = 0.45, match_ios: float = 0.5,
                     gt_iou: float = 0.3, dup_iou: float = 0.7, one_to_one: bool = True,
                     rank: str = "duplicate-aware", merge_within_crop: bool = False,
+                    flip: bool = True,
                     slice_weight: float = 1.0, tag_threshold: float = 0.5,
                     detector: ArrayDetector | None = None, num_workers: int | None = None,
                     overwrite: bool = False,
@@ -250,10 +268,11 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
     Which candidates a GT box accounts for: :func:`unmatched_candidates` (``gt_iou``,
     ``dup_iou``, ``one_to_one``; any class). ``rank``: ``"duplicate-aware"`` (default,
     :func:`rank_candidates`) or ``"confidence"`` (the passes' noisy-OR alone).
-    ``merge_within_crop=True`` lets the greedy merge join boxes of one pass (the behaviour
-    before one-to-one matching; see :func:`greedy_nmm`). The three together with
-    ``one_to_one=False, rank="confidence", merge_within_crop=True`` reproduce the earlier
-    judge (``bench/overlooked_bench.py`` measures both). Candidates scoring >=
+    ``merge_within_crop=True`` lets the greedy merge join boxes of one pass (see
+    :func:`greedy_nmm`). ``flip`` (default True) adds a pass on the mirrored image (test-time
+    augmentation; the detector's time doubles on images that are not sliced): boxes both passes
+    see rank higher (noisy-OR), and objects one pass misses are found. ``one_to_one=False,
+    rank="confidence", merge_within_crop=True, flip=False`` reproduce the earlier judge (``bench/overlooked_bench.py`` measures both). Candidates scoring >=
     ``tag_threshold`` are tagged ``suspect:overlooked``. GT labels are never modified.
     """
     if rank not in ("duplicate-aware", "confidence"):
@@ -290,10 +309,10 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
             report.skip("unreadable_image")
             continue
         h, w = image.shape[:2]
-        boxes, from_full, crop = _predict_image(det, image, slice_size, overlap, conf_threshold,
-                                                nms_iou)
+        boxes, from_full, crop, flipped = _predict_image(det, image, slice_size, overlap,
+                                                         conf_threshold, nms_iou, flip)
         cands = greedy_nmm(boxes, from_full, match_ios, slice_weight,
-                           crop=None if merge_within_crop else crop)
+                           crop=None if merge_within_crop else crop, flipped=flipped)
         g = rel_xywh_to_abs_xyxy(gt_boxes[sid] or [], w, h)
         keep = unmatched_candidates(cands.xyxy, cands.score, g, gt_iou, dup_iou, one_to_one)
         cand_labels = [det.classes[c] for c in cands.cls]
