@@ -18,7 +18,8 @@ distractor candidates) or deletions only (``--errors overlooked``), then run
 Recall@1xN / @2xN (N = deleted boxes) and the ceiling (deleted boxes any ``lg_predictions``
 box covers, IoU >= 0.5) come from ``grader.evaluate.evaluate_judges``, as in
 ``bench/eval_judges.py``. The detector's outputs do not depend on the labels: they are cached
-per image after the first seed, whose runs (uncached) give the judge's time per image.
+per image after the first seed, whose runs (uncached, after an untimed warm-up run) give the
+judge's time per image.
 """
 from __future__ import annotations
 
