@@ -2,7 +2,7 @@
 import importlib
 
 # One module per judge/feature; each owns its operator classes.
-_MODULES = ["cleanlab", "clipgrader", "vlm", "review", "evaluation", "grade", "detectors"]
+_MODULES = ["cleanlab", "clipgrader", "boxgrader", "vlm", "review", "evaluation", "grade", "detectors"]
 
 OPERATORS = []
 for _m in _MODULES:

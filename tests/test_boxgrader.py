@@ -150,3 +150,31 @@ def test_grade_runs_the_box_grader_step_with_a_checkpoint(trained):
     assert "ensemble" in out.reports
     vals = held.values("ground_truth.detections.ensemble_spurious", unwind=True)
     assert any(v is not None for v in vals)
+
+
+def test_operators_train_evaluate_grade(trained, tmp_path):
+    """From the App: train on some images, evaluate on others, grade (own and shipped grader)."""
+    import fiftyone.operators as foo
+
+    from grader.pipeline import SHIPPED_BOXGRADER
+
+    op = "@label-grader/label-grader"
+    ds, train, held, _ = trained
+    small = train.limit(8)
+    res = foo.execute_operator(f"{op}/train_boxgrader", ctx={"view": small, "params": {
+        "target": "CURRENT_VIEW", "gt_field": "ground_truth", "out_dir": str(tmp_path / "bg"),
+        "epochs": 2, "val_fraction": 0.25}}).result
+    ckpt = res["best_checkpoint"]
+    assert ckpt and len(res["history"]) == 2 and 0 < res["good_threshold"] < 1
+    ev = foo.execute_operator(f"{op}/evaluate_boxgrader", ctx={"view": held, "params": {
+        "target": "CURRENT_VIEW", "gt_field": "ground_truth", "checkpoint": ckpt}}).result
+    assert 0 <= ev["accuracy"] <= 1 and "confusion" in ev["table"].lower()
+    before = held.values("ground_truth.detections.bounding_box", unwind=True)
+    out = foo.execute_operator(f"{op}/grade_boxgrader", ctx={"view": held, "params": {
+        "target": "CURRENT_VIEW", "field": "ground_truth", "checkpoint": ckpt}}).result
+    assert out["labels_scored"] == held.count("ground_truth.detections")
+    assert out["info"]["checkpoint"] == ckpt
+    out = foo.execute_operator(f"{op}/grade_boxgrader", ctx={"view": held, "params": {
+        "target": "CURRENT_VIEW", "field": "ground_truth"}}).result  # blank: the shipped one
+    assert out["info"]["checkpoint"] == SHIPPED_BOXGRADER
+    assert held.values("ground_truth.detections.bounding_box", unwind=True) == before
