@@ -296,6 +296,26 @@ def _features(runs: list[dict], judges: tuple[str, ...]) -> list[str]:
 NEVER = ("boxgrader:boxgrader_p_other_class:missing",)
 
 
+#: (issue, score) pairs whose single-judge AUROC fit / eval print (the box grader's strength
+#: out of fold on dev vs the shipped checkpoint on val)
+BOX_SINGLES = (("badloc", "boxgrader:boxgrader_p_bad"), ("badloc", "boxgrader:boxgrader_p_not_good"),
+               ("swap", "boxgrader:boxgrader_p_other_class"),
+               ("spurious", "boxgrader:boxgrader_p_background"), ("any", "boxgrader:boxgrader_p_not_good"))
+
+
+def _print_box_singles(runs: list[dict], split: str) -> None:
+    from grader.evaluate import _fill_unscored, auroc
+
+    out = []
+    for issue, name in BOX_SINGLES:
+        a = [auroc(_labels(r, issue)[0][_labels(r, issue)[1]].astype(int),
+                   _fill_unscored(r["raw"][name][_labels(r, issue)[1]])) for r in runs if name in r["raw"]]
+        if a:
+            out.append(f"{issue} {name.split(':')[1]} {np.mean(a):.3f}")
+    if out:
+        print(f"box grader alone on {split} ({runs[0].get('boxgrader')}), mean AUROC: " + "; ".join(out))
+
+
 def _model(pairs: bool, C: float):
     from sklearn.linear_model import LogisticRegression
 
@@ -369,6 +389,7 @@ def fit(args) -> None:
         truth = np.concatenate([r["truth"] for r in box_runs if base in r["raw"]])
         print(f"left out {name}: set on {int(miss.sum())} dev labels, of which "
               f"{int((truth[miss] != 'none').sum())} injected errors")
+    _print_box_singles(box_runs, "dev")
     runs = box_runs
     model = {"format": "label-grader-default-ensemble/1",
              "sklearn_version": sklearn.__version__,
@@ -447,6 +468,7 @@ def evaluate(args) -> None:
     runs = _load("val", args.cache_dir)
     if not runs:
         raise SystemExit("no val caches: run `collect --split val` first")
+    _print_box_singles(runs, "val")
     rows = {}   # (issue, kind) -> [(auroc, ap)]
     best_names = {}
     for r in runs:

@@ -27,6 +27,17 @@ def test_shipped_model_loads_and_is_complete():
         # A detector-free variant exists, so grade(detector=None) still gets a model.
         assert ep.choose_variant(model, issue, [s for s in ep.base_scores(full["features"])
                                                 if s.startswith("consistency:")]) == "consistency"
+        # The box grader's variant reads its scores and wins whenever they are present
+        # (grade() runs the shipped box grader by default on COCO classes) ...
+        box = model["issues"][issue]["full+boxgrader"]
+        box_scores = ep.base_scores(box["features"])
+        assert {s.split(":")[0] for s in box_scores} == {"cleanlab", "zoom", "boxgrader", "consistency"}
+        assert len(box["coef"]) == len(box["features"]) + len(box["interactions"])
+        assert ep.choose_variant(model, issue, box_scores) == "full+boxgrader"
+        # ... and the variant without it is used when the box grader did not run.
+        assert ep.choose_variant(model, issue, ep.base_scores(full["features"])) == "full"
+        no_zoom = [s for s in box_scores if not s.startswith("zoom:")]
+        assert ep.choose_variant(model, issue, no_zoom) == "cleanlab+boxgrader+consistency"
 
 
 def test_apply_is_the_logistic_formula():
@@ -110,6 +121,19 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     want = dict(zip(ls.label_ids, ep.apply_logistic(full, pct)))
     got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
     assert set(got) == set(want)
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
+    # Box grader scores as well (grade()'s default on COCO classes) -> its variant.
+    box = model["issues"]["badloc"]["full+boxgrader"]
+    for i, name in enumerate(ep.base_scores(box["features"])):
+        if name.startswith("boxgrader:"):
+            _write_random(ds, name, 100 + i)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    info = rep.info["learner"]
+    assert {info[i]["variant"] for i in info} == {"full+boxgrader"}
+    assert not [s for s in info["badloc"]["ignored"] if s.startswith("boxgrader:")]
+    pct, ls = ep.label_percentiles(ds, "noisy")
+    want = dict(zip(ls.label_ids, ep.apply_logistic(box, pct)))
+    got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
     # learner="vote" stays available explicitly.
     rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, learner="vote")

@@ -36,6 +36,10 @@ def test_grade_runs_every_judge_with_defaults(coco8):
             assert f"ground_truth.detections.{s.attr}" in schema, s.attr
     assert "ground_truth_overlooked.detections.overlooked_score" in schema
     assert any(k.startswith("ground_truth.detections.ensemble_") for k in schema)
+    # No verified images: the shipped default model combines the scores, with its variant
+    # that reads the box grader's (the default box grader ran on these COCO classes).
+    learners = rep.reports["ensemble"].info["learner"]
+    assert {v.get("variant") for v in learners.values()} == {"full+boxgrader"}, learners
     assert "zoom" in rep.summary() and rep.to_dict()["reports"]["zoom"]["labels_scored"] > 0
     # a second run rewrites its own fields without overwrite=True
     rep2 = grade(ds, "ground_truth", cleanlab=False, zoom=False)
