@@ -261,8 +261,8 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
     ``slice_size``: slice side in source pixels (None: full image only; images no larger than
     a slice get the full pass only). ``"auto"`` (default) slices only images larger than twice
     the detector's input, with slices of the input size: on coco128 (640 px images, 5% of boxes
-    deleted, ``bench/zoom_dev.py overlooked``) 320 px slices added candidates but no recall in
-    the top 2N (0.370 vs 0.391 full-image only) at 12x the time, so COCO-sized images are not
+    deleted, ``bench/zoom_dev.py overlooked``, with the earlier judge) 320 px slices added
+    candidates but no recall in the top 2N (0.370 vs 0.391 full-image only) at 12x the time, so COCO-sized images are not
     sliced; high-resolution images, where small objects vanish at the detector's input, are.
 
     Which candidates a GT box accounts for: :func:`unmatched_candidates` (``gt_iou``,
