@@ -299,3 +299,27 @@ def claim_output_field(collection, field: str, owner: str, kind=fo.Detections) -
         info[OWNER_INFO_KEY] = owner
         fld.info = info
         fld.save()
+
+
+PROBS_CLASSES_INFO_KEY = "probs_classes"  # in a predictions field's ``info``
+
+
+def set_probs_classes(collection, field: str, classes: Sequence[str]) -> None:
+    """Record, in ``field``'s ``info``, the class of each entry of the per-class ``probs``
+    vectors its detections carry, so readers map probabilities by class name (the detector's
+    class order rarely equals the dataset's class list)."""
+    fld = collection._root_dataset.get_field(field)
+    info = dict(fld.info or {})
+    info[PROBS_CLASSES_INFO_KEY] = [str(c) for c in classes]
+    fld.info = info
+    fld.save()
+
+
+def probs_classes(collection, field: str) -> list[str] | None:
+    """The class order of ``field``'s ``probs`` vectors (see :func:`set_probs_classes`), or
+    None when it was not recorded (the vectors then follow the run's class list)."""
+    dataset = collection._root_dataset
+    if field not in dataset.get_field_schema():
+        return None
+    got = (dataset.get_field(field).info or {}).get(PROBS_CLASSES_INFO_KEY)
+    return list(got) if got else None

@@ -245,6 +245,43 @@ def test_logits_attribute_is_softmaxed(synthetic_dataset):
                                                             round(float(1 / (1 + np.exp(4))), 6)}))
 
 
+def test_probs_in_the_models_class_order_are_mapped_by_name(synthetic_dataset):
+    """A detector's probs follow its own class order (recorded in the field's info by
+    run_detector); cleanlab maps them onto its class list by name instead of ignoring them
+    (wrong length) or, worse, reading them in the wrong order (same length)."""
+    from grader import fields as lgf
+
+    ds = synthetic_dataset
+    classes = build_inputs(ds, CleanlabParams(), RunReport("x")).classes
+    assert sorted(classes) == ["cat", "dog"]
+    model_order = ["dog", "zebra", "cat"]  # another order, and a class the dataset lacks
+    ids = ds.values("predictions.detections.id", unwind=True)
+    labels = ds.values("predictions.detections.label", unwind=True)
+    own = {"cat": [0.05, 0.0, 0.9], "dog": [0.8, 0.0, 0.1]}
+    ds.set_label_values("predictions.detections.probs", {i: own[l] for i, l in zip(ids, labels)})
+    lgf.set_probs_classes(ds, "predictions", model_order)
+    rep = RunReport("x")
+    inputs = build_inputs(ds, CleanlabParams(min_class_prob=0.0), rep)
+    assert inputs.prob_source == cleanlab_judge.PROB_SOURCE_ATTR
+    assert "pred_probs_wrong_length_used_confidence" not in rep.skipped
+    ci = {c: i for i, c in enumerate(inputs.classes)}
+    for img, cls_ids, pcls in zip(inputs.predictions, inputs.pred_ids, inputs.pred_classes):
+        for arr_k, arr in enumerate(img):
+            for row in arr:
+                # each entry of class arr_k carries that class's probability from the model order
+                assert row[4] in (own["cat"][2], own["dog"][2]) if arr_k == ci["cat"] else \
+                    row[4] in (own["cat"][0], own["dog"][0])
+    cat_entries = np.concatenate([img[ci["cat"]][:, 4] for img in inputs.predictions])
+    assert 0.9 in cat_entries and 0.8 not in cat_entries
+    # without the recorded order, a 3-long vector cannot be read against 2 classes: counted
+    fld = ds.get_field("predictions")
+    fld.info = {}
+    fld.save()
+    rep = RunReport("x")
+    build_inputs(ds, CleanlabParams(), rep)
+    assert rep.skipped["pred_probs_wrong_length_used_confidence"] == len(ids)
+
+
 def test_operator_runs_from_sdk(synthetic_dataset):
     ds = synthetic_dataset
     result = foo.execute_operator(

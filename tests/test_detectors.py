@@ -36,6 +36,11 @@ def test_detector_predictions_match_ground_truth(coco128, model, thr, min_tp, n_
         assert d.label == coco128.default_classes[int(np.argmax(d.probs))]
         x, y, w, h = d.bounding_box
         assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9
+    # the probs' class order is recorded on the field, for readers that map by name
+    from grader.fields import probs_classes
+
+    order = probs_classes(coco128, "pred")
+    assert len(order) == 80 and all(d.label == order[int(np.argmax(d.probs))] for d in dets[:200])
     coco128.evaluate_detections("pred", gt_field="ground_truth", eval_key="ev", iou=0.5)
     tp = sum(coco128.values("ev_tp"))
     # Measured on coco128 (bench/zoom_dev.py decoder): YOLOX-Nano 603 predictions, 424 correct;

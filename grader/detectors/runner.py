@@ -174,6 +174,8 @@ def run_detector(collection, model: Any = DEFAULT_DETECTOR, label_field: str = "
         if progress:
             progress(done, len(ids))
     lgf.write_sample_field(collection, label_field, out)
+    if det.has_probs:
+        lgf.set_probs_classes(collection, label_field, det.classes)
     report.fields = [label_field]
     if ds_classes and det.classes != ds_classes:
         report.info["note"] = "detector classes differ from the dataset's class list"

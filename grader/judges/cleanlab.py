@@ -192,6 +192,15 @@ def build_inputs(collection, params: CleanlabParams, report: RunReport,
     cut = _entry_cut(params)
     extra = params.min_class_prob
     pred_attrs = ["confidence"] + ([probs_attr] if probs_attr else [])
+    # Per-class vectors in another class order (a detector's): map them by class name; a
+    # class the model does not know gets probability 0 (a logit of -1e9).
+    remap = None
+    order = lgf.probs_classes(collection, params.pred_field) if probs_attr else None
+    if order and order != classes:
+        pos = {c: i for i, c in enumerate(order)}
+        remap = np.array([pos.get(c, -1) for c in classes], dtype=np.int64)
+        report.info["probs_mapped_from"] = f"{len(order)} model classes by name"
+    k_raw = len(order) if remap is not None else k
     gt = lgf.read_detections(collection, params.gt_field)
     pr = lgf.read_detections(collection, params.pred_field, attrs=pred_attrs)
     pr_index = {sid: i for i, sid in enumerate(pr.sample_ids)}
@@ -248,9 +257,12 @@ def build_inputs(collection, params: CleanlabParams, report: RunReport,
             raw = probs_col[j] if probs_col is not None else None
             if raw is not None:
                 raw = np.asarray(raw, dtype=np.float64)
-                if raw.shape != (k,) or not np.all(np.isfinite(raw)):
+                if raw.shape != (k_raw,) or not np.all(np.isfinite(raw)):
                     report.skip("pred_probs_wrong_length_used_confidence")
                 else:
+                    if remap is not None:
+                        fill = -1e9 if probs_attr == "logits" else 0.0
+                        raw = np.where(remap >= 0, raw[np.clip(remap, 0, None)], fill)
                     if probs_attr == "logits":
                         dist, src = _softmax(raw), PROB_SOURCE_LOGITS
                     else:
