@@ -76,6 +76,22 @@ def report_output(title: str) -> types.Property:
     return types.Property(outputs, view=types.View(label=title))
 
 
+def evaluation_result(res) -> dict:
+    """A grader evaluation (``EvalResult``) as an operator result, with its table as markdown."""
+    out = res.to_dict()
+    out["table"] = "```\n" + res.table() + "\n```"
+    return out
+
+
+def evaluation_output(title: str) -> types.Property:
+    """Output form for :func:`evaluation_result`."""
+    outputs = types.Object()
+    outputs.str("table", label="Evaluation", view=types.MarkdownView())
+    outputs.float("accuracy", label="3-way accuracy")
+    outputs.float("false_positive_rate", label="False-positive rate")
+    return types.Property(outputs, view=types.View(label=title))
+
+
 def reload_unless_delegated(ctx) -> None:
     """Refresh the App after an immediate run (a delegated run has no App to refresh)."""
     if not ctx.delegated:

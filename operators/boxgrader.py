@@ -8,6 +8,8 @@ import fiftyone.operators.types as types
 from ._common import (
     add_detection_field_input,
     add_target_input,
+    evaluation_output,
+    evaluation_result,
     operator_config,
     progress_callback,
     reload_unless_delegated,
@@ -96,16 +98,10 @@ class EvaluateBoxGrader(foo.Operator):
         res = evaluate_boxgrader(target_view(ctx), p.get("gt_field", "ground_truth"),
                                  checkpoint=_checkpoint(p), seed=int(p.get("seed", 12345)),
                                  progress=progress_callback(ctx, "Box grader evaluation"))
-        out = res.to_dict()
-        out["table"] = "```\n" + res.table() + "\n```"
-        return out
+        return evaluation_result(res)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("table", label="Evaluation", view=types.MarkdownView())
-        outputs.float("accuracy", label="3-way accuracy")
-        outputs.float("false_positive_rate", label="False-positive rate")
-        return types.Property(outputs, view=types.View(label="Box grader evaluation"))
+        return evaluation_output("Box grader evaluation")
 
 
 class GradeBoxGrader(foo.Operator):

@@ -7,6 +7,8 @@ import fiftyone.operators.types as types
 from ._common import (
     add_detection_field_input,
     add_target_input,
+    evaluation_output,
+    evaluation_result,
     operator_config,
     progress_callback,
     reload_unless_delegated,
@@ -186,16 +188,10 @@ class EvaluateClipGrader(foo.Operator):
             min_size=float(p.get("min_size", 20.0)), seed=int(p.get("seed", 12345)),
             progress=progress_callback(ctx, "ClipGrader evaluation"),
         )
-        out = res.to_dict()
-        out["table"] = "```\n" + res.table() + "\n```"
-        return out
+        return evaluation_result(res)
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("table", label="Evaluation", view=types.MarkdownView())
-        outputs.float("accuracy", label="3-way accuracy")
-        outputs.float("false_positive_rate", label="False-positive rate")
-        return types.Property(outputs, view=types.View(label="ClipGrader evaluation"))
+        return evaluation_output("ClipGrader evaluation")
 
 
 OPERATORS = [GradeClipGrader, TrainClipGrader, EvaluateClipGrader]
