@@ -79,7 +79,6 @@ class Candidates:
     score: np.ndarray     # noisy-OR over passes
     full: np.ndarray      # seen by the full-image pass
     sliced: np.ndarray    # seen by a slice
-    lead: np.ndarray      # index (into the merged boxes) of each candidate's most confident box
 
 
 def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
@@ -102,7 +101,7 @@ def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
     crop_o = None if crop is None else np.asarray(crop)[order]
     ios = _ios(xyxy, xyxy) if len(xyxy) else np.zeros((0, 0))
     used = np.zeros(len(xyxy), dtype=bool)
-    rows, lead = [], []
+    rows = []
     for i in range(len(xyxy)):
         if used[i]:
             continue
@@ -115,7 +114,6 @@ def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
             _, first = np.unique(crop_o[grp], return_index=True)
             grp = np.sort(grp[first])
         used[grp] = True
-        lead.append(order[i])
         b = xyxy[grp]
         # several boxes of one pass (e.g. overlapping slices) count once per pass kind
         f, fl = full[grp], flip[grp]
@@ -127,11 +125,9 @@ def greedy_nmm(boxes: Boxes, from_full: np.ndarray, match_ios: float = 0.5,
                      bool((~full[grp]).any())))
     if not rows:
         z = np.zeros(0)
-        return Candidates(np.zeros((0, 4)), z.astype(int), z, z, z.astype(bool), z.astype(bool),
-                          z.astype(int))
+        return Candidates(np.zeros((0, 4)), z.astype(int), z, z, z.astype(bool), z.astype(bool))
     a = np.asarray(rows, dtype=np.float64)
-    return Candidates(a[:, :4], a[:, 4].astype(int), a[:, 5], a[:, 6], a[:, 7] > 0, a[:, 8] > 0,
-                      np.asarray(lead, dtype=int))
+    return Candidates(a[:, :4], a[:, 4].astype(int), a[:, 5], a[:, 6], a[:, 7] > 0, a[:, 8] > 0)
 
 
 def _attr(d, name: str):
@@ -220,11 +216,11 @@ def rank_candidates(cand_xyxy: np.ndarray, cand_labels, score: np.ndarray, gt_xy
     """``overlooked_score``: the passes' noisy-OR confidence x (1 - IoU with the closest GT box
     of the candidate's class). A candidate half on a labeled object of its own class is most
     likely a second, partial detection of it, not a missing object; one of another class
-    beside a GT box (a cup on a labeled table) is not discounted. On coco128 (dev, 20 seeds of
-    5% injected errors, ``bench/overlooked_bench.py``'s exploration) this discount, with
-    one-to-one matching, found more deleted boxes in the top 2N than the bare confidence;
-    size/aspect priors, the class-probability entropy, class frequency and a logistic
-    regression over them did not (within 0.01), nor did the box grader's p_good.
+    beside a GT box (a cup on a labeled table) is not discounted. Chosen on coco128 (dev, 20
+    seeds of 5% injected errors): with one-to-one matching it put more deleted boxes in the top
+    2N than the bare confidence (by about one per seed); size/aspect priors per class, class
+    frequency, the class-probability entropy, a logistic regression over them and the box
+    grader's p_good on the candidate did not beat it.
     """
     score = np.asarray(score, dtype=np.float64)
     if not len(score) or not len(gt_xyxy):
