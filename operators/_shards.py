@@ -56,9 +56,11 @@ def queue_shards(view, shard_operator: str, plan: dict[str, Any],
     return ids
 
 
-def make_shard_operator(name: str, label: str,
-                        run_shard: Callable[..., Any]) -> type[foo.Operator]:
-    """An unlisted, delegated-only operator running ``run_shard(view, plan_id, index)``."""
+def make_shard_operator(name: str, label: str, run_shard: Callable[..., Any],
+                        output: Callable[[str], types.Property] = report_output
+                        ) -> type[foo.Operator]:
+    """An unlisted, delegated-only operator running ``run_shard(view, plan_id, index)`` (its
+    result's ``to_dict()`` is the operation's result, shown with ``output(title)``)."""
 
     class ShardOperator(foo.Operator):
         @property
@@ -82,7 +84,7 @@ def make_shard_operator(name: str, label: str,
             return report.to_dict()
 
         def resolve_output(self, ctx):
-            return report_output(f"{label} results")
+            return output(f"{label} results")
 
     ShardOperator.__name__ = ShardOperator.__qualname__ = (
         "".join(p.title() for p in name.split("_")) + "Operator")

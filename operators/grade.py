@@ -5,6 +5,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader.detectors import SHIPPED
+from grader.grade_shards import grade_shard, plan_grade
 from grader.pipeline import DEFAULT_DETECTOR, grade
 
 from ._common import (
@@ -14,6 +15,7 @@ from ._common import (
     reload_unless_delegated,
     target_view,
 )
+from ._shards import add_shards_input, make_shard_operator, queue_shards
 
 #: views larger than this run delegated by default (the detector and zoom take ~0.5 s/image on CPU)
 DELEGATE_ABOVE = 200
@@ -48,6 +50,7 @@ class GradeLabels(foo.Operator):
                     label="Class names of the ONNX export")
         for step in ("zoom", "overlooked", "cleanlab"):
             inputs.bool(f"run_{step}", default=True, label=f"Run {step}")
+        add_shards_input(inputs)
         return types.Property(inputs, view=types.View(label="Grade labels"))
 
     def execute(self, ctx):
@@ -57,6 +60,17 @@ class GradeLabels(foo.Operator):
         opts = {s: False for s in ("zoom", "overlooked", "cleanlab") if p.get(f"run_{s}") is False}
         if p.get("onnx_path"):
             opts["detector_classes"] = p.get("onnx_classes") or None
+
+        num_shards = int(p.get("num_shards") or 1)
+        if num_shards > 1:
+            # Per-image judges: one delegated op per shard; the last shard runs the rest.
+            view = target_view(ctx)
+            plan = plan_grade(view, num_shards, p.get("gt_field", "ground_truth"),
+                              p.get("pred_field") or None, detector=det, **opts)
+            ops = queue_shards(view, "grade_labels_shard", plan)
+            return {"summary": f"queued {len(ops)} shards (plan {plan['_id']})",
+                    "not_run": {}, "reports": {},
+                    "plan_id": plan["_id"], "delegated_operation_ids": ops}
 
         def progress(step: str, done: int, total: int) -> None:
             if total:
@@ -75,4 +89,14 @@ class GradeLabels(foo.Operator):
         return types.Property(outputs, view=types.View(label="Grade labels"))
 
 
-OPERATORS = [GradeLabels]
+def _grade_output(title: str) -> types.Property:
+    outputs = types.Object()
+    outputs.obj("not_run", label="Not run (why)", view=types.JSONView())
+    outputs.obj("reports", label="Reports", view=types.JSONView())
+    return types.Property(outputs, view=types.View(label=title))
+
+
+GradeLabelsShard = make_shard_operator("grade_labels_shard", "label-grader: grade labels (shard)",
+                                       grade_shard, output=_grade_output)
+
+OPERATORS = [GradeLabels, GradeLabelsShard]

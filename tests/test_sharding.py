@@ -112,8 +112,8 @@ def _queue(ds, num_shards: int, **params) -> dict:
     return runs.get_plan(info["plan_id"])
 
 
-def _shard_ops(ds):
-    return DelegatedOperationService().list_operations(operator=SHARD_URI, dataset_name=ds.name)
+def _shard_ops(ds, uri: str = SHARD_URI):
+    return DelegatedOperationService().list_operations(operator=uri, dataset_name=ds.name)
 
 
 def _state(op) -> str:

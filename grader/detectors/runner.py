@@ -71,7 +71,7 @@ def _check_params(conf_threshold: float, nms_iou: float) -> None:
         raise ValueError(f"nms_iou must be in (0, 1], got {nms_iou}")
 
 
-def _guard(collection, field: str, overwrite: bool, gt_fields: Sequence[str]) -> None:
+def guard_prediction_field(collection, field: str, overwrite: bool, gt_fields: Sequence[str]) -> None:
     """Refuse to write over labels the detector did not write (never over a GT field)."""
     lgf.guard_output_field(collection, field, overwrite=overwrite, inputs=tuple(gt_fields),
                            owner=_OWNER)
@@ -123,7 +123,7 @@ def run_detector(collection, model: Any = DEFAULT_DETECTOR, label_field: str = "
     """
     _check_params(conf_threshold, nms_iou)
     gt_fields = (gt_field,) if isinstance(gt_field, str) else tuple(gt_field)
-    _guard(collection, label_field, overwrite, gt_fields)
+    guard_prediction_field(collection, label_field, overwrite, gt_fields)
     if not isinstance(model, (str, ArrayDetector)) and _is_fiftyone_model(model):
         report = RunReport(judge=f"detector:{type(model).__name__}")
         report.samples_seen = len(collection)
