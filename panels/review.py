@@ -194,6 +194,7 @@ class LabelReviewPanel(foo.Panel):
         if _view_key(ctx) != ctx.panel.state.get("view_key"):
             self._refresh(ctx)
 
+    @_session
     def on_change_current_sample(self, ctx):
         if ctx.panel.state.get("surface") == "modal":
             self._refresh(ctx)

@@ -298,6 +298,28 @@ def test_overlapping_handlers_keep_each_others_changes(panel, ds, monkeypatch):
     assert h.items[1]["is_candidate"]
 
 
+def test_modal_panel_follows_the_current_sample(panel, ds):
+    """In the sample modal the panel queues that sample's labels; when the modal moves to
+    another sample, the queue follows, and later actions act on the new queue."""
+    h = Harness(panel, ds)
+    sids = [s for s, n in zip(*ds.values(["id", "ground_truth.detections"])) if n][:2]
+
+    def in_modal(method, sid, **params):
+        ctx = ExecutionContext(request_params={
+            "dataset_name": ds.name, "current_sample": sid,
+            "params": {"panel_id": "panel-1", "panel_state": h.state, **params}},
+            executor=Executor())
+        getattr(panel, method)(ctx)
+
+    in_modal("on_load", sids[0])
+    assert h.state["surface"] == "modal"
+    assert {q["sample_id"] for q in h.items} == {sids[0]}
+    in_modal("on_change_current_sample", sids[1])
+    assert {q["sample_id"] for q in h.items} == {sids[1]}
+    in_modal("act", sids[1], kind="next")   # a step acts on the session's queue as it is
+    assert {q["sample_id"] for q in h.items} == {sids[1]}   # not the first sample's queue
+
+
 def test_relabel_needs_confirmation_for_a_new_class(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
