@@ -160,3 +160,52 @@ def test_self_supervised_stacker_on_coco128(coco128):
     assert "lg_selfsup" not in ds.get_field_schema()
     _, truth, ens = _column(ds, "noisy", "ensemble_duplicate")
     assert ev.auroc(truth == "duplicate", ens) >= 0.9
+
+
+def test_box_fit_evidence_decides_a_pair_over_unrelated_judges():
+    """Two near-identical boxes where only the box-fit scores (the registry's badloc scores) say
+    which fits worse, and class scores point the other way: with box-fit evidence the
+    worse-fitting box takes the pair's IoU; with every judge's mean the class scores win."""
+    import fiftyone as fo
+
+    from grader.judges.consistency import evidence_specs
+
+    ds = fo.Dataset()
+    rng = np.random.default_rng(0)
+    samples, worse = [], []
+    for i in range(8):
+        x, y = rng.uniform(0.1, 0.5, 2)
+        good = fo.Detection(label="cat", bounding_box=[x, y, 0.3, 0.3], zoom_iou=0.95,
+                            boxgrader_p_bad=0.05, cleanlab_swap=0.1, zoom_other_prob=0.9,
+                            boxgrader_p_other_class=0.9)
+        bad = fo.Detection(label="cat", bounding_box=[x + 0.01, y + 0.01, 0.3, 0.3],
+                           zoom_iou=0.6, boxgrader_p_bad=0.7, cleanlab_swap=0.99,
+                           zoom_other_prob=0.02, boxgrader_p_other_class=0.02)
+        other = fo.Detection(label="dog", bounding_box=[0.8, 0.8, 0.1, 0.1], zoom_iou=0.8,
+                             boxgrader_p_bad=0.3, cleanlab_swap=0.5, zoom_other_prob=0.4,
+                             boxgrader_p_other_class=0.4)
+        dets = [good, bad, other] if i % 2 else [bad, good, other]   # list order says nothing
+        worse.append(bad.id)
+        samples.append(fo.Sample(filepath=f"/nonexistent/{i}.jpg",
+                                 gt=fo.Detections(detections=dets)))
+    ds.add_samples(samples)
+    try:
+        fit = {s.attr for s in evidence_specs(ds, "gt", "badloc")}
+        assert fit == {"zoom_iou", "boxgrader_p_bad"}
+        for rule, worse_first in (("badloc", True), ("all", False)):
+            rep = run_consistency(ds, "gt", evidence=rule)
+            assert rep.info["evidence_for_pairs"] is True
+            ids, dup = ds.values(["gt.detections.id", "gt.detections.consistency_duplicate"],
+                                 unwind=True)
+            by_id = dict(zip(ids, dup))
+            for row in ds.values("gt.detections.id"):
+                a, b = row[:2]
+                w, g = (a, b) if a in worse else (b, a)
+                assert (by_id[w] > by_id[g]) is worse_first, rule
+                assert max(by_id[w], by_id[g]) > 0.8
+        with pytest.raises(ValueError, match="evidence"):
+            run_consistency(ds, "gt", evidence="nope")
+        with pytest.raises(ValueError, match="evidence_margin"):
+            run_consistency(ds, "gt", evidence_margin=-1)
+    finally:
+        ds.delete()

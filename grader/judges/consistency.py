@@ -37,12 +37,26 @@ ATTRS = ("consistency_dup_iou", "consistency_dup_iou_any", "consistency_duplicat
          "consistency_outlier")
 # Judges whose scores are not evidence about a box's own support (they are derived from it).
 _NOT_EVIDENCE = ("consistency", "ensemble")
+#: Which registered scores (grader.scores) count as evidence against a box of a duplicate pair,
+#: by their issue mapping. The two boxes of a pair share their class and (nearly) their pixels,
+#: so class scores say the same for both and only add noise; how well each box fits the object
+#: tells the copy from its source.
+EVIDENCE_RULES: dict[str, Callable] = {
+    "all": lambda s: True,
+    "badloc": lambda s: s.issue == "badloc",
+    "badloc_also": lambda s: s.issue == "badloc" or "badloc" in s.also,
+    "covers_badloc": lambda s: s.covers("badloc"),
+}
+DEFAULT_EVIDENCE = "all"
+DEFAULT_MARGIN = 0.0
 _MAD_TO_SIGMA = 0.6745
 
 
-def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarray):
+def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarray,
+                    margin: float = 0.0):
     """Duplicate scores for G images padded to M boxes: ``b`` (G, M, 4) xywh, ``codes`` (G, M)
-    class codes, ``w`` (G, M) weakness (NaN = unknown), ``n`` (G,) real box counts."""
+    class codes, ``w`` (G, M) weakness (NaN = unknown), ``n`` (G,) real box counts; ``margin``
+    > 0: soft split of the pair (see :func:`duplicate_scores`)."""
     G, M, _ = b.shape
     x1, y1 = b[..., 0], b[..., 1]
     x2, y2 = x1 + b[..., 2], y1 + b[..., 3]
@@ -69,21 +83,30 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
     # it the pair stays tied, but for a hair (1e-3) that puts the later box first.
     drop = np.where(both, 0.5 * best_same, 1e-3)
     dup = np.where(weaker, best_same, np.maximum(best_same - drop, 0.0))
+    if margin > 0:
+        # Soft: a small evidence gap splits the pair little (both near 3/4 of the IoU), a
+        # large one as the hard rule does.
+        gap = np.clip((w - wj) / margin, -50, 50)
+        soft = best_same * (0.5 + 0.5 / (1.0 + np.exp(-gap)))
+        dup = np.where(np.isfinite(w) & np.isfinite(wj), soft, dup)
     return best_same, best_any, dup
 
 
 def duplicate_scores(boxes: np.ndarray, labels: Sequence[str],
-                     weakness: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     weakness: np.ndarray | None = None,
+                     margin: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For one image: (max same-class IoU, max any-class IoU, duplicate score) per box.
 
     ``boxes``: (N, 4) relative xywh (IoU does not depend on the image scale); ``weakness``:
-    per-box evidence against the box (higher = weaker, NaN = unknown).
+    per-box evidence against the box (higher = weaker, NaN = unknown). ``margin`` = 0: the
+    weaker box keeps the IoU, its partner gets half; > 0: the box gets
+    ``IoU (1/2 + 1/2 sigmoid((w - w_partner) / margin))``.
     """
     n = len(boxes)
     _, codes = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
     w = np.full(n, np.nan) if weakness is None else np.asarray(weakness, dtype=float)
     out = _pairwise_batch(np.asarray(boxes, dtype=float).reshape(1, n, 4), codes.reshape(1, n),
-                          w.reshape(1, n), np.array([n]))
+                          w.reshape(1, n), np.array([n]), margin)
     return tuple(o[0] for o in out)
 
 
@@ -124,7 +147,7 @@ def geometry_features(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray
 def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                        widths: Sequence[float | None], heights: Sequence[float | None],
                        weakness: list[np.ndarray] | None = None,
-                       min_class_size: int = 10) -> dict[str, list[np.ndarray]]:
+                       min_class_size: int = 10, margin: float = 0.0) -> dict[str, list[np.ndarray]]:
     """Every consistency score for every image's (valid) boxes: the pure-numpy core.
 
     Images are batched by box count, so the pairwise IoU of thousands of images is one numpy
@@ -154,7 +177,7 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                 codes[g, :k] = flat_codes[starts[i]:starts[i] + k]
                 if weakness is not None:
                     w[g, :k] = weakness[i]
-            same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk])
+            same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk], margin)
             for g, i in enumerate(chunk):
                 k = sizes[i]
                 out["consistency_dup_iou"][i] = same[g, :k]
@@ -187,8 +210,27 @@ def _weakness(specs, tab) -> list[np.ndarray] | None:
     return np.split(mean, np.cumsum(sizes)[:-1]) if sizes else []
 
 
+def evidence_specs(collection, gt_field: str, evidence: str | Sequence[str] = DEFAULT_EVIDENCE):
+    """Registered scores present on ``gt_field`` that count as evidence for duplicate pairs.
+
+    ``evidence``: a name of :data:`EVIDENCE_RULES` (selects by the registry's issue mapping) or
+    a list of score attributes.
+    """
+    from ..evaluate import present_score_specs
+
+    present = present_score_specs(collection, gt_field, exclude_judges=_NOT_EVIDENCE)
+    if isinstance(evidence, str):
+        if evidence not in EVIDENCE_RULES:
+            raise ValueError(f"evidence must be one of {sorted(EVIDENCE_RULES)} or a list of "
+                             f"score attributes; got {evidence!r}")
+        return [s for s in present if EVIDENCE_RULES[evidence](s)]
+    wanted = set(evidence)
+    return [s for s in present if s.attr in wanted]
+
+
 def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_size: int = 10,
-                    use_evidence: bool = True, tag_fraction: float = 0.0,
+                    use_evidence: bool = True, evidence: str | Sequence[str] = DEFAULT_EVIDENCE,
+                    evidence_margin: float = DEFAULT_MARGIN, tag_fraction: float = 0.0,
                     duplicate_tag_iou: float = 0.7,
                     progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write the ``consistency_*`` scores on ``gt_field``'s detections (see the module doc).
@@ -204,13 +246,14 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     if not (isinstance(tag_fraction, (int, float)) and math.isfinite(tag_fraction)
             and 0 <= tag_fraction <= 1):
         raise ValueError("tag_fraction must be in [0, 1]")
+    if not (isinstance(evidence_margin, (int, float)) and math.isfinite(evidence_margin)
+            and evidence_margin >= 0):
+        raise ValueError("evidence_margin must be a number >= 0")
     progress = progress or (lambda done, total: None)
     report = RunReport(judge=JUDGE)
     specs = []
     if use_evidence:
-        from ..evaluate import present_score_specs
-
-        specs = present_score_specs(collection, gt_field, exclude_judges=_NOT_EVIDENCE)
+        specs = evidence_specs(collection, gt_field, evidence)
     # One read: boxes, labels and the other judges' scores (the evidence for pairs).
     tab = lgf.read_detections(collection, gt_field, attrs=[s.attr for s in specs])
     report.samples_seen = len(tab)
@@ -232,7 +275,8 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
         for i, ids in enumerate(tab.ids):
             keep = {k[1] for k in keys[i]}
             weak.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
-    scores = consistency_arrays(boxes, labels, tab.widths, tab.heights, weak, min_class_size)
+    scores = consistency_arrays(boxes, labels, tab.widths, tab.heights, weak, min_class_size,
+                                evidence_margin)
     progress(len(tab), len(tab))
     values: dict[str, dict] = {a: {} for a in ATTRS}
     for a in ATTRS:
@@ -254,7 +298,11 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     report.skip("class_too_small_for_outliers", sum(int(np.isnan(c).sum()) for c in scores["consistency_outlier"]))
     report.fields = list(ATTRS)
     report.info["evidence_for_pairs"] = weak is not None
+    report.info["evidence_scores"] = [s.attr for s in specs]
     lgf.record_run(collection, RUN_KEY, dict(gt_field=gt_field, min_class_size=min_class_size,
-                                             use_evidence=use_evidence, tag_fraction=tag_fraction,
+                                             use_evidence=use_evidence,
+                                             evidence=evidence if isinstance(evidence, str)
+                                             else list(evidence), evidence_margin=evidence_margin,
+                                             tag_fraction=tag_fraction,
                                              duplicate_tag_iou=duplicate_tag_iou), report.to_dict())
     return report

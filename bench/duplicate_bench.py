@@ -1,0 +1,141 @@
+"""Which evidence tells an injected duplicate from its source: ``consistency_duplicate`` per variant.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/duplicate_bench.py --split dev --repeats 5
+    OMP_NUM_THREADS=1 .venv/bin/python bench/duplicate_bench.py --split val --repeats 5
+
+Per seed: inject errors into the split's ground truth as ``bench/eval_judges.py`` does (~5% of
+every error type, or ``--only-duplicates`` at 8%), run ``grader.grade()`` once with its defaults
+(the detector's predictions are cached across seeds), then re-run only ``run_consistency`` with
+each evidence variant (and the default ensemble after it, not refitted) and score the duplicates
+against every other label. The injector inserts a copy at a random place of the image's list, so
+the list-order fallback (no evidence) is a coin flip; ``--shuffle`` also shuffles every image's
+list before the variants run. Per variant, besides AP/AUROC: ``pair acc`` = share of
+(copy, source) pairs where the copy scores higher, ``by evidence`` = share of those pairs decided
+by the evidence (both boxes carry it and it differs) rather than by list order.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_judges import _start_db, load_split  # noqa: E402  (also sets env, sys.path)
+
+# A rule of EVIDENCE_RULES or one score attribute; "@m": soft split with evidence_margin m.
+VARIANTS = ("none", "all", "badloc", "badloc_also", "covers_badloc", "zoom_iou", "zoom_badloc",
+            "boxgrader_p_bad", "cleanlab_badloc", "all@0.03", "all@0.1", "all@0.3", "badloc@0.03",
+            "badloc@0.1", "badloc@0.3")
+
+
+def _shuffle_field(ds, field: str, seed: int) -> None:
+    """Permute every image's detections (ids, boxes and attributes kept), in one bulk write."""
+    rng = np.random.default_rng(seed)
+    vals = ds.values(field)
+    for v in vals:
+        if v is not None and len(v.detections) > 1:
+            v.detections = [v.detections[i] for i in rng.permutation(len(v.detections))]
+    ds.set_values(field, vals)
+
+
+def _measure(ds) -> dict:
+    from grader.evaluate import auroc, average_precision
+    from grader.noise import TRUTH_ATTR
+
+    ids, truth, src, dup, ens = ds.values(
+        ["noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}", "noisy.detections.injected_source",
+         "noisy.detections.consistency_duplicate", "noisy.detections.ensemble_duplicate"],
+        unwind=True)
+    f = lambda xs: np.array([np.nan if x is None else float(x) for x in xs])
+    dup, ens = f(dup), f(ens)
+    y = np.array([t == "duplicate" for t in truth])
+    by_id = dict(zip(ids, dup))
+    acc, decided = [], []
+    for d, s in zip(dup[y], np.array(src, dtype=object)[y]):
+        ds_ = by_id.get(s)
+        if ds_ is None or not np.isfinite(ds_):
+            continue
+        acc.append(d > ds_)
+        lo, hi = sorted((d, ds_))
+        decided.append(hi > 0 and abs(lo / hi - 0.5) < 1e-6)
+    return {"ap": average_precision(y, dup), "auroc": auroc(y, dup),
+            "ens_ap": average_precision(y, ens), "ens_auroc": auroc(y, ens),
+            "pair_acc": float(np.mean(acc)) if acc else np.nan,
+            "by_evidence": float(np.mean(decided)) if decided else np.nan, "n": int(y.sum())}
+
+
+def run_variant(ds, variant: str) -> dict:
+    from grader.ensemble import compute_ensemble
+    from grader.judges.consistency import EVIDENCE_RULES, run_consistency
+
+    name, _, margin = variant.partition("@")
+    if name == "none":
+        run_consistency(ds, "noisy", use_evidence=False)
+    else:
+        run_consistency(ds, "noisy", evidence=name if name in EVIDENCE_RULES else [name],
+                        evidence_margin=float(margin or 0))
+    compute_ensemble(ds, "noisy")        # grade()'s default: the shipped model, not refitted
+    return _measure(ds)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--split", choices=["dev", "val"], default="dev")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--only-duplicates", action="store_true", help="inject duplicates only (8%%)")
+    ap.add_argument("--shuffle", action="store_true", help="also measure with shuffled lists")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    args = ap.parse_args(argv)
+    srv = _start_db()
+    try:
+        from grader.noise import ERROR_TYPES, inject_errors
+        from grader.pipeline import DEFAULT_PRED_FIELD, grade
+
+        ds = load_split(args.split)
+        rates = {"duplicate": 0.08} if args.only_duplicates else {t: 0.05 for t in ERROR_TYPES}
+        orders = ("as injected", "shuffled") if args.shuffle else ("as injected",)
+        res = defaultdict(list)
+        pred_field = None
+        for r in range(args.repeats):
+            seed = args.seed + r
+            for fld in list(ds.get_field_schema()):
+                if fld.startswith("noisy_") and fld != "noisy_deleted":
+                    ds.delete_sample_field(fld)
+            inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed, overwrite=True)
+            t0 = time.time()
+            g = grade(ds, gt_field="noisy", pred_field=pred_field)
+            pred_field = pred_field or g.pred_field or DEFAULT_PRED_FIELD
+            print(f"-- seed {seed}: grade() {time.time() - t0:.1f} s", flush=True)
+            for order in orders:
+                if order == "shuffled":
+                    _shuffle_field(ds, "noisy", seed + 77)
+                for v in args.variants:
+                    m = run_variant(ds, v)
+                    res[order, v].append(m)
+                    print(f"   {order:12s} {v:16s} AP {m['ap']:.3f} AUROC {m['auroc']:.3f} "
+                          f"pair acc {m['pair_acc']:.3f} by evidence {m['by_evidence']:.2f} | "
+                          f"ensemble_duplicate AP {m['ens_ap']:.3f} AUROC {m['ens_auroc']:.3f} "
+                          f"(n={m['n']})", flush=True)
+        print(f"\n== {args.split}: consistency_duplicate per evidence variant, mean over "
+              f"{args.repeats} seeds ({args.seed}..{args.seed + args.repeats - 1}), "
+              f"{'duplicates only 8%' if args.only_duplicates else 'all error types 5%'} ==")
+        print(f"{'order':12s} {'variant':16s} {'AP':>6s} {'AUROC':>6s} {'pair acc':>9s} "
+              f"{'by evid.':>9s} {'ens AP':>7s} {'ens AUROC':>9s}")
+        for (order, v), ms in res.items():
+            m = {k: np.nanmean([x[k] for x in ms]) for k in ms[0]}
+            print(f"{order:12s} {v:16s} {m['ap']:6.3f} {m['auroc']:6.3f} {m['pair_acc']:9.3f} "
+                  f"{m['by_evidence']:9.2f} {m['ens_ap']:7.3f} {m['ens_auroc']:9.3f}")
+        ds.delete()
+    finally:
+        if srv is not None:
+            srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
