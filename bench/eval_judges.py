@@ -146,9 +146,14 @@ def run_split(split: str, args) -> dict:
             ds.untag_samples("verified")
             n_v = int(round(frac * len(ids)))
             ds.select([ids[i] for i in rng.choice(len(ids), n_v, replace=False)]).tag_samples("verified")
-            for kind, learner in (("vote", "vote"), ("learned", "auto")):
+            # "default": the shipped model alone (the verified labels unused), the baseline a
+            # learner fitted on them must beat; extra --min-gain values: "learned@<gain>".
+            kinds = [("vote", "vote", {}), ("default", "auto", {"min_stack_positives": 10 ** 9}),
+                     ("learned", "auto", {"min_gain": args.min_gain[0]})]
+            kinds += [(f"learned@{g}", "auto", {"min_gain": g}) for g in args.min_gain[1:]]
+            for kind, learner, kw in kinds:
                 er = compute_ensemble(ds, "noisy", truth="injected_error", learner=learner,
-                                      exclude_judges=["brain"], seed=seed)
+                                      exclude_judges=["brain"], seed=seed, **kw)
                 rv = evaluate_judges(ds, "noisy", pred_field=pred_field, exclude_tag="verified")
                 for err, rows in rv["gt"].items():
                     e = rows.get(f"ensemble:ensemble_{err}")
@@ -206,18 +211,30 @@ def print_split(split: str, args, out: dict, n_done: int | None = None) -> None:
               f"ceiling {a[:, 2].mean():.3f}  (2xN / ceiling {a[:, 1].mean() / max(a[:, 2].mean(), 1e-9):.2f})")
     print(f"\n== {split}: ensembles on the non-verified images (AUROC; AP in brackets), mean over seeds ==")
     print(f"{'verified':>9s} {'error':>10s} {'vote':>15s} {'learned':>15s} {'best single':>15s}  "
-          f"{'learned-best':>12s} {'learned-vote':>12s}  best single judge (most often)")
+          f"{'learned-best':>12s} {'learned-vote':>12s} {'default model':>15s} {'learned-default':>15s}"
+          f"  best single judge (most often)")
     ens, ap = out["ens"], out["ens_ap"]
+    kinds = ("vote", "learned", "best", "default")
     for frac in args.verified:
         for e in errs:
             if (frac, e, "vote") not in ens:
                 continue
-            m = {k: float(np.nanmean(ens[frac, e, k])) for k in ("vote", "learned", "best")}
-            a = {k: float(np.nanmean(ap[frac, e, k])) for k in ("vote", "learned", "best")}
+            m = {k: float(np.nanmean(ens[frac, e, k])) for k in kinds}
+            a = {k: float(np.nanmean(ap[frac, e, k])) for k in kinds}
             bn = max(set(ens[frac, e, "best_name"]), key=ens[frac, e, "best_name"].count)
             print(f"{int(frac * 100):>8d}% {e:>10s} " + " ".join(
                 f"{m[k]:7.3f} ({a[k]:.3f})" for k in ("vote", "learned", "best"))
-                + f"  {m['learned'] - m['best']:+12.3f} {m['learned'] - m['vote']:+12.3f}  {bn}")
+                + f"  {m['learned'] - m['best']:+12.3f} {m['learned'] - m['vote']:+12.3f}"
+                + f" {m['default']:7.3f} ({a['default']:.3f}) {m['learned'] - m['default']:+15.3f}  {bn}")
+    extra = sorted({k for (_, _, k) in ens if str(k).startswith("learned@")})
+    if extra:
+        print(f"\n== {split}: the learner at other --min-gain values (AUROC (AP), non-verified) ==")
+        for frac in args.verified:
+            for e in errs:
+                if (frac, e, "vote") in ens:
+                    print(f"{int(frac * 100):>8d}% {e:>10s} " + "  ".join(
+                        f"{k} {np.nanmean(ens[frac, e, k]):.3f} ({np.nanmean(ap[frac, e, k]):.3f})"
+                        for k in ["learned", *extra]))
     if (0.0, "any", "self") in ens:
         print(f"\n== {split}: no verified images: grade()'s default vote vs the self-supervised "
               f"stacker (all labels; AUROC (AP)) ==")
@@ -247,12 +264,19 @@ def main(argv=None) -> int:
                     help="override grade()'s cleanlab low_probability_threshold")
     ap.add_argument("--detector", default=None, help="override grade()'s default detector")
     ap.add_argument("--keep", action="store_true", help="keep the bench datasets")
+    ap.add_argument("--min-gain", type=float, nargs="+", default=None,
+                    help="the learner's margin over the default model (grader.ensemble."
+                         "MIN_GAIN_OVER_DEFAULT); more values are compared in an extra table")
     args = ap.parse_args(argv)
     if not (DATA / "coco128").exists():
         print(f"no data under {DATA}; set LABEL_GRADER_DATA")
         return 1
     srv = _start_db()
     try:
+        if args.min_gain is None:  # (imported only now: fiftyone must see the bench's database)
+            from grader.ensemble import MIN_GAIN_OVER_DEFAULT
+
+            args.min_gain = [MIN_GAIN_OVER_DEFAULT]
         for s in (["dev", "val"] if args.split == "both" else [args.split]):
             run_split(s, args)
     finally:

@@ -273,3 +273,32 @@ def test_bad_params_fail_before_any_write(noisy):
             compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, **kw)
     assert ds.count("noisy.detections.ensemble_any") == 0
     assert "label_grader_ensemble" not in ds.list_runs()
+
+
+def test_the_default_model_stays_unless_a_fitted_one_clearly_beats_it():
+    """With verified errors the shipped default model is a candidate too: kept where a model
+    fitted on the verified labels does not beat its cross-validated AUROC by min_gain."""
+    from grader.ensemble import fit_stacker
+    from grader.scores import get_spec
+
+    rng = np.random.default_rng(0)
+    n = 400
+    pos = np.zeros(n, dtype=bool)
+    pos[:40] = True
+    neg = ~pos
+    judge = np.where(pos, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.8, n))  # decent judge
+    pct = {"cleanlab:cleanlab_badloc": judge}
+    specs = {"cleanlab:cleanlab_badloc": get_spec("cleanlab_badloc")}
+    kw = dict(min_positives=3, min_negatives=10, sharpness=2.0, prior_auroc=0.75, prior_strength=10.0)
+    sharp = np.where(pos, rng.uniform(0.7, 1.0, n), rng.uniform(0.0, 0.75, n))  # better than it
+    fit = fit_stacker(pct, specs, "badloc", pos, neg, kw, prior_scores=sharp, min_gain=0.02)
+    assert fit["chosen"] == "default_model" and fit["scores"] is sharp
+    assert fit["cv_auroc"]["default_model"] > max(v for k, v in fit["cv_auroc"].items()
+                                                  if k != "default_model")
+    useless = rng.uniform(0, 1, n)  # a default model that does not fit these labels
+    fit = fit_stacker(pct, specs, "badloc", pos, neg, kw, prior_scores=useless, min_gain=0.02)
+    assert fit["chosen"] in ("vote", "logistic", "hgb")
+    assert fit["cv_auroc"][fit["chosen"]] > fit["cv_auroc"]["default_model"] + 0.02
+    # a margin no fitted model can clear keeps the default model whatever the folds say
+    fit = fit_stacker(pct, specs, "badloc", pos, neg, kw, prior_scores=useless, min_gain=1.0)
+    assert fit["chosen"] == "default_model"

@@ -140,3 +140,13 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     assert rep.info["learner"]["badloc"]["chosen"] == "vote"
     vote = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
     assert not np.allclose([vote[k] for k in want], list(want.values()))
+    # Verified images with enough errors: the default model competes with the fitted ones
+    # (a margin no fitted model can clear keeps it, with its own scores).
+    ds.tag_samples("verified")
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, min_stack_positives=5, min_gain=1.0)
+    info = rep.info["learner"]["badloc"]
+    assert "default_model" in info["cv_auroc"] and info["folds"] >= 2
+    assert info["chosen"] == "default_model" and info["variant"] == "full+boxgrader"
+    got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
+    ds.untag_samples("verified")
