@@ -11,7 +11,8 @@ against every other label. The injector inserts a copy at a random place of the 
 the list-order fallback (no evidence) is a coin flip; ``--shuffle`` also shuffles every image's
 list before the variants run. Per variant, besides AP/AUROC: ``pair acc`` = share of
 (copy, source) pairs where the copy scores higher, ``by evidence`` = share of those pairs decided
-by the evidence (both boxes carry it and it differs) rather than by list order.
+by the evidence (both boxes carry it and it differs) rather than by list order. Variants: a rule
+of ``EVIDENCE_RULES`` or one score attribute; ``rule@m`` = soft split with ``evidence_margin=m``.
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def _measure(ds) -> dict:
             continue
         acc.append(d > ds_)
         lo, hi = sorted((d, ds_))
-        decided.append(hi > 0 and abs(lo / hi - 0.5) < 1e-6)
+        # List order leaves the pair tied but for 1e-3; evidence splits it otherwise.
+        decided.append(hi > lo and abs(hi - lo - 1e-3) > 1e-9)
     return {"ap": average_precision(y, dup), "auroc": auroc(y, dup),
             "ens_ap": average_precision(y, ens), "ens_auroc": auroc(y, ens),
             "pair_acc": float(np.mean(acc)) if acc else np.nan,

@@ -119,6 +119,13 @@ def test_core_functions_and_bad_params(coco128):
     assert np.allclose(anyc, ref.max(axis=1))
     same, _, dup = duplicate_scores(b, ["a", "a", "b"], weakness=np.array([0.9, 0.1, np.nan]))
     assert dup[0] == pytest.approx(same[0]) and dup[1] == pytest.approx(same[1] / 2)
+    # A small evidence gap splits the pair softly (both near 3/4 of the IoU, weaker first) ...
+    close = np.array([0.51, 0.50, np.nan])
+    _, _, soft = duplicate_scores(b, ["a", "a", "b"], weakness=close)
+    assert 0.5 * same[0] < soft[1] < 0.75 * same[0] < soft[0] < same[0]
+    # ... and margin=0 is the hard split: the weaker box keeps the IoU, its partner half.
+    _, _, hard = duplicate_scores(b, ["a", "a", "b"], weakness=close, margin=0)
+    assert hard[0] == pytest.approx(same[0]) and hard[1] == pytest.approx(same[1] / 2)
     feats = np.r_[np.random.default_rng(0).normal(0, 1, (30, 2)), [[8.0, 0.0]]]
     o = outlier_scores(feats, np.array(["x"] * 31), min_class_size=10)
     assert np.argmax(o) == 30
@@ -203,6 +210,15 @@ def test_box_fit_evidence_decides_a_pair_over_unrelated_judges():
                 w, g = (a, b) if a in worse else (b, a)
                 assert (by_id[w] > by_id[g]) is worse_first, rule
                 assert max(by_id[w], by_id[g]) > 0.8
+        # evidence_margin reaches the pair split: a wide margin leaves both near 3/4 of the IoU.
+        run_consistency(ds, "gt", evidence="badloc", evidence_margin=10.0)
+        by_id = dict(zip(*ds.values(["gt.detections.id", "gt.detections.consistency_duplicate"],
+                                    unwind=True)))
+        iou = dict(zip(*ds.values(["gt.detections.id", "gt.detections.consistency_dup_iou"],
+                                  unwind=True)))
+        for row in ds.values("gt.detections.id"):
+            w, g = (row[0], row[1]) if row[0] in worse else (row[1], row[0])
+            assert 0.75 * iou[w] < by_id[w] < 0.8 * iou[w] and 0.7 * iou[g] < by_id[g] < 0.75 * iou[g]
         with pytest.raises(ValueError, match="evidence"):
             run_consistency(ds, "gt", evidence="nope")
         with pytest.raises(ValueError, match="evidence_margin"):
