@@ -98,8 +98,8 @@ SCORES: list[ScoreSpec] = [
               description="VLM probability that the label is correct (0-1, low = suspect; None = unparsed/not judged)"),
     # Consistency judge (grader.judges.consistency.run_consistency): labels only, no model.
     ScoreSpec("consistency_duplicate", "consistency", "duplicate", True, tag="suspect:duplicate",
-              description="IoU with a same-class box of the image, halved for the better-supported "
-                          "box of the pair (0-1, high = likely a duplicate)"),
+              description="IoU with a same-class box of the image, lowered towards half for the "
+                          "better-supported box of the pair (0-1, high = likely a duplicate)"),
     ScoreSpec("consistency_dup_iou", "consistency", "duplicate", True,
               description="max IoU with another box of the same class in the image (0-1)"),
     ScoreSpec("consistency_dup_iou_any", "consistency", "duplicate", True,
