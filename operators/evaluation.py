@@ -195,15 +195,26 @@ class RunConsistency(foo.Operator):
                    label="Min boxes of a class to score geometry outliers")
         inputs.float("duplicate_tag_iou", default=0.7, min=0.01, max=1.0,
                      label="Tag suspect:duplicate from this IoU (the weaker box of a pair)")
+        from grader.judges.consistency import DEFAULT_EVIDENCE, DEFAULT_MARGIN, EVIDENCE_RULES
+
+        rules = types.Dropdown(label="Evidence that picks the weaker box of a duplicate pair")
+        for r in EVIDENCE_RULES:
+            rules.add_choice(r, label=r)
+        inputs.enum("evidence", rules.values(), default=DEFAULT_EVIDENCE, view=rules,
+                    description="Other judges' registered scores, chosen by the issue they speak to")
+        inputs.float("evidence_margin", default=DEFAULT_MARGIN, min=0.0,
+                     label="Evidence gap for a clear split (0: the weaker box always first)")
         return types.Property(inputs, view=types.View(label="Consistency judge"))
 
     def execute(self, ctx):
-        from grader.judges.consistency import run_consistency
+        from grader.judges.consistency import DEFAULT_EVIDENCE, DEFAULT_MARGIN, run_consistency
 
         p = ctx.params
         report = run_consistency(target_view(ctx), p.get("gt_field", "ground_truth"),
                                  min_class_size=int(p.get("min_class_size", 10)),
-                                 duplicate_tag_iou=float(p.get("duplicate_tag_iou", 0.7)))
+                                 duplicate_tag_iou=float(p.get("duplicate_tag_iou", 0.7)),
+                                 evidence=p.get("evidence") or DEFAULT_EVIDENCE,
+                                 evidence_margin=float(p.get("evidence_margin", DEFAULT_MARGIN)))
         reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
 

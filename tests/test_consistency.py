@@ -225,3 +225,23 @@ def test_box_fit_evidence_decides_a_pair_over_unrelated_judges():
             run_consistency(ds, "gt", evidence_margin=-1)
     finally:
         ds.delete()
+
+
+def test_operator_passes_the_pair_evidence_options(coco128):
+    import fiftyone.operators as foo
+
+    op = "@label-grader/label-grader/run_consistency"
+    inject_errors(coco128, "ground_truth", "noisy", rates={"duplicate": 0.05}, seed=2)
+    ids, lids = coco128.values(["id", "noisy.detections.id"])
+    from grader.fields import write_label_attr
+
+    write_label_attr(coco128, "noisy", "cleanlab_badloc",
+                     {(s, l): 0.5 for s, ls in zip(ids, lids) for l in ls or []})
+    res = foo.execute_operator(op, ctx={"view": coco128.view(), "params": {
+        "target": "DATASET", "gt_field": "noisy", "evidence": "badloc",
+        "evidence_margin": 0.0}}).result
+    assert res["labels_scored"] == coco128.count("noisy.detections")
+    assert res["info"]["evidence_scores"] == ["cleanlab_badloc"]
+    with pytest.raises(Exception, match="evidence_margin"):
+        foo.execute_operator(op, ctx={"view": coco128.view(), "params": {
+            "target": "DATASET", "gt_field": "noisy", "evidence_margin": -1.0}})
