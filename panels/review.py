@@ -14,7 +14,6 @@ import copy
 import inspect
 import json
 import os
-import sys
 import threading
 import time
 
@@ -105,11 +104,9 @@ def _session(method):
 
     @functools.wraps(method)
     def wrapper(self, ctx):
-        pid = _pid(ctx)
         if method.__name__ == "on_load":  # a new panel: a new session
-            _SESSIONS.pop(pid, None)
-        if pid in _SESSIONS:
-            ctx.panel.state._data.update(copy.deepcopy(_SESSIONS[pid]))
+            _SESSIONS.pop(_pid(ctx), None)
+        pid = _restore_session(ctx)
         before = copy.deepcopy({k: ctx.panel.state.get(k) for k in _SESSION_KEYS})
         out = method(self, ctx)
         after = {k: ctx.panel.state.get(k) for k in _SESSION_KEYS}
@@ -128,6 +125,14 @@ def _session(method):
         return out
 
     return wrapper
+
+
+def _restore_session(ctx) -> str:
+    """Lay this panel's kept review session over the state the App sent; return the panel id."""
+    pid = _pid(ctx)
+    if pid in _SESSIONS:
+        ctx.panel.state._data.update(copy.deepcopy(_SESSIONS[pid]))
+    return pid
 
 
 def _put(ctx, key: str, value) -> None:
@@ -597,9 +602,7 @@ class LabelReviewPanel(foo.Panel):
     # ------------------------------------------------------------ render
 
     def render(self, ctx):
-        session = _SESSIONS.get(_pid(ctx))
-        if session:  # the App's panel state does not hold the review session
-            ctx.panel.state._data.update(copy.deepcopy(session))
+        _restore_session(ctx)  # the App's panel state does not hold the review session
         panel = types.Object()
         st = ctx.panel.state
         gt = _ctl(ctx, "gt_field")
@@ -785,8 +788,6 @@ class LabelReviewPanel(foo.Panel):
 
     def _render_review(self, ctx, panel) -> None:
         st = ctx.panel.state
-        page = st.page or {}
-        items, total = page.get("items", []), page.get("total", 0)
         k, q = self._current(ctx)
         head = panel.h_stack("review_head", align_x="left", align_y="center", gap=1)
         head.btn("leave_review", label="◀ Back to the list", on_click=self.leave_review,

@@ -19,7 +19,6 @@ cleanlab detection gets ``overlooked_score``), never duplicated or removed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Callable
 
 import fiftyone as fo
