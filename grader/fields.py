@@ -222,13 +222,27 @@ def record_run(collection, run_key: str, params: Mapping[str, Any],
 OWNER_INFO_KEY = "label_grader_owner"  # in a field's ``info``: which of our writers created it
 
 
-def field_owner(collection, field_name: str) -> str | None:
-    """The label-grader writer recorded as the creator of ``field_name`` (None if unknown/absent)."""
+def _field_info(collection, field_name: str, key: str) -> Any:
+    """``key`` of the field's ``info`` (None for a missing field or key)."""
     dataset = collection._root_dataset
     if field_name not in dataset.get_field_schema():
         return None
-    info = dataset.get_field(field_name).info or {}
-    return info.get(OWNER_INFO_KEY)
+    return (dataset.get_field(field_name).info or {}).get(key)
+
+
+def _set_field_info(collection, field_name: str, key: str, value: Any) -> None:
+    """Set ``key`` in an existing field's ``info`` (saved only when it changes)."""
+    fld = collection._root_dataset.get_field(field_name)
+    info = dict(fld.info or {})
+    if info.get(key) != value:
+        info[key] = value
+        fld.info = info
+        fld.save()
+
+
+def field_owner(collection, field_name: str) -> str | None:
+    """The label-grader writer recorded as the creator of ``field_name`` (None if unknown/absent)."""
+    return _field_info(collection, field_name, OWNER_INFO_KEY)
 
 
 def _type_matches(fld, kind) -> bool:
@@ -293,12 +307,7 @@ def claim_output_field(collection, field: str, owner: str, kind=fo.Detections) -
         else:
             dataset.add_sample_field(field, kind, info={OWNER_INFO_KEY: owner})
         return
-    fld = dataset.get_field(field)
-    info = dict(fld.info or {})
-    if info.get(OWNER_INFO_KEY) != owner:
-        info[OWNER_INFO_KEY] = owner
-        fld.info = info
-        fld.save()
+    _set_field_info(collection, field, OWNER_INFO_KEY, owner)
 
 
 PROBS_CLASSES_INFO_KEY = "probs_classes"  # in a predictions field's ``info``
@@ -308,18 +317,11 @@ def set_probs_classes(collection, field: str, classes: Sequence[str]) -> None:
     """Record, in ``field``'s ``info``, the class of each entry of the per-class ``probs``
     vectors its detections carry, so readers map probabilities by class name (the detector's
     class order rarely equals the dataset's class list)."""
-    fld = collection._root_dataset.get_field(field)
-    info = dict(fld.info or {})
-    info[PROBS_CLASSES_INFO_KEY] = [str(c) for c in classes]
-    fld.info = info
-    fld.save()
+    _set_field_info(collection, field, PROBS_CLASSES_INFO_KEY, [str(c) for c in classes])
 
 
 def probs_classes(collection, field: str) -> list[str] | None:
     """The class order of ``field``'s ``probs`` vectors (see :func:`set_probs_classes`), or
     None when it was not recorded (the vectors then follow the run's class list)."""
-    dataset = collection._root_dataset
-    if field not in dataset.get_field_schema():
-        return None
-    got = (dataset.get_field(field).info or {}).get(PROBS_CLASSES_INFO_KEY)
+    got = _field_info(collection, field, PROBS_CLASSES_INFO_KEY)
     return list(got) if got else None
