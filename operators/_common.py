@@ -76,6 +76,18 @@ def report_output(title: str) -> types.Property:
     return types.Property(outputs, view=types.View(label=title))
 
 
+def training_output(title: str, good_threshold: bool = False) -> types.Property:
+    """Output form for a grader's ``TrainResult.to_dict()`` (checkpoints, history; the box
+    grader's result also holds the ``good_threshold`` chosen on its validation images)."""
+    outputs = types.Object()
+    outputs.str("best_checkpoint", label="Best checkpoint (grade with it)")
+    outputs.str("last_checkpoint", label="Last checkpoint (resume from it)")
+    if good_threshold:
+        outputs.float("good_threshold", label="Good threshold (chosen on the validation images)")
+    outputs.list("history", types.Object(), label="History", view=types.JSONView())
+    return types.Property(outputs, view=types.View(label=title))
+
+
 def evaluation_result(res) -> dict:
     """A grader evaluation (``EvalResult``) as an operator result, with its table as markdown."""
     out = res.to_dict()

@@ -15,6 +15,7 @@ from ._common import (
     reload_unless_delegated,
     report_output,
     target_view,
+    training_output,
 )
 
 
@@ -67,11 +68,7 @@ class TrainBoxGrader(foo.Operator):
         return result.to_dict()
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("best_checkpoint", label="Best checkpoint (grade with it)")
-        outputs.float("good_threshold", label="Good threshold (chosen on the validation images)")
-        outputs.list("history", types.Object(), label="History", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="Box grader training"))
+        return training_output("Box grader training", good_threshold=True)
 
 
 class EvaluateBoxGrader(foo.Operator):

@@ -14,6 +14,7 @@ from ._common import (
     reload_unless_delegated,
     report_output,
     target_view,
+    training_output,
 )
 
 # Mirrors grader.judges.clipgrader.model (not imported here so loading the plugin doesn't import torch).
@@ -154,11 +155,7 @@ class TrainClipGrader(foo.Operator):
         return result.to_dict()
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("best_checkpoint", label="Best checkpoint (grade with it)")
-        outputs.str("last_checkpoint", label="Last checkpoint (resume from it)")
-        outputs.list("history", types.Object(), label="History", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="ClipGrader training"))
+        return training_output("ClipGrader training")
 
 
 class EvaluateClipGrader(foo.Operator):
