@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     t_grade, cpu_grade = time.perf_counter() - t1, time.process_time() - c1
     result = evaluate_judges(test, "noisy", pred_field=None, exclude_tag=None)
 
-    print(f"== box grader (YOLOX-Nano features + MLP head), {split}")
+    print(f"== box grader (YOLOX-Nano at 416 + 832 px + zoom crop; tree quality model, MLP class head), {split}")
     print(f"train: {n_train_boxes} synthetic boxes ({res.num_train} train / {res.num_val} val "
           f"images' boxes), {len(res.history)} epochs, good_threshold={res.good_threshold:.2f}")
     print(f"  wall {t_train:.1f} s (features {res.seconds['features']:.1f} s, head "

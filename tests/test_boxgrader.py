@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from grader.judges.clipgrader.boxgrader import (ATTRS, TAG_BACKGROUND, TAG_BAD, decide,
-                                                evaluate_boxgrader, grade_boxgrader,
-                                                load_boxgrader, train_boxgrader)
-from grader.judges.clipgrader.features import DetectorFileError, YoloxFeatures, load_backbone
+from grader.judges.clipgrader.boxgrader import (ATTRS, TAG_BACKGROUND, TAG_BAD, BoxGrader,
+                                                _build_head, decide, evaluate_boxgrader,
+                                                fit_quality_model, grade_boxgrader,
+                                                load_boxgrader, quality_proba, train_boxgrader)
+from grader.judges.clipgrader.features import (CORE_GROUPS, DetectorFileError, YoloxFeatures,
+                                               load_backbone)
 
 from conftest import shared_path
 
@@ -45,6 +47,55 @@ def test_features_see_the_detector_on_real_boxes(coco128_base):
     assert X[:, best_iou_at_score_05].mean() > fx.box_features(f, far)[:, best_iou_at_score_05].mean()
 
 
+def test_every_view_sees_the_object(coco128_base):
+    """On the 832 px pass and on each box's zoom crop too, a GT box sits on the detector's own
+    boxes better than the same box slid 30 % sideways (the error the views are there for)."""
+    from grader.images import load_rgb
+
+    fx = YoloxFeatures()
+    assert fx.groups == (*CORE_GROUPS, "hires", "zoom") and len(fx.det_class_slices()) == 3
+    s = coco128_base.first()
+    rgb = load_rgb(s.filepath)
+    H, W = rgb.shape[:2]
+    gt = np.array([[d.bounding_box[0] * W, d.bounding_box[1] * H,
+                    (d.bounding_box[0] + d.bounding_box[2]) * W,
+                    (d.bounding_box[1] + d.bounding_box[3]) * H] for d in s.ground_truth.detections])
+    gt = gt[(gt[:, 2] - gt[:, 0] >= 20) & (gt[:, 3] - gt[:, 1] >= 20)]
+    shifted = gt.copy()
+    shifted[:, [0, 2]] += (gt[:, 2] - gt[:, 0])[:, None] * 0.3
+    f = fx.image_features(rgb)
+    assert f.hires is not None and f.hires.maps[0].shape[-1] == 832 // 8
+    Xg, Xs = fx.box_features(f, gt), fx.box_features(f, shifted)
+    assert np.isfinite(Xg).all() and Xg.shape == (len(gt), fx.dim)
+    sl = fx.slices()
+    for view in ("hires", "zoom"):
+        best_iou_at_score_05 = sl[view].start + 72 + 4   # after the 72 edge numbers
+        assert Xg[:, best_iou_at_score_05].mean() > Xs[:, best_iou_at_score_05].mean() + 0.1, view
+    with pytest.raises(ValueError, match="multiple of 32"):
+        YoloxFeatures(zoom_size=250)
+
+
+def test_quality_model_columns_and_an_mlp_only_checkpoint(tmp_path):
+    """The tree model's probabilities come back as good/bad/background even when a quality
+    was missing from its data; a checkpoint without it (an earlier grader, one view) loads and
+    grades with the MLP's quality head."""
+    rng = np.random.default_rng(0)
+    X, lab = rng.normal(size=(200, 6)), rng.normal(size=(200, 3))
+    q = np.where(X[:, 0] > 0, 0, 2)                  # no "bad" example at all
+    p = quality_proba(fit_quality_model(X, lab, q, max_iter=20, min_samples_leaf=5), X, lab)
+    assert p.shape == (200, 3) and np.allclose(p[:, 1], 0) and np.allclose(p.sum(1), 1)
+    assert (p.argmax(1) == q).mean() > 0.9
+
+    bb = YoloxFeatures(groups=CORE_GROUPS)
+    cfg = dict(backbone="yolox-nano", pool=3, context=2.0, groups=list(CORE_GROUPS), hidden=32,
+               dropout=0.0, input_dropout=0.0, detector_classes=list(bb.classes))
+    BoxGrader(_build_head(cfg, bb, 2), bb, ["person", "dog"], cfg, 0.5).save(str(tmp_path / "old.pt"))
+    g = load_boxgrader(str(tmp_path / "old.pt"))
+    assert g.quality_model is None and g.backbone.groups == CORE_GROUPS
+    out = g.predict(rng.normal(size=(4, bb.dim)).astype(np.float32), ["person"] * 4)
+    assert out["p_quality"].shape == (4, 3) and np.allclose(out["p_quality"].sum(1), 1)
+
+
 @pytest.fixture(scope="module")
 def trained(coco128_base, tmp_path_factory):
     """A tiny head trained on 24 real coco128 images (fixed seed); 8 other images held back."""
@@ -64,7 +115,8 @@ def trained(coco128_base, tmp_path_factory):
 def test_tiny_head_beats_chance_on_held_back_images(trained):
     ds, train, held, res = trained
     assert res.best_checkpoint and res.num_train > 0 and res.num_val > 0
-    assert len(res.history) == 12 and 0.5 <= res.good_threshold <= 0.99
+    assert len(res.history) == 12 and 0.01 <= res.good_threshold <= 0.99
+    assert load_boxgrader(res.best_checkpoint).quality_model is not None
     ev = evaluate_boxgrader(held, "ground_truth", checkpoint=res.best_checkpoint)
     assert ev.num_examples >= 30
     # chance is 1/3 for three balanced kinds
