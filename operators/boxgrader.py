@@ -40,6 +40,8 @@ class TrainBoxGrader(foo.Operator):
             "(CPU, minutes)", delegate_by_default=True)
 
     def resolve_input(self, ctx):
+        from grader.judges.clipgrader.boxgrader import DEFAULT_MAX_FPR
+
         inputs = types.Object()
         add_target_input(ctx, inputs)
         add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
@@ -48,7 +50,7 @@ class TrainBoxGrader(foo.Operator):
         inputs.int("epochs", default=15, min=1, label="Epochs")
         inputs.float("val_fraction", default=0.15, min=0.05, max=0.9,
                      label="Validation fraction (by image)")
-        inputs.float("max_fpr", default=0.05, min=0.0, max=1.0,
+        inputs.float("max_fpr", default=DEFAULT_MAX_FPR, min=0.0, max=1.0,
                      label="Most bad/background boxes graded good (sets the good threshold)")
         inputs.int("seed", default=0, label="Seed")
         inputs.bool("resume", default=True, label="Resume from out_dir/last.pt if present")
@@ -56,13 +58,14 @@ class TrainBoxGrader(foo.Operator):
 
     def execute(self, ctx):
         from grader.judges.clipgrader import train_boxgrader
+        from grader.judges.clipgrader.boxgrader import DEFAULT_MAX_FPR
 
         p = dict(ctx.params)
         step = progress_callback(ctx, "Box grader")
         result = train_boxgrader(
             target_view(ctx), p.get("gt_field", "ground_truth"), p["out_dir"],
             epochs=int(p.get("epochs", 15)), val_fraction=float(p.get("val_fraction", 0.15)),
-            max_fpr=float(p.get("max_fpr", 0.05)), seed=int(p.get("seed", 0)),
+            max_fpr=float(p.get("max_fpr", DEFAULT_MAX_FPR)), seed=int(p.get("seed", 0)),
             resume=bool(p.get("resume", True)),
             progress=lambda stage, done, total: step(done, total))
         return result.to_dict()
