@@ -26,17 +26,21 @@ def test_missing_detector_file_is_a_clear_error(tmp_path):
         load_backbone("resnet")
 
 
-def test_features_see_the_detector_on_real_boxes(coco128_base):
-    """GT boxes sit on detections (high IoU with a confident prediction); shifted ones less so."""
+def _first_image_and_gt(ds) -> tuple[np.ndarray, np.ndarray]:
+    """The first sample's pixels and its GT boxes in absolute xyxy."""
+    from grader.boxes import rel_xywh_to_abs_xyxy
     from grader.images import load_rgb
 
-    fx = YoloxFeatures()
-    s = coco128_base.first()
+    s = ds.first()
     rgb = load_rgb(s.filepath)
-    H, W = rgb.shape[:2]
-    gt = np.array([[d.bounding_box[0] * W, d.bounding_box[1] * H,
-                    (d.bounding_box[0] + d.bounding_box[2]) * W,
-                    (d.bounding_box[1] + d.bounding_box[3]) * H] for d in s.ground_truth.detections])
+    rel = np.array([d.bounding_box for d in s.ground_truth.detections], dtype=np.float64)
+    return rgb, rel_xywh_to_abs_xyxy(rel, rgb.shape[1], rgb.shape[0])
+
+
+def test_features_see_the_detector_on_real_boxes(coco128_base):
+    """GT boxes sit on detections (high IoU with a confident prediction); shifted ones less so."""
+    fx = YoloxFeatures()
+    rgb, gt = _first_image_and_gt(coco128_base)
     f = fx.image_features(rgb)
     X = fx.box_features(f, gt)
     assert X.shape == (len(gt), fx.dim) and np.isfinite(X).all()
@@ -50,16 +54,9 @@ def test_features_see_the_detector_on_real_boxes(coco128_base):
 def test_every_view_sees_the_object(coco128_base):
     """On the 832 px pass and on each box's zoom crop too, a GT box sits on the detector's own
     boxes better than the same box slid 30 % sideways (the error the views are there for)."""
-    from grader.images import load_rgb
-
     fx = YoloxFeatures()
     assert fx.groups == (*CORE_GROUPS, "hires", "zoom") and len(fx.det_class_slices()) == 3
-    s = coco128_base.first()
-    rgb = load_rgb(s.filepath)
-    H, W = rgb.shape[:2]
-    gt = np.array([[d.bounding_box[0] * W, d.bounding_box[1] * H,
-                    (d.bounding_box[0] + d.bounding_box[2]) * W,
-                    (d.bounding_box[1] + d.bounding_box[3]) * H] for d in s.ground_truth.detections])
+    rgb, gt = _first_image_and_gt(coco128_base)
     gt = gt[(gt[:, 2] - gt[:, 0] >= 20) & (gt[:, 3] - gt[:, 1] >= 20)]
     shifted = gt.copy()
     shifted[:, [0, 2]] += (gt[:, 2] - gt[:, 0])[:, None] * 0.3
