@@ -456,25 +456,22 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
             grader.save(last_path, extra={"train_state": {
                 "optimizer": opt.state_dict(), "epoch": epoch, "history": history,
                 "best_metric": float(best_metric)}})
-    # The quality model is fitted on the training images; the decision threshold comes from
-    # the validation images, with the best weights.
+    # The best weights get the quality model (fitted on the training images) and the decision
+    # threshold (chosen on the validation images); best.pt is written once more with both.
     qm_opts = dict(cfg.get("quality_model") or {})
-    if os.path.isfile(best_path) and not qm_opts.pop("off", False):
+    if os.path.isfile(best_path):
         best = load_boxgrader(best_path, model_path)
-        best.quality_model = fit_quality_model(X[tr], lab_all[tr], q_all[tr], seed=cfg["seed"],
-                                               **qm_opts)
-        st = torch.load(best_path, map_location="cpu", weights_only=False)
-        best.meta.pop("checkpoint", None)
-        best.save(best_path, extra={"history": st.get("history", history)})
-    t_train = time.perf_counter() - t1
-    if len(va) and os.path.isfile(best_path):
-        best = load_boxgrader(best_path, model_path)
-        p = best.predict(X[va], [kept[i].label for i in va])
-        best.good_threshold = choose_good_threshold(p["p_quality"], q_all[va], cfg["max_fpr"])
+        if not qm_opts.pop("off", False):
+            best.quality_model = fit_quality_model(X[tr], lab_all[tr], q_all[tr],
+                                                   seed=cfg["seed"], **qm_opts)
+        if len(va):
+            p = best.predict(X[va], [kept[i].label for i in va])
+            best.good_threshold = choose_good_threshold(p["p_quality"], q_all[va], cfg["max_fpr"])
         st = torch.load(best_path, map_location="cpu", weights_only=False)
         best.meta.pop("checkpoint", None)
         best.save(best_path, extra={"history": st.get("history", history)})
         grader.good_threshold = best.good_threshold
+    t_train = time.perf_counter() - t1
     with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
     return BoxTrainResult(
