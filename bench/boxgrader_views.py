@@ -12,7 +12,9 @@ injected by ``grader.noise.inject_errors`` (seeds 0-4), and stores for each box 
 features of each view: ``416`` and ``832`` (the full image at that input, edges + evidence +
 class probabilities + geometry) and ``zoom`` (the box's own 256 px crop). ``fit`` trains the
 quality model on the chosen views (``trees``: :func:`fit_quality_model`; ``mlp``: the
-grader's MLP head), picks ``good_threshold`` on 15 % of the training images at <= 5 % FPR and
+grader's MLP head), picks ``good_threshold`` on 15 % of the training images at <= ``--max-fpr``
+(default 0.05, the table in docs/clipgrader.md; the grader itself now aims at 0.04), or on
+out-of-fold predictions of all of them with ``--threshold-cv K``, and
 prints 3-way accuracy, FPR and the confusion matrix on the protocol examples, and AUROC of
 ``p_bad`` / ``p_not_good`` for badloc and of ``p_background`` for spurious on the injected
 errors. ``--per-object B G`` keeps only the first B bad and G background examples per object.
