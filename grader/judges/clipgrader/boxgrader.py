@@ -395,12 +395,12 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
     val_ids = {it.sample_id for it in val_items}
     is_val = np.array([it.sample_id in val_ids for it in kept])
     q_all, c_all = _targets(kept, index)
-    lab_all = label_inputs(X, [it.label for it in kept], {c: i for i, c in enumerate(
-        cfg["detector_classes"])}, bb.det_class_slices())
     tr, va = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
     report.info.update({"train_examples": int(len(tr)), "val_examples": int(len(va))})
 
     head = _build_head(cfg, bb, len(classes))
+    grader = BoxGrader(head, bb, classes, cfg, 0.5, {"trained_on_field": gt_field})
+    lab_all = grader.label_inputs(X, [it.label for it in kept])
     Xt = torch.from_numpy(X)
     head.mean.copy_(Xt[tr].mean(0))
     head.std.copy_(Xt[tr].std(0).clamp_min(1e-3))
@@ -417,7 +417,6 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
     counts = np.bincount(q_all[tr], minlength=3).astype(np.float64)
     qw = torch.tensor(counts.sum() / (3 * np.maximum(counts, 1)), dtype=torch.float32)
     q_t, c_t, lab_t = torch.from_numpy(q_all), torch.from_numpy(c_all), torch.from_numpy(lab_all)
-    grader = BoxGrader(head, bb, classes, cfg, 0.5, {"trained_on_field": gt_field})
     t1 = time.perf_counter()
     with one_thread():  # the head is tiny: one thread (see one_thread)
         for epoch in range(start, epochs):
