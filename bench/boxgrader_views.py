@@ -22,10 +22,10 @@ errors. ``--per-object B G`` keeps only the first B bad and G background example
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pickle
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,14 +33,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
 CACHE = REPO / "out" / "boxgrader-views"
 QUALITY = {"good": 0, "bad": 1, "background": 2}
 
 
+@functools.lru_cache(maxsize=None)
 def _backbone(view: str):
     from grader.judges.clipgrader.features import CORE_GROUPS, YoloxFeatures
 
@@ -50,20 +50,40 @@ def _backbone(view: str):
 
 
 def cache(args) -> None:
-    from mongod_helper import MongodServer
+    from eval_judges import _start_db, load_split
 
-    tmp = Path(tempfile.mkdtemp(prefix="lg-bench-db-"))
-    server = MongodServer(tmp / "db").start()
-    os.environ["FIFTYONE_DATABASE_URI"] = server.uri
-    from grader import io
+    server = _start_db()
+    try:
+        sets = _box_sets(load_split("dev"))
+    finally:
+        if server is not None:
+            server.stop()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    from grader.images import load_rgb
+
+    for view in args.views:
+        bb = _backbone(view)
+        for name, s in sets.items():
+            t0 = time.perf_counter()
+            by: dict[str, list[int]] = {}
+            for i, p in enumerate(s["paths"]):
+                by.setdefault(p, []).append(i)
+            X = np.zeros((len(s["paths"]), bb.dim), np.float32)
+            for p, idx in by.items():
+                X[idx] = bb.box_features(bb.image_features(load_rgb(p)), s["boxes"][idx])
+            s[f"X_{view}"] = X
+            print(f"{view:>5s} {name:9s} {X.shape} {time.perf_counter() - t0:.1f} s", flush=True)
+    with open(CACHE / "sets.pkl", "wb") as f:
+        pickle.dump(sets, f)
+
+
+def _box_sets(ds) -> dict[str, dict]:
+    """The training, protocol and injected-error box sets of the dev split (see the module)."""
     from grader.boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
     from grader.fields import read_detections
-    from grader.images import load_rgb
     from grader.judges.clipgrader.synth import synthesize
     from grader.noise import inject_errors
 
-    ds = io.load_coco(str(DATA / "coco128" / "images"), str(DATA / "coco128" / "labels.json"),
-                      name="D-boxgrader-views", overwrite=True)
     ids = sorted(ds.values("id"))
     np.random.default_rng(1234).shuffle(ids)       # bench/boxgrader.py --dev's split
     held = ids[: len(ids) // 5]
@@ -98,32 +118,17 @@ def cache(args) -> None:
     rows["boxes"] = np.array(rows["boxes"])
     sets["injected"] = rows
     ds.delete()
-    server.stop()
-    CACHE.mkdir(parents=True, exist_ok=True)
-    for view in args.views:
-        bb = _backbone(view)
-        for name, s in sets.items():
-            t0 = time.perf_counter()
-            by: dict[str, list[int]] = {}
-            for i, p in enumerate(s["paths"]):
-                by.setdefault(p, []).append(i)
-            X = np.zeros((len(s["paths"]), bb.dim), np.float32)
-            for p, idx in by.items():
-                X[idx] = bb.box_features(bb.image_features(load_rgb(p)), s["boxes"][idx])
-            s[f"X_{view}"] = X
-            print(f"{view:>5s} {name:9s} {X.shape} {time.perf_counter() - t0:.1f} s", flush=True)
-    with open(CACHE / "sets.pkl", "wb") as f:
-        pickle.dump(sets, f)
+    return sets
 
 
 def _inputs(s: dict, views, det_index) -> tuple[np.ndarray, np.ndarray]:
     from grader.judges.clipgrader.boxgrader import label_inputs
-    from grader.judges.clipgrader.features import NUM_EDGE, NUM_EVIDENCE
 
     X = np.concatenate([s[f"X_{v}"] for v in views], 1)
     det, at = [], 0
-    for v in views:   # each view: edges, evidence, then the 80 class probabilities
-        det.append(slice(at + NUM_EDGE + NUM_EVIDENCE, at + NUM_EDGE + NUM_EVIDENCE + 80))
+    for v in views:   # where each view's backbone puts the detector's class probabilities
+        sl = _backbone(v).det_class_slices()[0]
+        det.append(slice(at + sl.start, at + sl.stop))
         at += s[f"X_{v}"].shape[1]
     return X, label_inputs(X, s["labels"], det_index, det)
 
