@@ -108,6 +108,18 @@ class YoloFastestV2(ArrayDetector):
         return res
 
 
+def yolox_grid(size: int, strides: Sequence[int] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLOX head's anchor points at input ``size``: the cell of each row ``(A, 2)`` (row-major
+    grids, stride by stride) and its stride ``(A, 1)``."""
+    grids, steps = [], []
+    for s in strides:
+        n = size // s
+        ys, xs = np.mgrid[0:n, 0:n]
+        grids.append(np.stack([xs.ravel(), ys.ravel()], 1))
+        steps.append(np.full((n * n, 1), s, dtype=np.float32))
+    return np.concatenate(grids).astype(np.float32), np.concatenate(steps)
+
+
 class YoloXNano(ArrayDetector):
     """YOLOX-Nano (ONNX) through ``cv2.dnn``: BGR 0-255 input, top-left letterbox on 114 grey.
 
@@ -131,14 +143,7 @@ class YoloXNano(ArrayDetector):
         if input_size % 32:
             raise ValueError(f"YOLOX input size must be a multiple of 32, got {input_size}")
         self.size = input_size
-        grids, strides = [], []
-        for s in self.STRIDES:
-            n = input_size // s
-            ys, xs = np.mgrid[0:n, 0:n]
-            grids.append(np.stack([xs.ravel(), ys.ravel()], 1))
-            strides.append(np.full((n * n, 1), s, dtype=np.float32))
-        self._grid = np.concatenate(grids).astype(np.float32)
-        self._stride = np.concatenate(strides)
+        self._grid, self._stride = yolox_grid(input_size, self.STRIDES)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         blob, meta = letterbox(images, self.size, bgr=True)

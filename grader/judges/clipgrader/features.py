@@ -43,10 +43,8 @@ from ...boxes import iou_matrix
 from ...render import cut_window
 from ..zoom import square_window
 
-try:  # the detectors module is becoming a package; read its class names either way
-    from ...detectors.base import read_names
-except ImportError:  # pragma: no cover - older layout
-    from ...detectors import _read_names as read_names
+from ...detectors.base import letterbox, read_names
+from ...detectors.cvdnn import yolox_grid
 
 YOLOX_INPUT = 416
 YOLOX_STRIDES = (8, 16, 32)
@@ -161,13 +159,7 @@ class YoloxFeatures:
 
     def _grid(self, size: int) -> tuple[np.ndarray, np.ndarray]:
         if size not in self._grids:
-            xy, st = [], []
-            for s in YOLOX_STRIDES:
-                n = size // s
-                ys, xs = np.mgrid[0:n, 0:n]
-                xy.append(np.stack([xs.ravel(), ys.ravel()], 1))
-                st.append(np.full(n * n, s, np.float32))
-            self._grids[size] = np.concatenate(xy).astype(np.float32), np.concatenate(st)
+            self._grids[size] = yolox_grid(size, YOLOX_STRIDES)
         return self._grids[size]
 
     def _sizes(self) -> dict[str, int]:
@@ -196,19 +188,16 @@ class YoloxFeatures:
     def _pass(self, rgb: np.ndarray, size: int) -> ImageFeatures:
         """One detector forward on ``rgb`` letterboxed into a ``size`` x ``size`` canvas."""
         h, w = rgb.shape[:2]
-        r = min(size / h, size / w)
-        nh, nw = max(1, int(round(h * r))), max(1, int(round(w * r)))
-        canvas = np.full((size, size, 3), 114, np.uint8)
-        canvas[:nh, :nw] = cv2.resize(rgb[:, :, ::-1], (nw, nh), interpolation=cv2.INTER_LINEAR)
-        self.net.setInput(canvas.transpose(2, 0, 1)[None].astype(np.float32))
+        blob, ((r, _, _),) = letterbox([rgb], size, bgr=True)   # YOLOX: top-left, BGR, 114 grey
+        self.net.setInput(blob)
         names = [n for pair in self.branch_layers for n in pair] + [self.out_name]
         outs = self.net.forward(names)
         maps = [torch.from_numpy(np.concatenate([outs[2 * i], outs[2 * i + 1]], 1))
                 for i in range(len(self.branch_layers))]
         raw = outs[-1].reshape(-1, 5 + NUM_DET_CLASSES)
         gxy, st = self._grid(size)
-        cxy = (raw[:, :2] + gxy) * st[:, None]
-        wh = np.exp(np.clip(raw[:, 2:4], -10, 10)) * st[:, None]
+        cxy = (raw[:, :2] + gxy) * st
+        wh = np.exp(np.clip(raw[:, 2:4], -10, 10)) * st
         xyxy = np.concatenate([cxy - wh / 2, cxy + wh / 2], 1) / r
         return ImageFeatures(maps, xyxy.astype(np.float64), raw[:, 4].astype(np.float64),
                              raw[:, 5:].astype(np.float64), r, w, h)
