@@ -57,6 +57,12 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CACHE = REPO / "out" / "G-default-ensemble"
+
+
+def _data() -> Path:
+    from eval_judges import DATA
+
+    return DATA
 #: number of image folds of coco128 for the out-of-fold box graders (``train-folds``)
 BOX_FOLDS = 3
 #: judge subsets a variant of the model is fitted for (grade() without a detector but with
@@ -400,6 +406,9 @@ def fit(args) -> None:
                                f"(YOLOX-Nano, cleanlab, zoom, overlooked, consistency); variants with "
                                f"the box grader: its scores out of fold ({BOX_FOLDS} image folds of "
                                f"coco128, each graded by a box grader trained on the others)"),
+             # compute_ensemble("auto") uses the model only where most labels are of these.
+             "classes": [c["name"] for c in sorted(json.loads((_data() / "coco128" / "labels.json")
+                         .read_text())["categories"], key=lambda c: c["id"])],
              "runs": [{"seed": r["seed"], "rates": r["rates"], "swap_to": r["swap_to"],
                        "injected": r["injected"]} for r in runs],
              "model": "class-balanced LogisticRegression on percentile features "

@@ -312,73 +312,6 @@ def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidat
             "folds": n_splits}
 
 
-#: Judges the self-supervised learner can re-run on a copy (cheap: no new model forward pass).
-SELF_SUPERVISED_JUDGES = ("cleanlab", "consistency")
-
-
-def fit_self_supervised(collection, gt_field: str, pred_field: str | None,
-                        issues: Sequence[str], seed: int = 0, rates: dict | None = None,
-                        cleanlab_kwargs: dict | None = None,
-                        abstain_floor: float | None = 0.5) -> dict[str, dict]:
-    """Fit a stacker per issue on errors injected into a copy of the user's own labels.
-
-    A temporary dataset holds only ``gt_field`` (and ``pred_field``); :func:`grader.noise.inject_errors`
-    adds known errors, the cheap judges (:data:`SELF_SUPERVISED_JUDGES`) score the noisy copy,
-    and per issue a logistic regression and a gradient-boosted model are compared by
-    cross-validated AUROC on it. The user's dataset is not written. Returns
-    ``{issue: {"model", "features", "chosen", "cv_auroc"}}``.
-    """
-    fields = [gt_field] + ([pred_field] if pred_field else [])
-    tmp = collection.select_fields(fields).clone()
-    try:
-        with _one_thread():
-            return _self_supervised_body(tmp, gt_field, pred_field, issues, seed, rates,
-                                         cleanlab_kwargs, abstain_floor)
-    finally:
-        tmp.delete()
-
-
-def _self_supervised_body(tmp, gt_field, pred_field, issues, seed, rates, cleanlab_kwargs,
-                          abstain_floor) -> dict[str, dict]:
-    from sklearn.model_selection import StratifiedKFold
-
-    from .judges.consistency import run_consistency
-    from .noise import DEFAULT_RATES, TRUTH_ATTR, inject_errors
-
-    inject_errors(tmp, gt_field, "lg_selfsup", rates=rates or DEFAULT_RATES, seed=seed)
-    if pred_field:
-        from .judges.cleanlab import run_cleanlab
-
-        run_cleanlab(tmp, "lg_selfsup", pred_field, **(cleanlab_kwargs or {}))
-    run_consistency(tmp, "lg_selfsup")
-    specs = [s for s in present_score_specs(tmp, "lg_selfsup")
-             if s.judge in SELF_SUPERVISED_JUDGES]
-    ls = read_label_scores(tmp, "lg_selfsup", truth_attr=TRUTH_ATTR, specs=specs,
-                           trusted_tag="")
-    truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
-    pct = {n: percentiles(floor_as_abstention(c, abstain_floor) if abstain_floor else c)
-           for n, c in ls.columns.items()}
-    X, names = stack_features(pct)
-    out = {}
-    for issue in list(issues) + ["any"]:
-        pos = (truth != CLEAN) if issue == "any" else (truth == issue)
-        sel = pos | (truth == CLEAN)
-        y = pos[sel].astype(int)
-        if y.sum() < 5 or (1 - y).sum() < 5:
-            continue
-        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-        cv = {}
-        for kind in ("logistic", "hgb"):
-            aucs = [auroc(y[te], _make_model(kind, seed).fit(X[sel][tr], y[tr])
-                          .predict_proba(X[sel][te])[:, 1])
-                    for tr, te in folds.split(X[sel], y)]
-            cv[kind] = float(np.nanmean(aucs))
-        kind = max(cv, key=lambda k: _finite_or(cv[k], -1.0))
-        out[issue] = {"model": _make_model(kind, seed).fit(X[sel], y), "features": names,
-                      "chosen": f"self:{kind}", "cv_auroc": cv}
-    return out
-
-
 def _finite_or(x: float, default: float) -> float:
     return x if x is not None and math.isfinite(x) else default
 
@@ -406,10 +339,17 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     least ``min_stack_positives`` trusted errors of an issue, choose among the vote, a
     class-balanced logistic regression and a gradient-boosted tree model on the scores'
     percentiles by ``cv_folds``-fold cross-validated AUROC on the trusted labels; below that,
-    the vote). ``"self"``: like ``"auto"``, but where the trusted subset is too small the
-    scores of the cheap judges are combined by a model fitted on errors injected into a copy of
-    these labels (:func:`fit_self_supervised`; ``pred_field`` is the predictions cleanlab used,
-    ``self_supervised`` extra keyword arguments for it). Tags the top ``tag_fraction`` of scored labels per issue
+    the shipped default model where it fits these data, else the self-supervised choice).
+    ``"self"``: like ``"auto"``, but where the trusted subset is too small always the
+    self-supervised choice: errors are injected into a copy of these labels, the copy is scored
+    as this run was, and per issue the best of a fitted logistic / tree model, the shipped
+    model and the best single score by cross-validated AUROC on the injected errors combines
+    the scores (:mod:`grader.ensemble_selfsup`; ``pred_field`` is the predictions cleanlab
+    used; ``self_supervised`` keyword arguments of
+    :func:`grader.ensemble_selfsup.collect_injected`, e.g. ``boxgrader={"checkpoint": ...}``
+    and the zoom judge's ``detector`` to re-score injected boxes with). ``"auto"`` takes that
+    path by itself when fewer than :data:`SHIPPED_MIN_KNOWN` of the labels are of classes the
+    shipped model was fitted on (``info['default_model_fit']``). Tags the top ``tag_fraction`` of scored labels per issue
     ``suspect:ensemble_<issue>``. Returns a report whose ``info`` holds the weights, their
     source, the trusted counts and, per issue, the learner chosen with its CV AUROC.
     ``default_model``: where no stacker can be fitted (too few trusted errors of an issue) and
@@ -456,10 +396,18 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
 
-    selfsup: dict[str, dict] = {}
-    if learner == "self":
-        selfsup = fit_self_supervised(collection, gt_field, pred_field, issues, seed=seed,
-                                      abstain_floor=abstain_floor, **(self_supervised or {}))
+    selection: dict[str, dict] = {}
+    fit = shipped_model_fit(collection, gt_field, prior)
+    report.info["default_model_fit"] = fit
+    if learner == "self" or (learner == "auto" and prior is not None and not fit["fits"]):
+        from .ensemble_selfsup import collect_injected, select_models
+
+        data = collect_injected(collection, gt_field, pred_field, seed=seed,
+                                abstain_floor=abstain_floor, **(self_supervised or {}))
+        selection = select_models(data, issues, prior=prior, seed=seed)
+        report.info["self_supervised"] = {"judges": data["judges"], "rounds": data["rounds"],
+                                          "injected": data["injected"]}
+        report.info["selection"] = {i: e["cv_auroc"] for i, e in selection.items()}
     scores: dict[str, np.ndarray] = {}
     weights_all: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
@@ -485,13 +433,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                                "cv_auroc": {k: round(v, 4) for k, v in fit["cv_auroc"].items()}}
             if got is not None and fit["chosen"] == "default_model":
                 learners[issue]["variant"] = got[1]["variant"]
-        elif issue in selfsup:
-            m = selfsup[issue]
-            X, _ = stack_features(pct, m["features"])
-            scores[issue] = m["model"].predict_proba(X)[:, 1]
-            learners[issue] = {"chosen": m["chosen"],
-                               "cv_auroc": {k: round(v, 4) for k, v in m["cv_auroc"].items()},
-                               "why": f"fewer than {min_stack_positives} trusted errors"}
+        elif issue in selection and (got := _apply_selection(selection[issue], pct, prior)):
+            scores[issue], learners[issue] = got
         elif prior is not None and (got := default_model_scores(pct, issue, prior)) is not None:
             # No verified labels to learn from: the model fitted on coco128 with injected errors.
             scores[issue], learners[issue] = got
@@ -519,6 +462,32 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                       default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
+
+
+#: Share of the labels that must be of classes the shipped model was fitted on for ``"auto"``
+#: to use it without checking (as the shipped box grader's ``SHIPPED_BOXGRADER_MIN_KNOWN``).
+SHIPPED_MIN_KNOWN = 0.5
+
+
+def shipped_model_fit(collection, gt_field: str, prior: dict | None) -> dict:
+    """Whether the shipped default model fits these labels: the share of labels whose class it
+    was fitted on (its JSON's ``classes``; a model without that list is taken to fit)."""
+    if prior is None:
+        return {"fits": False, "why": "no shipped model"}
+    known = set(prior.get("classes") or ())
+    if not known:
+        return {"fits": True, "why": "the model lists no classes"}
+    counts = collection.count_values(f"{gt_field}.detections.label")
+    total = sum(counts.values())
+    share = sum(n for c, n in counts.items() if c in known) / total if total else 0.0
+    return {"fits": share >= SHIPPED_MIN_KNOWN, "known_share": round(share, 4),
+            "why": f"{share:.0%} of the labels are of classes the shipped model was fitted on"}
+
+
+def _apply_selection(entry: dict, pct: dict, prior: dict | None):
+    from .ensemble_selfsup import apply_selection
+
+    return apply_selection(entry, pct, prior)
 
 
 def _prior_weights(specs: dict[str, ScoreSpec], issue: str) -> dict[str, float]:

@@ -189,7 +189,19 @@ def _run_consistency_step(ctx: GradeContext) -> RunReport:
 def _run_ensemble_step(ctx: GradeContext) -> RunReport:
     from .ensemble import compute_ensemble
 
-    return compute_ensemble(ctx.collection, ctx.gt_field, **ctx.opt("ensemble"))
+    o = ctx.opt("ensemble")
+    o.setdefault("pred_field", ctx.pred_field)
+    # Where the shipped model does not fit (classes it never saw) the ensemble is fitted on
+    # errors injected into a copy, re-scored with the very models this run used.
+    ss = dict(o.get("self_supervised") or {})
+    ss.setdefault("cleanlab_kwargs", {**CLEANLAB_DEFAULTS, **ctx.opt("cleanlab")})
+    if ctx.enabled("zoom") and ctx.detector is not None:
+        ss.setdefault("detector", ctx.detector)
+        ss.setdefault("zoom_kwargs", ctx.opt("zoom"))
+    if ctx.enabled("boxgrader") and ctx.resolved.get("boxgrader_checkpoint"):
+        ss.setdefault("boxgrader", {"checkpoint": ctx.resolved["boxgrader_checkpoint"]})
+    o["self_supervised"] = ss
+    return compute_ensemble(ctx.collection, ctx.gt_field, **o)
 
 
 STEPS: list[Step] = [

@@ -1,0 +1,259 @@
+"""The ensemble fitted on this dataset: errors injected into a copy of the user's own labels.
+
+The shipped default model (:mod:`grader.ensemble_prior`) was fitted on COCO classes with the
+shipped detector. On classes it never saw, the detector-based judges mean something else (a
+raccoon "confidently swapped" to dog), and a model that trusts them ranks errors worse than
+chance. Here the combination is learned from the data in hand instead:
+
+1. a temporary copy of (up to ``max_images`` of) the images holds the user's labels and
+   predictions; :func:`grader.noise.inject_errors` adds known errors to it;
+2. the copy is scored as the user's run was: the judges that read a whole image's labels
+   (cleanlab, consistency: :data:`RERUN_JUDGES`) run again over the copy; the per-box judges
+   (zoom, box grader: :data:`PER_BOX_JUDGES`) are deterministic per box, so a label left
+   unchanged keeps the score the user's run gave it (carried over by label id) and only the
+   injected labels are scored anew, with the same models. A copy costs one pass over the
+   injected boxes, not a second ``grade()``;
+3. per issue, candidates are compared by cross-validated AUROC on the injected errors (the
+   folds split by image): a logistic regression and gradient-boosted trees on the scores'
+   percentiles, the shipped default model, and the best single score (picked on each
+   training part). The winner combines the user's scores. So the ensemble is never chosen to
+   be worse than its best input *as measured on the injected errors*.
+
+The user's dataset is never written here; the copy is deleted whatever happens.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .ensemble import (_finite_or, _make_model, _one_thread, floor_as_abstention, percentiles,
+                       stack_features)
+from .evaluate import auroc, present_score_specs, read_label_scores
+from .fields import read_detections, write_label_attrs
+from .noise import CLEAN, DEFAULT_RATES, TRUTH_ATTR, inject_errors
+
+#: Judges re-run over the whole copy (their scores depend on the other labels of the image).
+RERUN_JUDGES = ("cleanlab", "consistency")
+#: Judges whose per-box scores carry over for unchanged labels; injected labels are re-scored.
+PER_BOX_JUDGES = ("zoom", "boxgrader")
+SELFSUP_FIELD = "lg_selfsup"
+#: Fewer injected errors of an issue than this in the copy: no fit for that issue.
+MIN_POSITIVES = 8
+#: Injection rounds until the copies hold about this many labels (small datasets get more
+#: rounds, so an issue has tens of injected errors to fit on), at most MAX_ROUNDS.
+TARGET_LABELS = 600
+MAX_ROUNDS = 3
+
+
+def _carry_over(tmp, src_field: str, dst_field: str, attrs: Sequence[str]) -> int:
+    """Copy ``attrs`` from ``src_field`` to the clean labels of ``dst_field`` with the same id."""
+    if not attrs:
+        return 0
+    src = read_detections(tmp, src_field, attrs=attrs)
+    by_id: dict[str, dict[str, Any]] = {}
+    for i, ids in enumerate(src.ids):
+        for j, lid in enumerate(ids):
+            by_id[lid] = {a: src.attrs[a][i][j] for a in attrs}
+    dst = read_detections(tmp, dst_field, attrs=[TRUTH_ATTR])
+    values: dict[str, dict] = {a: {} for a in attrs}
+    for i, ids in enumerate(dst.ids):
+        for j, lid in enumerate(ids):
+            if dst.attrs[TRUTH_ATTR][i][j] == CLEAN and lid in by_id:
+                for a in attrs:
+                    if by_id[lid][a] is not None:
+                        values[a][(dst.sample_ids[i], lid)] = by_id[lid][a]
+    return write_label_attrs(tmp, dst_field, values)
+
+
+def _score_copy(tmp, gt_field: str, pred_field: str | None, judges: set[str],
+                per_box_attrs: Sequence[str], boxgrader: Mapping | None, detector: Any,
+                zoom_kwargs: Mapping | None, cleanlab_kwargs: Mapping | None) -> None:
+    """Score ``SELFSUP_FIELD`` of the copy as the user's run scored ``gt_field``."""
+    from fiftyone import ViewField as F
+
+    _carry_over(tmp, gt_field, SELFSUP_FIELD, per_box_attrs)
+    injected = tmp.filter_labels(SELFSUP_FIELD, F(TRUTH_ATTR) != CLEAN)
+    if "boxgrader" in judges and boxgrader:
+        from .judges.clipgrader.boxgrader import grade_boxgrader
+
+        grade_boxgrader(injected, SELFSUP_FIELD, **dict(boxgrader))
+    if "zoom" in judges and detector is not None:
+        from .judges.zoom import run_zoom
+
+        run_zoom(injected, SELFSUP_FIELD, detector=detector, **dict(zoom_kwargs or {}))
+    if "cleanlab" in judges and pred_field:
+        from .judges.cleanlab import run_cleanlab
+
+        run_cleanlab(tmp, SELFSUP_FIELD, pred_field, **dict(cleanlab_kwargs or {}))
+    if "consistency" in judges:
+        from .judges.consistency import run_consistency
+
+        run_consistency(tmp, SELFSUP_FIELD)
+
+
+def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed: int = 0,
+                     rates: Mapping[str, float] | None = None, max_images: int = 200,
+                     rounds: int | None = None, boxgrader: Mapping | None = None,
+                     detector: Any = None, zoom_kwargs: Mapping | None = None,
+                     cleanlab_kwargs: Mapping | None = None,
+                     abstain_floor: float | None = 0.5) -> dict[str, Any]:
+    """Percentile columns and injected truth of copies of ``collection`` (see the module doc).
+
+    ``boxgrader``: keyword arguments of ``grade_boxgrader`` (its ``checkpoint``) to re-score
+    injected boxes with; ``detector``: the loaded detector the zoom judge used. A per-box
+    judge whose model is not given is left out of the copy's scores. Returns ``{"pct":
+    {score: column}, "truth": array, "groups": image index per label, "judges": [...],
+    "rounds": n, "injected": [counts per round]}``.
+    """
+    present = {s.judge for s in present_score_specs(collection, gt_field)}
+    judges = {j for j in present if j in RERUN_JUDGES}
+    judges |= {j for j in ("boxgrader",) if j in present and boxgrader}
+    judges |= {j for j in ("zoom",) if j in present and detector is not None}
+    if not judges:
+        raise ValueError("no judge the self-supervised fit can re-run on a copy "
+                         f"({list(RERUN_JUDGES + PER_BOX_JUDGES)}) has scored '{gt_field}'")
+    per_box_attrs = [s.attr for s in present_score_specs(collection, gt_field)
+                     if s.judge in PER_BOX_JUDGES and s.judge in judges]
+    classes = collection.distinct(f"{gt_field}.detections.label")
+    rates = dict(DEFAULT_RATES if rates is None else rates)
+    if len(classes) < 2:
+        rates.pop("swap", None)
+    n_labels = collection.count(f"{gt_field}.detections")
+    n_images = len(collection)
+    per_copy = n_labels * min(1.0, max_images / max(n_images, 1))
+    if rounds is None:
+        rounds = int(min(MAX_ROUNDS, max(1, math.ceil(TARGET_LABELS / max(per_copy, 1.0)))))
+    fields = [gt_field] + ([pred_field] if pred_field else [])
+    cols: dict[str, list[np.ndarray]] = {}
+    truth, groups, injected = [], [], []
+    n_seen = 0
+    for r in range(rounds):
+        view = collection.select_fields(fields)
+        if n_images > max_images:
+            view = view.take(max_images, seed=seed + r)
+        tmp = view.clone()
+        try:
+            rep = inject_errors(tmp, gt_field, SELFSUP_FIELD, rates=rates, seed=seed + r)
+            injected.append(rep.info["injected"])
+            _score_copy(tmp, gt_field, pred_field, judges, per_box_attrs, boxgrader, detector,
+                        zoom_kwargs, cleanlab_kwargs)
+            specs = [s for s in present_score_specs(tmp, SELFSUP_FIELD) if s.judge in judges]
+            ls = read_label_scores(tmp, SELFSUP_FIELD, truth_attr=TRUTH_ATTR, specs=specs,
+                                   trusted_tag="")
+        finally:
+            tmp.delete()
+        n = len(ls.label_ids)
+        for name, col in ls.columns.items():
+            c = percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
+            cols.setdefault(name, [np.full(n_seen, np.nan)] if n_seen else []).append(c)
+        for name in cols:
+            if name not in ls.columns:
+                cols[name].append(np.full(n, np.nan))
+        truth += [t if t is not None else CLEAN for t in ls.truth]
+        img = {s: i for i, s in enumerate(dict.fromkeys(ls.sample_ids))}
+        groups += [r * 10 ** 7 + img[s] for s in ls.sample_ids]
+        n_seen += n
+    return {"pct": {k: np.concatenate(v) for k, v in cols.items()},
+            "truth": np.array(truth, dtype=object), "groups": np.array(groups),
+            "judges": sorted(judges), "rounds": rounds, "injected": injected}
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    return auroc(y, np.where(np.isfinite(s), s, 0.5))
+
+
+def select_models(data: Mapping[str, Any], issues: Sequence[str], prior: Mapping | None = None,
+                  seed: int = 0, folds: int = 5) -> dict[str, dict]:
+    """Per issue (and ``any``): the candidate with the best cross-validated AUROC on the copies.
+
+    Candidates: ``self:logistic``, ``self:hgb`` (fitted on the training folds),
+    ``default_model`` (the shipped model's variant for the scores present) and ``single``
+    (the score with the best AUROC on the training folds). Folds split by image. Returns
+    ``{issue: {"chosen", "cv_auroc", "n_pos", ...what apply_selection needs}}``.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from .ensemble_prior import default_model_scores
+
+    pct, truth, groups = data["pct"], data["truth"], data["groups"]
+    X, names = stack_features(pct)
+    singles = sorted(pct)
+    out: dict[str, dict] = {}
+    with _one_thread():
+        for issue in list(issues) + ["any"]:
+            pos = (truth != CLEAN) if issue == "any" else (truth == issue)
+            sel = np.nonzero(pos | (truth == CLEAN))[0]
+            y = pos[sel].astype(int)
+            if y.sum() < MIN_POSITIVES or (1 - y).sum() < MIN_POSITIVES:
+                continue
+            prior_s = None
+            if prior is not None:
+                got = default_model_scores({k: v[sel] for k, v in pct.items()}, issue, prior)
+                prior_s = got[0] if got is not None else None
+            k = int(min(folds, y.sum()))
+            cv: dict[str, list[float]] = {"self:logistic": [], "self:hgb": [], "single": []}
+            if prior_s is not None:
+                cv["default_model"] = []
+            pick: list[str] = []
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            for tr, te in splitter.split(X[sel], y, groups[sel]):
+                if y[te].sum() == 0 or y[tr].sum() == 0:
+                    continue
+                for kind in ("logistic", "hgb"):
+                    m = _make_model(kind, seed).fit(X[sel[tr]], y[tr])
+                    cv[f"self:{kind}"].append(auroc(y[te], m.predict_proba(X[sel[te]])[:, 1]))
+                best = max(singles, key=lambda n: _finite_or(_auc(y[tr], pct[n][sel[tr]]), -1.0))
+                pick.append(best)
+                cv["single"].append(_auc(y[te], pct[best][sel[te]]))
+                if prior_s is not None:
+                    cv["default_model"].append(_auc(y[te], prior_s[te]))
+            mean = {c: float(np.nanmean(a)) if a else float("nan") for c, a in cv.items()}
+            # Ties go to what needs no fitting: the single score, then the shipped model.
+            rank = {"single": 2, "default_model": 1}
+            chosen = max(mean, key=lambda c: (round(_finite_or(mean[c], -1.0), 3), rank.get(c, 0)))
+            entry: dict[str, Any] = {"chosen": chosen, "issue": issue, "n_pos": int(y.sum()),
+                                     "n_clean": int((1 - y).sum()),
+                                     "cv_auroc": {c: round(v, 4) for c, v in mean.items()}}
+            if chosen == "single":
+                entry["score"] = max(singles, key=lambda n: _finite_or(
+                    _auc(y, pct[n][sel]), -1.0))
+                entry["fold_picks"] = sorted(set(pick))
+            elif chosen.startswith("self:"):
+                entry["model"] = _make_model(chosen.split(":", 1)[1], seed).fit(X[sel], y)
+                entry["features"] = names
+            out[issue] = entry
+    return out
+
+
+def apply_selection(entry: Mapping[str, Any], pct: Mapping[str, np.ndarray],
+                    prior: Mapping | None = None) -> tuple[np.ndarray, dict] | None:
+    """The chosen candidate's suspicion of every label of the user's run (None: not possible,
+    e.g. the chosen score is absent there)."""
+    from .ensemble_prior import default_model_scores
+
+    info = {"chosen": entry["chosen"], "cv_auroc": dict(entry["cv_auroc"]),
+            "why": "shipped model does not fit these data: chosen on errors injected into a copy"}
+    kind = entry["chosen"]
+    if kind == "single":
+        col = pct.get(entry["score"])
+        if col is None:
+            return None
+        info["score"] = entry["score"]
+        return np.asarray(col, dtype=float), info
+    if kind == "default_model":
+        got = default_model_scores(pct, entry.get("issue", ""), prior) if prior else None
+        if got is None:
+            return None
+        info["variant"] = got[1]["variant"]
+        return got[0], info
+    X, _ = stack_features(dict(pct), entry["features"])
+    n = len(X)
+    scored = np.zeros(n, dtype=bool)
+    for f in entry["features"]:
+        if not f.endswith(":missing") and f in pct:
+            scored |= np.isfinite(pct[f])
+    with _one_thread():
+        s = entry["model"].predict_proba(X)[:, 1]
+    return np.where(scored, s, np.nan), info
