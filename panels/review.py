@@ -35,6 +35,8 @@ PAGE_SIZE = 12
 THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 NUM_CLASS_KEYS = 9
+#: Where the review mode's relabel inputs live in the panel state (their stacks' names).
+REVIEW_CTL = "review_body.review_side.review_ctl"
 _KEYS_LOCK = threading.Lock()  # review keys are handled one at a time, in the order pressed
 _SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
 #: The review session: kept here, per panel, never written into the App's panel state.
@@ -292,16 +294,30 @@ class LabelReviewPanel(foo.Panel):
         self._fix(ctx, kind, new_label=ctx.params.get("new_label"),
                   allow_new_class=bool(ctx.params.get("allow_new_class")))
 
-    @_session
     def on_relabel_pick(self, ctx):
-        label = ctx.params.get("value")
-        if label:
-            self._fix(ctx, "relabel", new_label=label)
+        """A class chosen in the review mode's class picker (``LabelGraderClassPicker``), sent
+        once with the id of the label it was drawn for. A choice for another label than the
+        one shown (it moved on meanwhile) is refused: it never lands on the next label."""
+        with _KEYS_LOCK:  # after any key still being handled, like a key press
+            self._relabel_pick(ctx)
+
+    @_session
+    def _relabel_pick(self, ctx) -> None:
+        label, lid = ctx.params.get("value"), ctx.params.get("label_id")
+        _, q = self._current(ctx)
+        _debug(f"pick {label!r} for {lid} shown={q and q['label_id']}")
+        if not label:
+            return
+        if q is None or not lid or lid != q["label_id"]:
+            ctx.ops.notify("Not relabelled: the label shown changed before the choice arrived; "
+                           "choose again", variant="warning")
+            return
+        self._fix(ctx, "relabel", new_label=label)
 
     @_session
     def relabel_new(self, ctx):
-        name = str(ctx.panel.state.get("review_ctl.new_class") or "").strip()
-        confirmed = bool(ctx.panel.state.get("review_ctl.confirm_new"))
+        name = str(ctx.panel.state.get(f"{REVIEW_CTL}.new_class") or "").strip()
+        confirmed = bool(ctx.panel.state.get(f"{REVIEW_CTL}.confirm_new"))
         if not name:
             ctx.ops.notify("Type the new class name first", variant="warning")
             return
@@ -825,10 +841,12 @@ class LabelReviewPanel(foo.Panel):
         if not q["is_candidate"] and not q.get("decided"):
             choices = self._class_choices(ctx, q)
             rel = side.v_stack("review_ctl", align_x="left", gap=1)
-            dd = types.Dropdown(label="Relabel to (suggestions first)")
-            for c in choices:
-                dd.add_choice(c, label=c)
-            rel.enum("relabel_to", dd.values(), view=dd, on_change=self.on_relabel_pick)
+            # a searchable picker (panels/js/review_keys.js) that names the label it is for;
+            # the App's dropdown re-sent its value onto the next label (issue 23)
+            rel.view("relabel_to", types.View(
+                component="LabelGraderClassPicker", composite_view=True,
+                on_pick=self.on_relabel_pick, label_id=q["label_id"], choices=choices,
+                label="Relabel to (suggestions first)"))
             keys = " · ".join(f"{i + 1} {c}" for i, c in enumerate(choices[:NUM_CLASS_KEYS]))
             rel.md(f"Keys: {keys}", name="class_keys")
             rel.str("new_class", label="New class name")

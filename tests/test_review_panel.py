@@ -325,16 +325,40 @@ def test_relabel_needs_confirmation_for_a_new_class(panel, ds):
     h.call("on_load")
     h.call("enter_review")
     q = h.items[0]
-    h.state.setdefault("review_ctl", {})["new_class"] = "persn"
+    # the form's inputs sit in review_body > review_side > review_ctl: the state the App sends
+    form = h.state.setdefault("review_body", {}).setdefault("review_side", {}).setdefault(
+        "review_ctl", {})
+    h.call("relabel_new")
+    assert "new class name first" in h.ops("notify")[0]["message"]
+    form["new_class"] = "persn"
     h.call("relabel_new")
     assert "not a class" in h.ops("notify")[0]["message"]
     assert _gt(ds, q["sample_id"])[q["label_id"]].label == q["label"]
-    h.state["review_ctl"]["confirm_new"] = True
+    form["confirm_new"] = True
     h.call("relabel_new")
     assert _gt(ds, q["sample_id"])[q["label_id"]].label == "persn"
-    h.call("on_relabel_pick", value="cat")  # the next item, from the class list
     q1 = h.items[1]
+    h.call("on_relabel_pick", value="cat", label_id=q1["label_id"])  # the next item, picked
     assert _gt(ds, q1["sample_id"])[q1["label_id"]].label == "cat"
+
+
+def test_class_pick_for_another_label_is_refused(panel, ds):
+    """Issue 23.1: a class choice names the label it was made for; one arriving after the
+    panel moved on (or with no label id) changes nothing."""
+    h = Harness(panel, ds)
+    h.call("on_load")
+    h.call("enter_review")
+    q0, q1 = h.items[0], h.items[1]
+    js = h.render_json()
+    assert "LabelGraderClassPicker" in js and q0["label_id"] in js
+    h.call("on_relabel_pick", value="cat", label_id=q0["label_id"])
+    assert _gt(ds, q0["sample_id"])[q0["label_id"]].label == "cat"
+    assert h.state["cursor"] == 1
+    for stray in ({"label_id": q0["label_id"]}, {}):  # the old label's choice again; no id
+        h.call("on_relabel_pick", value="dog", **stray)
+        assert "label shown changed" in h.ops("notify")[0]["message"]
+    assert _gt(ds, q1["sample_id"])[q1["label_id"]].label == q1["label"]
+    assert _gt(ds, q0["sample_id"])[q0["label_id"]].label == "cat"
 
 
 def test_overlooked_adopt_accept_page_views_and_grid(panel, ds):
