@@ -73,6 +73,9 @@ def load(name: str):
         labels = ds.values("ground_truth.detections.label")
         ds.set_values("ground_truth.detections.label",
                       [[to.get(c, OTHER) for c in (ls or [])] for ls in labels])
+        ds.default_classes = sorted(set(TAXONOMY) | {OTHER})
+        ds.classes = {}
+        ds.save()
         return ds
     raise ValueError(f"unknown dataset {name!r}")
 
@@ -121,6 +124,7 @@ def run(name: str, args) -> dict:
                 for issue, s in ens.info["selection"].items():
                     print(f"     {issue}: " + ", ".join(f"{k} {v:.3f}" for k, v in s.items()))
         res = evaluate_judges(ds, "noisy", pred_field=g.pred_field, exclude_tag=None)
+        shipped = _shipped_model_auroc(ds)
         for err, rows in res["gt"].items():
             e = rows.get(f"ensemble:ensemble_{err}")
             singles = {n: v for n, v in rows.items() if not n.startswith("ensemble:")}
@@ -128,6 +132,7 @@ def run(name: str, args) -> dict:
                 continue
             bn, bv = max(singles.items(), key=lambda kv: _f(kv[1]["auroc"])
                          if math.isfinite(_f(kv[1]["auroc"])) else -1)
+            acc[err, "shipped_auroc"].append(shipped.get(err, float("nan")))
             acc[err, "ens_auroc"].append(_f(e["auroc"]) if e else float("nan"))
             acc[err, "ens_ap"].append(_f(e["ap"]) if e else float("nan"))
             acc[err, "best_auroc"].append(_f(bv["auroc"]))
@@ -142,18 +147,40 @@ def run(name: str, args) -> dict:
     return acc
 
 
+def _shipped_model_auroc(ds) -> dict[str, float]:
+    """AUROC per error type of the shipped default model applied as is (what grade() gave on
+    these data before it checked whether the model fits them)."""
+    from grader.ensemble_prior import default_model_scores, label_percentiles
+    from grader.evaluate import auroc
+    from grader.noise import CLEAN, TRUTH_ATTR
+    from grader.scores import GT_ISSUES
+
+    pct, ls = label_percentiles(ds, "noisy", truth_attr=TRUTH_ATTR, exclude_judges=["brain"])
+    truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
+    out = {}
+    for err in list(GT_ISSUES) + ["any"]:
+        got = default_model_scores(pct, err)
+        pos = (truth != CLEAN) if err == "any" else (truth == err)
+        sel = pos | (truth == CLEAN)
+        if got is not None and pos.any():
+            out[err] = auroc(pos[sel], np.nan_to_num(got[0][sel], nan=-1.0))
+    return out
+
+
 def print_table(name: str, acc: dict, args) -> None:
     from grader.scores import GT_ISSUES
 
     print(f"\n== {name}: AUROC (AP), all labels, mean over {args.repeats} seeds ==")
-    print(f"{'error':>10s} {'ensemble_*':>16s} {'best single':>16s} {'ens-best':>9s}  best single judge")
+    print(f"{'error':>10s} {'ensemble_*':>16s} {'best single':>16s} {'ens-best':>9s} "
+          f"{'shipped model':>14s}  best single judge")
     for err in list(GT_ISSUES) + ["any"]:
         if (err, "ens_auroc") not in acc:
             continue
         m = lambda k: float(np.nanmean(acc[err, k]))
         bn = max(set(acc[err, "best_name"]), key=acc[err, "best_name"].count)
         print(f"{err:>10s} {m('ens_auroc'):7.3f} ({m('ens_ap'):.3f}) {m('best_auroc'):7.3f} "
-              f"({m('best_ap'):.3f}) {m('ens_auroc') - m('best_auroc'):+9.3f}  {bn}")
+              f"({m('best_ap'):.3f}) {m('ens_auroc') - m('best_auroc'):+9.3f} "
+              f"{m('shipped_auroc'):14.3f}  {bn}")
     for key, v in sorted((k, v) for k, v in acc.items() if k[0] == "overlooked"):
         a = np.array(v)
         print(f"overlooked {key[1]:34s} recall@1xN {a[:, 0].mean():.3f}  recall@2xN {a[:, 1].mean():.3f}")

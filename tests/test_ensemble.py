@@ -10,7 +10,7 @@ import pytest
 from grader import evaluate as ev
 from grader.ensemble import compute_ensemble, percentiles, reliability_weight
 from grader.fields import write_label_attr
-from grader.noise import TRUTH_ATTR, inject_errors
+from grader.noise import CLEAN, TRUTH_ATTR, inject_errors
 from grader.scores import get_spec
 
 
@@ -302,3 +302,101 @@ def test_the_default_model_stays_unless_a_fitted_one_clearly_beats_it():
     # a margin no fitted model can clear keeps the default model whatever the folds say
     fit = fit_stacker(pct, specs, "badloc", pos, neg, kw, prior_scores=useless, min_gain=1.0)
     assert fit["chosen"] == "default_model"
+
+
+# --- classes the shipped model never saw: the self-supervised choice ---------------------------
+
+def _rename_to_unknown(ds, field: str = "ground_truth") -> None:
+    """Give every label a class no COCO model knows (two classes, by the COCO class's parity)."""
+    labels = ds.values(f"{field}.detections.label")
+    ds.set_values(f"{field}.detections.label",
+                  [[("gizmo" if len(c) % 2 else "widget") for c in (ls or [])] for ls in labels])
+    ds.default_classes = ["gizmo", "widget"]
+    ds.classes = {}
+    ds.save()
+
+
+def test_carry_over_copies_scores_of_unchanged_labels_only(coco128):
+    from grader.ensemble_selfsup import SELFSUP_FIELD, _carry_over
+
+    ds = coco128.limit(20).clone()
+    try:
+        sids, lids_ = ds.values(["id", "ground_truth.detections.id"])
+        keys = [(s, l) for s, ls_ in zip(sids, lids_) for l in ls_]
+        ids = [l for _, l in keys]
+        write_label_attr(ds, "ground_truth", "zoom_support",
+                         {k: 0.25 + i * 1e-3 for i, k in enumerate(keys)})
+        inject_errors(ds, "ground_truth", SELFSUP_FIELD, rates={"badloc": 0.2, "duplicate": 0.2},
+                      seed=1)
+        _carry_over(ds, "ground_truth", SELFSUP_FIELD, ["zoom_support"])
+        src = dict(zip(ids, ds.values("ground_truth.detections.zoom_support", unwind=True)))
+        lids, truth, got = ds.values([f"{SELFSUP_FIELD}.detections.id",
+                                      f"{SELFSUP_FIELD}.detections.{TRUTH_ATTR}",
+                                      f"{SELFSUP_FIELD}.detections.zoom_support"], unwind=True)
+        assert {CLEAN, "badloc", "duplicate"} <= set(truth)
+        for lid, t, v in zip(lids, truth, got):
+            # An injected (moved or new) box must not inherit the verdict of the clean box.
+            assert v == (src[lid] if t == CLEAN else None)
+    finally:
+        ds.delete()
+
+
+@pytest.fixture()
+def unknown_classes(coco128):
+    """coco128 (first 48 images) with classes no shipped model knows, errors injected, and
+    scored by the zoom judge (YOLOX-Nano) and the consistency judge."""
+    from grader.detectors import load_detector
+    from grader.judges.consistency import run_consistency
+    from grader.judges.zoom import run_zoom
+
+    ds = coco128.limit(48).clone()
+    _rename_to_unknown(ds)
+    inject_errors(ds, "ground_truth", "noisy",
+                  rates={"badloc": 0.08, "spurious": 0.08, "duplicate": 0.08}, seed=3)
+    det = load_detector("yolox-nano")
+    run_zoom(ds, "noisy", detector=det)
+    run_consistency(ds, "noisy")
+    yield ds, det
+    ds.delete()
+
+
+def test_auto_fits_the_ensemble_on_unknown_classes(unknown_classes):
+    """Classes the shipped model never saw: "auto" learns the combination on a copy with
+    injected errors (re-scoring injected boxes with the given detector) and ranks the real
+    injected errors better than the shipped model would; the user's labels stay as they were,
+    and the copy is gone."""
+    from grader.ensemble_prior import default_model_scores, label_percentiles
+
+    ds, det = unknown_classes
+    before = ds.values("noisy.detections.label", unwind=True)
+    n_datasets = len(fo.list_datasets())
+    rep = compute_ensemble(ds, "noisy", self_supervised={"detector": det})
+    fit = rep.info["default_model_fit"]
+    assert fit["fits"] is False and fit["known_share"] == 0.0
+    assert rep.info["self_supervised"]["judges"] == ["consistency", "zoom"]
+    for issue in ("badloc", "spurious", "duplicate", "any"):
+        chosen = rep.info["learner"][issue]
+        cv = rep.info["selection"][issue]
+        # The winner is the best candidate on the injected errors.
+        assert cv[chosen["chosen"]] >= max(cv.values()) - 5e-4, (issue, chosen, cv)
+    assert ds.values("noisy.detections.label", unwind=True) == before
+    assert len(fo.list_datasets()) == n_datasets
+    assert "lg_selfsup" not in ds.get_field_schema()
+
+    pct, ls = label_percentiles(ds, "noisy", truth_attr=TRUTH_ATTR)
+    truth = np.array(ls.truth, dtype=object)
+    ens = np.array(ds.values("noisy.detections.ensemble_any", unwind=True), dtype=float)
+    shipped, _ = default_model_scores(pct, "any")
+    err = truth != CLEAN
+    got, old = ev.auroc(err, np.nan_to_num(ens, nan=0)), ev.auroc(err, np.nan_to_num(shipped, nan=0))
+    assert got >= 0.8 and got > old + 0.05, (got, old)
+
+
+def test_auto_keeps_the_shipped_model_on_coco_classes(noisy):
+    rng = np.random.default_rng(1)
+    _write(noisy, "cleanlab_badloc", lambda t: rng.uniform(0, 0.5) if t == "badloc" else rng.uniform(0.3, 1))
+    noisy.untag_samples("verified")
+    rep = compute_ensemble(noisy, "noisy")
+    assert rep.info["default_model_fit"]["fits"] is True
+    assert "self_supervised" not in rep.info
+    assert rep.info["learner"]["badloc"]["chosen"] == "default_model"
