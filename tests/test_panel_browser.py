@@ -394,6 +394,15 @@ def _relabel_dropdown(page):
     return page.locator("[role='combobox']").last  # the App's own dropdown (before issue 23)
 
 
+def _wait_moved_on(page, old: str) -> None:
+    """Wait until review mode shows another label than ``old``."""
+    page.wait_for_function(
+        "([old]) => { const e = [...document.querySelectorAll('p')].find("
+        "x => /^Label \\d+ of \\d+/.test(x.innerText || ''));"
+        " return e && /[0-9a-f]{24}/.test(e.innerText) && !e.innerText.includes(old); }",
+        arg=[old], timeout=STEP_MS, polling=10)
+
+
 @NEEDS_CHROMIUM
 def test_relabel_dropdown_changes_exactly_one_label(review_dataset):
     """Issue 23.1: each class chosen in review mode's "Relabel to" picker relabels the label
@@ -416,11 +425,7 @@ def test_relabel_dropdown_changes_exactly_one_label(review_dataset):
             option = options.nth(i % 3)
             new_class = option.inner_text().strip()
             option.click()
-            r.page.wait_for_function(
-                "([old]) => { const e = [...document.querySelectorAll('p')].find("
-                "x => /^Label \\d+ of \\d+/.test(x.innerText || ''));"
-                " return e && /[0-9a-f]{24}/.test(e.innerText) && !e.innerText.includes(old); }",
-                arg=[lid], timeout=STEP_MS, polling=10)
+            _wait_moved_on(page, lid)
             time.sleep(PICK_SETTLE_S)
             diff = changed(before, gt_snapshot(ds))
             assert set(diff) == {lid}, (
@@ -430,3 +435,34 @@ def test_relabel_dropdown_changes_exactly_one_label(review_dataset):
         time.sleep(1.0)  # a late stray event would still show here
         log = [x for x in review.fix_log(ds, limit=4 * N_PICKS) if x.kind == "relabel"]
         assert len(log) == total_changes == N_PICKS
+
+        # searchable: type part of a name, Enter takes the first match
+        _, lid = r.current()
+        before = gt_snapshot(ds)
+        target = "toothbrush" if before[lid][0] != "toothbrush" else "umbrella"
+        box = _relabel_dropdown(page)
+        box.click()
+        box.type(target[:6])
+        page.get_by_role("option", name=target, exact=True).wait_for()
+        box.press("Enter")
+        _wait_moved_on(page, lid)
+        time.sleep(PICK_SETTLE_S)
+        diff = changed(before, gt_snapshot(ds))
+        assert set(diff) == {lid} and diff[lid][1][0] == target
+
+        # issue 23.2: "Relabel to new class" takes the typed name (with "new class" ticked)
+        _, lid = r.current()
+        before = gt_snapshot(ds)
+        page.get_by_text("New class name", exact=True).first.locator(
+            "xpath=following::input[1]").fill("zebra crossing")
+        page.get_by_role("button", name="Relabel to new class").click()
+        page.get_by_text("is not a class of this dataset").first.wait_for()
+        assert not changed(before, gt_snapshot(ds))
+        page.get_by_text("new class (not in the dataset's classes)", exact=True).first.locator(
+            "xpath=preceding::input[@type='checkbox'][1]").check()
+        time.sleep(0.3)
+        page.get_by_role("button", name="Relabel to new class").click()
+        _wait_moved_on(page, lid)
+        time.sleep(PICK_SETTLE_S)
+        diff = changed(before, gt_snapshot(ds))
+        assert set(diff) == {lid} and diff[lid][1][0] == "zebra crossing"
