@@ -88,6 +88,7 @@ def run_split(split: str, args) -> dict:
     rates = {t: args.rate for t in ERROR_TYPES}
     pred_field = None
     singles = defaultdict(list)          # (err, score) -> [(ap, auroc)] over seeds, all labels
+    eces = defaultdict(list)             # (err, ensemble score) -> [expected calibration error]
     overlooked = defaultdict(list)       # score -> [(r1, r2, ceiling)]
     ens = defaultdict(list)              # (frac, err, kind) -> [auroc]; kind: vote/learned/best
     ens_ap = defaultdict(list)
@@ -121,6 +122,8 @@ def run_split(split: str, args) -> dict:
         for err, rows in res["gt"].items():
             for name, row in rows.items():
                 singles[err, name].append((_f(row["ap"]), _f(row["auroc"])))
+                if "ece" in row:
+                    eces[err, name].append(_f(row["ece"]))
         ceiling = res.get("overlooked_ceiling", float("nan"))
         for name, row in res["overlooked"].items():
             overlooked[name].append((row["recall@1xN"], row["recall@2xN"], ceiling))
@@ -175,7 +178,7 @@ def run_split(split: str, args) -> dict:
                     for issue, info in er.info["learner"].items():
                         chosen[frac, issue][info["chosen"]] += 1
         ds.untag_samples("verified")
-        out = {"singles": singles, "overlooked": overlooked, "ens": ens, "ens_ap": ens_ap,
+        out = {"singles": singles, "eces": eces, "overlooked": overlooked, "ens": ens, "ens_ap": ens_ap,
                "chosen": chosen, "t_grade": t_grade}
         # Tables after every seed (means so far), so a long run leaves usable figures.
         print_split(split, args, out, n_done=r + 1)
@@ -204,6 +207,11 @@ def print_split(split: str, args, out: dict, n_done: int | None = None) -> None:
             cells.append(f"{np.nanmean([a for a, _ in v]):7.3f}/{np.nanmean([b for _, b in v]):.3f}"
                          if v else f"{'-':>15s}")
         print(f"{n:38s}" + "".join(f"{c:>16s}" for c in cells))
+    if out.get("eces"):
+        print(f"\n== {split}: expected calibration error of the ensemble's scores read as "
+              f"probabilities (10 bins, all labels; mean over seeds) ==")
+        for (e, n), v in sorted(out["eces"].items()):
+            print(f"{n:38s} {e:>10s} ECE {np.nanmean(v):.3f}")
     print(f"\n== {split}: overlooked (deleted boxes), mean over seeds ==")
     for n, v in sorted(out["overlooked"].items()):
         a = np.array(v)

@@ -197,18 +197,21 @@ def select_models(data: Mapping[str, Any], issues: Sequence[str], prior: Mapping
             if prior_s is not None:
                 cv["default_model"] = []
             pick: list[str] = []
+            oof = {c: np.full(len(sel), np.nan) for c in cv}
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             for tr, te in splitter.split(X[sel], y, groups[sel]):
                 if y[te].sum() == 0 or y[tr].sum() == 0:
                     continue
                 for kind in ("logistic", "hgb"):
                     m = _make_model(kind, seed).fit(X[sel[tr]], y[tr])
-                    cv[f"self:{kind}"].append(auroc(y[te], m.predict_proba(X[sel[te]])[:, 1]))
+                    oof[f"self:{kind}"][te] = m.predict_proba(X[sel[te]])[:, 1]
                 best = max(singles, key=lambda n: _finite_or(_auc(y[tr], pct[n][sel[tr]]), -1.0))
                 pick.append(best)
-                cv["single"].append(_auc(y[te], pct[best][sel[te]]))
+                oof["single"][te] = pct[best][sel[te]]
                 if prior_s is not None:
-                    cv["default_model"].append(_auc(y[te], prior_s[te]))
+                    oof["default_model"][te] = prior_s[te]
+                for c in cv:
+                    cv[c].append(_auc(y[te], oof[c][te]))
             mean = {c: float(np.nanmean(a)) if a else float("nan") for c, a in cv.items()}
             # Ties go to what needs no fitting: the single score, then the shipped model.
             rank = {"single": 2, "default_model": 1}
@@ -223,8 +226,33 @@ def select_models(data: Mapping[str, Any], issues: Sequence[str], prior: Mapping
             elif chosen.startswith("self:"):
                 entry["model"] = _make_model(chosen.split(":", 1)[1], seed).fit(X[sel], y)
                 entry["features"] = names
+            entry["platt"] = _platt(oof[chosen], y)
             out[issue] = entry
     return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.where(np.isfinite(p), p, 0.5), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` of ``P(error) = sigmoid(a logit(score) + b)``, fitted on out-of-fold scores
+    (unweighted: at the copies' error rate), so the chosen candidate's output reads as a
+    probability whatever it is (a balanced model, a percentile)."""
+    from sklearn.linear_model import LogisticRegression
+
+    ok = np.isfinite(scores)
+    if ok.sum() < 2 or len(set(y[ok])) < 2:
+        return 1.0, 0.0
+    m = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(scores[ok])[:, None], y[ok])
+    return float(m.coef_[0, 0]), float(m.intercept_[0])
+
+
+def _calibrated(entry: Mapping[str, Any], s: np.ndarray) -> np.ndarray:
+    a, b = entry.get("platt", (1.0, 0.0))
+    out = 1.0 / (1.0 + np.exp(-(a * _logit(s) + b)))
+    return np.where(np.isfinite(s), out, np.nan)
 
 
 def apply_selection(entry: Mapping[str, Any], pct: Mapping[str, np.ndarray],
@@ -241,13 +269,13 @@ def apply_selection(entry: Mapping[str, Any], pct: Mapping[str, np.ndarray],
         if col is None:
             return None
         info["score"] = entry["score"]
-        return np.asarray(col, dtype=float), info
+        return _calibrated(entry, np.asarray(col, dtype=float)), info
     if kind == "default_model":
         got = default_model_scores(pct, entry.get("issue", ""), prior) if prior else None
         if got is None:
             return None
         info["variant"] = got[1]["variant"]
-        return got[0], info
+        return _calibrated(entry, got[0]), info
     X, _ = stack_features(dict(pct), entry["features"])
     n = len(X)
     scored = np.zeros(n, dtype=bool)
@@ -256,4 +284,4 @@ def apply_selection(entry: Mapping[str, Any], pct: Mapping[str, np.ndarray],
             scored |= np.isfinite(pct[f])
     with _one_thread():
         s = entry["model"].predict_proba(X)[:, 1]
-    return np.where(scored, s, np.nan), info
+    return _calibrated(entry, np.where(scored, s, np.nan)), info

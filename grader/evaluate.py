@@ -118,6 +118,27 @@ def recall_at_fraction(y_true: Sequence[int], scores: Sequence[float], fraction:
     return expected_hits_at_k(y, scores, k) / total
 
 
+def reliability(y_true: Sequence[int], probs: Sequence[float],
+                bins: int = 10) -> tuple[float, list[tuple[float, float, float, int]]]:
+    """Expected calibration error of scores read as probabilities, and the reliability
+    diagram's rows ``(bin low, mean predicted, observed error rate, count)`` over ``bins``
+    equal-width bins. Unscored (NaN) items are left out."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(probs, dtype=float)
+    ok = np.isfinite(p)
+    y, p = y[ok], np.clip(p[ok], 0.0, 1.0)
+    if not len(p):
+        return float("nan"), []
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            rows.append((b / bins, float(p[m].mean()), float(y[m].mean()), int(m.sum())))
+            ece += m.sum() / len(p) * abs(p[m].mean() - y[m].mean())
+    return float(ece), rows
+
+
 def metric_row(y_true: Sequence[int], scores: Sequence[float], k: int = 20, fraction: float = 0.1,
                n_pos_total: int | None = None) -> dict[str, float]:
     """AUROC, AP, precision@k and recall@top-``fraction`` of one score for one error type."""
@@ -332,6 +353,9 @@ def evaluate_judges(collection, gt_field: str = "noisy_ground_truth",
             filled = _fill_unscored(col[sel])
             row = metric_row(pos[sel], filled, k=k, fraction=fraction)
             row["coverage"] = float(np.isfinite(col[sel]).mean()) if sel.any() else float("nan")
+            if ls.specs[name].judge == "ensemble":
+                # The ensemble's scores are meant as probabilities of the issue.
+                row["ece"] = reliability(pos[sel], col[sel])[0]
             rows[name] = row
         result["gt"][err] = rows
     result["counts"]["clean"] = int((keep & (truth == CLEAN)).sum())
@@ -403,7 +427,7 @@ def format_table(result: dict[str, Any], title: str = "") -> str:
         lines.append(f"== {err} (positives {next(iter(rows.values()))['n_pos']}) ==")
         lines.append(f"{'score':36s}" + "".join(f"{m:>11s}" for m in metric_keys) + f"{'coverage':>10s}")
         for name, row in sorted(rows.items(), key=lambda kv: -_nz(kv[1]["ap"])):
-            lines.append(f"{name:36s}" + "".join(f"{row[m]:11.3f}" for m in metric_keys)
+            lines.append(f"{name:36s}" + "".join(f"{row.get(m, float('nan')):11.3f}" for m in metric_keys)
                          + f"{row['coverage']:10.2f}")
     return "\n".join(lines)
 
