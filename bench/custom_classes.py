@@ -91,14 +91,14 @@ def _timed_progress(times: dict):
 
 def run(name: str, args) -> dict:
     from grader.evaluate import evaluate_judges
-    from grader.noise import ERROR_TYPES, inject_errors
+    from grader.noise import DEFAULT_RATES, inject_errors
     from grader.pipeline import grade
 
     ds = load(name)
     classes = sorted(set(ds.distinct("ground_truth.detections.label")))
     print(f"\n#### {name}: {len(ds)} images, {ds.count('ground_truth.detections')} boxes, "
           f"classes {classes}")
-    rates = {t: args.rate for t in ERROR_TYPES}
+    rates = {t: args.rate for t in DEFAULT_RATES}
     if len(classes) < 2:
         rates.pop("swap", None)       # one class: nothing to swap to
     acc = defaultdict(list)

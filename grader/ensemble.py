@@ -125,16 +125,18 @@ def combine(columns: dict[str, np.ndarray], weights: dict[str, float],
         return np.where(den > 0, num / np.maximum(den, 1e-12), np.nan)
 
 
-def _truth_from_tags(collection, gt_field: str, label_ids: Sequence[str]) -> list[str]:
-    """Per label: the issue of its ``error:<issue>`` tag, else clean."""
+def _label_tags(collection, gt_field: str, label_ids: Sequence[str]) -> list[list[str]]:
+    """Per label (in ``label_ids`` order): its tags."""
     tab = read_detections(collection, gt_field, attrs=["tags"])
-    by_id = {}
-    for i, ids in enumerate(tab.ids):
-        for j, lid in enumerate(ids):
-            tags = tab.attrs["tags"][i][j] or []
-            issue = next((t[len(ERROR_TAG_PREFIX):] for t in tags if t.startswith(ERROR_TAG_PREFIX)), CLEAN)
-            by_id[lid] = issue
-    return [by_id.get(l, CLEAN) for l in label_ids]
+    by_id = {lid: tab.attrs["tags"][i][j] or [] for i, ids in enumerate(tab.ids)
+             for j, lid in enumerate(ids)}
+    return [by_id.get(l, []) for l in label_ids]
+
+
+def _truth_from_tags(tags: Sequence[Sequence[str]]) -> list[str]:
+    """Per label: the issue of its ``error:<issue>`` tag, else clean."""
+    return [next((t[len(ERROR_TAG_PREFIX):] for t in ts if t.startswith(ERROR_TAG_PREFIX)), CLEAN)
+            for ts in tags]
 
 
 LEARNERS = ("auto", "vote", "stack", "self")
@@ -332,7 +334,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      cv_folds: int = 5, seed: int = 0, exclude_judges: Sequence[str] = (),
                      pred_field: str | None = None, self_supervised: dict | None = None,
                      tag_fraction: float = 0.05, default_model: bool | str = True,
-                     min_gain: float = MIN_GAIN_OVER_DEFAULT, write: bool = True) -> RunReport:
+                     min_gain: float = MIN_GAIN_OVER_DEFAULT, reviews: bool = True,
+                     write: bool = True) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
     ``learner``: ``"vote"`` (the reliability-weighted vote), ``"stack"`` / ``"auto"`` (with at
@@ -358,6 +361,11 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     using its richest variant whose judges all ran; otherwise the vote.
     With enough trusted errors the default model is a candidate too, kept unless a fitted one
     beats its cross-validated AUROC by more than ``min_gain`` (see :func:`fit_stacker`).
+    ``reviews`` (with ``truth="tags"``): every review decision counts as a verified label —
+    accepted labels (``reviewed:ok``) clean, labels fixed through the review (relabel, new
+    box, delete; from the fix log, undone fixes left out) errors with the scores they had
+    before the fix (:mod:`grader.ensemble_reviews`); so re-running the ensemble after a batch
+    of decisions re-ranks the labels not yet reviewed.
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
     baseline out of the ensemble it is compared with).
     """
@@ -383,8 +391,9 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     ls = read_label_scores(collection, gt_field, truth_attr=truth_attr, specs=specs,
                            trusted_tag=trusted_tag)
     report.samples_seen = len(set(ls.sample_ids))
-    labels_truth = (_truth_from_tags(collection, gt_field, ls.label_ids)
-                    if truth == "tags" else [t if t is not None else CLEAN for t in ls.truth])
+    tags = _label_tags(collection, gt_field, ls.label_ids) if truth == "tags" else None
+    labels_truth = (_truth_from_tags(tags) if tags is not None
+                    else [t if t is not None else CLEAN for t in ls.truth])
     labels_truth = np.array(labels_truth, dtype=object)
     pct = {name: percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
            for name, col in ls.columns.items()}
@@ -392,14 +401,29 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         covered = {i for s in specs for i in (s.issue, *s.also)}
         issues = [i for i in ISSUES if i in covered] or list(ISSUES if "any" in covered else [])
     trusted = ls.trusted
+    n_labels = len(ls.label_ids)
+    if reviews and tags is not None:
+        # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
+        # are clean, fixed ones errors, described by their scores before the fix.
+        from .ensemble_reviews import extend_with_reviews, review_rows, summary
+
+        rev = review_rows(collection, gt_field, ls.specs, ls.label_ids, tags)
+        if rev.accepted or len(rev):
+            acc = np.array([l in rev.accepted for l in ls.label_ids], dtype=bool)
+            fixed_now = np.array([l in rev.fixed_ids for l in ls.label_ids], dtype=bool)
+            labels_truth[acc] = CLEAN
+            trusted = np.concatenate([(trusted & ~fixed_now) | acc, np.ones(len(rev), bool)])
+            labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
+            pct = extend_with_reviews(pct, ls.columns, rev)
+            report.info["reviews"] = summary(rev)
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
 
     selection: dict[str, dict] = {}
-    fit = shipped_model_fit(collection, gt_field, prior)
-    report.info["default_model_fit"] = fit
-    if learner == "self" or (learner == "auto" and prior is not None and not fit["fits"]):
+    model_fit = shipped_model_fit(collection, gt_field, prior)
+    report.info["default_model_fit"] = model_fit
+    if learner == "self" or (learner == "auto" and prior is not None and not model_fit["fits"]):
         from .ensemble_selfsup import collect_injected, select_models
 
         data = collect_injected(collection, gt_field, pred_field, seed=seed,
@@ -444,6 +468,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             learners[issue] = {"chosen": "vote",
                                "why": ("learner='vote'" if learner == "vote" else
                                        f"fewer than {min_stack_positives} trusted errors")}
+    scores = {k: v[:n_labels] for k, v in scores.items()}   # review rows are not labels any more
     report.info["learner"] = learners
     report.info["weights"] = {i: {k: round(v, 4) for k, v in w.items() if v > 0}
                               for i, w in weights_all.items()}
@@ -452,13 +477,13 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                                         for i, r in reliab.items()}
     report.info["inputs"] = sorted(pct)
     if write:
-        _write(collection, gt_field, ls, scores, tag_fraction, report)
+        _write(collection, gt_field, ls, scores, tag_fraction, report, tags)
         params = dict(gt_field=gt_field, trusted_tag=trusted_tag, truth=truth, issues=list(issues),
                       min_positives=min_positives, min_negatives=min_negatives,
                       sharpness=sharpness, prior_auroc=prior_auroc,
                       prior_strength=prior_strength, method=method, learner=learner,
                       min_stack_positives=min_stack_positives, cv_folds=cv_folds,
-                      tag_fraction=tag_fraction,
+                      tag_fraction=tag_fraction, reviews=reviews,
                       default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
@@ -495,18 +520,31 @@ def _prior_weights(specs: dict[str, ScoreSpec], issue: str) -> dict[str, float]:
             for name, s in specs.items()}
 
 
+#: Tags of labels a reviewer decided on (``reviewed:ok``, ``reviewed:fixed``).
+REVIEWED_PREFIX = "reviewed:"
+
+
 def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fraction: float,
-           report: RunReport) -> None:
+           report: RunReport, tags: list[list[str]] | None = None) -> None:
+    # Labels a reviewer decided on keep the scores and tags they were reviewed with: they
+    # have left the queue, and rewriting them would make their fixes look changed since
+    # (undo refuses to restore a label that changed after its fix).
+    tags = tags if tags is not None else _label_tags(collection, gt_field, ls.label_ids)
+    frozen = np.array([any(t.startswith(REVIEWED_PREFIX) for t in ts) for ts in tags], dtype=bool)
     keys = list(zip(ls.sample_ids, ls.label_ids))
     write_label_attrs(collection, gt_field, {
-        f"{JUDGE}_{issue}": {k: (float(v) if math.isfinite(v) else None) for k, v in zip(keys, col)}
+        f"{JUDGE}_{issue}": {k: (float(v) if math.isfinite(v) else None)
+                             for k, v, f in zip(keys, col, frozen) if not f}
         for issue, col in scores.items()})
+    keep = [l for l, f in zip(ls.label_ids, frozen) if f]
+    report.info["reviewed_labels_kept"] = len(keep)
     for issue, col in scores.items():
         report.fields.append(f"{JUDGE}_{issue}")
-        ok = np.nonzero(np.isfinite(col))[0]
+        ok = np.nonzero(np.isfinite(col) & ~frozen)[0]
         n_tag = int(math.ceil(tag_fraction * len(ok))) if tag_fraction > 0 else 0
         top = ok[np.argsort(-col[ok], kind="mergesort")[:n_tag]]
         tag = f"suspect:{JUDGE}_{issue}"
-        report.tagged[tag] = set_label_tag(collection, gt_field, tag, [ls.label_ids[i] for i in top])
+        report.tagged[tag] = set_label_tag(collection, gt_field, tag, [ls.label_ids[i] for i in top],
+                                           keep=keep)
     report.labels_scored = int(np.isfinite(scores.get("any", np.array([]))).sum())
     report.samples_scored = len({s for s, v in zip(ls.sample_ids, scores.get("any", [])) if math.isfinite(v)})

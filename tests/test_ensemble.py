@@ -401,3 +401,52 @@ def test_auto_keeps_the_shipped_model_on_coco_classes(noisy):
     assert rep.info["default_model_fit"]["fits"] is True
     assert "self_supervised" not in rep.info
     assert rep.info["learner"]["badloc"]["chosen"] == "default_model"
+
+
+# --- review decisions as truth ------------------------------------------------------------------
+
+def test_review_decisions_teach_the_ensemble(noisy):
+    """Accepts and fixes made through the review API are verified labels: a judge that is right
+    gets the weight, one that is wrong none, and the labels not reviewed yet are re-ranked; a
+    deleted label still counts with the scores it had; an undone fix does not count."""
+    from grader.review import fixes
+
+    ds = noisy
+    ds.untag_samples("verified")
+    rng = np.random.default_rng(5)
+    _write(ds, "cleanlab_badloc", lambda t: rng.uniform(0, 0.3) if t == "badloc" else rng.uniform(0.2, 1))
+    _write(ds, "mistakenness_loc", lambda t: rng.uniform(0, 0.3) if t == "badloc" else rng.uniform(0.2, 1))
+    before = compute_ensemble(ds, "noisy", truth="tags")
+    assert before.info["trusted_counts"]["badloc"]["errors"] == 0
+    sids, lids, truth = ds.values(["id", "noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}"])
+    rows = [(s, l, t) for s, ls_, ts in zip(sids, lids, truth) for l, t in zip(ls_, ts)]
+    bad = [r for r in rows if r[2] == "badloc"]
+    clean = [r for r in rows if r[2] == CLEAN]
+    reviewed_bad, reviewed_clean = bad[:12], clean[:40]
+    for s, l, _ in reviewed_clean:
+        fixes.accept_label(ds, s, l, field="noisy")
+    recs = [fixes.replace_box(ds, s, l, field="noisy", box=[0.1, 0.1, 0.2, 0.2])
+            for s, l, _ in reviewed_bad[:11]]
+    s, l, _ = reviewed_bad[11]
+    fixes.delete_label(ds, s, l, field="noisy")
+    rep = compute_ensemble(ds, "noisy", truth="tags")
+    assert rep.info["reviews"] == {"accepted": 40, "fixed": {"badloc": 11, "any": 1}}
+    assert rep.info["trusted_counts"]["badloc"] == {"errors": 11, "clean": 40}
+    assert rep.info["trusted_counts"]["any"]["errors"] == 12
+    w = rep.info["weights"]["badloc"]
+    assert w.get("cleanlab:cleanlab_badloc", 0) > 0 and w.get("brain:mistakenness_loc", 0) == 0
+    # The labels not reviewed yet: the remaining badloc errors come first.
+    seen = {l for _, l, _ in reviewed_bad + reviewed_clean}
+    lid2, t2, e2 = ds.values(["noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}",
+                              "noisy.detections.ensemble_badloc"], unwind=True)
+    keep = [i for i, l in enumerate(lid2) if l not in seen and t2[i] in ("badloc", CLEAN)]
+    y = np.array([t2[i] == "badloc" for i in keep])
+    assert y.sum() >= 3
+    assert ev.auroc(y, np.array([e2[i] for i in keep])) > 0.9
+    # Undone: no longer a decision.
+    fixes.undo_fix(ds, recs[0].fix_id)
+    rep = compute_ensemble(ds, "noisy", truth="tags")
+    assert rep.info["reviews"]["fixed"] == {"badloc": 10, "any": 1}
+    # reviews=False: only verified samples count.
+    rep = compute_ensemble(ds, "noisy", truth="tags", reviews=False)
+    assert "reviews" not in rep.info and rep.info["trusted_counts"]["badloc"]["errors"] == 0

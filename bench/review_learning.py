@@ -1,0 +1,152 @@
+"""A simulated curator: does the queue get better as it learns from each review decision?
+
+    .venv/bin/python bench/review_learning.py                       # coco128 (development)
+    .venv/bin/python bench/review_learning.py --split val --items 400
+
+One real dataset, ~5 % of each error type injected (truth recorded), ``grader.grade()`` with
+its defaults. Then an oracle curator works down the queue (``ensemble_any``, highest first),
+answering from the injected truth through the real fix API (:mod:`grader.review.fixes`): a
+clean label is accepted; a swapped one relabelled to its true class; a moved box replaced; a
+spurious box or a duplicate deleted. Two arms over the same start:
+
+- **static**: the order ``grade()`` wrote, never changed;
+- **learning**: after every ``--batch`` decisions ``compute_ensemble`` runs again (as the
+  review panel does) and the items not yet seen are re-ordered by the new ``ensemble_any``.
+
+Printed: precision (share of errors) of each successive block of ``--block`` items in both
+arms and their ratio, and the reliability diagram / ECE of the first ``ensemble_any``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from eval_judges import _start_db, load_split  # noqa: E402
+
+FIELD = "noisy"
+
+
+def _queue(ds) -> list[tuple[str, str, str, float]]:
+    """Every label not reviewed yet, most suspect first: (sample id, label id, truth, score)."""
+    from grader.noise import TRUTH_ATTR
+    from grader.scores import REVIEWED_OK_TAG
+
+    sids, lids, truth, score, tags = ds.values(
+        ["id", f"{FIELD}.detections.id", f"{FIELD}.detections.{TRUTH_ATTR}",
+         f"{FIELD}.detections.ensemble_any", f"{FIELD}.detections.tags"])
+    rows = []
+    for s, ls_, ts, ss, tg in zip(sids, lids, truth, score, tags):
+        for l, t, sc, tt in zip(ls_ or [], ts or [], ss or [], tg or []):
+            if tt and any(x.startswith("reviewed:") for x in tt) or (tt and REVIEWED_OK_TAG in tt):
+                continue
+            rows.append((s, l, t, -1.0 if sc is None else float(sc)))
+    rows.sort(key=lambda r: -r[3])
+    return rows
+
+
+def _decide(ds, sid: str, lid: str, truth: str) -> None:
+    """The oracle's decision, through the same calls the review panel makes."""
+    from grader.review import fixes
+
+    if truth == "swap":
+        src = ds.select(sid).values(f"{FIELD}.detections")[0]
+        d = next(d for d in src.detections if d.id == lid)
+        fixes.relabel(ds, sid, lid, new_label=d["injected_from"], field=FIELD)
+    elif truth == "badloc":
+        src = ds.select(sid).values(f"{FIELD}.detections")[0]
+        d = next(d for d in src.detections if d.id == lid)
+        x, y, w, h = d.bounding_box   # the true box is gone; any corrected box is a fix
+        fixes.replace_box(ds, sid, lid, field=FIELD, box=[x, y, w * 0.99, h * 0.99])
+    elif truth in ("spurious", "duplicate"):
+        fixes.delete_label(ds, sid, lid, field=FIELD)
+    else:
+        fixes.accept_label(ds, sid, lid, field=FIELD)
+
+
+def _blocks(hits: list[int], block: int) -> list[float]:
+    return [float(np.mean(hits[i:i + block])) for i in range(0, len(hits) - block + 1, block)]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--split", choices=["dev", "val"], default="dev")
+    ap.add_argument("--rate", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--items", type=int, default=400, help="decisions the curator takes")
+    ap.add_argument("--batch", type=int, default=25, help="decisions between re-rankings")
+    ap.add_argument("--block", type=int, default=50)
+    args = ap.parse_args(argv)
+    srv = _start_db()
+    try:
+        from grader.ensemble import compute_ensemble
+        from grader.evaluate import reliability
+        from grader.noise import CLEAN, DEFAULT_RATES, inject_errors
+        from grader.pipeline import grade
+        from grader.review.log import clear_fix_log
+
+        ds = load_split(args.split)
+        rates = {t: args.rate for t in DEFAULT_RATES}
+        rep = inject_errors(ds, "ground_truth", FIELD, rates=rates, seed=args.seed, overwrite=True)
+        t0 = time.time()
+        g = grade(ds, gt_field=FIELD)
+        print(f"{args.split}: {len(ds)} images, {ds.count(FIELD + '.detections')} labels; injected "
+              f"{rep.info['injected']}; grade() {time.time() - t0:.1f} s; ensemble learner "
+              + ", ".join(f"{i}={v['chosen']}" for i, v in g.reports["ensemble"].info["learner"].items()))
+        opts = {}   # compute_ensemble as grade() called it (its defaults)
+        start = _queue(ds)
+        y0 = np.array([t != CLEAN for _, _, t, _ in start])
+        ece, rows = reliability(y0, [s for *_, s in start])
+        print(f"ensemble_any as a probability: ECE {ece:.3f}; reliability (bin, mean p, error rate, n): "
+              + "; ".join(f"{b:.1f} {p:.3f} {e:.3f} {n}" for b, p, e, n in rows))
+        static = [int(t != CLEAN) for _, _, t, _ in start[:args.items]]
+
+        clear_fix_log(ds)
+        hits, refits, t_refit = [], 0, []
+        queue = start
+        while len(hits) < args.items and queue:
+            for sid, lid, truth, _ in queue[:args.batch]:
+                _decide(ds, sid, lid, truth)
+                hits.append(int(truth != CLEAN))
+                if len(hits) >= args.items:
+                    break
+            t1 = time.time()
+            er = compute_ensemble(ds, FIELD, **opts)
+            t_refit.append(time.time() - t1)
+            refits += 1
+            queue = _queue(ds)
+        print(f"learning arm: {refits} re-rankings, {np.mean(t_refit):.1f} s each; last learner "
+              + ", ".join(f"{i}={v['chosen']}" for i, v in er.info["learner"].items())
+              + f"; reviews {er.info.get('reviews')}")
+        bs, bl = _blocks(static, args.block), _blocks(hits, args.block)
+        print(f"\n== precision of each block of {args.block} items ({args.split}, seed {args.seed}) ==")
+        print(f"{'items':>10s} {'static':>8s} {'learning':>9s} {'ratio':>7s}")
+        for i, (a, b) in enumerate(zip(bs, bl)):
+            lo, hi = i * args.block + 1, (i + 1) * args.block
+            print(f"{lo:>4d}-{hi:<5d} {a:8.3f} {b:9.3f} {b / a if a else float('inf'):7.2f}")
+        k0, k1 = 200, min(300, args.items)
+        if len(hits) >= k1:
+            a, b = np.mean(static[k0:k1]), np.mean(hits[k0:k1])
+            print(f"items {k0 + 1}-{k1}: static {a:.3f}, learning {b:.3f}, ratio "
+                  f"{b / a if a else float('inf'):.2f}")
+        print(f"errors found in the first {len(hits)}: static {sum(static)}, learning {sum(hits)}")
+        ds.delete()
+    finally:
+        if srv is not None:
+            srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
