@@ -408,6 +408,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         from .ensemble_reviews import extend_with_reviews, review_rows, summary
 
         rev = review_rows(collection, gt_field, ls.specs, ls.label_ids, tags)
+        report.info["reviews"] = summary(rev)
         if rev.accepted or len(rev):
             acc = np.array([l in rev.accepted for l in ls.label_ids], dtype=bool)
             fixed_now = np.array([l in rev.fixed_ids for l in ls.label_ids], dtype=bool)
@@ -415,7 +416,6 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             trusted = np.concatenate([(trusted & ~fixed_now) | acc, np.ones(len(rev), bool)])
             labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
             pct = extend_with_reviews(pct, ls.columns, rev)
-            report.info["reviews"] = summary(rev)
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)

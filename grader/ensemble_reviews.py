@@ -39,6 +39,8 @@ class ReviewRows:
     fixed_ids: set[str] = field(default_factory=set)
     issues: list[str] = field(default_factory=list)
     raw: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the newest fix-log entry read (its ``seq``), so a later call knows what is new
+    last_seq: int = 0
 
     def __len__(self) -> int:
         return len(self.issues)
@@ -55,6 +57,7 @@ def review_rows(collection, gt_field: str, specs: Mapping[str, ScoreSpec],
     befores: list[dict] = []
     seen: set[str] = set()
     for rec in iter_fixes(collection._root_dataset, undone=False, state="done"):
+        out.last_seq = max(out.last_seq, int(rec.seq or 0))
         if rec.field != gt_field or rec.before is None or rec.label_id in seen:
             continue
         if rec.kind not in ("relabel", "replace_box", "delete"):
@@ -105,4 +108,44 @@ def extend_with_reviews(pct: dict[str, np.ndarray], raw: dict[str, np.ndarray],
 def summary(rows: ReviewRows) -> dict[str, Any]:
     from collections import Counter
 
-    return {"accepted": len(rows.accepted), "fixed": dict(Counter(rows.issues))}
+    return {"accepted": len(rows.accepted), "fixed": dict(Counter(rows.issues)),
+            "last_seq": rows.last_seq}
+
+
+#: Decisions between two re-rankings of the queue (issue: "say 25").
+REFIT_EVERY = 25
+
+
+def decisions_since_ensemble(collection, gt_field: str) -> tuple[int, dict | None]:
+    """(review decisions on ``gt_field`` newer than the last ensemble run, that run's params)."""
+    from .ensemble import RUN_KEY
+    from .review.log import iter_fixes
+
+    if RUN_KEY not in collection._root_dataset.list_runs():
+        return 0, None
+    cfg = collection._root_dataset.get_run_info(RUN_KEY).config
+    params = {k: v for k, v in cfg.serialize().items()
+              if k not in ("report", "type", "method", "cls")}
+    if params.get("gt_field") != gt_field:
+        return 0, None
+    last = int((((cfg.serialize().get("report") or {}).get("info") or {}).get("reviews") or {})
+               .get("last_seq", 0))
+    n = 0
+    for rec in iter_fixes(collection._root_dataset, undone=False, state="done"):
+        if int(rec.seq or 0) <= last:
+            break   # newest first
+        n += rec.field == gt_field
+    return n, params
+
+
+def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **overrides):
+    """Re-run the ensemble (with the parameters of its last run) once ``every`` review
+    decisions have been taken since; returns its report, else None. What the review panel
+    calls after each decision, so the queue re-orders as the curator works."""
+    from .ensemble import compute_ensemble
+
+    n, params = decisions_since_ensemble(collection, gt_field)
+    if params is None or n < every:
+        return None
+    params.update(overrides)
+    return compute_ensemble(collection._root_dataset, **params)

@@ -430,7 +430,8 @@ def test_review_decisions_teach_the_ensemble(noisy):
     s, l, _ = reviewed_bad[11]
     fixes.delete_label(ds, s, l, field="noisy")
     rep = compute_ensemble(ds, "noisy", truth="tags")
-    assert rep.info["reviews"] == {"accepted": 40, "fixed": {"badloc": 11, "any": 1}}
+    assert rep.info["reviews"]["accepted"] == 40
+    assert rep.info["reviews"]["fixed"] == {"badloc": 11, "any": 1}
     assert rep.info["trusted_counts"]["badloc"] == {"errors": 11, "clean": 40}
     assert rep.info["trusted_counts"]["any"]["errors"] == 12
     w = rep.info["weights"]["badloc"]
@@ -447,6 +448,17 @@ def test_review_decisions_teach_the_ensemble(noisy):
     fixes.undo_fix(ds, recs[0].fix_id)
     rep = compute_ensemble(ds, "noisy", truth="tags")
     assert rep.info["reviews"]["fixed"] == {"badloc": 10, "any": 1}
+    # The panel's hook: a re-ranking once `every` decisions were taken since the last run.
+    from grader.ensemble_reviews import decisions_since_ensemble, refit_if_due
+
+    assert decisions_since_ensemble(ds, "noisy")[0] == 0
+    for s_, l_, _ in clean[40:43]:
+        fixes.accept_label(ds, s_, l_, field="noisy")
+    assert decisions_since_ensemble(ds, "noisy")[0] == 3
+    assert refit_if_due(ds, "noisy", every=4) is None
+    rep = refit_if_due(ds, "noisy", every=3)
+    assert rep is not None and rep.info["reviews"]["accepted"] == 43
+    assert decisions_since_ensemble(ds, "noisy")[0] == 0
     # reviews=False: only verified samples count.
     rep = compute_ensemble(ds, "noisy", truth="tags", reviews=False)
     assert "reviews" not in rep.info and rep.info["trusted_counts"]["badloc"]["errors"] == 0
