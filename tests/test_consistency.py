@@ -160,8 +160,10 @@ def test_self_supervised_stacker_on_coco128(coco128):
     n_datasets = len(fo.list_datasets())
     before = ds.values("noisy.detections.label", unwind=True)
     rep = compute_ensemble(ds, "noisy", learner="self", seed=1)
-    assert rep.info["learner"]["duplicate"]["chosen"].startswith("self:")
-    assert rep.info["learner"]["duplicate"]["cv_auroc"]["logistic"] > 0.9
+    chosen = rep.info["learner"]["duplicate"]
+    # The best candidate on the copy's injected errors (a fitted model or the best score).
+    assert chosen["chosen"] in ("self:logistic", "self:hgb", "single", "default_model")
+    assert chosen["cv_auroc"][chosen["chosen"]] > 0.9
     assert len(fo.list_datasets()) == n_datasets
     assert ds.values("noisy.detections.label", unwind=True) == before
     assert "lg_selfsup" not in ds.get_field_schema()
