@@ -136,35 +136,178 @@ SHIPPED_BOXGRADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mo
                                  "boxgrader-yolox-nano-coco128.pt")
 #: Share of the labels that must be of the shipped grader's classes for it to run by default.
 SHIPPED_BOXGRADER_MIN_KNOWN = 0.5
+#: Below either, grade() does not train a box grader on the labels (too little to learn from).
+BOXGRADER_TRAIN_MIN_BOXES = 20
+BOXGRADER_TRAIN_MIN_IMAGES = 8
+#: ``train_boxgrader`` settings grade() trains with when the shipped grader does not know the
+#: classes: chosen for speed at kept quality (docs/clipgrader.md, "Training in grade()").
+#: ``boxgrader={"train": {...}}`` overrides any of them.
+BOXGRADER_TRAIN_DEFAULTS: dict[str, Any] = {}
+#: Bumped when the training recipe changes, so cached graders of an older recipe are retrained.
+BOXGRADER_TRAIN_VERSION = 1
 
 
-def _boxgrader_checkpoint(ctx: GradeContext) -> tuple[str | None, str | None]:
-    """(checkpoint, None) to run, or (None, why not)."""
+def boxgrader_cache_root() -> str:
+    """Where grade() keeps the box graders it trains: ``$LABEL_GRADER_CACHE/boxgrader`` or, by
+    default, beside FiftyOne's model zoo (``fo.config.model_zoo_dir``/label-grader/boxgrader)."""
+    root = os.environ.get("LABEL_GRADER_CACHE")
+    if not root:
+        import fiftyone as fo
+
+        root = os.path.join(fo.config.model_zoo_dir, "label-grader")
+    return os.path.join(os.path.expanduser(root), "boxgrader")
+
+
+def label_content_hash(collection, gt_field: str) -> tuple[str, int, int]:
+    """(hash, boxes, images with boxes) of ``gt_field``'s content: sample ids and file paths, and
+    each detection's id, label and box, read with one ``values()`` call (no per-sample loop)."""
+    import hashlib
+    import json
+
+    p = f"{gt_field}.detections"
+    sids, paths, ids, labels, boxes = collection.values(
+        ["id", "filepath", f"{p}.id", f"{p}.label", f"{p}.bounding_box"])
+    blob = json.dumps([sids, paths, ids, labels, boxes], default=str, separators=(",", ":"))
+    n_boxes = sum(len(x) for x in ids if x)
+    n_images = sum(1 for x in ids if x)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16], n_boxes, n_images
+
+
+def _train_spec(ctx: GradeContext, why_shipped: str) -> tuple[dict[str, Any] | None, str | None]:
+    """What grade() would train (and where), or why it does not train: (spec, None) / (None, why)."""
+    import re
+
+    train = ctx.opt("boxgrader").get("train", True)
+    if train is False:
+        return None, why_shipped + " (training disabled: boxgrader={'train': False})"
+    from .judges.clipgrader.features import default_detector_path
+
+    det_path = default_detector_path("yolox-nano")
+    if not os.path.isfile(det_path):
+        return None, (f"{why_shipped}; training one needs YOLOX-Nano at {det_path} "
+                      "(set LABEL_GRADER_DETECTORS)")
+    h, n_boxes, n_images = label_content_hash(ctx.collection, ctx.gt_field)
+    if n_boxes < BOXGRADER_TRAIN_MIN_BOXES or n_images < BOXGRADER_TRAIN_MIN_IMAGES:
+        return None, (f"{why_shipped}; too few labels to train one on ({n_boxes} boxes on "
+                      f"{n_images} images; needs >= {BOXGRADER_TRAIN_MIN_BOXES} boxes on >= "
+                      f"{BOXGRADER_TRAIN_MIN_IMAGES} images)")
+    kw = {**BOXGRADER_TRAIN_DEFAULTS, **(train if isinstance(train, dict) else {})}
+    import hashlib
+    import json
+
+    cfg = hashlib.sha1(json.dumps([kw, BOXGRADER_TRAIN_VERSION], sort_keys=True,
+                                  default=str).encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", ctx.collection._dataset.name)
+    field_ = re.sub(r"[^A-Za-z0-9_.-]+", "_", ctx.gt_field)
+    out_dir = os.path.join(boxgrader_cache_root(), f"{name}--{field_}--{h}-{cfg}")
+    return {"out_dir": out_dir, "checkpoint": os.path.join(out_dir, "best.pt"), "kwargs": kw,
+            "label_hash": h, "boxes": n_boxes, "images": n_images, "why": why_shipped}, None
+
+
+def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | None, str | None]:
+    """(checkpoint, None) to run, or (None, why not).
+
+    The caller's checkpoint, else the shipped grader where it knows most labels' classes, else
+    one trained on ``gt_field`` (cached: reused while the labels are unchanged). With
+    ``train=False`` a grader still to be trained is left in ``ctx.resolved["boxgrader_train"]``
+    and its future path returned; :func:`_ensure_trained` trains it."""
     given = ctx.opt("boxgrader").get("checkpoint")
     if given:
         return given, None
-    if not os.path.isfile(SHIPPED_BOXGRADER):
-        return None, "no trained box grader (pass boxgrader={'checkpoint': ...}; see train_boxgrader)"
-    import torch
-
-    classes = set(torch.load(SHIPPED_BOXGRADER, map_location="cpu", weights_only=False)["classes"])
-    counts = ctx.collection.count_values(f"{ctx.gt_field}.detections.label")
-    total = sum(counts.values())
-    known = sum(n for c, n in counts.items() if c in classes)
-    if not total or known / total < SHIPPED_BOXGRADER_MIN_KNOWN:
-        return None, (f"the shipped box grader knows {known}/{total} of these labels' classes; "
-                      "train one on your labels (train_boxgrader) and pass boxgrader={'checkpoint': ...}")
     from .judges.clipgrader.features import default_detector_path
 
-    if not os.path.isfile(default_detector_path("yolox-nano")):
-        return None, (f"the shipped box grader needs YOLOX-Nano at {default_detector_path('yolox-nano')} "
-                      "(set LABEL_GRADER_DETECTORS)")
-    return SHIPPED_BOXGRADER, None
+    why = None
+    if not os.path.isfile(SHIPPED_BOXGRADER):
+        why = "no shipped box grader"
+    else:
+        import torch
+
+        classes = set(torch.load(SHIPPED_BOXGRADER, map_location="cpu",
+                                 weights_only=False)["classes"])
+        counts = ctx.collection.count_values(f"{ctx.gt_field}.detections.label")
+        total = sum(counts.values())
+        known = sum(n for c, n in counts.items() if c in classes)
+        if not total:
+            return None, f"no labels in '{ctx.gt_field}'"
+        if known / total < SHIPPED_BOXGRADER_MIN_KNOWN:
+            why = f"the shipped box grader knows {known}/{total} of these labels' classes"
+    if why is None:
+        if not os.path.isfile(default_detector_path("yolox-nano")):
+            return None, (f"the shipped box grader needs YOLOX-Nano at "
+                          f"{default_detector_path('yolox-nano')} (set LABEL_GRADER_DETECTORS)")
+        return SHIPPED_BOXGRADER, None
+    spec, why_not = _train_spec(ctx, why)
+    if spec is None:
+        return None, why_not
+    ctx.resolved["boxgrader_train"] = spec
+    if train:
+        _ensure_trained(ctx)
+    return spec["checkpoint"], None
+
+
+def _ensure_trained(ctx: GradeContext) -> dict[str, Any] | None:
+    """Train the grader ``ctx.resolved["boxgrader_train"]`` describes unless its cache holds it;
+    returns what was trained (or reused) and where, for the report."""
+    spec = ctx.resolved.get("boxgrader_train")
+    if not spec:
+        return None
+    if spec.get("done"):
+        return spec["done"]
+    info = {"why": spec["why"], "field": ctx.gt_field, "label_hash": spec["label_hash"],
+            "boxes": spec["boxes"], "images": spec["images"], "out_dir": spec["out_dir"],
+            "checkpoint": spec["checkpoint"], "settings": spec["kwargs"]}
+    if os.path.isfile(spec["checkpoint"]):
+        info["cached"] = True
+    else:
+        import shutil
+        import tempfile
+        import time
+
+        from .judges.clipgrader.boxgrader import train_boxgrader
+
+        root = os.path.dirname(spec["out_dir"])
+        os.makedirs(root, exist_ok=True)
+        # Trained in a scratch folder and moved in whole: a run stopped half-way, or two runs
+        # at once, never leave a half-written grader where the cache looks.
+        tmp = tempfile.mkdtemp(prefix=".train-", dir=root)
+        t0 = time.perf_counter()
+        try:
+            kw = dict(spec["kwargs"])
+            epochs = int(kw.get("epochs", 15))
+            n_img = spec["images"]
+
+            def prog(stage: str, d: int, t: int) -> None:
+                # one bar: the feature pass (per image), then the epochs
+                ctx.progress("boxgrader_train", d if stage == "features" else n_img + d,
+                             n_img + epochs)
+
+            # the classes of these labels (not the dataset's default_classes, which may be
+            # another taxonomy's: their labels would all be skipped as unknown)
+            kw.setdefault("classes", sorted(c for c in ctx.collection.distinct(
+                f"{ctx.gt_field}.detections.label") if c is not None))
+            res = train_boxgrader(ctx.collection, ctx.gt_field, tmp, progress=prog, **kw)
+            if res.best_checkpoint is None:
+                raise RuntimeError("box grader training wrote no checkpoint")
+            for f in os.listdir(tmp):  # the features cache is only for resuming this run
+                if f.startswith("features_"):
+                    os.remove(os.path.join(tmp, f))
+            if os.path.isdir(spec["out_dir"]):
+                shutil.rmtree(spec["out_dir"], ignore_errors=True)
+            os.replace(tmp, spec["out_dir"])
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+        info.update(cached=False, seconds=round(time.perf_counter() - t0, 1),
+                    classes=res.classes, good_threshold=res.good_threshold,
+                    train_seconds=res.seconds)
+    spec["done"] = info
+    return info
 
 
 def _can_boxgrade(ctx: GradeContext) -> str | None:
-    # Resolved once here (a checkpoint read and a count over every label), used by the run.
-    ckpt, why = _boxgrader_checkpoint(ctx)
+    # Resolved once here (a checkpoint read and a count over every label), used by the run;
+    # any training happens in the run.
+    ckpt, why = _boxgrader_checkpoint(ctx, train=False)
     ctx.resolved["boxgrader_checkpoint"] = ckpt
     return why
 
@@ -172,10 +315,15 @@ def _can_boxgrade(ctx: GradeContext) -> str | None:
 def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
     from .judges.clipgrader.boxgrader import grade_boxgrader
 
+    trained = _ensure_trained(ctx)
     opts = ctx.opt("boxgrader")
+    opts.pop("train", None)
     opts["checkpoint"] = ctx.resolved["boxgrader_checkpoint"]
-    return grade_boxgrader(ctx.collection, ctx.gt_field,
-                           progress=lambda d, t: ctx.progress("boxgrader", d, t), **opts)
+    rep = grade_boxgrader(ctx.collection, ctx.gt_field,
+                          progress=lambda d, t: ctx.progress("boxgrader", d, t), **opts)
+    if trained:
+        rep.info["trained"] = trained
+    return rep
 
 
 def _run_consistency_step(ctx: GradeContext) -> RunReport:
@@ -211,7 +359,9 @@ STEPS: list[Step] = [
     Step("zoom", _needs_detector, _run_zoom_step),
     # After cleanlab: merges its candidates into <gt>_overlooked instead of replacing them.
     Step("overlooked", _needs_detector, _run_overlooked_step),
-    # Runs when a trained checkpoint is given: boxgrader={"checkpoint": ".../best.pt"}.
+    # The caller's checkpoint (boxgrader={"checkpoint": ".../best.pt"}), else the shipped one
+    # where it knows most classes, else one trained on these labels (cached; {"train": False}
+    # opts out of training, boxgrader=False out of the step).
     Step("boxgrader", _can_boxgrade, _run_boxgrader_step),
     # Labels only, always runs; after the model judges so their scores pick the weaker box
     # of a duplicate pair.

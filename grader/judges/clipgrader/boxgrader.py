@@ -135,12 +135,18 @@ def label_inputs(X: np.ndarray, labels: Sequence[str], det_index: dict[str, int]
 
 @contextmanager
 def one_thread():
-    """Run the (tiny) head on one intra-op thread: on the busy 2-core machine here, two OpenMP
-    threads waiting at barriers made one epoch 17x slower in wall time (60 s vs 3.6 s)."""
+    """Run the (tiny) head and the per-box feature maths on one thread (torch's intra-op pool
+    and numpy's BLAS): on the busy 2-core machine here, two OpenMP threads waiting at barriers
+    made one epoch 17x slower in wall time (60 s vs 3.6 s), and a (12, 3549) x (3549, 80)
+    float64 product (the detector's class evidence per box) took 75 ms on two OpenBLAS
+    threads against 1 ms on one."""
+    from threadpoolctl import threadpool_limits
+
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(1, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(n)
 
@@ -315,6 +321,150 @@ def _feature_cache(out_dir: str, key: dict[str, Any]) -> str:
     return os.path.join(out_dir, f"features_{h}.npz")
 
 
+#: the features of the training's good boxes (the labels themselves), kept beside ``best.pt``:
+#: grading those labels afterwards reads them instead of running the detector again
+BOX_FEATURES_FILE = "box_features.npz"
+
+
+def _backbone_key(bb: YoloxFeatures) -> str:
+    """What a box's features depend on besides its image and box: the backbone's settings."""
+    return json.dumps([bb.name, list(bb.groups), bb.pool, bb.context, bb.size, bb.hires_size,
+                       bb.zoom_size, bb.zoom_context])
+
+
+def _box_keys(filepaths: Sequence[str], boxes: np.ndarray) -> list[tuple[str, tuple]]:
+    # boxes to 1/100 px: the same label read twice gives the same key, float noise aside
+    r = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
+    return list(zip(filepaths, map(tuple, r.tolist())))
+
+
+def save_box_features(path: str, bb: YoloxFeatures, filepaths: Sequence[str],
+                      boxes: Sequence[Sequence[float]], X: np.ndarray) -> None:
+    """Keep features of boxes (absolute xyxy) on images for :func:`grade_boxgrader` to reuse."""
+    np.savez(path + ".tmp.npz", filepaths=np.array(list(filepaths), dtype=str),
+             boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), X=X,
+             backbone=np.array(_backbone_key(bb)))
+    os.replace(path + ".tmp.npz", path)
+
+
+def load_box_features(path: str, bb: YoloxFeatures) -> dict[tuple[str, tuple], np.ndarray]:
+    """``{(filepath, box): features}`` from :func:`save_box_features`; empty when the file is
+    missing or was written with other backbone settings."""
+    if not os.path.isfile(path):
+        return {}
+    z = np.load(path)
+    if str(z["backbone"]) != _backbone_key(bb):
+        return {}
+    return dict(zip(_box_keys(z["filepaths"].tolist(), z["boxes"]), z["X"]))
+
+
+def _run_epoch(head: BoxGraderHead, opt, tr: np.ndarray, Xt: torch.Tensor, lab_t: torch.Tensor,
+               q_t: torch.Tensor, c_t: torch.Tensor, qw: torch.Tensor, cfg: dict[str, Any],
+               epoch: int) -> float:
+    """One epoch over the examples ``tr`` (seeded order); returns the mean training loss. The
+    class head learns from good and bad examples only (a background box holds no object)."""
+    head.train()
+    g = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
+    perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+    tot, n = 0.0, 0
+    for s in range(0, len(perm), cfg["batch_size"]):
+        b = perm[s:s + cfg["batch_size"]]
+        ql, cl = head(Xt[b], lab_t[b])
+        loss = nn.functional.cross_entropy(ql, q_t[b], weight=qw)
+        has_obj = q_t[b] != QUALITIES.index("background")
+        if has_obj.any():
+            loss = loss + cfg["class_weight"] * nn.functional.cross_entropy(
+                cl[has_obj], c_t[b][has_obj])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot += loss.item() * len(b)
+        n += len(b)
+    return tot / max(n, 1)
+
+
+def _val_record(grader: "BoxGrader", X: np.ndarray, items: Sequence[SynthItem], va: np.ndarray,
+                q_all: np.ndarray, c_all: np.ndarray) -> dict[str, float]:
+    """Balanced 3-way accuracy and class accuracy on the validation examples ``va``."""
+    if not len(va):
+        return {}
+    p = grader.predict(X[va], [items[i].label for i in va])
+    obj = q_all[va] != QUALITIES.index("background")
+    return {"val_accuracy": balanced_accuracy(p["quality"], q_all[va]),
+            "val_class_accuracy": float((p["p_class"][obj].argmax(1) == c_all[va][obj]).mean())}
+
+
+def _fit_in_memory(cfg: dict[str, Any], bb: YoloxFeatures, classes: list[str], X: np.ndarray,
+                   items: Sequence[SynthItem], q_all: np.ndarray, c_all: np.ndarray,
+                   tr: np.ndarray, va: np.ndarray, meta: dict[str, Any]) -> BoxGrader:
+    """A grader trained like :func:`train_boxgrader`'s (same epochs, best epoch on ``va``, tree
+    quality model on ``tr``, threshold on ``va``) on a subset of the examples, kept in memory
+    (the cross-fitting folds)."""
+    head = _build_head(cfg, bb, len(classes))
+    grader = BoxGrader(head, bb, classes, cfg, 0.5, dict(meta))
+    lab_all = grader.label_inputs(X, [it.label for it in items])
+    Xt = torch.from_numpy(X)
+    head.mean.copy_(Xt[tr].mean(0))
+    head.std.copy_(Xt[tr].std(0).clamp_min(1e-3))
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg["epochs"], 1))
+    counts = np.bincount(q_all[tr], minlength=3).astype(np.float64)
+    qw = torch.tensor(counts.sum() / (3 * np.maximum(counts, 1)), dtype=torch.float32)
+    q_t, c_t, lab_t = torch.from_numpy(q_all), torch.from_numpy(c_all), torch.from_numpy(lab_all)
+    best_state, best_metric = None, -np.inf
+    with one_thread():
+        for epoch in range(cfg["epochs"]):
+            loss = _run_epoch(head, opt, tr, Xt, lab_t, q_t, c_t, qw, cfg, epoch)
+            sched.step()
+            rec = _val_record(grader, X, items, va, q_all, c_all)
+            metric = rec["val_accuracy"] if rec else -loss
+            if metric > best_metric:
+                best_metric = metric
+                best_state = {k: v.clone() for k, v in head.state_dict().items()}
+    head.load_state_dict(best_state)
+    qm_opts = dict(cfg.get("quality_model") or {})
+    if not qm_opts.pop("off", False):
+        grader.quality_model = fit_quality_model(X[tr], lab_all[tr], q_all[tr],
+                                                 seed=cfg["seed"], **qm_opts)
+    if len(va):
+        p = grader.predict(X[va], [items[i].label for i in va])
+        grader.good_threshold = choose_good_threshold(p["p_quality"], q_all[va], cfg["max_fpr"])
+    return grader
+
+
+#: written beside ``best.pt`` by a cross-fitted training: which fold each image was held out of
+FOLDS_FILE = "folds.json"
+
+
+def _crossfit(out_dir: str, cfg: dict[str, Any], bb: YoloxFeatures, classes: list[str],
+              X: np.ndarray, kept: Sequence[SynthItem], q_all: np.ndarray, c_all: np.ndarray,
+              folds: int, progress: Callable[[str, int, int], None]) -> None:
+    """Cross-fitting: the images are split into ``folds`` groups; for each, a grader is trained
+    on the other images' examples (features computed once, heads trained ``folds`` times) and
+    saved as ``fold_<k>.pt``; :data:`FOLDS_FILE` maps each image (file path) to the fold that
+    did not see it, so that grading the training labels grades each image with a grader that
+    never learned its (possibly wrong) labels."""
+    sids = sorted({it.sample_id for it in kept})
+    rng = np.random.default_rng([cfg["seed"], 7])
+    rng.shuffle(sids)
+    fold_of = {sid: k % folds for k, sid in enumerate(sids)}
+    img_fold = np.array([fold_of[it.sample_id] for it in kept])
+    paths: dict[str, int] = {}
+    for k in range(folds):
+        idx = np.nonzero(img_fold != k)[0]
+        tr_items, va_items = split_by_image([kept[i] for i in idx], cfg["val_fraction"],
+                                            cfg["seed"] + 1 + k)
+        va_sids = {it.sample_id for it in va_items}
+        is_va = np.array([kept[i].sample_id in va_sids for i in idx], dtype=bool)
+        g = _fit_in_memory(cfg, bb, classes, X, kept, q_all, c_all, idx[~is_va], idx[is_va],
+                           {"trained_on_field": cfg["gt_field"], "fold": k, "folds": folds})
+        g.save(os.path.join(out_dir, f"fold_{k}.pt"))
+        paths.update({it.filepath: k for it, f in zip(kept, img_fold) if f == k})
+        progress("crossfit", k + 1, folds)
+    with open(os.path.join(out_dir, FOLDS_FILE), "w") as f:
+        json.dump({"folds": folds, "image_fold": paths}, f)
+
+
 def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "boxgrader_ckpt",
                     *, classes: Sequence[str] | None = None, backbone: str = "yolox-nano",
                     model_path: str | None = None, features: Sequence[str] = DEFAULT_GROUPS,
@@ -327,7 +477,7 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
                     input_dropout: float = 0.2, class_weight: float = 0.5,
                     quality_model: dict[str, Any] | None = None,
                     val_fraction: float = 0.15, max_fpr: float = DEFAULT_MAX_FPR, seed: int = 0,
-                    resume: bool = False, num_workers: int = 1,
+                    resume: bool = False, num_workers: int = 1, crossfit: int = 0,
                     progress: Callable[[str, int, int], None] | None = None) -> BoxTrainResult:
     """Train the box grader's head on examples synthesised from ``gt_field``.
 
@@ -343,6 +493,10 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
     leaves the MLP's quality head grading) is fitted on the training images and
     ``good_threshold`` is chosen on the validation images so that at most ``max_fpr`` of
     bad/background boxes are graded good; both go into ``best.pt``.
+
+    ``crossfit`` >= 2: also train that many fold graders, each on the images the others hold
+    out (see :func:`_crossfit`); :func:`grade_boxgrader` then grades each training image with
+    the fold grader that did not see it.
     """
     progress = progress or (lambda stage, d, t: None)
     torch.manual_seed(seed)
@@ -391,6 +545,9 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
         pos = {id(it): i for i, it in enumerate(items)}
         np.savez(cache, X=X, keep=np.array([pos[id(it)] for it in kept], dtype=np.int64))
     t_feat = time.perf_counter() - t0
+    good = [i for i, it in enumerate(kept) if it.quality == QUALITIES[0]]
+    save_box_features(os.path.join(out_dir, BOX_FEATURES_FILE), bb,
+                      [kept[i].filepath for i in good], [kept[i].box_xyxy for i in good], X[good])
     train_items, val_items = split_by_image(kept, cfg["val_fraction"], cfg["seed"])
     val_ids = {it.sample_id for it in val_items}
     is_val = np.array([it.sample_id in val_ids for it in kept])
@@ -420,33 +577,11 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
     t1 = time.perf_counter()
     with one_thread():  # the head is tiny: one thread (see one_thread)
         for epoch in range(start, epochs):
-            head.train()
-            g = torch.Generator().manual_seed(cfg["seed"] * 1000 + epoch)
-            perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
-            tot, n = 0.0, 0
-            for s in range(0, len(perm), cfg["batch_size"]):
-                b = perm[s:s + cfg["batch_size"]]
-                ql, cl = head(Xt[b], lab_t[b])
-                loss = nn.functional.cross_entropy(ql, q_t[b], weight=qw)
-                has_obj = q_t[b] != QUALITIES.index("background")
-                if has_obj.any():
-                    loss = loss + cfg["class_weight"] * nn.functional.cross_entropy(
-                        cl[has_obj], c_t[b][has_obj])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += loss.item() * len(b)
-                n += len(b)
+            rec = {"epoch": epoch, "train_loss": _run_epoch(head, opt, tr, Xt, lab_t, q_t, c_t,
+                                                            qw, cfg, epoch)}
             sched.step()
-            rec = {"epoch": epoch, "train_loss": tot / max(n, 1)}
-            if len(va):
-                p = grader.predict(X[va], [kept[i].label for i in va])
-                rec["val_accuracy"] = balanced_accuracy(p["quality"], q_all[va])
-                obj = q_all[va] != QUALITIES.index("background")
-                rec["val_class_accuracy"] = float((p["p_class"][obj].argmax(1) == c_all[va][obj]).mean())
-                metric = rec["val_accuracy"]
-            else:
-                metric = -rec["train_loss"]
+            rec.update(_val_record(grader, X, kept, va, q_all, c_all))
+            metric = rec["val_accuracy"] if len(va) else -rec["train_loss"]
             history.append(rec)
             progress("train", epoch + 1, epochs)
             if metric > best_metric:
@@ -457,6 +592,7 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
                 "best_metric": float(best_metric)}})
     # The best weights get the quality model (fitted on the training images) and the decision
     # threshold (chosen on the validation images); best.pt is written once more with both.
+    t_head = time.perf_counter() - t1
     qm_opts = dict(cfg.get("quality_model") or {})
     if os.path.isfile(best_path):
         best = load_boxgrader(best_path, model_path)
@@ -471,6 +607,12 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
         best.save(best_path, extra={"history": st.get("history", history)})
         grader.good_threshold = best.good_threshold
     t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    if crossfit >= 2:
+        _crossfit(out_dir, cfg, bb, classes, X, kept, q_all, c_all, int(crossfit), progress)
+    elif os.path.isfile(os.path.join(out_dir, FOLDS_FILE)):
+        os.remove(os.path.join(out_dir, FOLDS_FILE))  # stale folds of an earlier run
+    t_cross = time.perf_counter() - t2
     with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
     return BoxTrainResult(
@@ -478,7 +620,9 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
         best_checkpoint=os.path.abspath(best_path) if os.path.isfile(best_path) else None,
         last_checkpoint=os.path.abspath(last_path), history=history, num_train=int(len(tr)),
         num_val=int(len(va)), classes=classes, good_threshold=grader.good_threshold,
-        seconds={"features": round(t_feat, 3), "train": round(t_train, 3)},
+        seconds={"features": round(t_feat, 3), "train": round(t_train, 3),
+                 "head": round(t_head, 3), "quality_model": round(t_train - t_head, 3),
+                 "crossfit": round(t_cross, 3)},
         report=report.to_dict())
 
 
@@ -519,11 +663,33 @@ def evaluate_boxgrader(collection, gt_field: str = "ground_truth", *, checkpoint
 
 # --- grading -------------------------------------------------------------------------------
 
+def _load_folds(grader: BoxGrader) -> tuple[dict[str, int], list[BoxGrader]]:
+    """The cross-fitting folds beside ``grader``'s checkpoint: ``({filepath: fold}, graders)``,
+    sharing ``grader``'s backbone; empty where it was trained without them."""
+    ck = grader.meta.get("checkpoint")
+    path = os.path.join(os.path.dirname(ck), FOLDS_FILE) if ck else ""
+    if not os.path.isfile(path):
+        return {}, []
+    with open(path) as f:
+        info = json.load(f)
+    graders = []
+    for k in range(int(info["folds"])):
+        st = torch.load(os.path.join(os.path.dirname(ck), f"fold_{k}.pt"), map_location="cpu",
+                        weights_only=False)
+        head = _build_head(st["config"], grader.backbone, len(st["classes"]))
+        head.load_state_dict(st["head"])
+        graders.append(BoxGrader(head, grader.backbone, list(st["classes"]), st["config"],
+                                 float(st["good_threshold"]), dict(st.get("meta", {})),
+                                 st.get("quality_model")))
+    return {p: int(k) for p, k in info["image_fold"].items()}, graders
+
+
 def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str | None = None,
                     grader: BoxGrader | None = None, model_path: str | None = None,
                     bad_threshold: float = 0.5, background_threshold: float = 0.5,
                     num_workers: int = 1, progress: Callable[[int, int], None] | None = None,
-                    run_key: str = "boxgrader") -> RunReport:
+                    run_key: str = "boxgrader", feature_cache: str | bool = True,
+                    crossfit: bool = True) -> RunReport:
     """Grade every detection of ``field`` with a trained box grader; write ``boxgrader_*``.
 
     Per detection: ``boxgrader_p_good``, ``_p_bad``, ``_p_background`` (sum to 1),
@@ -533,11 +699,25 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     counted ``unknown_class``). Tags ``suspect:boxgrader_bad`` / ``suspect:boxgrader_background``
     past the thresholds. Labels that cannot be scored (unreadable image, degenerate box,
     missing metadata) get None and are counted; labels and boxes are never changed.
+
+    ``feature_cache``: a :data:`BOX_FEATURES_FILE` to read boxes' features from (same image
+    path and box, same backbone settings) instead of running the detector; ``True`` (default)
+    uses the one beside the checkpoint, which holds the features of the labels the grader was
+    trained on, so grading those labels right after training costs no detector pass for them.
+    Only the images with a box not in it are read. ``False``: always run the detector.
+
+    ``crossfit``: where the checkpoint was trained with ``crossfit`` folds, grade each image
+    the training saw with the fold grader that held it out (other images: the full grader).
     """
     if grader is None:
         if checkpoint is None:
             raise ValueError("grade_boxgrader needs checkpoint= (train one with train_boxgrader)")
         grader = load_boxgrader(checkpoint, model_path)
+    if feature_cache is True:
+        ck = grader.meta.get("checkpoint")
+        feature_cache = os.path.join(os.path.dirname(ck), BOX_FEATURES_FILE) if ck else False
+    cached = load_box_features(feature_cache, grader.backbone) if feature_cache else {}
+    fold_of, fold_graders = _load_folds(grader) if crossfit else ({}, [])
     report = RunReport(judge="boxgrader")
     ensure_metadata(collection, report)
     table = read_detections(collection, field)
@@ -557,14 +737,29 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
             groups.append((table.filepaths[i], rel_xywh_to_abs_xyxy(clipped[ok], W, H)))
             keys.append([(table.sample_ids[i], table.ids[i][j], table.labels[i][j]) for j in ok])
     t0 = time.perf_counter()
-    feats = extract_features(grader.backbone, groups, report=report, num_workers=num_workers,
-                             progress=progress)
+    feats: list[np.ndarray | None] = [None] * len(groups)
+    todo = []
+    for g, (path, boxes) in enumerate(groups):
+        rows = [cached.get(k) for k in _box_keys([path] * len(boxes), boxes)] if cached else [None]
+        if all(r is not None for r in rows):
+            feats[g] = np.stack(rows).astype(np.float32)
+        else:
+            todo.append(g)
+    for g, f in zip(todo, extract_features(grader.backbone, [groups[g] for g in todo],
+                                           report=report, num_workers=num_workers,
+                                           progress=progress)):
+        feats[g] = f
+    report.info["images_from_feature_cache"] = len(groups) - len(todo)
+    report.info["images_by_fold_grader"] = 0
     cindex = {c: i for i, c in enumerate(grader.classes)}
     scores: dict[tuple[str, str], dict[str, Any]] = {}
-    for ks, X in zip(keys, feats):
+    n_fold = 0
+    for (path, _), ks, X in zip(groups, keys, feats):
         if X is None:
             continue
-        p = grader.predict(X, [k[2] for k in ks])
+        fk = fold_of.get(path)
+        n_fold += fk is not None
+        p = (grader if fk is None else fold_graders[fk]).predict(X, [k[2] for k in ks])
         for r, (sid, lid, lab) in enumerate(ks):
             pq, pc = p["p_quality"][r], p["p_class"][r]
             known = lab in cindex
@@ -576,6 +771,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
                 "boxgrader_quality": QUALITIES[int(p["quality"][r])],
                 "boxgrader_class": grader.classes[int(pc.argmax())],
                 "boxgrader_p_other_class": float(1 - pc[cindex[lab]]) if known else None}
+    report.info["images_by_fold_grader"] = n_fold
     t1 = time.perf_counter()
     all_keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
     write_label_attrs(collection, field,
