@@ -426,12 +426,18 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     if learner == "self" or (learner == "auto" and prior is not None and not model_fit["fits"]):
         from .ensemble_selfsup import collect_injected, select_models
 
-        data = collect_injected(collection, gt_field, pred_field, seed=seed,
-                                abstain_floor=abstain_floor, **(self_supervised or {}))
-        selection = select_models(data, issues, prior=prior, seed=seed)
-        report.info["self_supervised"] = {"judges": data["judges"], "rounds": data["rounds"],
-                                          "injected": data["injected"]}
-        report.info["selection"] = {i: e["cv_auroc"] for i, e in selection.items()}
+        try:
+            data = collect_injected(collection, gt_field, pred_field, seed=seed,
+                                    abstain_floor=abstain_floor, **(self_supervised or {}))
+        except ValueError as e:   # no judge that a copy can re-run: the vote
+            report.info["self_supervised"] = {"skipped": str(e)}
+        else:
+            selection = select_models(data, issues, prior=prior, seed=seed)
+            report.info["self_supervised"] = {"judges": data["judges"], "rounds": data["rounds"],
+                                              "injected": data["injected"]}
+            report.info["selection"] = {i: e["cv_auroc"] for i, e in selection.items()}
+    # Where the copy gave no choice for an issue: the shipped model only where it fits.
+    fallback_prior = prior if (learner != "auto" or model_fit["fits"]) else None
     scores: dict[str, np.ndarray] = {}
     weights_all: dict[str, dict[str, float]] = {}
     sources: dict[str, str] = {}
@@ -459,7 +465,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                 learners[issue]["variant"] = got[1]["variant"]
         elif issue in selection and (got := _apply_selection(selection[issue], pct, prior)):
             scores[issue], learners[issue] = got
-        elif prior is not None and (got := default_model_scores(pct, issue, prior)) is not None:
+        elif (fallback_prior is not None
+              and (got := default_model_scores(pct, issue, fallback_prior)) is not None):
             # No verified labels to learn from: the model fitted on coco128 with injected errors.
             scores[issue], learners[issue] = got
             learners[issue]["why"] = f"fewer than {min_stack_positives} trusted errors"
