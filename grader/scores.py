@@ -104,6 +104,10 @@ SCORES: list[ScoreSpec] = [
               description="max IoU with another box of the same class in the image (0-1)"),
     ScoreSpec("consistency_dup_iou_any", "consistency", "duplicate", True,
               description="max IoU with another box of any class in the image (0-1)"),
+    ScoreSpec("consistency_xdup", "consistency", "duplicate", True,
+              description="IoU with a box of another class, discounted by how often the two classes "
+                          "legitimately overlap in this dataset and split by which class fits worse "
+                          "(0-1, high = one object likely boxed twice under two classes)"),
     ScoreSpec("consistency_outlier", "consistency", "badloc", True,
               description="max robust z-score of the box's log width/height/aspect/area within its "
                           "class (high = unusual geometry for the class)"),

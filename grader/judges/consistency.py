@@ -21,6 +21,17 @@ Scores written on every GT detection (all HIGH = suspect):
   injected duplicates 0.627 with the hard split, 0.719 with the default margin 0.03 (AUROC
   0.980 -> 0.985); box-fit subsets of the evidence (``"badloc"``, ``"covers_badloc"``) tell the
   copy from its source no better than every judge's mean (pair accuracy ~0.68-0.70 either way);
+- ``consistency_xdup``: one object boxed twice under two *different* classes (a van as ``car``
+  and ``truck``, a bench as ``bench`` and ``chair``), which the same-class score cannot see. A
+  pair scores its IoU x (1 - how legitimately the two classes overlap in *this* dataset): of
+  the other images holding both classes, the share where a box of one lies mostly inside a box
+  of the other (a person on a chair, a pizza on a table, a cat on a couch), learned from the
+  labels themselves with the pair's own image left out (:func:`cross_class_scores`). Class
+  evidence (:data:`XDUP_EVIDENCE`: the registered swap scores, e.g. ``cleanlab_swap``,
+  ``zoom_label_prob``, ``boxgrader_p_other_class``) says which box's class fits worse: that
+  box keeps the pair's score, its partner drops towards half. Boxes reaching
+  ``xdup_tag_score`` are tagged ``suspect:duplicate``. ``bench/real_errors.py`` (coco128,
+  unchanged labels, checked by eye): precision@10 0.6 where ``ensemble_any`` has 0.2;
 - ``consistency_outlier``: max over log width, log height, log aspect ratio (in pixels when the
   image size is known) and log relative area of the robust z-score ``0.6745 (x - median) / MAD``
   within the box's class; ``None`` for classes with fewer than ``min_class_size`` boxes.
@@ -42,7 +53,7 @@ JUDGE = "consistency"
 RUN_KEY = "label_grader_consistency"
 TAG_DUPLICATE = "suspect:duplicate"
 ATTRS = ("consistency_dup_iou", "consistency_dup_iou_any", "consistency_duplicate",
-         "consistency_outlier")
+         "consistency_outlier", "consistency_xdup")
 # Judges whose scores are not evidence about a box's own support (they are derived from it).
 _NOT_EVIDENCE = ("consistency", "ensemble")
 #: Which registered scores (grader.scores) count as evidence against a box of a duplicate pair,
@@ -54,19 +65,34 @@ EVIDENCE_RULES: dict[str, Callable] = {
     "badloc": lambda s: s.issue == "badloc",
     "badloc_also": lambda s: s.issue == "badloc" or "badloc" in s.also,
     "covers_badloc": lambda s: s.covers("badloc"),
+    # Cross-class pairs: the two boxes share their pixels but not their class, so what tells
+    # the wrong box is how well each class fits (class / swap evidence).
+    "swap": lambda s: s.issue == "swap" or "swap" in s.also,
 }
 DEFAULT_EVIDENCE = "all"
 # Chosen on coco128 (bench/duplicate_bench.py, AP): 0 (hard) 0.627, 0.01 0.691, 0.03 0.719,
 # 0.05 0.720, 0.1 0.690 (0.03 kept: the default ensemble's AP is higher with it).
 DEFAULT_MARGIN = 0.03
 _MAD_TO_SIGMA = 0.6745
+#: consistency_xdup at which a box is tagged suspect:duplicate (coco128, bench/real_errors.py:
+#: every real cross-class duplicate pair at IoU >= 0.6 reaches it, 1 of 4 legitimate pairs).
+XDUP_TAG_SCORE = 0.5
+#: Evidence that says which box of a cross-class pair has the wrong class.
+XDUP_EVIDENCE = "swap"
+#: A box of one class "on/in" a box of another: the smaller box's share inside the larger one.
+XDUP_OVERLAP_IOA = 0.5
+#: Pseudo-images of "no overlap" added to each class pair's co-occurrence count: a pair seen
+#: overlapping in 1 of 1 other image is half-legitimate, in 4 of 6 ~0.57.
+XDUP_PRIOR_IMAGES = 1.0
 
 
 def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarray,
-                    margin: float = 0.0):
+                    margin: float = 0.0, cross: dict | None = None):
     """Duplicate scores for G images padded to M boxes: ``b`` (G, M, 4) xywh, ``codes`` (G, M)
     class codes, ``w`` (G, M) weakness (NaN = unknown), ``n`` (G,) real box counts; ``margin``
-    > 0: soft split of the pair (see :func:`duplicate_scores`)."""
+    > 0: soft split of the pair (see :func:`duplicate_scores`). ``cross``: a dict to which the
+    overlapping different-class pairs are appended as arrays ``g``, ``i``, ``j``, ``iou``,
+    ``ioa`` (for :func:`cross_class_scores`)."""
     G, M, _ = b.shape
     x1, y1 = b[..., 0], b[..., 1]
     x2, y2 = x1 + b[..., 2], y1 + b[..., 3]
@@ -81,6 +107,12 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
     iou = iou * (valid[:, :, None] & valid[:, None, :])
     iou[:, idx, idx] = 0.0
     iou_same = np.where(codes[:, :, None] == codes[:, None, :], iou, 0.0)
+    if cross is not None:
+        g, i, j = np.nonzero((iou > 0) & (codes[:, :, None] != codes[:, None, :]))
+        small = np.minimum(area[g, i], area[g, j])
+        for k, v in (("g", g), ("i", i), ("j", j), ("iou", iou[g, i, j]),
+                     ("ioa", inter[g, i, j] / np.maximum(small, 1e-12))):
+            cross.setdefault(k, []).append(v)
     best_same = iou_same.max(axis=2)
     best_any = iou.max(axis=2)
     partner = iou_same.argmax(axis=2)
@@ -100,6 +132,71 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
         soft = best_same * (0.5 + 0.5 / (1.0 + np.exp(-gap)))
         dup = np.where(np.isfinite(w) & np.isfinite(wj), soft, dup)
     return best_same, best_any, dup
+
+
+def cooccurrence(codes: np.ndarray, image_of: np.ndarray, n_images: int, n_classes: int,
+                 chunk: int = 65536) -> np.ndarray:
+    """(K, K) number of images holding at least one box of both classes (diagonal: of the class)."""
+    C = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for a in range(0, n_images, chunk):
+        sel = (image_of >= a) & (image_of < a + chunk)
+        H = np.zeros((min(chunk, n_images - a), n_classes), dtype=np.int32)
+        H[image_of[sel] - a, codes[sel]] = 1
+        C += H.T @ H
+    return C
+
+
+def cross_class_scores(pairs: dict[str, np.ndarray], C: np.ndarray, n_boxes: int,
+                       weakness: np.ndarray | None = None, margin: float = DEFAULT_MARGIN,
+                       overlap_ioa: float = XDUP_OVERLAP_IOA,
+                       prior_images: float = XDUP_PRIOR_IMAGES) -> tuple[np.ndarray, np.ndarray]:
+    """``consistency_xdup`` of every box (flat index) and each box's partner (-1 = none).
+
+    ``pairs``: every ordered pair of overlapping boxes of *different* classes in one image:
+    ``img``, ``i``/``j`` (flat box indices), ``ci``/``cj`` (class codes), ``iou``, ``ioa``
+    (intersection over the smaller box). ``C``: :func:`cooccurrence`.
+
+    How legitimate the class pair's overlap is, from the dataset itself: of the *other* images
+    holding both classes, the share where a box of one lies mostly inside a box of the other
+    (IoA >= ``overlap_ioa``: a person on a chair, a pizza on a table), with ``prior_images``
+    pseudo-images of no overlap (a pair seen in no other image is not legitimate). The pair's
+    own image is left out, so a duplicate never vouches for itself. A pair scores
+    ``IoU (1 - legit)`` and each box keeps its best partner's; ``weakness`` (evidence that the
+    box's class is wrong) lowers the better-fitting box of the pair towards half of it:
+    ``min(1, 3/2 - sigmoid((w_partner - w) / margin))`` (``margin`` = 0: exactly half).
+    """
+    out = np.zeros(n_boxes)
+    partner = np.full(n_boxes, -1, dtype=np.int64)
+    if not len(pairs["i"]):
+        return out, partner
+    img, i, j, ci, cj = (pairs[k] for k in ("img", "i", "j", "ci", "cj"))
+    ov = pairs["ioa"] >= overlap_ioa
+    # Images where the class pair overlaps at least once (each image counted once per pair).
+    key = np.unique(np.stack([img[ov], ci[ov], cj[ov]], axis=1), axis=0)
+    O = np.zeros_like(C)
+    np.add.at(O, (key[:, 1], key[:, 2]), 1)
+    # Leave the pair's own image out (exact for an overlapping pair: its image counts once).
+    legit = np.clip((O[ci, cj] - ov) / np.maximum(C[ci, cj] - 1 + prior_images, 1e-9), 0.0, 1.0)
+    raw = pairs["iou"] * (1.0 - legit)
+    order = np.lexsort((-raw, i))
+    first = order[np.r_[True, i[order][1:] != i[order][:-1]]]
+    bi, bj, braw = i[first], j[first], raw[first]
+    # Unlike a same-class copy, the pair itself is the finding: the box whose class fits
+    # worse keeps the pair's score and only its partner is lowered, towards half with a
+    # clear evidence gap (no evidence or a tie: both keep it).
+    split = np.ones(len(first))
+    if weakness is not None:
+        wi, wj = weakness[bi], weakness[bj]
+        both = np.isfinite(wi) & np.isfinite(wj)
+        if margin > 0:
+            gap = np.clip((wi - wj) / margin, -50, 50)
+            soft = np.minimum(1.0, 1.5 - 1.0 / (1.0 + np.exp(gap)))
+        else:
+            soft = np.where(wi < wj, 0.5, 1.0)
+        split = np.where(both, soft, split)
+    out[bi] = braw * split
+    partner[bi] = bj
+    return out, partner
 
 
 def duplicate_scores(boxes: np.ndarray, labels: Sequence[str],
@@ -158,11 +255,15 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                        widths: Sequence[float | None], heights: Sequence[float | None],
                        weakness: list[np.ndarray] | None = None,
                        min_class_size: int = 10,
-                       margin: float = DEFAULT_MARGIN) -> dict[str, list[np.ndarray]]:
+                       margin: float = DEFAULT_MARGIN,
+                       xdup_weakness: list[np.ndarray] | None = None,
+                       xdup_overlap_ioa: float = XDUP_OVERLAP_IOA,
+                       xdup_prior_images: float = XDUP_PRIOR_IMAGES) -> dict[str, list[np.ndarray]]:
     """Every consistency score for every image's (valid) boxes: the pure-numpy core.
 
     Images are batched by box count, so the pairwise IoU of thousands of images is one numpy
-    expression per batch instead of a Python loop.
+    expression per batch instead of a Python loop. ``weakness`` splits same-class pairs,
+    ``xdup_weakness`` (class evidence) cross-class ones (see :func:`cross_class_scores`).
     """
     sizes = np.array([len(b) for b in boxes], dtype=int)
     out = {a: [np.zeros(k) for k in sizes] for a in ATTRS}
@@ -172,6 +273,8 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
     _, flat_codes = np.unique(flat_labels, return_inverse=True)
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
     bucket = np.where(sizes > 1, sizes, 0)
+    cross: dict[str, list] = {}
+    n_classes = int(flat_codes.max()) + 1
     # Cap a batch at ~4M pair entries to bound memory on images with hundreds of boxes.
     for m in np.unique(bucket[bucket > 0]):
         imgs = np.nonzero(bucket == m)[0]
@@ -188,12 +291,28 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                 codes[g, :k] = flat_codes[starts[i]:starts[i] + k]
                 if weakness is not None:
                     w[g, :k] = weakness[i]
-            same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk], margin)
+            part: dict[str, list] = {}
+            same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk], margin, cross=part)
+            if part:
+                g, i, j = (np.concatenate(part[k]) for k in ("g", "i", "j"))
+                img = chunk[g]
+                for k, v in (("img", img), ("i", starts[img] + i), ("j", starts[img] + j),
+                             ("ci", codes[g, i]), ("cj", codes[g, j]),
+                             ("iou", np.concatenate(part["iou"])),
+                             ("ioa", np.concatenate(part["ioa"]))):
+                    cross.setdefault(k, []).append(v)
             for g, i in enumerate(chunk):
                 k = sizes[i]
                 out["consistency_dup_iou"][i] = same[g, :k]
                 out["consistency_dup_iou_any"][i] = anyc[g, :k]
                 out["consistency_duplicate"][i] = dup[g, :k]
+    pairs = {k: (np.concatenate(cross[k]) if k in cross else np.zeros(0, dtype=np.int64))
+             for k in ("img", "i", "j", "ci", "cj", "iou", "ioa")}
+    C = cooccurrence(flat_codes, np.repeat(np.arange(len(sizes)), sizes), len(sizes), n_classes)
+    xw = np.concatenate(xdup_weakness) if xdup_weakness is not None else None
+    xdup, _ = cross_class_scores(pairs, C, int(sizes.sum()), xw, margin, xdup_overlap_ioa,
+                                 xdup_prior_images)
+    out["consistency_xdup"] = np.split(xdup, np.cumsum(sizes)[:-1])
     allb = np.concatenate([b for b in boxes if len(b)])
     wv = np.repeat([float(w) if w else np.nan for w in widths], sizes)
     hv = np.repeat([float(h) if h else np.nan for h in heights], sizes)
@@ -242,7 +361,7 @@ def evidence_specs(collection, gt_field: str, evidence: str | Sequence[str] = DE
 def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_size: int = 10,
                     use_evidence: bool = True, evidence: str | Sequence[str] = DEFAULT_EVIDENCE,
                     evidence_margin: float = DEFAULT_MARGIN, tag_fraction: float = 0.0,
-                    duplicate_tag_iou: float = 0.7,
+                    duplicate_tag_iou: float = 0.7, xdup_tag_score: float = XDUP_TAG_SCORE,
                     progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write the ``consistency_*`` scores on ``gt_field``'s detections (see the module doc).
 
@@ -252,11 +371,15 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     ignores other judges' scores when choosing the weaker box of a pair; ``evidence``: which
     registered scores count (a name of :data:`EVIDENCE_RULES` or a list of attributes);
     ``evidence_margin``: the evidence gap (in mean percentile) that splits a pair (0 = hard).
+    ``xdup_tag_score``: boxes whose ``consistency_xdup`` reaches it are tagged
+    ``suspect:duplicate`` too.
     """
     if not isinstance(min_class_size, int) or min_class_size < 2:
         raise ValueError("min_class_size must be an integer >= 2")
     if not (isinstance(duplicate_tag_iou, (int, float)) and 0 < duplicate_tag_iou <= 1):
         raise ValueError("duplicate_tag_iou must be in (0, 1]")
+    if not (isinstance(xdup_tag_score, (int, float)) and 0 < xdup_tag_score <= 1):
+        raise ValueError("xdup_tag_score must be in (0, 1]")
     if not (isinstance(tag_fraction, (int, float)) and math.isfinite(tag_fraction)
             and 0 <= tag_fraction <= 1):
         raise ValueError("tag_fraction must be in [0, 1]")
@@ -265,11 +388,13 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
         raise ValueError("evidence_margin must be a number >= 0")
     progress = progress or (lambda done, total: None)
     report = RunReport(judge=JUDGE)
-    specs = []
+    specs, xspecs = [], []
     if use_evidence:
         specs = evidence_specs(collection, gt_field, evidence)
+        xspecs = evidence_specs(collection, gt_field, XDUP_EVIDENCE)
     # One read: boxes, labels and the other judges' scores (the evidence for pairs).
-    tab = lgf.read_detections(collection, gt_field, attrs=[s.attr for s in specs])
+    tab = lgf.read_detections(collection, gt_field,
+                              attrs=sorted({s.attr for s in specs + xspecs}))
     report.samples_seen = len(tab)
     unscorable = []
     boxes, labels, keys = [], [], []
@@ -282,15 +407,19 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
         boxes.append(b[ok] if len(b) else b)
         labels.append([tab.labels[i][j] for j in np.nonzero(ok)[0]])
         keys.append([(tab.sample_ids[i], ids[j]) for j in np.nonzero(ok)[0]])
-    weak = None
-    full = _weakness(specs, tab)
-    if full is not None:
-        weak = []
+    def kept(full):
+        if full is None:
+            return None
+        out = []
         for i, ids in enumerate(tab.ids):
             keep = {k[1] for k in keys[i]}
-            weak.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
+            out.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
+        return out
+
+    weak = kept(_weakness(specs, tab))
+    xweak = kept(_weakness(xspecs, tab))
     scores = consistency_arrays(boxes, labels, tab.widths, tab.heights, weak, min_class_size,
-                                evidence_margin)
+                                evidence_margin, xdup_weakness=xweak)
     progress(len(tab), len(tab))
     values: dict[str, dict] = {a: {} for a in ATTRS}
     for a in ATTRS:
@@ -303,6 +432,8 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     flat_dup = [(k, v) for ks, col in zip(keys, scores["consistency_duplicate"])
                 for k, v in zip(ks, col)]
     to_tag = [k[1] for k, v in flat_dup if v >= duplicate_tag_iou]
+    to_tag = sorted(set(to_tag) | {k[1] for ks, col in zip(keys, scores["consistency_xdup"])
+                                   for k, v in zip(ks, col) if v >= xdup_tag_score})
     if tag_fraction > 0 and flat_dup:
         n = int(math.ceil(tag_fraction * len(flat_dup)))
         to_tag = sorted(set(to_tag) | {k[1] for k, _ in sorted(flat_dup, key=lambda kv: -kv[1])[:n]})
@@ -313,10 +444,12 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     report.fields = list(ATTRS)
     report.info["evidence_for_pairs"] = weak is not None
     report.info["evidence_scores"] = [s.attr for s in specs]
+    report.info["xdup_evidence_scores"] = [s.attr for s in xspecs]
     lgf.record_run(collection, RUN_KEY, dict(gt_field=gt_field, min_class_size=min_class_size,
                                              use_evidence=use_evidence,
                                              evidence=evidence if isinstance(evidence, str)
                                              else list(evidence), evidence_margin=evidence_margin,
                                              tag_fraction=tag_fraction,
-                                             duplicate_tag_iou=duplicate_tag_iou), report.to_dict())
+                                             duplicate_tag_iou=duplicate_tag_iou,
+                                             xdup_tag_score=xdup_tag_score), report.to_dict())
     return report
