@@ -36,12 +36,34 @@ from .scores import ISSUE_TYPES, SCORES
 _JUDGE_ATTRS = [s.attr for s in SCORES] + ["possible_spurious", "possible_missing"]
 
 TRUTH_ATTR = "injected_error"
+#: the finer type of a real-looking error (``REAL_ERROR_TYPES``); today's types do not carry it
+KIND_ATTR = "injected_kind"
 ERROR_TYPES = ISSUE_TYPES
+#: Real-looking error types (opt-in by their rate keys; not in :data:`DEFAULT_RATES`), as seen
+#: when checking coco128 / coco128-val by eye, and the issue each one is recorded under
+#: (``injected_error``; the type itself goes to ``injected_kind``):
+#:
+#: - ``cross_duplicate``: a jittered copy of a box under a confusable class (a van as car and
+#:   truck) -> "duplicate";
+#: - ``split``: one object as two boxes, cut across its longer side (a head and a body) ->
+#:   "badloc" on both;
+#: - ``merge``: one box over two same-class neighbours (two laptops, a calf with its mother):
+#:   the first becomes their union -> "badloc", the second is deleted -> "overlooked";
+#: - ``part``: a box that stops at a part (a toilet without its tank, a rider cut at the waist)
+#:   -> "badloc";
+#: - ``missed_edge`` / ``missed_group``: deleted boxes touching the image border / with two or
+#:   more same-class neighbours -> "overlooked".
+REAL_ERROR_TYPES: dict[str, str] = {
+    "cross_duplicate": "duplicate", "split": "badloc", "merge": "badloc", "part": "badloc",
+    "missed_edge": "overlooked", "missed_group": "overlooked",
+}
 CLEAN = "none"
 RUN_KEY = "label_grader_inject_errors"
 DEFAULT_RATES = {t: 0.05 for t in ERROR_TYPES}
 #: error types that change (or copy) an existing source box; each source box gets at most one
 _BOX_ERRORS = ("badloc", "swap", "overlooked", "duplicate")
+#: a box "touches" the image border within this relative distance (missed_edge)
+_EDGE = 0.01
 
 
 def deleted_field_name(dst_field: str) -> str:
@@ -142,17 +164,22 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
                   confusions: Mapping[str, Sequence[str]] | None = None,
                   spurious_max_iou: float = 0.05, classes: Sequence[str] | None = None,
                   duplicate_iou: tuple[float, float] = (0.75, 0.95),
+                  cross_duplicate_iou: tuple[float, float] = (0.6, 0.95),
                   overwrite: bool = False) -> RunReport:
     """Write a noisy copy of ``src_field`` to ``dst_field`` with known, recorded errors.
 
     ``rates`` maps error type -> fraction of eligible source boxes (non-crowd, non-degenerate);
     missing types get rate 0 (``None`` uses :data:`DEFAULT_RATES`). Same ``seed`` and inputs
-    give the same noisy field. Returns a report whose ``info['injected']`` holds exact counts.
+    give the same noisy field. Returns a report whose ``info['injected']`` holds exact counts
+    (of labels, per issue). The real-looking types of :data:`REAL_ERROR_TYPES` are opt-in by
+    their keys in ``rates`` (counted in ``info['injected_kinds']``); they draw after today's
+    types, so adding them leaves today's errors as they were for the same seed.
     """
     rates = dict(DEFAULT_RATES if rates is None else rates)
-    unknown = set(rates) - set(ERROR_TYPES)
+    unknown = set(rates) - set(ERROR_TYPES) - set(REAL_ERROR_TYPES)
     if unknown:
-        raise ValueError(f"unknown error types {sorted(unknown)}; use {list(ERROR_TYPES)}")
+        raise ValueError(f"unknown error types {sorted(unknown)}; use "
+                         f"{list(ERROR_TYPES) + list(REAL_ERROR_TYPES)}")
     if any(not isinstance(r, (int, float)) or not math.isfinite(r) or not 0 <= r <= 1
            for r in rates.values()):
         raise ValueError(f"error rates must be numbers in [0, 1]; got {rates}")
@@ -162,6 +189,8 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
         raise ValueError("badloc_iou must be a range (lo, hi) with 0 <= lo <= hi < 1")
     if not 0 < duplicate_iou[0] <= duplicate_iou[1] < 1:
         raise ValueError("duplicate_iou must be a range (lo, hi) with 0 < lo <= hi < 1")
+    if not 0 < cross_duplicate_iou[0] <= cross_duplicate_iou[1] < 1:
+        raise ValueError("cross_duplicate_iou must be a range (lo, hi) with 0 < lo <= hi < 1")
     if dst_field == src_field:
         raise ValueError("dst_field must differ from src_field: the source labels are never modified")
     detections_path(collection, src_field)
@@ -197,7 +226,8 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
                 eligible.append((i, j))
     n_el = len(eligible)
     counts = {t: int(round(rates.get(t, 0.0) * n_el)) for t in ERROR_TYPES}
-    n_box_errors = sum(counts[t] for t in _BOX_ERRORS)
+    real_counts = {t: int(round(rates.get(t, 0.0) * n_el)) for t in REAL_ERROR_TYPES}
+    n_box_errors = sum(counts[t] for t in _BOX_ERRORS) + sum(real_counts.values())
     if n_box_errors > n_el:
         raise ValueError(f"rates ask for {n_box_errors} box errors but only {n_el} boxes are eligible")
 
@@ -304,6 +334,15 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
         if not placed:
             report.skip("spurious_no_background")
 
+    real_done: dict[str, int] = {}
+    if any(real_counts.values()):
+        # After every draw of today's types, so their output is unchanged for a given seed.
+        xconf = dict(confusions) if confusions else _confusable_map(collection, classes)
+        real_done, by_issue = _inject_real(dets, dets_orig, deleted, spare, real_counts, classes,
+                                           xconf, rng, report, cross_duplicate_iou)
+        for t, n in by_issue.items():
+            done[t] += n
+
     values = {sid: (fo.Detections(detections=ds) if src[i] is not None else None)
               for i, (sid, ds) in enumerate(zip(sample_ids, dets))}
     deleted_values = {sid: fo.Detections(detections=dl) for sid, dl in zip(sample_ids, deleted)}
@@ -320,11 +359,145 @@ def inject_errors(collection, src_field: str = "ground_truth", dst_field: str = 
     report.info["eligible_boxes"] = n_el
     report.info["injected"] = done
     report.info["requested"] = counts
+    if any(real_counts.values()):
+        report.info["requested_kinds"] = {t: n for t, n in real_counts.items() if n}
+        report.info["injected_kinds"] = {t: n for t, n in real_done.items() if real_counts[t]}
     params = dict(src_field=src_field, dst_field=dst_field, rates=rates, seed=seed,
                   badloc_iou=list(badloc_iou), swap_to=swap_to, spurious_max_iou=spurious_max_iou,
                   duplicate_iou=list(duplicate_iou))
+    if any(real_counts.values()):
+        params["cross_duplicate_iou"] = list(cross_duplicate_iou)
     record_run(collection, RUN_KEY, params, report.to_dict())
     return report
+
+
+def _touches_edge(b: np.ndarray) -> bool:
+    return bool(b[0] <= _EDGE or b[1] <= _EDGE or b[0] + b[2] >= 1 - _EDGE or b[1] + b[3] >= 1 - _EDGE)
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Empty space between two relative xywh boxes, in units of the larger box side (0 = touch)."""
+    dx = max(0.0, max(a[0], b[0]) - min(a[0] + a[2], b[0] + b[2]))
+    dy = max(0.0, max(a[1], b[1]) - min(a[1] + a[3], b[1] + b[3]))
+    return math.hypot(dx, dy) / max(a[2], a[3], b[2], b[3], 1e-9)
+
+
+def _inject_real(dets, dets_orig, deleted, spare, real_counts: dict[str, int], classes,
+                 conf_map, rng: np.random.Generator, report: RunReport,
+                 cross_iou: tuple[float, float]) -> tuple[dict[str, int], dict[str, int]]:
+    """The real-looking error types (:data:`REAL_ERROR_TYPES`) on clean, unused source boxes taken
+    from ``spare`` in its (random) order. Returns (done per type, labels added per issue)."""
+    clean = lambda d: d[TRUTH_ATTR] == CLEAN
+    owner = {id(d): i for i, ds in enumerate(dets_orig) for d in ds}
+    used = {d["injected_source"] for ds in dets for d in ds if d.has_field("injected_source")}
+    pool = [dets_orig[i][j] for i, j in spare]
+    pool = [d for d in pool if clean(d) and d.id not in used]
+    taken: set[int] = set()
+    done = {t: 0 for t in real_counts}
+    by_issue = {t: 0 for t in ERROR_TYPES}
+
+    def box(d) -> np.ndarray:
+        return np.asarray(d.bounding_box, dtype=float)
+
+    def same_class_others(d) -> list:
+        return [o for o in dets[owner[id(d)]] if o is not d and o.label == d.label]
+
+    def neighbour(d):
+        """Nearest clean, unused same-class box of the image within half a box side."""
+        cands = [(o, _gap(box(d), box(o))) for o in same_class_others(d)
+                 if clean(o) and id(o) not in taken and o.id not in used and not _is_crowd(o)]
+        cands = [c for c in cands if c[1] <= 0.5]
+        return min(cands, key=lambda c: c[1])[0] if cands else None
+
+    def in_group(d) -> bool:
+        b = box(d)
+        near = [o for o in same_class_others(d) if _gap(b, box(o)) <= 1.0]
+        return len(near) >= 2
+
+    wants = {"cross_duplicate": lambda d: True, "split": lambda d: True, "part": lambda d: True,
+             "merge": lambda d: neighbour(d) is not None,
+             "missed_edge": lambda d: _touches_edge(box(d)), "missed_group": in_group}
+
+    def insert(i: int, d) -> None:
+        dets[i].insert(int(rng.integers(len(dets[i]) + 1)), d)
+
+    def remove(d, kind: str) -> None:
+        i = owner[id(d)]
+        dets[i] = [o for o in dets[i] if o is not d]
+        g = fo.Detection.from_dict(d.to_dict())
+        g[TRUTH_ATTR] = "overlooked"
+        g[KIND_ATTR] = kind
+        deleted[i].append(g)
+        by_issue["overlooked"] += 1
+
+    for t in REAL_ERROR_TYPES:
+        need = real_counts.get(t, 0)
+        for d in pool:
+            if done[t] >= need:
+                break
+            if id(d) in taken or not clean(d) or not wants[t](d):
+                continue
+            i, b = owner[id(d)], box(d)
+            if t == "cross_duplicate":
+                res = perturb_box(b, cross_iou, rng)
+                options = [c for c in conf_map.get(d.label, []) if c != d.label] or \
+                          [c for c in classes if c != d.label]
+                if res is None or not options:
+                    report.skip("cross_duplicate_unperturbable")
+                    continue
+                c = fo.Detection(label=str(options[rng.integers(len(options))]),
+                                 bounding_box=[float(v) for v in res[0]])
+                c[TRUTH_ATTR], c[KIND_ATTR] = "duplicate", t
+                c["injected_iou"], c["injected_source"], c["injected_from"] = res[1], d.id, d.label
+                insert(i, c)
+                used.add(d.id)
+                by_issue["duplicate"] += 1
+            elif t == "split":
+                # Across the longer side, at 35-65% of it: two boxes that each hold part of it.
+                u = float(rng.uniform(0.35, 0.65))
+                ax = 2 if b[2] >= b[3] else 3
+                first, second = b.copy(), b.copy()
+                first[ax] = b[ax] * u
+                second[ax - 2] = b[ax - 2] + b[ax] * u
+                second[ax] = b[ax] * (1 - u)
+                d.bounding_box = [float(v) for v in first]
+                d[TRUTH_ATTR], d[KIND_ATTR], d["injected_iou"] = "badloc", t, u
+                c = fo.Detection(label=d.label, bounding_box=[float(v) for v in second])
+                c[TRUTH_ATTR], c[KIND_ATTR] = "badloc", t
+                c["injected_iou"], c["injected_source"] = 1 - u, d.id
+                insert(i, c)
+                by_issue["badloc"] += 2
+            elif t == "part":
+                # The box keeps 40-70% of the object from one side (cut at the waist, say).
+                f = float(rng.uniform(0.4, 0.7))
+                side = int(rng.integers(4))
+                ax = 2 if side in (0, 2) else 3
+                nb = b.copy()
+                nb[ax] = b[ax] * f
+                if side >= 2:   # keep the far part: right or bottom
+                    nb[ax - 2] = b[ax - 2] + b[ax] * (1 - f)
+                d.bounding_box = [float(v) for v in nb]
+                d[TRUTH_ATTR], d[KIND_ATTR], d["injected_iou"] = "badloc", t, f
+                by_issue["badloc"] += 1
+            elif t == "merge":
+                o = neighbour(d)
+                ob = box(o)
+                x1, y1 = min(b[0], ob[0]), min(b[1], ob[1])
+                x2, y2 = max(b[0] + b[2], ob[0] + ob[2]), max(b[1] + b[3], ob[1] + ob[3])
+                u = np.array([x1, y1, x2 - x1, y2 - y1])
+                d.bounding_box = [float(v) for v in u]
+                d[TRUTH_ATTR], d[KIND_ATTR] = "badloc", t
+                d["injected_iou"] = float(_iou_rel(u, b[None])[0])
+                taken.add(id(o))
+                remove(o, t)
+                by_issue["badloc"] += 1
+            else:  # missed_edge, missed_group
+                remove(d, t)
+            taken.add(id(d))
+            done[t] += 1
+        if done[t] < need:
+            report.skip(f"{t}_no_candidate", need - done[t])
+    return done, by_issue
 
 
 def injected_truth(collection, dst_field: str = "noisy_ground_truth") -> dict[str, int]:

@@ -181,3 +181,101 @@ def test_perturb_box_hits_iou_range():
         assert 0.4 - 1e-9 <= _iou(out[0], box) <= 0.5 + 1e-9
     # a box filling the image can still shrink; an impossible range gives None
     assert perturb_box([0, 0, 1, 1], (0.3, 0.6), rng) is not None
+
+
+REAL = {"cross_duplicate": 0.06, "split": 0.05, "part": 0.05, "merge": 0.04,
+        "missed_group": 0.03, "missed_edge": 0.02}
+
+
+def test_real_looking_errors_are_opt_in_and_leave_todays_draws_alone(many_boxes):
+    """Each real-looking type is recorded under the issue the registry knows, with its finer
+    type in injected_kind; adding them changes none of today's errors for the same seed."""
+    from grader.noise import KIND_ATTR, REAL_ERROR_TYPES
+
+    ds = many_boxes
+    src = {d.id: d for s in ds.values("ground_truth") for d in s.detections}
+    sup = {"cat": "animal", "dog": "animal", "car": "vehicle", "bus": "vehicle"}
+    inject_errors(ds, "ground_truth", "today", rates=RATES, seed=7)
+    rep = inject_errors(ds, "ground_truth", "noisy", rates={**RATES, **REAL}, seed=7)
+
+    def todays(field):
+        return sorted((d.id if d[TRUTH_ATTR] not in ("spurious", "duplicate") else "new", d.label,
+                       tuple(np.round(d.bounding_box, 9)), d[TRUTH_ATTR])
+                      for s in ds.values(field) for d in s.detections
+                      if d[TRUTH_ATTR] != "none" and not d.has_field(KIND_ATTR) or
+                      (d.has_field(KIND_ATTR) and d[KIND_ATTR] is None and d[TRUTH_ATTR] != "none"))
+    assert todays("today") == todays("noisy")
+    assert not any(d.has_field(KIND_ATTR) for s in ds.values("today") for d in s.detections)
+
+    kinds = rep.info["injected_kinds"]
+    # 100 eligible boxes: exact counts, except missed_edge (no box of the fixture touches the
+    # border), which is a counted skip rather than a silent shortfall.
+    assert kinds == {"cross_duplicate": 6, "split": 5, "part": 5, "merge": 4, "missed_group": 3,
+                     "missed_edge": 0}
+    assert rep.skipped["missed_edge_no_candidate"] == 2
+    noisy = [d for s in ds.values("noisy") for d in s.detections]
+    gone = [d for s in ds.values(deleted_field_name("noisy")) for d in s.detections]
+    for d in noisy + gone:
+        k = d[KIND_ATTR] if d.has_field(KIND_ATTR) else None
+        if k is None:
+            continue
+        issue = REAL_ERROR_TYPES[k] if not (k == "merge" and d in gone) else "overlooked"
+        assert d[TRUTH_ATTR] == issue
+        if k == "cross_duplicate":
+            o = src[d["injected_source"]]
+            assert d.label != o.label and sup[d.label] == sup[o.label] == sup[d["injected_from"]]
+            assert 0.6 - 1e-6 <= _iou(d.bounding_box, o.bounding_box) <= 0.95 + 1e-6
+        elif k == "part" and d.id in src:
+            o = src[d.id].bounding_box
+            assert abs(_iou(d.bounding_box, o) - d["injected_iou"]) < 1e-6
+            assert 0.4 - 1e-6 <= d["injected_iou"] <= 0.7 + 1e-6
+        elif k == "merge" and d in noisy:
+            x, y, w, h = d.bounding_box       # the union covers the box it replaced
+            ox, oy, ow, oh = src[d.id].bounding_box
+            assert x <= ox + 1e-9 and y <= oy + 1e-9 and x + w >= ox + ow - 1e-9
+    # a split leaves two boxes whose union is the object's box
+    for d in noisy:
+        if d.has_field(KIND_ATTR) and d[KIND_ATTR] == "split" and d.has_field("injected_source") \
+                and d["injected_source"]:
+            first = next(o for o in noisy if o.id == d["injected_source"])
+            a, b = np.array(first.bounding_box), np.array(d.bounding_box)
+            union = [min(a[0], b[0]), min(a[1], b[1]), max(a[0] + a[2], b[0] + b[2]),
+                     max(a[1] + a[3], b[1] + b[3])]
+            ox, oy, ow, oh = src[first.id].bounding_box
+            assert np.allclose(union, [ox, oy, ox + ow, oy + oh])
+    assert sum(1 for d in noisy if d.has_field(KIND_ATTR) and d[KIND_ATTR] == "split") == 10
+    truth = injected_truth(ds, "noisy")
+    assert truth["duplicate"] == 7 + 6 and truth["badloc"] == 10 + 2 * 5 + 5 + 4
+    assert truth["overlooked"] == 5 + 4 + 3 and rep.info["injected"]["overlooked"] == 12
+    with pytest.raises(ValueError, match="cross_duplicate_iou"):
+        inject_errors(ds, "ground_truth", "x", rates=REAL, cross_duplicate_iou=(0.9, 0.5))
+
+
+def test_missed_at_edges_and_in_groups(tmp_path):
+    """missed_edge deletes only boxes touching the border; missed_group only boxes with two or
+    more same-class neighbours."""
+    from conftest import write_random_images
+    from grader.noise import KIND_ATTR
+
+    paths = write_random_images(tmp_path / "imgs", 6, size=(64, 64))
+    samples = []
+    for p in paths:
+        dets = [fo.Detection(label="car", bounding_box=[0.0, 0.4, 0.2, 0.2]),      # edge
+                fo.Detection(label="bus", bounding_box=[0.85, 0.1, 0.15, 0.2])]    # edge
+        dets += [fo.Detection(label="cat", bounding_box=[0.3 + 0.12 * k, 0.5, 0.1, 0.1])
+                 for k in range(3)]                                               # a group
+        dets.append(fo.Detection(label="dog", bounding_box=[0.4, 0.15, 0.1, 0.1]))  # alone
+        samples.append(fo.Sample(filepath=p, ground_truth=fo.Detections(detections=dets)))
+    ds = fo.Dataset()
+    ds.add_samples(samples)
+    try:
+        rep = inject_errors(ds, "ground_truth", "noisy", seed=0,
+                            rates={"missed_edge": 0.25, "missed_group": 0.15})
+        # one cat per image at most: once one is gone, the other two are no group any more
+        assert rep.info["injected_kinds"] == {"missed_edge": 9, "missed_group": 5}
+        gone = [d for s in ds.values("noisy_deleted") for d in s.detections]
+        assert {d.label for d in gone if d[KIND_ATTR] == "missed_edge"} <= {"car", "bus"}
+        assert {d.label for d in gone if d[KIND_ATTR] == "missed_group"} == {"cat"}
+        assert all(d[TRUTH_ATTR] == "overlooked" for d in gone)
+    finally:
+        ds.delete()
