@@ -56,6 +56,8 @@ OV_RANKINGS = {
     "overlooked_score": (("overlooked_score",), "max", True),
     "cleanlab_overlooked": (("cleanlab_overlooked",), "min", False),
 }
+#: Seed of the fixed random sample of GT boxes checked by eye (the unbiased random control).
+RANDOM_SAMPLE_SEED = 2026
 #: Flag threshold of consistency_xdup for the pair table (the score's default tag threshold).
 XDUP_FLAG = 0.5
 
@@ -186,13 +188,32 @@ def _verdict_arrays(matched):
     return err, amb, chk
 
 
-def report_rankings(title: str, rows, matched, rankings, ks, draws: int, rng, unchecked: dict):
+def error_groups(rows: list[dict], matched) -> np.ndarray:
+    """Per row, an id of the distinct real error it belongs to (-1: none): the boxes of one
+    duplicate pair (same image, IoU >= 0.3, both verdict error / duplicate) share one."""
+    gid = np.full(len(rows), -1)
+    err = [i for i, m in enumerate(matched) if m is not None and m["verdict"] == "error"]
+    for i in err:
+        gid[i] = i
+    for a in err:
+        for b in err:
+            if (b > a and rows[a]["image"] == rows[b]["image"]
+                    and matched[a]["type"] == matched[b]["type"] == "duplicate"
+                    and iou_rel(rows[a]["box"], rows[b]["box"]) >= 0.3):
+                gid[gid == gid[b]] = gid[a]
+    return gid
+
+
+def report_rankings(title: str, rows, matched, rankings, ks, draws: int, rng, unchecked: dict,
+                    eye_sample: int = 0):
     err, amb, chk = _verdict_arrays(matched)
+    gid = error_groups(rows, matched)
     n = len(rows)
-    print(f"\n== {title}: {n} labels; known errors {int(err.sum())}, ambiguous {int(amb.sum())}, "
-          f"checked {int(chk.sum())} ==")
+    print(f"\n== {title}: {n} labels; known errors {int(err.sum())} "
+          f"({len(set(gid[gid >= 0]))} distinct), ambiguous {int(amb.sum())}, checked {int(chk.sum())} ==")
     head = " ".join(f"{'P@' + str(k):>6s} {'+amb':>5s} {'chk':>4s}" for k in ks)
-    print(f"{'ranking':31s} {head}  {'median rank of errors':>22s}")
+    print(f"{'ranking':31s} {head}  {'median rank of errors':>22s}  distinct errors in top "
+          + "/".join(str(k) for k in ks))
     med = {}
     for name, (attrs, how, higher) in rankings.items():
         if all(np.isnan(r[a]) for r in rows for a in attrs):
@@ -205,8 +226,16 @@ def report_rankings(title: str, rows, matched, rankings, ks, draws: int, rng, un
                          f"{int(chk[order[:k]].sum()):4d}" for k in ks)
         m = float(np.median(rank[err])) if err.any() else float("nan")
         med[name] = m
-        print(f"{name:31s} {cells}  {m:8.0f} of {n} (top {100 * m / n:.0f}%)")
+        dist = "/".join(str(len(set(gid[order[:k]][gid[order[:k]] >= 0]))) for k in ks)
+        print(f"{name:31s} {cells}  {m:8.0f} of {n} (top {100 * m / n:2.0f}%)  {dist}")
         unchecked[name] = [rows[i] for i in order[:max(ks)] if not chk[i]]
+    if eye_sample:
+        # A fixed random sample checked by eye like the suspects: an unbiased random control
+        # (the draws below count unchecked boxes as clean, a lower bound).
+        pick = np.random.default_rng(RANDOM_SAMPLE_SEED).permutation(n)[:eye_sample]
+        unchecked["random sample"] = [rows[i] for i in pick if not chk[i]]
+        print(f"{'random sample by eye':31s} {err[pick].mean():6.3f} {(err | amb)[pick].mean():5.2f} "
+              f"{int(chk[pick].sum()):4d}  (one fixed draw of {eye_sample}, seed {RANDOM_SAMPLE_SEED})")
     rand = np.array([[precision_at(rng.permutation(n), err, k) for k in ks] for _ in range(draws)])
     randa = np.array([[precision_at(rng.permutation(n), err | amb, k) for k in ks] for _ in range(draws)])
     cells = " ".join(f"{rand[:, i].mean():6.3f} {randa[:, i].mean():5.2f} {'':4s}" for i in range(len(ks)))
@@ -313,6 +342,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rescore", action="store_true", help="re-run consistency + ensemble only")
     ap.add_argument("--verdicts", type=Path, default=VERDICTS)
     ap.add_argument("--draws", type=int, default=100)
+    ap.add_argument("--eye-sample", type=int, default=40,
+                    help="size of the fixed random sample of GT boxes checked by eye")
     ap.add_argument("--render", action="store_true",
                     help="contact sheets of each top 40's unchecked items in out/real_errors/")
     args = ap.parse_args(argv)
@@ -335,7 +366,7 @@ def main(argv=None) -> int:
         rng = np.random.default_rng(0)
         unchecked: dict[str, list[dict]] = {}
         report_rankings("GT suspects (non-crowd)", rows, gm, GT_RANKINGS, KS, args.draws, rng,
-                        unchecked)
+                        unchecked, eye_sample=args.eye_sample)
         ov_attrs = sorted({a for v in OV_RANKINGS.values() for a in v[0]})
         ov = read_field(ds, "ground_truth_overlooked", ov_attrs)
         om = match(ov, items, "candidate")
