@@ -61,11 +61,11 @@ def _decide(ds, sid: str, lid: str, truth: str) -> None:
     from grader.review import fixes
 
     if truth == "swap":
-        src = ds.select(sid).values(f"{FIELD}.detections")[0]
+        src = ds.select(sid).values(FIELD)[0]
         d = next(d for d in src.detections if d.id == lid)
         fixes.relabel(ds, sid, lid, new_label=d["injected_from"], field=FIELD)
     elif truth == "badloc":
-        src = ds.select(sid).values(f"{FIELD}.detections")[0]
+        src = ds.select(sid).values(FIELD)[0]
         d = next(d for d in src.detections if d.id == lid)
         x, y, w, h = d.bounding_box   # the true box is gone; any corrected box is a fix
         fixes.replace_box(ds, sid, lid, field=FIELD, box=[x, y, w * 0.99, h * 0.99])
