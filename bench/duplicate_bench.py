@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/duplicate_bench.py --split dev --repeats 5
     OMP_NUM_THREADS=1 .venv/bin/python bench/duplicate_bench.py --split val --repeats 5
+    OMP_NUM_THREADS=1 .venv/bin/python bench/duplicate_bench.py --repeats 1 --variants all@0.03 --cross-duplicates 0.03
 
 Per seed: inject errors into the split's ground truth as ``bench/eval_judges.py`` does (~5% of
 every error type, or ``--only-duplicates`` at 8%), run ``grader.grade()`` once with its defaults
@@ -41,6 +42,29 @@ def _shuffle_field(ds, field: str, seed: int) -> None:
         if v is not None and len(v.detections) > 1:
             v.detections = [v.detections[i] for i in rng.permutation(len(v.detections))]
     ds.set_values(field, vals)
+
+
+def _measure_cross(ds) -> dict:
+    """Injected cross-class duplicates (``injected_kind == "cross_duplicate"``) against every
+    other label: AP/AUROC of ``consistency_xdup``, ``consistency_duplicate`` and
+    ``ensemble_duplicate``, and the share of (copy, source) pairs where the copy's xdup is
+    higher (class evidence picked the copy)."""
+    from grader.evaluate import auroc, average_precision
+    from grader.noise import KIND_ATTR
+
+    ids, kind, src, xdup, dup, ens = ds.values(
+        ["noisy.detections.id", f"noisy.detections.{KIND_ATTR}", "noisy.detections.injected_source",
+         "noisy.detections.consistency_xdup", "noisy.detections.consistency_duplicate",
+         "noisy.detections.ensemble_duplicate"], unwind=True)
+    f = lambda xs: np.array([np.nan if x is None else float(x) for x in xs])
+    xdup, dup, ens = f(xdup), f(dup), f(ens)
+    y = np.array([k == "cross_duplicate" for k in kind])
+    by_id = dict(zip(ids, xdup))
+    acc = [d > by_id[s] for d, s in zip(xdup[y], np.array(src, dtype=object)[y])
+           if s in by_id and d != by_id[s]]
+    return {"n": int(y.sum()), "xdup_ap": average_precision(y, xdup), "xdup_auroc": auroc(y, xdup),
+            "dup_ap": average_precision(y, dup), "ens_ap": average_precision(y, ens),
+            "ens_auroc": auroc(y, ens), "pair_acc": float(np.mean(acc)) if acc else np.nan}
 
 
 def _measure(ds) -> dict:
@@ -92,6 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only-duplicates", action="store_true", help="inject duplicates only (8%%)")
     ap.add_argument("--shuffle", action="store_true", help="also measure with shuffled lists")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--cross-duplicates", type=float, default=0.0, metavar="RATE",
+                    help="also inject cross-class duplicates (grader.noise 'cross_duplicate') at "
+                         "RATE and score consistency_xdup on them after grade()")
     args = ap.parse_args(argv)
     srv = _start_db()
     try:
@@ -100,6 +127,8 @@ def main(argv=None) -> int:
 
         ds = load_split(args.split)
         rates = {"duplicate": 0.08} if args.only_duplicates else {t: 0.05 for t in ERROR_TYPES}
+        if args.cross_duplicates:
+            rates["cross_duplicate"] = args.cross_duplicates
         orders = ("as injected", "shuffled") if args.shuffle else ("as injected",)
         res = defaultdict(list)
         pred_field = None
@@ -113,6 +142,13 @@ def main(argv=None) -> int:
             g = grade(ds, gt_field="noisy", pred_field=pred_field)
             pred_field = pred_field or g.pred_field or DEFAULT_PRED_FIELD
             print(f"-- seed {seed}: grade() {time.time() - t0:.1f} s", flush=True)
+            if args.cross_duplicates:
+                c = _measure_cross(ds)
+                res["cross", "grade() defaults"].append(c)
+                print(f"   cross-class duplicates (n={c['n']}): consistency_xdup AP {c['xdup_ap']:.3f} "
+                      f"AUROC {c['xdup_auroc']:.3f}, copy above its source {c['pair_acc']:.2f} | "
+                      f"consistency_duplicate AP {c['dup_ap']:.3f} | ensemble_duplicate AP "
+                      f"{c['ens_ap']:.3f} AUROC {c['ens_auroc']:.3f}", flush=True)
             for order in orders:
                 if order == "shuffled":
                     _shuffle_field(ds, "noisy", seed + 77)
@@ -130,6 +166,11 @@ def main(argv=None) -> int:
               f"{'by evid.':>9s} {'ens AP':>7s} {'ens AUROC':>9s}")
         for (order, v), ms in res.items():
             m = {k: np.nanmean([x[k] for x in ms]) for k in ms[0]}
+            if order == "cross":
+                print(f"cross-class duplicates, mean over seeds: xdup AP {m['xdup_ap']:.3f} AUROC "
+                      f"{m['xdup_auroc']:.3f} copy first {m['pair_acc']:.2f}; ensemble_duplicate "
+                      f"AP {m['ens_ap']:.3f} AUROC {m['ens_auroc']:.3f}")
+                continue
             print(f"{order:12s} {v:16s} {m['ap']:6.3f} {m['auroc']:6.3f} {m['pair_acc']:9.3f} "
                   f"{m['by_evidence']:9.2f} {m['ens_ap']:7.3f} {m['ens_auroc']:9.3f}")
         ds.delete()
