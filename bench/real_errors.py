@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python bench/real_errors.py               # grade once, then cached
     OMP_NUM_THREADS=1 .venv/bin/python bench/real_errors.py --rescore     # re-run consistency + ensemble only
     OMP_NUM_THREADS=1 .venv/bin/python bench/real_errors.py --render      # + contact sheets of unchecked suspects
+    OMP_NUM_THREADS=1 .venv/bin/python bench/real_errors.py --val-pairs   # held-out cross-class pair table only
 
 coco128's own labels (no injected errors) are graded with ``grader.grade()``'s defaults. The
 dataset, with the detector's predictions and every judge's scores, lives in a persistent mongod
@@ -330,6 +331,45 @@ def render_sheet(rows: list[dict], path: Path, gt_by_image: dict[str, list[dict]
     sheet.save(path)
 
 
+VAL_PAIRS = REPO / "bench" / "data" / "xdup_pairs_coco128val.json"
+
+
+def val_pair_table() -> None:
+    """Held-out report (never tuned on): coco128-val's different-class pairs at IoU >= 0.6 with
+    consistency_xdup from the labels alone (the pair's top score does not depend on the class
+    evidence, which only lowers the partner) and the verdicts of ``VAL_PAIRS``."""
+    from grader.judges.consistency import run_consistency
+
+    ds = load_split("val")
+    run_consistency(ds, "ground_truth")
+    rows = read_field(ds, "ground_truth", ["consistency_xdup"])
+    verdicts = {p["image"]: p for p in json.loads(VAL_PAIRS.read_text())["pairs"]} \
+        if VAL_PAIRS.exists() else {}
+    by_img: dict[str, list[dict]] = {}
+    for r in rows:
+        by_img.setdefault(r["image"], []).append(r)
+    print(f"\n== coco128-val (held out), different-class GT pairs at IoU >= 0.6, labels only "
+          f"(flag: consistency_xdup >= {XDUP_FLAG}) ==")
+    tally: dict[str, list[int]] = {}
+    for img, rs in sorted(by_img.items()):
+        for a in range(len(rs)):
+            for b in range(a + 1, len(rs)):
+                ra, rb = rs[a], rs[b]
+                v = iou_rel(ra["box"], rb["box"])
+                if ra["label"] == rb["label"] or v < 0.6:
+                    continue
+                verdict = verdicts.get(img, {}).get("verdict", "unchecked")
+                flag = max(ra["consistency_xdup"], rb["consistency_xdup"]) >= XDUP_FLAG
+                t = tally.setdefault(verdict, [0, 0])
+                t[0] += 1
+                t[1] += int(flag)
+                print(f"{img:18s} {ra['label'] + '/' + rb['label']:28s} {v:5.2f} {verdict:10s} "
+                      f"{ra['consistency_xdup']:7.3f} {rb['consistency_xdup']:7.3f} "
+                      f"{'FLAG' if flag else '-'}")
+    print("flagged: " + ", ".join(f"{k} {f}/{n}" for k, (n, f) in sorted(tally.items())))
+    ds.delete()
+
+
 def load_items(path: Path) -> list[dict]:
     src = path if path.exists() else SHARED_VERDICTS
     return json.loads(src.read_text())["items"]
@@ -346,9 +386,14 @@ def main(argv=None) -> int:
                     help="size of the fixed random sample of GT boxes checked by eye")
     ap.add_argument("--render", action="store_true",
                     help="contact sheets of each top 40's unchecked items in out/real_errors/")
+    ap.add_argument("--val-pairs", action="store_true",
+                    help="only the held-out coco128-val cross-class pair table (labels only)")
     args = ap.parse_args(argv)
     srv = _start_cached_db(args.cache)
     try:
+        if args.val_pairs:
+            val_pair_table()
+            return 0
         ds = graded_dataset(args.regrade, args.rescore)
         items = load_items(args.verdicts)
         print(f"verdicts: {args.verdicts if args.verdicts.exists() else SHARED_VERDICTS} "
