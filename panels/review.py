@@ -35,12 +35,11 @@ PAGE_SIZE = 12
 THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 NUM_CLASS_KEYS = 9
-#: Where the review mode's relabel inputs live in the panel state (their stacks' names).
-REVIEW_CTL = "review_body.review_side.review_ctl"
 _KEYS_LOCK = threading.Lock()  # review keys are handled one at a time, in the order pressed
 _SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
 #: The review session: kept here, per panel, never written into the App's panel state.
-_SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "mode")
+_SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "mode", "controls", "view_key",
+                 "surface", "available", "all_classes", "counts", "hist")
 _SESSIONS: dict[str, dict] = {}  # panel id -> the review session after the last handler
 
 #: One key per decision in review mode (panels/js/review_keys.js sends each key pressed).
@@ -58,7 +57,10 @@ def _ctl(ctx, name: str):
 
 
 def _set_ctl(ctx, name: str, value) -> None:
-    ctx.panel.state.set(f"controls.{name}", value)
+    """Set a control's value in the review session (the ``LabelGraderControl`` components show
+    it). Never in the App's panel state: every App state write makes the App save its spaces
+    and reload its page, which cleared a sidebar filter just applied (issue 23)."""
+    _put(ctx, f"controls.{name}", value)
 
 
 def _gt_fields(ctx) -> list[str]:
@@ -166,6 +168,56 @@ def _view_key(ctx) -> str:
                       default=str)
 
 
+#: The panel's remembered choices, per dataset (FiftyOne's execution store, in the database).
+STORE = "label_grader_review"
+#: Default sort: the ensemble of every judge when it was computed (on coco128-val it puts 9 of
+#: 14 injected errors in the top 20, cleanlab_badloc 2), then any ensemble score.
+DEFAULT_SORT = ("ensemble_any", "ensemble_swap", "ensemble_badloc", "ensemble_spurious",
+                "ensemble_duplicate")
+#: Suspect tags that only candidates (boxes missing from GT) carry.
+CANDIDATE_TAGS = frozenset(s.tag for s in SCORES if s.on_candidates and s.tag)
+
+
+def _stored_score(ctx, gt: str) -> str | None:
+    try:
+        return ctx.store(STORE).get(f"score:{gt}")
+    except Exception as e:  # noqa: BLE001 - no store (old database): the default applies
+        _debug(f"store read failed: {e}")
+        return None
+
+
+def _remember_score(ctx, gt: str, score: str | None) -> None:
+    """Keep the user's sort choice for this dataset and field, so a reopened panel keeps it."""
+    if not gt or not score:
+        return
+    try:
+        ctx.store(STORE).set(f"score:{gt}", score)
+    except Exception as e:  # noqa: BLE001 - remembering is a convenience, never a failure
+        _debug(f"store write failed: {e}")
+
+
+def default_score(available: list[str], stored: str | None = None) -> str | None:
+    """The sort score a panel opens with: the one the user chose last (when still present),
+    else the first of :data:`DEFAULT_SORT` present, else the first ground-truth score."""
+    if stored in available:
+        return stored
+    for a in DEFAULT_SORT:
+        if a in available:
+            return a
+    gt_scores = [a for a in available if not get_spec(a).on_candidates]
+    return (gt_scores or available or [None])[0]
+
+
+def queue_score(score: str | None, issue: str | None, available: list[str]) -> str | None:
+    """The score the queue sorts by: ``score``, except that an issue only candidates carry
+    (overlooked) needs a candidates' score, since a ground-truth score lists no candidate."""
+    if issue in CANDIDATE_TAGS and score and not get_spec(score).on_candidates:
+        cand = [a for a in available if get_spec(a).on_candidates
+                and (get_spec(a).tag == issue or not get_spec(a).tag)]
+        return cand[0] if cand else score
+    return score
+
+
 def _issue_name(tag: str) -> str:
     return tag.split(":", 1)[-1]
 
@@ -214,11 +266,19 @@ class LabelReviewPanel(foo.Panel):
     @_session
     def on_filter_change(self, ctx):
         # the App may call this before its own state patch lands: take the new value from params
-        path = str(ctx.params.get("path") or "")
-        if path and "value" in ctx.params:
-            _set_ctl(ctx, path.split(".")[-1], ctx.params["value"])
+        # a LabelGraderControl sends {name, value}; an App input sends {path, value}
+        name = str(ctx.params.get("name") or ctx.params.get("path") or "").split(".")[-1]
+        if name and "value" in ctx.params:
+            _set_ctl(ctx, name, ctx.params["value"])
+        if name == "score":
+            _remember_score(ctx, _ctl(ctx, "gt_field"), ctx.params.get("value"))
+        elif name == "issue":  # overlooked: show the candidates' score the queue sorts by
+            avail = ctx.panel.state.available or []
+            score = queue_score(_ctl(ctx, "score"), ctx.params.get("value"), avail)
+            _set_ctl(ctx, "score", score)
         self._refresh(ctx)
 
+    @_session
     def on_log_y(self, ctx):
         _set_ctl(ctx, "log_y", bool(ctx.params.get("value")))
 
@@ -312,21 +372,11 @@ class LabelReviewPanel(foo.Panel):
             ctx.ops.notify("Not relabelled: the label shown changed before the choice arrived; "
                            "choose again", variant="warning")
             return
-        self._fix(ctx, "relabel", new_label=label)
-
-    @_session
-    def relabel_new(self, ctx):
-        name = str(ctx.panel.state.get(f"{REVIEW_CTL}.new_class") or "").strip()
-        confirmed = bool(ctx.panel.state.get(f"{REVIEW_CTL}.confirm_new"))
-        if not name:
-            ctx.ops.notify("Type the new class name first", variant="warning")
-            return
-        known = name in _dataset_classes(ctx, _ctl(ctx, "gt_field"))
-        if not known and not confirmed:
-            ctx.ops.notify(f"'{name}' is not a class of this dataset: tick 'new class' to "
-                           "create it", variant="warning")
-            return
-        self._fix(ctx, "relabel", new_label=name, allow_new_class=not known)
+        # a class outside the dataset's only on the picker's explicit "new class" choice
+        new = bool(ctx.params.get("new_class"))
+        if new and label in _dataset_classes(ctx, _ctl(ctx, "gt_field")):
+            new = False
+        self._fix(ctx, "relabel", new_label=str(label).strip(), allow_new_class=new)
 
     @_session
     def undo(self, ctx):
@@ -345,12 +395,14 @@ class LabelReviewPanel(foo.Panel):
             self._mark(ctx, {q["label_id"]: "accepted" for q in items}, rec)
         ctx.ops.notify(rec.summary() if rec else "nothing to accept", variant="success")
 
+    @_session
     def show_queue(self, ctx):
         f = self._filters(ctx)
         if f is None:
             return
         ctx.ops.set_view(review.queue_filter_view(self._view(ctx), **f))
 
+    @_session
     def save_views(self, ctx):
         names = review.save_review_views(ctx.dataset, _ctl(ctx, "gt_field"))
         ctx.ops.notify(f"Saved views: {', '.join(names) or 'none (nothing to review)'}",
@@ -541,6 +593,7 @@ class LabelReviewPanel(foo.Panel):
         if not gt or not score:
             return None
         issue = _ctl(ctx, "issue") or ANY_SUSPECT
+        score = queue_score(score, issue, ctx.panel.state.available or [])
         cls = _ctl(ctx, "cls")
         thr = _ctl(ctx, "threshold")
         thr = float(thr) if isinstance(thr, (int, float)) and not isinstance(thr, bool) else None
@@ -592,27 +645,28 @@ class LabelReviewPanel(foo.Panel):
 
     def _refresh(self, ctx):
         if ctx.panel.state.get("surface") is None:
-            ctx.panel.state.surface = "modal" if getattr(ctx, "current_sample", None) else "grid"
-        ctx.panel.state.view_key = _view_key(ctx)
+            _put(ctx, "surface", "modal" if getattr(ctx, "current_sample", None) else "grid")
+        _put(ctx, "view_key", _view_key(ctx))
         view = self._view(ctx)
         gt = _ctl(ctx, "gt_field")
         if not gt:
             return
         avail = review.available_scores(view, gt)
-        ctx.panel.state.available = [s.attr for s in avail]
+        _put(ctx, "available", [s.attr for s in avail])
         if _ctl(ctx, "score") not in ctx.panel.state.available:
-            _set_ctl(ctx, "score", avail[0].attr if avail else None)
-        ctx.panel.state.all_classes = _dataset_classes(ctx, gt)
+            _set_ctl(ctx, "score", default_score(ctx.panel.state.available,
+                                                 _stored_score(ctx, gt)))
+        _put(ctx, "all_classes", _dataset_classes(ctx, gt))
         f = self._filters(ctx)
         if f is None:
-            ctx.panel.state.counts = review.issue_counts(view, gt)
-            ctx.panel.state.hist = None
+            _put(ctx, "counts", review.issue_counts(view, gt))
+            _put(ctx, "hist", None)
             return self._load_page(ctx, 0)
         # counts, histogram and the first page in one pass over the labels
         snap = review.review_snapshot(view, skip=0, limit=PAGE_SIZE, bins=20, available=avail,
                                       **{k: v for k, v in f.items()})
-        ctx.panel.state.counts = snap["counts"]
-        ctx.panel.state.hist = snap["hist"]
+        _put(ctx, "counts", snap["counts"])
+        _put(ctx, "hist", snap["hist"])
         self._load_page(ctx, 0, page=snap["page"])
 
     # ------------------------------------------------------------ render
@@ -640,44 +694,45 @@ class LabelReviewPanel(foo.Panel):
         where = "this sample" if st.get("surface") == "modal" else "the current view"
         panel.md(f"**Suspect labels in {where}** — " + (" · ".join(parts) or "none"),
                  name="counts_md")
-        controls = panel.h_stack("controls", align_x="left", gap=2)
-        fdd = types.Dropdown(label="Field")
-        for f in _gt_fields(ctx):
-            fdd.add_choice(f, label=f)
-        controls.enum("gt_field", fdd.values(), default=_ctl(ctx, "gt_field"), view=fdd,
-                      on_change=self.on_filter_change)
-        sdd = types.Dropdown(label="Sort by score")
-        for a in st.available or []:
-            sdd.add_choice(a, label=a)
-        controls.enum("score", sdd.values(), default=_ctl(ctx, "score"), view=sdd,
-                      on_change=self.on_filter_change)
-        idd = types.Dropdown(label="Issue")
-        idd.add_choice(ANY_SUSPECT, label="any suspect")
-        for t in sorted(t for t, n in counts.items() if n):
-            idd.add_choice(t, label=t)
-        idd.add_choice(ALL_SCORED, label="all scored labels")
-        controls.enum("issue", idd.values(), default=_ctl(ctx, "issue") or ANY_SUSPECT, view=idd,
-                      on_change=self.on_filter_change)
-        cdd = types.Dropdown(label="Class")
-        cdd.add_choice(ALL_CLASSES, label="all classes")
-        for c in st.all_classes or []:
-            cdd.add_choice(c, label=c)
-        controls.enum("cls", cdd.values(), default=_ctl(ctx, "cls") or ALL_CLASSES, view=cdd,
-                      on_change=self.on_filter_change)
+        controls = panel.h_stack("controls", align_x="left", align_y="bottom", gap=2)
+
+        def control(name: str, kind: str, label: str, value, choices=(), on_change=None):
+            # the plugin's own inputs (panels/js/review_keys.js): no App state writes
+            controls.view(name, types.View(
+                component="LabelGraderControl", composite_view=True, kind=kind, name=name,
+                label=label, value=value, choices=[list(c) for c in choices],
+                on_change=on_change or self.on_filter_change))
+
+        control("gt_field", "select", "Field", _ctl(ctx, "gt_field"),
+                [(f, f) for f in _gt_fields(ctx)])
+        control("score", "select", "Sort by score", _ctl(ctx, "score"),
+                [(a, a) for a in st.available or []])
+        issues = ([(ANY_SUSPECT, "any suspect")]
+                  + [(t, t) for t in sorted(t for t, n in counts.items() if n)]
+                  + [(ALL_SCORED, "all scored labels")])
+        control("issue", "select", "Issue", _ctl(ctx, "issue") or ANY_SUSPECT, issues)
+        control("cls", "select", "Class", _ctl(ctx, "cls") or ALL_CLASSES,
+                [(ALL_CLASSES, "all classes")] + [(c, c) for c in st.all_classes or []])
         score = _ctl(ctx, "score")
         side = ""
         if score:
             side = "≥" if get_spec(score).higher_is_suspect else "≤"
-        controls.float("threshold", label=f"Threshold (suspect: score {side} it)",
-                       required=False, description="blank: none",
-                       on_change=self.on_filter_change)
-        controls.bool("log_y", label="log y", default=bool(_ctl(ctx, "log_y")),
-                      on_change=self.on_log_y)
+        control("threshold", "number", f"Threshold (suspect: score {side} it; blank: none)",
+                _ctl(ctx, "threshold"))
+        control("log_y", "checkbox", "log y", bool(_ctl(ctx, "log_y")), on_change=self.on_log_y)
 
     def _render_hist(self, ctx, panel) -> None:
+        plot = self._hist_plot(ctx)
+        if plot is None:
+            return
+        panel.plot("histogram", data=plot["data"], layout=plot["layout"],
+                   config={"displayModeBar": False, "responsive": True}, height=32)
+
+    def _hist_plot(self, ctx) -> dict | None:
+        """The histogram's plotly data and layout (None: no scores to draw)."""
         hist = ctx.panel.state.hist or {}
         if not hist.get("counts"):
-            return
+            return None
         thr = _ctl(ctx, "threshold")
         edges = hist["edges"]
         centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
@@ -701,15 +756,15 @@ class LabelReviewPanel(foo.Panel):
             filt.append(f"class {_ctl(ctx, 'cls')}")
         title = (f"{hist['score']}: {hist['n']} labels" + (f" ({', '.join(filt)})" if filt else "")
                  + f" — {'high' if high else 'low'} = suspect")
-        panel.plot("histogram", data=[{"type": "bar", "x": centers, "y": hist["counts"],
-                                       "name": hist["score"], "marker": {"color": "#6c8ebf"}}],
-                   layout={"title": {"text": title, "font": {"size": 13}}, "height": 230, "width": 760,
-                           "margin": {"t": 36, "b": 40, "l": 50, "r": 10}, "bargap": 0.05,
+        return {"data": [{"type": "bar", "x": centers, "y": hist["counts"],
+                          "name": hist["score"], "marker": {"color": "#6c8ebf"}}],
+                "layout": {"title": {"text": title, "font": {"size": 13}}, "height": 230,
+                           "width": 760, "margin": {"t": 36, "b": 40, "l": 50, "r": 10},
+                           "bargap": 0.05,
                            "xaxis": {"title": {"text": f"{hist['score']} (raw score)"}},
                            "yaxis": {"title": {"text": "labels"},
                                      "type": "log" if log_y else "linear"},
-                           "shapes": shapes, "annotations": notes},
-                   config={"displayModeBar": False, "responsive": True}, height=32)
+                           "shapes": shapes, "annotations": notes}}
 
     def _item_text(self, q: dict, k_label: str) -> str:
         value = "—" if q["value"] is None else f"{q['value']:.3f}"
@@ -846,13 +901,10 @@ class LabelReviewPanel(foo.Panel):
             rel.view("relabel_to", types.View(
                 component="LabelGraderClassPicker", composite_view=True,
                 on_pick=self.on_relabel_pick, label_id=q["label_id"], choices=choices,
+                current=q["label"],
                 label="Relabel to (suggestions first)"))
             keys = " · ".join(f"{i + 1} {c}" for i, c in enumerate(choices[:NUM_CLASS_KEYS]))
             rel.md(f"Keys: {keys}", name="class_keys")
-            rel.str("new_class", label="New class name")
-            rel.bool("confirm_new", label="new class (not in the dataset's classes)",
-                     default=False)
-            rel.btn("relabel_new", label="Relabel to new class", on_click=self.relabel_new)
         log = st.log or []
         if log:
             side.md("**Recent fixes**\n\n" + "\n".join(f"- {r['summary']}" for r in log),

@@ -81,3 +81,20 @@ def add_jittered_predictions(ds, gt: str = "ground_truth", pred: str = "predicti
                                      confidence=float(rng.uniform(0.5, 1.0))))
         out[sid] = fo.Detections(detections=dets)
     ds.set_values(pred, out, key_field="id")
+
+
+def add_fake_ensemble(ds, gt: str = "ground_truth", tag_above: float = 0.7) -> None:
+    """Write an ``ensemble_any`` score (1 - the lower cleanlab score) and its tag on ``ds``
+    (after :func:`add_fake_cleanlab`), like a ``compute_ensemble`` run."""
+    sids, lids, bad, swap = ds.values(["id", f"{gt}.detections.id",
+                                       f"{gt}.detections.cleanlab_badloc",
+                                       f"{gt}.detections.cleanlab_swap"])
+    vals, tagged = {}, []
+    for sid, ls, bs, ss in zip(sids, lids, bad, swap):
+        for lid, b, s in zip(ls or [], bs or [], ss or []):
+            v = 1.0 - min(b, s)
+            vals[(sid, lid)] = v
+            if v > tag_above:
+                tagged.append(lid)
+    write_label_attr(ds, gt, "ensemble_any", vals)
+    set_label_tag(ds, gt, "suspect:ensemble_any", tagged)

@@ -17,7 +17,7 @@ from grader import review
 from grader.review import preview
 from grader.scores import REVIEWED_OK_TAG
 
-from review_helpers import add_fake_cleanlab
+from review_helpers import add_fake_cleanlab, add_fake_ensemble
 
 PANEL = "@label-grader/label-grader/label_review"
 
@@ -217,6 +217,30 @@ def test_load_filters_paging_and_render(panel, ds):
     assert "score \\u2264 it" in js  # the threshold says which side is suspect
 
 
+def test_default_sort_is_the_ensemble_and_the_choice_persists(panel, ds):
+    """Issue 23.4: the panel opens sorted by ensemble_any when present; a sort the user picks
+    is what a reopened panel shows; the overlooked issue lists the candidates."""
+    add_fake_ensemble(ds)
+    h = Harness(panel, ds)
+    h.call("on_load")
+    assert h.state["controls"]["score"] == "ensemble_any"
+    want = review.review_page(ds, score="ensemble_any", limit=12)
+    assert [q["label_id"] for q in h.items] == [it.label_id for it in want.items]
+    h.call("on_filter_change", path="controls.score", value="cleanlab_swap")
+    h2 = Harness(panel, ds)  # the panel closed and opened again: a fresh App state
+    h2.call("on_load")
+    assert h2.state["controls"]["score"] == "cleanlab_swap"
+    # overlooked: the candidates, under the candidates' score, whatever the sort was
+    n_cand = review.issue_counts(ds)["suspect:overlooked"]
+    h2.call("on_filter_change", path="controls.issue", value="suspect:overlooked")
+    assert h2.state["controls"]["score"] == "cleanlab_overlooked"
+    assert h2.items and all(q["is_candidate"] for q in h2.items)
+    assert h2.state["page"]["total"] == n_cand
+    h3 = Harness(panel, ds)  # the automatic switch is not remembered as the user's choice
+    h3.call("on_load")
+    assert h3.state["controls"]["score"] == "cleanlab_swap"
+
+
 def test_review_mode_by_keys_with_checked_state(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
@@ -325,17 +349,11 @@ def test_relabel_needs_confirmation_for_a_new_class(panel, ds):
     h.call("on_load")
     h.call("enter_review")
     q = h.items[0]
-    # the form's inputs sit in review_body > review_side > review_ctl: the state the App sends
-    form = h.state.setdefault("review_body", {}).setdefault("review_side", {}).setdefault(
-        "review_ctl", {})
-    h.call("relabel_new")
-    assert "new class name first" in h.ops("notify")[0]["message"]
-    form["new_class"] = "persn"
-    h.call("relabel_new")
-    assert "not a class" in h.ops("notify")[0]["message"]
+    # issue 23.2: a name outside the dataset's classes only with the picker's "new class" choice
+    h.call("on_relabel_pick", value="persn", label_id=q["label_id"])
+    assert "Fix failed" in h.ops("notify")[0]["message"]
     assert _gt(ds, q["sample_id"])[q["label_id"]].label == q["label"]
-    form["confirm_new"] = True
-    h.call("relabel_new")
+    h.call("on_relabel_pick", value="persn", label_id=q["label_id"], new_class=True)
     assert _gt(ds, q["sample_id"])[q["label_id"]].label == "persn"
     q1 = h.items[1]
     h.call("on_relabel_pick", value="cat", label_id=q1["label_id"])  # the next item, picked

@@ -92,10 +92,13 @@
       return (needle && a.toLowerCase().indexOf(needle) !== 0) - (needle && b.toLowerCase().indexOf(needle) !== 0);
     });
 
-    function pick(value) {
+    var typed = query.trim();
+    var isNew = !!typed && choices.indexOf(typed) < 0 && typed !== view.current;
+
+    function pick(value, newClass) {
       if (!value || !view.on_pick || sentFor.current === labelId) return;
       sentFor.current = labelId;  // one choice per label drawn
-      trigger(view.on_pick, { label_id: labelId, value: value, sent_at: Date.now() });
+      trigger(view.on_pick, { label_id: labelId, value: value, new_class: !!newClass, sent_at: Date.now() });
       setQuery("");
       setOpen(false);
       if (input.current) input.current.blur();
@@ -105,14 +108,21 @@
       "div",
       { role: "listbox", style: { maxHeight: "180px", overflowY: "auto", border: "1px solid rgba(128,128,128,0.5)",
                                   borderRadius: "4px", marginTop: "2px" } },
-      matches.length ? matches.map(function (c, i) {
+      (matches.length || isNew) ? matches.map(function (c, i) {
         return h("div", {
           key: c, role: "option", "aria-selected": i === 0 && !!needle,
           onMouseDown: function (e) { e.preventDefault(); pick(c); },
           style: { padding: "3px 8px", cursor: "pointer",
                    background: i === 0 && needle ? "rgba(255,109,4,0.25)" : "transparent" },
         }, c);
-      }) : h("div", { style: { padding: "3px 8px", opacity: 0.7 } }, "no class matches")
+      }).concat(isNew ? [h("div", {
+        // a class outside the dataset's is only made by choosing this, never by Enter, so a
+        // typo ("persn") does not become a class
+        key: "__new__", role: "option", "data-new-class": "1",
+        onMouseDown: function (e) { e.preventDefault(); pick(typed, true); },
+        style: { padding: "3px 8px", cursor: "pointer", fontStyle: "italic", borderTop: "1px solid rgba(128,128,128,0.4)" },
+      }, "Relabel to new class \u201c" + typed + "\u201d")] : [])
+      : h("div", { style: { padding: "3px 8px", opacity: 0.7 } }, "no class matches")
     ) : null;
 
     return h(
@@ -136,6 +146,68 @@
       list
     );
   }
+
+  /*
+   * LabelGraderControl: one of the panel's list controls (kind "select", "number" or
+   * "checkbox"). Its value lives here and goes to the panel as one `on_change` event
+   * {name, value}; nothing is written into the App's panel state. (Each panel state write
+   * makes the App save its spaces and reload its page, which cleared the sidebar filters:
+   * issue 23.) The server sends the value to show in `view.value`.
+   */
+  function LabelGraderControl(props) {
+    var view = (props && props.schema && props.schema.view) || {};
+    var trigger = operators.useTriggerPanelEvent();
+    var kind = view.kind || "select";
+    var shown = view.value === undefined || view.value === null ? "" : view.value;
+    var st = React.useState(shown), local = st[0], setLocal = st[1];
+    React.useEffect(function () { setLocal(shown); }, [shown]);
+
+    function send(value) {
+      if (view.on_change) trigger(view.on_change, { name: view.name, value: value });
+    }
+    var box = { display: "flex", flexDirection: "column", gap: "2px", minWidth: kind === "checkbox" ? 0 : "120px" };
+    var cap = h("span", { style: { fontSize: "0.85rem", opacity: 0.8, whiteSpace: "nowrap" } }, view.label || view.name);
+    var inputStyle = { font: "inherit", color: "inherit", background: "transparent", padding: "4px 6px",
+                       border: "1px solid rgba(128,128,128,0.6)", borderRadius: "4px" };
+    var ctl;
+    if (kind === "select") {
+      ctl = h("select", {
+        value: local, style: inputStyle,
+        onChange: function (e) { setLocal(e.target.value); send(e.target.value); },
+      }, (view.choices || []).map(function (c) {
+        return h("option", { key: c[0], value: c[0], style: { background: "#222" } }, c[1]);
+      }));
+    } else if (kind === "number") {
+      var commit = function (raw) {
+        var v = String(raw).trim() === "" ? null : Number(raw);
+        if (v !== null && !isFinite(v)) return;
+        if ((v === null ? "" : v) !== shown) send(v);
+      };
+      ctl = h("input", {
+        type: "number", step: "any", value: local, placeholder: view.placeholder || "", style: inputStyle,
+        onChange: function (e) { setLocal(e.target.value); },
+        onBlur: function (e) { commit(e.target.value); },
+        onKeyDown: function (e) { if (e.key === "Enter") { commit(e.target.value); e.target.blur(); } },
+      });
+    } else {
+      box.flexDirection = "row";
+      box.alignItems = "center";
+      ctl = h("input", {
+        type: "checkbox", checked: !!local,
+        onChange: function (e) { setLocal(e.target.checked); send(e.target.checked); },
+      });
+      return h("label", { "data-label-grader-control": view.name, style: box }, ctl, cap);
+    }
+    return h("label", { "data-label-grader-control": view.name, style: box }, cap, ctl);
+  }
+
+  plugins.registerComponent({
+    name: "LabelGraderControl",
+    label: "Label review control",
+    component: LabelGraderControl,
+    type: plugins.PluginComponentType.Component,
+    activator: function () { return true; },
+  });
 
   plugins.registerComponent({
     name: "LabelGraderClassPicker",
