@@ -349,3 +349,21 @@ def _iou_rel(a, b):
     ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     inter = iw * ih
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_size_reliability_pulls_tiny_boxes_to_the_median():
+    """grader.visibility: tiny boxes (<= 8^2 px) get no weight, >= 32^2 px full weight, unknown
+    size full weight; shrinking keeps large boxes' scores and moves tiny ones to the median."""
+    from grader.visibility import pixel_areas, shrink_unreliable, size_reliability
+
+    area = pixel_areas(np.array([[0, 0, 0.01, 0.01], [0, 0, 0.5, 0.5], [0, 0, 0.05, 0.05],
+                                 [0, 0, 0.1, 0.1]]), [640, 640, 640, None], [480, 480, 480, 480])
+    assert area[0] == pytest.approx(6.4 * 4.8) and np.isnan(area[3])
+    r = size_reliability(area)
+    assert r[0] == 0 and r[1] == 1 and 0 < r[2] < 1 and r[3] == 1
+    s = shrink_unreliable(np.array([0.99, 0.2, 0.8, 0.5]), r)
+    assert s[0] == pytest.approx(np.median([0.99, 0.2, 0.8, 0.5])) and s[1] == 0.2 and s[3] == 0.5
+    with pytest.raises(ValueError):
+        size_reliability(area, full=10, floor=20)
+    with pytest.raises(ValueError):
+        shrink_unreliable(np.zeros(3), np.zeros(4))
