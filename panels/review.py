@@ -626,7 +626,7 @@ class LabelReviewPanel(foo.Panel):
                 "sample_id", "label_id", "field", "label", "filepath", "score", "value",
                 "suspicion", "is_candidate", "box", "suggested_label", "suggested_box",
                 "suggested_iou", "box_warning", "class_hints", "pred_id", "state", "rank",
-                "swap_value")}
+                "swap_value", "delete_hint")}
             d["issues"] = [_issue_name(t) for t in it.issues]
             d["file"] = os.path.basename(it.filepath or "")
             d["decided"] = None
@@ -777,6 +777,8 @@ class LabelReviewPanel(foo.Panel):
         txt += f" · {q['file']} · {', '.join(q['issues'])}"
         if q.get("box_warning"):
             txt += f"  \n⚠ {q['box_warning']}"
+        if q.get("delete_hint"):
+            txt += f"  \n✗ {q['delete_hint']}: delete?"
         if q.get("decided"):
             txt = f"~~{txt}~~ ✔ **{q['decided']}**"
         return txt
@@ -824,7 +826,8 @@ class LabelReviewPanel(foo.Panel):
                 row.btn(f"row_{k}_box", label="Use box" + (" ⚠" if q.get("box_warning") else ""),
                         on_click=self.act, params={**ids, "kind": "replace_box"})
             row.btn(f"row_{k}_delete", label="Delete", on_click=self.act,
-                    params={**ids, "kind": "delete"})
+                    params={**ids, "kind": "delete"},
+                    variant="contained" if q.get("delete_hint") else None)
             row.btn(f"row_{k}_open", label="Open", on_click=self.open_item,
                     params={k2: q[k2] for k2 in ("sample_id", "label_id", "field")},
                     variant="outlined")
@@ -889,7 +892,12 @@ class LabelReviewPanel(foo.Panel):
                 if q.get("pred_id"):
                     bar.btn("r_box", label="Use box [b]" + (" ⚠" if q.get("box_warning") else ""),
                             on_click=self.act, params={"kind": "replace_box"})
-            bar.btn("r_delete", label="Delete [d]", on_click=self.act, params={"kind": "delete"})
+            if q.get("delete_hint") and not q["is_candidate"]:
+                bar.btn("r_delete", label="Delete [d] — likely no object", on_click=self.act,
+                        params={"kind": "delete"}, variant="contained")
+            else:
+                bar.btn("r_delete", label="Delete [d]", on_click=self.act,
+                        params={"kind": "delete"})
         bar.btn("r_undo", label="Undo [u]", on_click=self.act, params={"kind": "undo"})
         bar.btn("r_prev", label="◀ Prev [p]", on_click=self.act, params={"kind": "prev"})
         bar.btn("r_next", label="Next [n] ▶", on_click=self.act, params={"kind": "next"})

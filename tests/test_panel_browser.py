@@ -425,11 +425,32 @@ def test_relabel_dropdown_changes_exactly_one_label(review_dataset):
     """Issue 23.1: each class chosen in review mode's "Relabel to" picker relabels the label
     shown and nothing else (the database is compared before and after every choice)."""
     ds = review_dataset
+    queue = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False, limit=8)
+    spurious = {it.label_id for it in queue[1::3]}  # a box grader verdict "no object here"
+    ds.set_label_values("ground_truth.detections.boxgrader_p_background",
+                        [{"sample_id": it.sample_id, "label_id": it.label_id, "value": 0.97}
+                         for it in queue if it.label_id in spurious])
+    queue = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False, limit=8)
     with app_page(ds, "dropdown") as page:
         _choose(page, "any suspect", "all scored labels")
         page.get_by_role("button", name="Review mode (keyboard)").click()
         r = Review(page)
         r.pos.wait_for()
+        # issue 23.5: a one-key relabel only where a judge disagrees; delete where spurious
+        assert any(it.class_hints for it in queue) and not all(it.class_hints for it in queue)
+        for it in queue:
+            page.wait_for_function("([lid]) => document.body.innerText.includes(lid)",
+                                   arg=[it.label_id])
+            time.sleep(0.3)
+            swap = _panel(page).get_by_role("button", name=re.compile(r"^Relabel .* \[s\]$"))
+            assert swap.count() == (1 if it.class_hints else 0), (it.label, it.class_hints)
+            if it.class_hints:
+                assert swap.inner_text() == f"Relabel {it.class_hints[0]} [s]"
+            hint = _panel(page).get_by_role("button", name="Delete [d] — likely no object")
+            assert hint.count() == (1 if it.label_id in spurious else 0)
+            r.press("n", it.label_id)
+        for _ in queue:
+            r.press("p")
         total_changes = 0
         for i in range(N_PICKS):
             _, lid = r.current()

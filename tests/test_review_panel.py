@@ -145,6 +145,37 @@ def test_suggestions_are_checked(ds):
     assert again[0].suggested_label is None
 
 
+def test_class_suggested_only_where_a_judge_disagrees_delete_where_spurious():
+    """Issue 23.5: no relabel hint where the judges say the class is right; the ensemble's
+    swap verdict offers every judge's class; a likely spurious box gets a delete hint."""
+    from grader.review.queue import class_suggestions, spurious_hint
+
+    d = {"label": "person", "tags": [], "cleanlab_swap_label": "airplane", "cleanlab_swap": 0.93,
+         "boxgrader_class": "dog", "boxgrader_p_other_class": 0.1}
+    assert class_suggestions(d) == [] and spurious_hint(d) is None
+    assert class_suggestions({**d, "boxgrader_p_other_class": 0.8}) == ["dog"]
+    assert class_suggestions({**d, "cleanlab_swap": 0.2}) == ["airplane"]
+    assert class_suggestions({**d, "tags": ["suspect:swap"]}) == ["airplane"]
+    assert class_suggestions({**d, "ensemble_swap": 0.9}) == ["airplane", "dog"]
+    assert class_suggestions({**d, "ensemble_swap": 0.9, "boxgrader_class": "person"}) == [
+        "airplane"]
+    assert "ensemble_spurious" in spurious_hint({**d, "tags": ["suspect:ensemble_spurious"]})
+    assert "boxgrader_p_background" in spurious_hint({**d, "boxgrader_p_background": 0.9})
+
+
+def test_queue_items_carry_the_hints(ds):
+    items = review.review_queue(ds, score="cleanlab_swap", suspects_only=False)
+    for it in items:
+        assert bool(it.class_hints) == (it.swap_value <= 0.5 or "suspect:swap" in it.tags)
+        assert it.suggested_label == (it.class_hints[0] if it.class_hints else None)
+    it = next(it for it in items if not it.class_hints)
+    ds.set_label_values("ground_truth.detections.boxgrader_p_background",
+                        [{"sample_id": it.sample_id, "label_id": it.label_id, "value": 0.97}])
+    again = [x for x in review.review_queue(ds, score="cleanlab_swap", suspects_only=False)
+             if x.label_id == it.label_id][0]
+    assert "likely no object" in again.delete_hint
+
+
 def test_preview_draws_both_boxes_and_is_cached(ds):
     preview.clear_cache()
     items = review.review_queue(ds, score="cleanlab_badloc", suspects_only=False)
@@ -264,7 +295,8 @@ def test_review_mode_by_keys_with_checked_state(panel, ds):
     assert h.items[0]["decided"] == "accepted" and h.state["cursor"] == 1
     q1 = h.items[1]
     key("1")  # relabel to the first class offered (the judge's suggestion first)
-    assert _gt(ds, q1["sample_id"])[q1["label_id"]].label == q1["class_hints"][0]
+    first = (q1["class_hints"] or [c for c in h.state["all_classes"] if c != q1["label"]])[0]
+    assert _gt(ds, q1["sample_id"])[q1["label_id"]].label == first
     q2 = h.items[2]
     key("d")  # delete
     assert q2["label_id"] not in _gt(ds, q2["sample_id"])

@@ -33,9 +33,64 @@ DUPLICATE_IOU = 0.7
 #: A swap score at or above this says the current class is right: no relabel suggestion.
 SWAP_CONFIDENT = 0.999
 
+#: Judges that name the class they would give a label, each with its evidence that the current
+#: class is wrong and the value past which it disagrees: (class attribute, evidence score,
+#: threshold). A class is suggested only where its judge disagrees (or the ensemble does):
+#: the issue saw "Relabel airplane" offered on a correct person. The thresholds are each
+#: score's even odds (cleanlab: the swap score's 0.5 or its own tag).
+CLASS_SUGGESTERS: tuple[tuple[str, str, float], ...] = (
+    ("cleanlab_swap_label", "cleanlab_swap", 0.5),
+    ("boxgrader_class", "boxgrader_p_other_class", 0.5),
+    ("clipgrader_class", "clipgrader_p_other_class", 0.5),
+    ("zoom_other_label", "zoom_swap", 0.0),
+)
+#: An ensemble swap score at or past this offers every judge's suggested class.
+ENSEMBLE_SWAP_SUGGEST = 0.5
+#: Tags that say a box likely holds no object: review suggests deleting it.
+SPURIOUS_TAGS = tuple(sorted(s.tag for s in SCORES if s.tag and s.issue == "spurious"))
+#: A spurious score at or past this (its own direction) hints "delete" when no tag says so.
+SPURIOUS_SUGGEST = {"ensemble_spurious": 0.5, "boxgrader_p_background": 0.5,
+                    "clipgrader_p_background": 0.5}
+
+
+def _past(attr: str, value, threshold: float) -> bool:
+    """Whether ``value`` of score ``attr`` is at least as suspect as ``threshold``."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return value >= threshold if get_spec(attr).higher_is_suspect else value <= threshold
+
+
+def class_suggestions(d: dict) -> list[str]:
+    """Classes the judges would give label ``d`` (a stored detection), best first: only those
+    of judges whose own swap evidence is past its threshold, or all of them when the ensemble's
+    swap score (or tag) is; empty when no judge disagrees with the current class."""
+    tags = set(d.get("tags") or [])
+    ensemble = (_past("ensemble_swap", d.get("ensemble_swap"), ENSEMBLE_SWAP_SUGGEST)
+                or get_spec("ensemble_swap").tag in tags)
+    out: list[str] = []
+    for cls_attr, ev, thr in CLASS_SUGGESTERS:
+        c = d.get(cls_attr)
+        if not c or c == d.get("label") or c in out:
+            continue
+        own_tag = get_spec(ev).tag
+        if ensemble or _past(ev, d.get(ev), thr) or (own_tag and own_tag in tags):
+            out.append(c)
+    return out
+
+
+def spurious_hint(d: dict) -> str | None:
+    """Why label ``d`` likely holds no object (a tag or a score past :data:`SPURIOUS_SUGGEST`),
+    or None."""
+    tags = set(d.get("tags") or [])
+    hit = [t.split(":", 1)[-1] for t in SPURIOUS_TAGS if t in tags]
+    hit += [a for a, thr in SPURIOUS_SUGGEST.items()
+            if _past(a, d.get(a), thr) and get_spec(a).tag not in tags]
+    return f"likely no object here ({', '.join(hit)})" if hit else None
+
+
 # Per-label attributes the queue carries along as suggestions.
 _HINT_ATTRS = ("cleanlab_swap", "cleanlab_swap_label", "cleanlab_badloc_pred_id",
-               "source_pred_id", "clipgrader_class")
+               "source_pred_id", "clipgrader_class", "boxgrader_class", "zoom_other_label")
 
 
 def label_state(doc) -> str:
@@ -72,6 +127,7 @@ class QueueItem:
     height: int | None = None
     swap_value: float | None = None
     class_hints: list[str] = field(default_factory=list)  # judges' suggested classes, best first
+    delete_hint: str | None = None                     # why the box likely holds no object
     suggested_box: list[float] | None = None           # the matched prediction's box (rel xywh)
     suggested_iou: float | None = None                 # IoU(label box, suggested box)
     box_warning: str | None = None                     # why the suggested box is doubtful
@@ -274,18 +330,15 @@ def _item(row: dict, fname: str, spec: ScoreSpec, rank: int) -> QueueItem:
     tags = list(d.get("tags") or [])
     value = d.get(spec.attr)
     meta = row.get("metadata") or {}
-    hints = []
-    for a in ("cleanlab_swap_label", "clipgrader_class"):
-        h = d.get(a)
-        if h and h != d.get("label") and h not in hints:
-            hints.append(h)
+    hints = [] if spec.on_candidates else class_suggestions(d)
     return QueueItem(
         sample_id=str(row["_id"]), label_id=str(d["_id"]), field=fname, label=d.get("label"),
         filepath=row.get("filepath"), score=spec.attr,
         value=None if not isinstance(value, (int, float)) else float(value),
         suspicion=spec.suspicion(value) if isinstance(value, (int, float)) else None,
         issues=[t for t in tags if t.startswith(SUSPECT_PREFIX)], tags=tags,
-        suggested_label=d.get("cleanlab_swap_label"), pred_id=d.get("cleanlab_badloc_pred_id"),
+        suggested_label=hints[0] if hints else None, pred_id=d.get("cleanlab_badloc_pred_id"),
+        delete_hint=None if spec.on_candidates else spurious_hint(d),
         is_candidate=spec.on_candidates, box=list(d.get("bounding_box") or []),
         state=label_state(d), rank=rank, width=meta.get("width"), height=meta.get("height"),
         swap_value=d.get("cleanlab_swap"), class_hints=hints,
