@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     ap.add_argument("--items", type=int, default=400, help="decisions the curator takes")
     ap.add_argument("--batch", type=int, default=25, help="decisions between re-rankings")
     ap.add_argument("--block", type=int, default=50)
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the graded start in the database (FIFTYONE_DATABASE_URI) and "
+                         "reuse it on the next run with the same split and seed")
     args = ap.parse_args(argv)
     srv = _start_db()
     try:
@@ -96,14 +99,28 @@ def main(argv=None) -> int:
         from grader.pipeline import grade
         from grader.review.log import clear_fix_log
 
-        ds = load_split(args.split)
-        rates = {t: args.rate for t in DEFAULT_RATES}
-        rep = inject_errors(ds, "ground_truth", FIELD, rates=rates, seed=args.seed, overwrite=True)
-        t0 = time.time()
-        g = grade(ds, gt_field=FIELD)
-        print(f"{args.split}: {len(ds)} images, {ds.count(FIELD + '.detections')} labels; injected "
-              f"{rep.info['injected']}; grade() {time.time() - t0:.1f} s; ensemble learner "
-              + ", ".join(f"{i}={v['chosen']}" for i, v in g.reports["ensemble"].info["learner"].items()))
+        import fiftyone as fo
+
+        kept = f"RL-graded-{args.split}-{args.seed}"
+        if args.reuse and fo.dataset_exists(kept):
+            # The graded start of an earlier run (a database given by FIFTYONE_DATABASE_URI).
+            ds = fo.load_dataset(kept).clone()
+            print(f"{args.split}: reusing the graded dataset '{kept}'")
+        else:
+            ds = load_split(args.split)
+            rates = {t: args.rate for t in DEFAULT_RATES}
+            rep = inject_errors(ds, "ground_truth", FIELD, rates=rates, seed=args.seed,
+                                overwrite=True)
+            t0 = time.time()
+            g = grade(ds, gt_field=FIELD)
+            print(f"{args.split}: {len(ds)} images, {ds.count(FIELD + '.detections')} labels; "
+                  f"injected {rep.info['injected']}; grade() {time.time() - t0:.1f} s; learner "
+                  + ", ".join(f"{i}={v['chosen']}"
+                              for i, v in g.reports["ensemble"].info["learner"].items()))
+            if args.reuse:
+                if fo.dataset_exists(kept):
+                    fo.delete_dataset(kept)
+                ds.clone(kept, persistent=True)
         opts = {}   # compute_ensemble as grade() called it (its defaults)
         start = _queue(ds)
         y0 = np.array([t != CLEAN for _, _, t, _ in start])
@@ -125,6 +142,8 @@ def main(argv=None) -> int:
             er = compute_ensemble(ds, FIELD, **opts)
             t_refit.append(time.time() - t1)
             refits += 1
+            print(f"  after {len(hits)} decisions: " + ", ".join(
+                f"{i}={v['chosen']}" for i, v in er.info["learner"].items()))
             queue = _queue(ds)
         print(f"learning arm: {refits} re-rankings, {np.mean(t_refit):.1f} s each; last learner "
               + ", ".join(f"{i}={v['chosen']}" for i, v in er.info["learner"].items())

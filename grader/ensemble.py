@@ -235,11 +235,18 @@ def _one_thread():
     return threadpool_limits(limits=1)
 
 
+#: The learned candidate that starts from the shipped model: a logistic regression on the
+#: default model's log-odds and the scores' percentiles, kept close to the default by a
+#: stronger penalty (a verified subset drawn from the top of the queue is small and biased).
+DEFAULT_PLUS = "default+"
+
+
 def _make_model(kind: str, seed: int):
-    if kind == "logistic":
+    if kind in ("logistic", DEFAULT_PLUS):
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(class_weight="balanced", C=1.0, max_iter=2000)
+        return LogisticRegression(class_weight="balanced", C=1.0 if kind == "logistic" else 0.1,
+                                  max_iter=2000)
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # Small trees and strong regularisation: the verified subset holds tens of errors.
@@ -271,6 +278,8 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
     y = pos[sel].astype(int)
     n_splits = int(min(cv_folds, y.sum(), (1 - y).sum()))
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    if prior_scores is not None:
+        candidates = (*candidates, DEFAULT_PLUS)
     cv = {c: [] for c in ("vote", *candidates)}
     if prior_scores is not None:
         cv["default_model"] = []
@@ -278,6 +287,12 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
         return _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidates,
                                  seed, X, names, sel, y, folds, n_splits, cv, prior_scores,
                                  min_gain)
+
+
+def _with_prior(X: np.ndarray, prior_scores: np.ndarray | None) -> np.ndarray:
+    """``X`` with the default model's log-odds as a first column (0 where it abstains)."""
+    p = np.clip(np.where(np.isfinite(prior_scores), prior_scores, 0.5), 1e-4, 1 - 1e-4)
+    return np.hstack([np.log(p / (1 - p))[:, None], X])
 
 
 def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidates, seed, X,
@@ -292,8 +307,9 @@ def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidat
         v = combine(pct, w, method)[sel[te]]
         cv["vote"].append(auroc(y[te], np.where(np.isfinite(v), v, -1.0)))
         for c in candidates:
-            m = _make_model(c, seed).fit(X[sel[tr]], y[tr])
-            cv[c].append(auroc(y[te], m.predict_proba(X[sel[te]])[:, 1]))
+            Xc = _with_prior(X, prior_scores) if c == DEFAULT_PLUS else X
+            m = _make_model(c, seed).fit(Xc[sel[tr]], y[tr])
+            cv[c].append(auroc(y[te], m.predict_proba(Xc[sel[te]])[:, 1]))
     cv_mean = {c: float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
                for c, a in cv.items()}
     # Ties (and NaNs) go to the vote: a learned model must earn its place.
@@ -308,8 +324,9 @@ def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidat
         w, _, _ = vote_weights(pct, specs, issue, pos, neg, **vote_kwargs)
         scores = combine(pct, w, method)
     else:
-        m = _make_model(chosen, seed).fit(X[sel], y)
-        scores = m.predict_proba(X)[:, 1]
+        Xc = _with_prior(X, prior_scores) if chosen == DEFAULT_PLUS else X
+        m = _make_model(chosen, seed).fit(Xc[sel], y)
+        scores = m.predict_proba(Xc)[:, 1]
     return {"chosen": chosen, "cv_auroc": cv_mean, "scores": scores, "features": names,
             "folds": n_splits}
 
@@ -402,6 +419,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         issues = [i for i in ISSUES if i in covered] or list(ISSUES if "any" in covered else [])
     trusted = ls.trusted
     n_labels = len(ls.label_ids)
+    from_reviews = False
     if reviews and tags is not None:
         # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
         # are clean, fixed ones errors, described by their scores before the fix.
@@ -416,6 +434,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             trusted = np.concatenate([(trusted & ~fixed_now) | acc, np.ones(len(rev), bool)])
             labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
             pct = extend_with_reviews(pct, ls.columns, rev)
+            from_reviews = bool(len(rev) or rev.accepted)
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
@@ -452,29 +471,40 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         weights_all[issue] = weights
         report.info.setdefault("trusted_counts", {})[issue] = {"errors": int(pos.sum()),
                                                                "clean": int(neg.sum())}
+        # The answer without verified labels: the choice made on the injected copy, else the
+        # shipped model where it fits, else (None) the vote.
+        base = None
+        if issue in selection:
+            base = _apply_selection(selection[issue], pct, prior)
+        if base is None and fallback_prior is not None:
+            base = default_model_scores(pct, issue, fallback_prior)
+        few = f"fewer than {min_stack_positives} trusted errors"
         if learner != "vote" and pos.sum() >= min_stack_positives and neg.sum() >= min_negatives:
-            got = default_model_scores(pct, issue, prior) if prior is not None else None
+            # Review decisions come from the top of the queue, not from random images: a
+            # model fitted freely on them ranks that top well and the rest badly, so with an
+            # answer at hand only its anchored refinement (DEFAULT_PLUS) competes with it.
+            biased = from_reviews and base is not None
             fit = fit_stacker(pct, ls.specs, issue, pos, neg, vote_kwargs, method,
+                              candidates=() if biased else ("logistic", "hgb"),
                               cv_folds=cv_folds, seed=seed,
-                              prior_scores=got[0] if got is not None else None,
+                              prior_scores=base[0] if base is not None else None,
                               min_gain=min_gain)
             scores[issue] = fit["scores"]
             learners[issue] = {"chosen": fit["chosen"], "folds": fit["folds"],
                                "cv_auroc": {k: round(v, 4) for k, v in fit["cv_auroc"].items()}}
-            if got is not None and fit["chosen"] == "default_model":
-                learners[issue]["variant"] = got[1]["variant"]
-        elif issue in selection and (got := _apply_selection(selection[issue], pct, prior)):
-            scores[issue], learners[issue] = got
-        elif (fallback_prior is not None
-              and (got := default_model_scores(pct, issue, fallback_prior)) is not None):
-            # No verified labels to learn from: the model fitted on coco128 with injected errors.
-            scores[issue], learners[issue] = got
-            learners[issue]["why"] = f"fewer than {min_stack_positives} trusted errors"
+            if base is not None and fit["chosen"] == "default_model":
+                for k in ("variant", "score"):
+                    if k in base[1]:
+                        learners[issue][k] = base[1][k]
+                if base[1]["chosen"] != "default_model":   # the copy's choice, kept
+                    learners[issue]["chosen"] = base[1]["chosen"]
+        elif base is not None:
+            scores[issue], learners[issue] = base
+            learners[issue].setdefault("why", few)
         else:
             scores[issue] = combine(pct, weights, method)
             learners[issue] = {"chosen": "vote",
-                               "why": ("learner='vote'" if learner == "vote" else
-                                       f"fewer than {min_stack_positives} trusted errors")}
+                               "why": "learner='vote'" if learner == "vote" else few}
     scores = {k: v[:n_labels] for k, v in scores.items()}   # review rows are not labels any more
     report.info["learner"] = learners
     report.info["weights"] = {i: {k: round(v, 4) for k, v in w.items() if v > 0}
