@@ -41,7 +41,7 @@ from a detection attribute instead (``injected_error`` after :func:`grader.noise
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -352,7 +352,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      pred_field: str | None = None, self_supervised: dict | None = None,
                      tag_fraction: float = 0.05, default_model: bool | str = True,
                      min_gain: float = MIN_GAIN_OVER_DEFAULT, reviews: bool = True,
-                     write: bool = True) -> RunReport:
+                     write: bool = True,
+                     progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
     ``learner``: ``"vote"`` (the reliability-weighted vote), ``"stack"`` / ``"auto"`` (with at
@@ -383,6 +384,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     box, delete; from the fix log, undone fixes left out) errors with the scores they had
     before the fix (:mod:`grader.ensemble_reviews`); so re-running the ensemble after a batch
     of decisions re-ranks the labels not yet reviewed.
+    ``progress(done, total)``: called as the work advances (the self-supervised copies are
+    most of it).
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
     baseline out of the ensemble it is compared with).
     """
@@ -447,7 +450,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
 
         try:
             data = collect_injected(collection, gt_field, pred_field, seed=seed,
-                                    abstain_floor=abstain_floor, **(self_supervised or {}))
+                                    abstain_floor=abstain_floor, progress=progress,
+                                    **(self_supervised or {}))
         except ValueError as e:   # no judge that a copy can re-run: the vote
             report.info["self_supervised"] = {"skipped": str(e)}
         else:
@@ -515,6 +519,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     report.info["inputs"] = sorted(pct)
     if write:
         _write(collection, gt_field, ls, scores, tag_fraction, report, tags)
+        if progress is not None:
+            progress(1, 1)
         params = dict(gt_field=gt_field, trusted_tag=trusted_tag, truth=truth, issues=list(issues),
                       min_positives=min_positives, min_negatives=min_negatives,
                       sharpness=sharpness, prior_auroc=prior_auroc,

@@ -24,7 +24,7 @@ The user's dataset is never written here; the copy is deleted whatever happens.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -98,7 +98,8 @@ def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed:
                      rounds: int | None = None, boxgrader: Mapping | None = None,
                      detector: Any = None, zoom_kwargs: Mapping | None = None,
                      cleanlab_kwargs: Mapping | None = None,
-                     abstain_floor: float | None = 0.5) -> dict[str, Any]:
+                     abstain_floor: float | None = 0.5,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Percentile columns and injected truth of copies of ``collection`` (see the module doc).
 
     ``boxgrader``: keyword arguments of ``grade_boxgrader`` (its ``checkpoint``) to re-score
@@ -130,6 +131,8 @@ def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed:
     truth, groups, injected = [], [], []
     n_seen = 0
     for r in range(rounds):
+        if progress is not None:
+            progress(r, rounds + 1)
         view = collection.select_fields(fields)
         if n_images > max_images:
             view = view.take(max_images, seed=seed + r)

@@ -349,6 +349,7 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
     if ctx.enabled("boxgrader") and ctx.resolved.get("boxgrader_checkpoint"):
         ss.setdefault("boxgrader", {"checkpoint": ctx.resolved["boxgrader_checkpoint"]})
     o["self_supervised"] = ss
+    o.setdefault("progress", lambda d, t: ctx.progress("ensemble", d, t))
     return compute_ensemble(ctx.collection, ctx.gt_field, **o)
 
 
