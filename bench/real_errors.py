@@ -168,13 +168,14 @@ def match(rows: list[dict], items: list[dict], kind: str) -> list[dict | None]:
 
 
 def ranking(rows: list[dict], attrs, how: str, higher: bool) -> np.ndarray:
-    """Row order, most suspect first (rows without the score last, in list order)."""
+    """Order of the rows the ranking scores, most suspect first (rows without the score are not
+    proposed: a ranking of 3 candidates has a top 10 of 3)."""
     x = np.array([[r[a] for a in attrs] for r in rows], dtype=float)
     with np.errstate(all="ignore"):
         s = np.nanmax(x, axis=1) if how == "max" else np.nanmin(x, axis=1)
     s = s if higher else -s
-    s = np.where(np.isfinite(s), s, -np.inf)
-    return np.argsort(-s, kind="stable")
+    ok = np.nonzero(np.isfinite(s))[0]
+    return ok[np.argsort(-s[ok], kind="stable")]
 
 
 def precision_at(order: np.ndarray, hit: np.ndarray, k: int) -> float:
@@ -191,7 +192,8 @@ def _verdict_arrays(matched):
 
 def error_groups(rows: list[dict], matched) -> np.ndarray:
     """Per row, an id of the distinct real error it belongs to (-1: none): the boxes of one
-    duplicate pair (same image, IoU >= 0.3, both verdict error / duplicate) share one."""
+    duplicate pair (same image, IoU >= 0.3, both verdict error / duplicate) share one, and so do
+    candidates for the same missed object (same image and class, IoU >= 0.3)."""
     gid = np.full(len(rows), -1)
     err = [i for i, m in enumerate(matched) if m is not None and m["verdict"] == "error"]
     for i in err:
@@ -199,7 +201,9 @@ def error_groups(rows: list[dict], matched) -> np.ndarray:
     for a in err:
         for b in err:
             if (b > a and rows[a]["image"] == rows[b]["image"]
-                    and matched[a]["type"] == matched[b]["type"] == "duplicate"
+                    and (matched[a]["type"] == matched[b]["type"] == "duplicate"
+                         or (matched[a]["type"] == matched[b]["type"] == "missed"
+                             and rows[a]["label"] == rows[b]["label"]))
                     and iou_rel(rows[a]["box"], rows[b]["box"]) >= 0.3):
                 gid[gid == gid[b]] = gid[a]
     return gid
@@ -220,9 +224,12 @@ def report_rankings(title: str, rows, matched, rankings, ks, draws: int, rng, un
         if all(np.isnan(r[a]) for r in rows for a in attrs):
             print(f"{name:31s} (not present)")
             continue
+        if not len(ranking(rows, attrs, how, higher)):
+            continue
         order = ranking(rows, attrs, how, higher)
-        rank = np.empty(n, int)
-        rank[order] = np.arange(1, n + 1)
+        # Unscored rows rank after every scored one (for the median rank of known errors).
+        rank = np.full(n, len(order) + (n - len(order) + 1) / 2.0)
+        rank[order] = np.arange(1, len(order) + 1)
         cells = " ".join(f"{precision_at(order, err, k):6.3f} {precision_at(order, err | amb, k):5.2f} "
                          f"{int(chk[order[:k]].sum()):4d}" for k in ks)
         m = float(np.median(rank[err])) if err.any() else float("nan")
