@@ -60,6 +60,11 @@ REAL_ERROR_TYPES: dict[str, str] = {
 CLEAN = "none"
 RUN_KEY = "label_grader_inject_errors"
 DEFAULT_RATES = {t: 0.05 for t in ERROR_TYPES}
+#: Today's mix plus the real-looking types at about the proportions seen by eye on coco128 /
+#: coco128-val (cross-class duplicates the most common real error): for fitting and benching
+#: against errors that look real. Opt-in: nothing uses it by default.
+REAL_MIX_RATES = {**DEFAULT_RATES, "cross_duplicate": 0.03, "split": 0.01, "merge": 0.01,
+                  "part": 0.02, "missed_edge": 0.01, "missed_group": 0.01}
 #: error types that change (or copy) an existing source box; each source box gets at most one
 _BOX_ERRORS = ("badloc", "swap", "overlooked", "duplicate")
 #: a box "touches" the image border within this relative distance (missed_edge)

@@ -247,6 +247,11 @@ def test_real_looking_errors_are_opt_in_and_leave_todays_draws_alone(many_boxes)
     truth = injected_truth(ds, "noisy")
     assert truth["duplicate"] == 7 + 6 and truth["badloc"] == 10 + 2 * 5 + 5 + 4
     assert truth["overlooked"] == 5 + 4 + 3 and rep.info["injected"]["overlooked"] == 12
+    from grader.noise import REAL_MIX_RATES
+
+    mix = inject_errors(ds, "ground_truth", "mix", rates=REAL_MIX_RATES, seed=7)
+    assert set(mix.info["injected_kinds"]) == {"cross_duplicate", "split", "merge", "part",
+                                               "missed_edge", "missed_group"}
     with pytest.raises(ValueError, match="cross_duplicate_iou"):
         inject_errors(ds, "ground_truth", "x", rates=REAL, cross_duplicate_iou=(0.9, 0.5))
 
