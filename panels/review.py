@@ -39,16 +39,27 @@ _KEYS_LOCK = threading.Lock()  # review keys are handled one at a time, in the o
 _SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
 #: The review session: kept here, per panel, never written into the App's panel state.
 _SESSION_KEYS = ("cursor", "page", "log", "undo_stack", "mode", "controls", "view_key",
-                 "surface", "available", "all_classes", "counts", "hist")
+                 "surface", "available", "all_classes", "counts", "hist", "draft")
 _SESSIONS: dict[str, dict] = {}  # panel id -> the review session after the last handler
 
 #: One key per decision in review mode (panels/js/review_keys.js sends each key pressed).
 KEYS = {
     "a": "accept", "s": "use_class", "b": "use_box", "d": "delete", "u": "undo",
     "n": "next", "j": "next", "p": "prev", "k": "prev", "c": "adopt",
+    "e": "save_box", "r": "reset_box",
 }
-KEY_HELP = ("a accept · s use suggested class · 1-9 relabel to that class · b use suggested box · "
-            "d delete · c adopt candidate · u undo · n/j next · p/k previous")
+KEY_HELP_SHORT = ("a accept · s suggested class · 1-9 or / class · b suggested box · arrows edit "
+                  "the box, e save · d delete · c adopt · u undo · n/p next/prev")
+#: Box nudges in review mode (arrow keys from panels/js/review_keys.js): arrows move the box,
+#: shift+arrows move its right / bottom edge. One step is NUDGE of the image side.
+NUDGE = 0.01
+NUDGES = {"left": (-1, 0, 0, 0), "right": (1, 0, 0, 0), "up": (0, -1, 0, 0), "down": (0, 1, 0, 0),
+          "shift+left": (0, 0, -1, 0), "shift+right": (0, 0, 1, 0),
+          "shift+up": (0, 0, 0, -1), "shift+down": (0, 0, 0, 1)}
+KEY_HELP = ("a accept · s use suggested class · 1-9 relabel to that class · / search classes · "
+            "b use suggested box · arrows move the box, shift+arrows its right/bottom edge, "
+            "e save the edited box, r reset it · d delete · c adopt candidate · u undo · "
+            "n/j next · p/k previous")
 
 
 def _ctl(ctx, name: str):
@@ -285,7 +296,8 @@ class LabelReviewPanel(foo.Panel):
     @_session
     def refresh(self, ctx):
         self._refresh(ctx)
-        ctx.ops.reload_dataset()  # explicit refresh: the App's grid shows the fixes made so far
+        # the App's samples, re-read; not reload_dataset, which also clears the sidebar filters
+        self._reload_grid(ctx)
 
     @_session
     def next_page(self, ctx):
@@ -330,10 +342,12 @@ class LabelReviewPanel(foo.Panel):
 
     @_session
     def _hotkey(self, ctx) -> None:
-        key = str(ctx.params.get("key") or "").lower()[:1]
+        key = str(ctx.params.get("key") or "").lower()
         _debug(f"hotkey {key!r} cursor={ctx.panel.state.cursor}")
-        if key:
-            self._keys(ctx, key)
+        if key in NUDGES:
+            self._nudge(ctx, NUDGES[key])
+        elif key:
+            self._keys(ctx, key[:1])
 
     def _keys(self, ctx, new: str) -> None:
         for ch in new.lower():
@@ -393,6 +407,7 @@ class LabelReviewPanel(foo.Panel):
                                    label_ids=[q["label_id"] for q in items], user=ctx_user(ctx))
         if rec is not None:
             self._mark(ctx, {q["label_id"]: "accepted" for q in items}, rec)
+            self._reload_grid(ctx)
         ctx.ops.notify(rec.summary() if rec else "nothing to accept", variant="success")
 
     @_session
@@ -419,6 +434,11 @@ class LabelReviewPanel(foo.Panel):
             return self._undo(ctx)
         if cmd == "use_class":
             return self._relabel_nth(ctx, 0, hints_only=True)
+        if cmd == "save_box":
+            return self._save_draft(ctx)
+        if cmd == "reset_box":
+            _put(ctx, "draft", None)
+            return self._show(ctx, int(ctx.panel.state.cursor or 0))
         kind = {"accept": "accept", "use_box": "replace_box", "delete": "delete",
                 "adopt": "adopt"}[cmd]
         self._fix(ctx, kind)
@@ -446,7 +466,7 @@ class LabelReviewPanel(foo.Panel):
         return out + [c for c in classes if c not in out and c != q.get("label")]
 
     def _fix(self, ctx, kind: str, new_label: str | None = None,
-             allow_new_class: bool = False) -> None:
+             allow_new_class: bool = False, box: list[float] | None = None) -> None:
         k, q = self._current(ctx)
         if q is None:
             ctx.ops.notify("No label selected", variant="warning")
@@ -475,6 +495,9 @@ class LabelReviewPanel(foo.Panel):
                 rec = _call(review.relabel, ds, q["sample_id"], q["label_id"],
                             new_label=new_label, field=q["field"],
                             allow_new_class=allow_new_class or None, **common)
+            elif kind == "replace_box" and box is not None:  # the box edited in review mode
+                rec = _call(review.replace_box, ds, q["sample_id"], q["label_id"],
+                            field=q["field"], box=box, **common)
             elif kind == "replace_box":
                 if not q.get("pred_id"):
                     ctx.ops.notify("No suggested box for this label", variant="warning")
@@ -495,10 +518,46 @@ class LabelReviewPanel(foo.Panel):
             ctx.ops.notify(f"Fix failed: {e}", variant="error")
             return
         word = {"accept": "accepted", "relabel": f"relabelled → {new_label}",
-                "replace_box": "box replaced", "delete": "deleted", "adopt": "adopted"}[kind]
+                "replace_box": "box edited" if box is not None else "box replaced", "delete": "deleted", "adopt": "adopted"}[kind]
         self._mark(ctx, {q["label_id"]: word}, rec)
+        self._reload_grid(ctx)
         if ctx.panel.state.mode == "review":
             self._step(ctx, +1, undecided_only=True)
+
+    def _reload_grid(self, ctx) -> None:
+        """Have the App re-read its samples, so the grid and the modal draw the label as it is
+        now (a changed box, a deleted label). The App's page only: the panel's queue stays a
+        snapshot, and the sidebar filters and the view stay as they are."""
+        ctx.ops.reload_samples()
+
+    def _draft(self, ctx, q: dict | None) -> list[float] | None:
+        """The box being edited for the label shown (None: not edited)."""
+        d = ctx.panel.state.draft or {}
+        return d.get("box") if q is not None and d.get("label_id") == q["label_id"] else None
+
+    def _nudge(self, ctx, step: tuple[int, int, int, int]) -> None:
+        """Move the shown label's box (or one of its edges) by one step, as a draft: nothing is
+        written until ``e`` saves it (one fix, undone by ``u``)."""
+        _, q = self._current(ctx)
+        if q is None or q["is_candidate"] or q.get("decided") or not q.get("box"):
+            return
+        x, y, w, h = self._draft(ctx, q) or q["box"]
+        dx, dy, dw, dh = (v * NUDGE for v in step)
+        w, h = max(NUDGE, w + dw), max(NUDGE, h + dh)
+        x = min(max(0.0, x + dx), 1.0 - w)
+        y = min(max(0.0, y + dy), 1.0 - h)
+        w, h = min(w, 1.0 - x), min(h, 1.0 - y)
+        _put(ctx, "draft", {"label_id": q["label_id"], "box": [x, y, w, h]})
+        self._show(ctx, int(ctx.panel.state.cursor or 0))
+
+    def _save_draft(self, ctx) -> None:
+        _, q = self._current(ctx)
+        box = self._draft(ctx, q)
+        if box is None:
+            ctx.ops.notify("No edited box: move it with the arrow keys first", variant="warning")
+            return
+        _put(ctx, "draft", None)
+        self._fix(ctx, "replace_box", box=box)
 
     def _mark(self, ctx, decided: dict, rec) -> None:
         page = ctx.panel.state.page or {}
@@ -539,6 +598,7 @@ class LabelReviewPanel(foo.Panel):
             items[k:k] = stack[-1]["items"]
             _put(ctx, "page.items", items)
             back = k
+        self._reload_grid(ctx)
         log = [{"fix_id": rec.fix_id, "summary": "undone: " + rec.summary()}]
         _put(ctx, "log", (log + list(ctx.panel.state.log or []))[:5])
         ctx.ops.notify(f"Undone: {rec.summary()}", variant="success")
@@ -567,7 +627,10 @@ class LabelReviewPanel(foo.Panel):
         _put(ctx, "cursor", k)
         _, q = self._current(ctx)
         if q is not None:
-            ctx.panel.set_data("review_body.review_img", self._preview(q, LARGE))
+            draft = self._draft(ctx, q)
+            shown = dict(q, box=draft, suggested_box=q["box"], suggested_label=None,
+                         suggested_iou=None) if draft else q  # edited: the old box in green
+            ctx.panel.set_data("review_body.review_img", self._preview(shown, LARGE))
             self._push_texts(ctx)
 
     def _push_texts(self, ctx) -> None:
@@ -578,7 +641,8 @@ class LabelReviewPanel(foo.Panel):
         _, q = self._current(ctx)
         if q is not None:
             ctx.panel.set_data({"review_head.review_pos": self._pos_text(ctx, q),
-                                "review_body.review_side.review_txt": self._side_text(q)})
+                                "review_body.review_side.review_txt":
+                                    self._side_text(q, self._draft(ctx, q))})
 
     # ------------------------------------------------------------ data
 
@@ -694,11 +758,14 @@ class LabelReviewPanel(foo.Panel):
         where = "this sample" if st.get("surface") == "modal" else "the current view"
         panel.md(f"**Suspect labels in {where}** — " + (" · ".join(parts) or "none"),
                  name="counts_md")
-        controls = panel.h_stack("controls", align_x="left", align_y="bottom", gap=2)
+        rows = [panel.h_stack("controls", align_x="left", align_y="bottom", gap=2),
+                panel.h_stack("controls2", align_x="left", align_y="bottom", gap=2)]
 
         def control(name: str, kind: str, label: str, value, choices=(), on_change=None):
-            # the plugin's own inputs (panels/js/review_keys.js): no App state writes
-            controls.view(name, types.View(
+            # the plugin's own inputs (panels/js/review_keys.js): no App state writes; three
+            # to a row so they fit a narrow split
+            row = rows[0] if name in ("gt_field", "score", "issue") else rows[1]
+            row.view(name, types.View(
                 component="LabelGraderControl", composite_view=True, kind=kind, name=name,
                 label=label, value=value, choices=[list(c) for c in choices],
                 on_change=on_change or self.on_filter_change))
@@ -759,7 +826,7 @@ class LabelReviewPanel(foo.Panel):
         return {"data": [{"type": "bar", "x": centers, "y": hist["counts"],
                           "name": hist["score"], "marker": {"color": "#6c8ebf"}}],
                 "layout": {"title": {"text": title, "font": {"size": 13}}, "height": 230,
-                           "width": 760, "margin": {"t": 36, "b": 40, "l": 50, "r": 10},
+                           "width": 540, "margin": {"t": 36, "b": 40, "l": 50, "r": 10},
                            "bargap": 0.05,
                            "xaxis": {"title": {"text": f"{hist['score']} (raw score)"}},
                            "yaxis": {"title": {"text": "labels"},
@@ -784,70 +851,77 @@ class LabelReviewPanel(foo.Panel):
         return txt
 
     def _render_list(self, ctx, panel) -> None:
+        # laid out for a narrow split (the panel is ~570 px wide at 1440x900): short rows,
+        # the buttons under each label's text, the main actions first
         st = ctx.panel.state
+        page = st.page or {}
+        items, total, skip = page.get("items", []), page.get("total", 0), page.get("skip", 0)
         self._render_controls(ctx, panel)
+        self._render_actions(ctx, panel, bool(items))
         self._render_hist(ctx, panel)
         if not st.available:
             panel.md(f"No judge scores on `{_ctl(ctx, 'gt_field')}` in this view yet: run a judge "
                      "first (e.g. `run_cleanlab`), then **Refresh**.", name="no_scores")
-        page = st.page or {}
-        items, total, skip = page.get("items", []), page.get("total", 0), page.get("skip", 0)
         nav = panel.h_stack("queue_nav", align_x="left", align_y="center", gap=1)
         shown = f"{skip + 1}–{skip + len(items)}" if items else "0"
-        nav.md(f"**Queue: {shown} of {total}**, most suspect first (ties: other judges) — "
-               "a snapshot until Refresh", name="queue_title")
+        nav.md(f"**Queue: {shown} of {total}**, most suspect first — a snapshot until Refresh",
+               name="queue_title")
         nav.btn("prev_page", label="◀ Page", on_click=self.prev_page, disabled=skip == 0)
         nav.btn("next_page", label="Page ▶", on_click=self.next_page,
                 disabled=skip + len(items) >= total)
-        nav.btn("review_mode", label="Review mode (keyboard)", on_click=self.enter_review,
-                variant="contained", disabled=not items)
         for k, q in enumerate(items):
-            row = panel.h_stack(f"row_{k}", align_x="left", align_y="center", gap=1)
+            row = panel.h_stack(f"row_{k}", align_x="left", align_y="top", gap=1)
             row.img(f"thumb_{k}", height=f"{THUMB // 2 + 10}px", width=f"{THUMB // 2}px",
                     alt_text=q["label"] or "",
                     on_click=self.enter_review, params={"index": k})
-            row.md(self._item_text(q, str(k)), name=f"row_{k}_txt")
+            col = row.v_stack(f"row_{k}_col", align_x="left", gap=0)
+            col.md(self._item_text(q, str(k)), name=f"row_{k}_txt")
             if q.get("decided"):
                 continue
             ids = {"index": k}
+            bar = col.h_stack(f"row_{k}_bar", align_x="left", gap=1)
             if q["is_candidate"]:
-                row.btn(f"row_{k}_adopt", label="Adopt", on_click=self.act,
+                bar.btn(f"row_{k}_adopt", label="Adopt", on_click=self.act,
                         params={**ids, "kind": "adopt"}, variant="contained")
-                row.btn(f"row_{k}_reject", label="Delete", on_click=self.act,
+                bar.btn(f"row_{k}_reject", label="Delete", on_click=self.act,
                         params={**ids, "kind": "delete"})
                 continue
-            row.btn(f"row_{k}_accept", label="Accept", on_click=self.act,
+            bar.btn(f"row_{k}_accept", label="Accept", on_click=self.act,
                     params={**ids, "kind": "accept"}, variant="contained")
             if q.get("suggested_label"):
-                row.btn(f"row_{k}_swap", label=f"Relabel {q['suggested_label']}",
+                bar.btn(f"row_{k}_swap", label=f"Relabel {q['suggested_label']}",
                         on_click=self.act,
                         params={**ids, "kind": "relabel", "new_label": q["suggested_label"]})
             if q.get("pred_id"):
-                row.btn(f"row_{k}_box", label="Use box" + (" ⚠" if q.get("box_warning") else ""),
+                bar.btn(f"row_{k}_box", label="Use box" + (" ⚠" if q.get("box_warning") else ""),
                         on_click=self.act, params={**ids, "kind": "replace_box"})
-            row.btn(f"row_{k}_delete", label="Delete", on_click=self.act,
-                    params={**ids, "kind": "delete"},
-                    variant="contained" if q.get("delete_hint") else None)
-            row.btn(f"row_{k}_open", label="Open", on_click=self.open_item,
-                    params={k2: q[k2] for k2 in ("sample_id", "label_id", "field")},
-                    variant="outlined")
-        self._render_actions(ctx, panel)
-
-    def _render_actions(self, ctx, panel) -> None:
-        st = ctx.panel.state
-        actions = panel.h_stack("actions", align_x="left", gap=1)
-        stack = st.undo_stack or []
-        last = next((r["summary"] for r in (st.log or []) if stack and r["fix_id"] == stack[-1]["fix_id"]), None)
-        actions.btn("undo_last", label=f"Undo: {last}" if last else "Undo last fix",
-                    on_click=self.undo, variant="outlined")
-        actions.btn("accept_all", label="Accept all on this page", on_click=self.accept_all)
-        actions.btn("show_queue", label="Show queue in grid", on_click=self.show_queue)
-        actions.btn("save_views", label="Save review views", on_click=self.save_views)
-        actions.btn("refresh", label="Refresh", on_click=self.refresh)
+            bar2 = col.h_stack(f"row_{k}_bar2", align_x="left", gap=1)
+            bar2.btn(f"row_{k}_delete", label="Delete", on_click=self.act,
+                     params={**ids, "kind": "delete"},
+                     variant="contained" if q.get("delete_hint") else None)
+            bar2.btn(f"row_{k}_open", label="Open", on_click=self.open_item,
+                     params={k2: q[k2] for k2 in ("sample_id", "label_id", "field")},
+                     variant="outlined")
         log = st.log or []
         if log:
             panel.md("**Recent fixes**\n\n" + "\n".join(f"- {r['summary']}" for r in log),
                      name="log_md")
+
+    def _render_actions(self, ctx, panel, has_items: bool) -> None:
+        st = ctx.panel.state
+        actions = panel.h_stack("actions", align_x="left", gap=1)
+        actions.btn("review_mode", label="Review mode (keyboard)", on_click=self.enter_review,
+                    variant="contained", disabled=not has_items)
+        actions.btn("accept_all", label="Accept all on this page", on_click=self.accept_all)
+        actions.btn("refresh", label="Refresh", on_click=self.refresh)
+        more = panel.h_stack("actions2", align_x="left", gap=1)
+        more.btn("show_queue", label="Show queue in grid", on_click=self.show_queue)
+        more.btn("save_views", label="Save review views", on_click=self.save_views)
+        stack = st.undo_stack or []
+        last = next((r["summary"] for r in (st.log or []) if stack and r["fix_id"] == stack[-1]["fix_id"]), None)
+        panel.h_stack("actions3", align_x="left").btn(
+            "undo_last", label=f"Undo: {last}" if last else "Undo last fix", on_click=self.undo,
+            variant="outlined")
 
     def _pos_text(self, ctx, q: dict) -> str:
         page = ctx.panel.state.page or {}
@@ -856,9 +930,14 @@ class LabelReviewPanel(foo.Panel):
         return (f"**Label {q['rank'] + 1} of {total}** ({n_done} decided on this page) — "
                 f"`{q['label_id']}`")
 
-    def _side_text(self, q: dict) -> str:
+    def _side_text(self, q: dict, draft: list[float] | None = None) -> str:
+        if draft:
+            return (self._item_text(q, "cur") + "\n\n**Box edited, not saved**: "
+                    f"[{', '.join(f'{v:.3f}' for v in draft)}] — **e** save · **r** reset  \n"
+                    "magenta: the edited box · green: the box as labelled")
         return (self._item_text(q, "cur") + "\n\n"
-                "magenta: the label's box · green: the suggested box / candidate")
+                "magenta: the label's box · green: the suggested box / candidate · "
+                "arrows: edit the box")
 
     def _render_review(self, ctx, panel) -> None:
         st = ctx.panel.state
@@ -871,13 +950,18 @@ class LabelReviewPanel(foo.Panel):
             return
         head.md(self._pos_text(ctx, q), name="review_pos")
         panel.view("hotkeys", types.View(component="LabelGraderKeys", composite_view=True,
-                                          on_key=self.on_hotkey, help=KEY_HELP))
-        body = panel.v_stack("review_body", align_x="left", align_y="top", gap=1)  # fits a narrow split
+                                          on_key=self.on_hotkey, help=KEY_HELP_SHORT))
+        # the buttons above the picture, in short rows: all on screen in a ~570 px wide split
+        # at 1440x900 (issue 23.7)
+        acts = panel.v_stack("review_actions", align_x="left", gap=0)
+        bar = acts.h_stack("review_bar", align_x="left", gap=1)
+        bar2 = acts.h_stack("review_bar2", align_x="left", gap=1)
+        nav = acts.h_stack("review_nav", align_x="left", gap=1)
+        body = panel.v_stack("review_body", align_x="left", align_y="top", gap=1)
         body.img("review_img", height=f"{LARGE + preview.CAPTION_H}px", width=f"{LARGE}px",
                  alt_text=q["label"] or "")
         side = body.v_stack("review_side", align_x="left", gap=1)
-        side.md(self._side_text(q), name="review_txt")
-        bar = side.h_stack("review_bar", align_x="left", gap=1)
+        side.md(self._side_text(q, self._draft(ctx, q)), name="review_txt")
         if not q.get("decided"):
             if q["is_candidate"]:
                 bar.btn("r_adopt", label="Adopt [c]", on_click=self.act,
@@ -890,17 +974,17 @@ class LabelReviewPanel(foo.Panel):
                             on_click=self.act,
                             params={"kind": "relabel", "new_label": q["class_hints"][0]})
                 if q.get("pred_id"):
-                    bar.btn("r_box", label="Use box [b]" + (" ⚠" if q.get("box_warning") else ""),
-                            on_click=self.act, params={"kind": "replace_box"})
+                    bar2.btn("r_box", label="Use box [b]" + (" ⚠" if q.get("box_warning") else ""),
+                             on_click=self.act, params={"kind": "replace_box"})
             if q.get("delete_hint") and not q["is_candidate"]:
-                bar.btn("r_delete", label="Delete [d] — likely no object", on_click=self.act,
-                        params={"kind": "delete"}, variant="contained")
+                bar2.btn("r_delete", label="Delete [d] — likely no object", on_click=self.act,
+                         params={"kind": "delete"}, variant="contained")
             else:
-                bar.btn("r_delete", label="Delete [d]", on_click=self.act,
-                        params={"kind": "delete"})
-        bar.btn("r_undo", label="Undo [u]", on_click=self.act, params={"kind": "undo"})
-        bar.btn("r_prev", label="◀ Prev [p]", on_click=self.act, params={"kind": "prev"})
-        bar.btn("r_next", label="Next [n] ▶", on_click=self.act, params={"kind": "next"})
+                bar2.btn("r_delete", label="Delete [d]", on_click=self.act,
+                         params={"kind": "delete"})
+        nav.btn("r_undo", label="Undo [u]", on_click=self.act, params={"kind": "undo"})
+        nav.btn("r_prev", label="◀ Prev [p]", on_click=self.act, params={"kind": "prev"})
+        nav.btn("r_next", label="Next [n] ▶", on_click=self.act, params={"kind": "next"})
         if not q["is_candidate"] and not q.get("decided"):
             choices = self._class_choices(ctx, q)
             rel = side.v_stack("review_ctl", align_x="left", gap=1)

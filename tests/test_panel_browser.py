@@ -507,6 +507,59 @@ def test_relabel_dropdown_changes_exactly_one_label(review_dataset):
         assert set(diff) == {lid} and diff[lid][1][0] == "zebra crossing"
 
 
+@NEEDS_CHROMIUM
+def test_box_nudge_and_layout_at_1440x900(review_dataset):
+    """Issue 23.6/23.7: at 1440x900 the list's buttons and "Review mode" are on screen; in
+    review mode the arrow keys edit the box shown, 'e' saves exactly that box, 'u' undoes."""
+    ds = review_dataset
+    with app_page(ds, "nudge", viewport=(1440, 900)) as page:
+        out = REPO / "tests" / "_output"
+        page.locator("img[src^='data:image/jpeg']").first.wait_for()
+        for name in ("Review mode (keyboard)", "Accept"):
+            b = page.get_by_role("button", name=name, exact=True).first.bounding_box()
+            assert b and b["x"] >= 0 and b["x"] + b["width"] <= 1440 and b["y"] + b["height"] <= 900, (
+                name, b)
+        for name in ("Delete", "Open"):  # a row's last buttons: on screen, maybe below
+            b = page.get_by_role("button", name=name, exact=True).first.bounding_box()
+            assert b and b["x"] + b["width"] <= 1440, (name, b)
+        page.screenshot(path=str(out / "panel_1440.png"))
+        page.get_by_role("button", name="Review mode (keyboard)").click()
+        r = Review(page)
+        r.pos.wait_for()
+        _, lid = r.current()
+        for name in ("Accept [a]", "Next [n] ▶"):
+            b = page.get_by_role("button", name=name, exact=True).first.bounding_box()
+            assert b and b["x"] + b["width"] <= 1440 and b["y"] + b["height"] <= 900, (name, b)
+        before = gt_snapshot(ds)
+        x, y, w, h = before[lid][1]
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        for key in ("ArrowRight", "ArrowDown", "Shift+ArrowLeft"):
+            page.keyboard.press(key)
+        page.get_by_text("Box edited, not saved", exact=False).first.wait_for()
+        page.screenshot(path=str(out / "review_mode_1440.png"))
+        assert not changed(before, gt_snapshot(ds))  # a draft until saved
+        ms, _, _ = r.press("e", lid)
+        diff = changed(before, gt_snapshot(ds))
+        assert set(diff) == {lid}
+        want = [x, y, w, h]
+        for d in ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, -1, 0)):  # what the three keys ask for
+            bx, by, bw, bh = want
+            bw, bh = max(0.01, bw + 0.01 * d[2]), max(0.01, bh + 0.01 * d[3])
+            bx = min(max(0.0, bx + 0.01 * d[0]), 1.0 - bw)
+            by = min(max(0.0, by + 0.01 * d[1]), 1.0 - bh)
+            want = [bx, by, min(bw, 1.0 - bx), min(bh, 1.0 - by)]
+        assert list(diff[lid][1][1]) == pytest.approx(want, abs=1e-6)
+        r.press("u")
+        assert r.wait_for(lid) == lid
+        deadline = time.time() + 10
+        while time.time() < deadline and changed(before, gt_snapshot(ds)):
+            time.sleep(0.2)
+        assert not changed(before, gt_snapshot(ds))  # undone exactly
+    if os.environ.get("LABEL_GRADER_UPDATE_DOCS") == "1":
+        for name in ("panel_1440.png", "review_mode_1440.png"):
+            shutil.copy(out / name, REPO / "docs" / name)
+
+
 def _sidebar_filter(page, field: str, value: str) -> None:
     """Filter ``field``'s labels to ``value`` in the App's sidebar, as a user does."""
     page.get_by_text(field, exact=True).first.click()
@@ -573,6 +626,9 @@ def test_sidebar_filter_default_sort_and_overlooked(review_dataset):
         filter_holds("back to the list")
         _panel(page).get_by_text("log y", exact=True).first.click()
         filter_holds("log y")
+        page.get_by_role("button", name="Refresh", exact=True).click()
+        page.get_by_text("Queue: ", exact=False).first.wait_for()
+        filter_holds("refresh")
         page.wait_for_timeout(3500)
         filter_holds("waiting 4 s")
 

@@ -288,6 +288,7 @@ def test_review_mode_by_keys_with_checked_state(panel, ds):
 
     q0 = h.items[0]
     key("a")  # accept
+    assert h.ops("reload_samples")  # the App re-reads its samples: the grid shows the fix
     # the session stays on the server: a key writes nothing into the App's panel state
     # (each App state write makes the App save its spaces and refetch its page)
     assert not h.ops("patch_panel_state") and not h.ops("set_panel_state")
@@ -480,3 +481,33 @@ def test_dataset_without_detections_renders_a_notice(panel, tmp_path):
         assert "No Detections field" in h.render_json()
     finally:
         ds.delete()
+
+
+def test_box_nudge_keys_save_and_undo(panel, ds):
+    """Issue 23.6: arrows move the shown box (shift: its right/bottom edge) as a draft that
+    nothing writes until 'e'; the saved box is one fix, undone by 'u'."""
+    h = Harness(panel, ds)
+    h.call("on_load")
+    h.call("on_filter_change", path="controls.issue", value="__all__")
+    h.call("enter_review")
+    k = next(i for i, x in enumerate(h.items)
+             if x["box"][0] > 0.05 and x["box"][0] + x["box"][2] < 0.9)
+    q = h.items[k]
+    h.call("enter_review", index=k)
+    before = list(_gt(ds, q["sample_id"])[q["label_id"]].bounding_box)
+    for key in ("left", "left", "shift+right", "shift+down"):
+        h.call("on_hotkey", key=key)
+    assert _gt(ds, q["sample_id"])[q["label_id"]].bounding_box == before  # a draft only
+    x, y, w, hh = before
+    want = [x - 0.02, y, w + 0.01, hh + 0.01]
+    assert h.state["draft"]["box"] == pytest.approx(want)
+    assert "Box edited, not saved" in h.data["review_body.review_side.review_txt"]
+    h.call("on_hotkey", key="e")
+    assert _gt(ds, q["sample_id"])[q["label_id"]].bounding_box == pytest.approx(want)
+    assert h.items[k]["decided"] == "box edited"
+    h.call("on_hotkey", key="u")
+    assert _gt(ds, q["sample_id"])[q["label_id"]].bounding_box == pytest.approx(before)
+    h.call("on_hotkey", key="right")
+    h.call("on_hotkey", key="r")  # reset: the draft goes, nothing written
+    assert not h.state.get("draft")
+    assert _gt(ds, q["sample_id"])[q["label_id"]].bounding_box == pytest.approx(before)

@@ -35,10 +35,13 @@
 
     React.useEffect(function () {
       function onKeyDown(e) {
-        if (e.repeat || e.ctrlKey || e.metaKey || e.altKey || typingInto(e.target)) return;
+        if (e.ctrlKey || e.metaKey || e.altKey || typingInto(e.target)) return;
         var key = (e.key || "").toLowerCase();
+        var arrow = /^arrow(left|right|up|down)$/.exec(key);
+        if (arrow) key = (e.shiftKey ? "shift+" : "") + arrow[1];  // box nudges (may repeat)
+        else if (e.repeat) return;
         var cur = latest.current;
-        if (!KEY.test(key) || !cur.view.on_key) return;
+        if (!(arrow || KEY.test(key)) || !cur.view.on_key) return;
         e.preventDefault();
         e.stopPropagation();
         cur.trigger(cur.view.on_key, { key: key, sent_at: Date.now() });
@@ -165,9 +168,10 @@
     function send(value) {
       if (view.on_change) trigger(view.on_change, { name: view.name, value: value });
     }
-    var box = { display: "flex", flexDirection: "column", gap: "2px", minWidth: kind === "checkbox" ? 0 : "120px" };
-    var cap = h("span", { style: { fontSize: "0.85rem", opacity: 0.8, whiteSpace: "nowrap" } }, view.label || view.name);
-    var inputStyle = { font: "inherit", color: "inherit", background: "transparent", padding: "4px 6px",
+    var box = { display: "flex", flexDirection: "column", gap: "2px", minWidth: kind === "checkbox" ? 0 : "110px",
+                maxWidth: "170px" };
+    var cap = h("span", { style: { fontSize: "0.85rem", opacity: 0.8 } }, view.label || view.name);
+    var inputStyle = { font: "inherit", color: "inherit", background: "transparent", padding: "4px 6px", maxWidth: "170px",
                        border: "1px solid rgba(128,128,128,0.6)", borderRadius: "4px" };
     var ctl;
     if (kind === "select") {
