@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=128)
     ap.add_argument("--model", default="yolox-nano")
     ap.add_argument("--out", default=str(REPO / "tests" / "_output"))
+    ap.add_argument("--viewport", default="1440x900",
+                    help="browser window WxH (issue 23: the panel must be usable at 1440x900)")
     a = ap.parse_args()
 
     from grader import io, review
@@ -67,7 +69,8 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1920, "height": 1150})
+            vw, vh = (int(v) for v in a.viewport.lower().split("x"))
+            page = browser.new_page(viewport={"width": vw, "height": vh})
             page.set_default_timeout(60_000)
             page.goto(f"http://127.0.0.1:{port}/datasets/{ds.name}")
             page.wait_for_selector('[data-cy="new-panel-btn"]')
@@ -76,8 +79,10 @@ def main() -> None:
             page.get_by_text("Queue: ", exact=False).first.wait_for()
             page.locator("img[src^='data:image/jpeg']").first.wait_for()
             # the histogram with a threshold and the log y axis
-            page.locator('input[type="number"]').last.fill("0.3")
-            page.get_by_text("log y", exact=True).first.click()
+            thr = page.locator('[data-label-grader-control="threshold"] input')
+            thr.fill("0.3")
+            thr.press("Enter")
+            page.locator('[data-label-grader-control="log_y"] input').check()
             time.sleep(3)
             page.screenshot(path=str(out / "panel.png"))
             page.get_by_role("button", name="Review mode (keyboard)").click()
