@@ -367,3 +367,18 @@ def test_size_reliability_pulls_tiny_boxes_to_the_median():
         size_reliability(area, full=10, floor=20)
     with pytest.raises(ValueError):
         shrink_unreliable(np.zeros(3), np.zeros(4))
+
+
+def test_cross_class_cooccurrence_without_a_dense_matrix(monkeypatch):
+    """A large vocabulary counts only the class pairs it needs; the scores are the same."""
+    from grader.judges import consistency as c
+
+    rng = np.random.default_rng(5)
+    boxes = [np.c_[rng.uniform(0, 0.6, (k, 2)), rng.uniform(0.1, 0.4, (k, 2))]
+             for k in rng.integers(0, 9, 300)]
+    labels = [[f"c{v}" for v in rng.integers(0, 25, len(b))] for b in boxes]
+    dense = c.consistency_arrays(boxes, labels, [640] * 300, [480] * 300)["consistency_xdup"]
+    monkeypatch.setattr(c, "_DENSE_COOC_CLASSES", 0)
+    sparse = c.consistency_arrays(boxes, labels, [640] * 300, [480] * 300)["consistency_xdup"]
+    assert np.concatenate(dense).max() > 0.3
+    assert np.allclose(np.concatenate(dense), np.concatenate(sparse))

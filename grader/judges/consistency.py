@@ -134,19 +134,50 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
     return best_same, best_any, dup
 
 
-def cooccurrence(codes: np.ndarray, image_of: np.ndarray, n_images: int, n_classes: int,
-                 chunk: int = 65536) -> np.ndarray:
-    """(K, K) number of images holding at least one box of both classes (diagonal: of the class)."""
-    C = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for a in range(0, n_images, chunk):
-        sel = (image_of >= a) & (image_of < a + chunk)
-        H = np.zeros((min(chunk, n_images - a), n_classes), dtype=np.int32)
-        H[image_of[sel] - a, codes[sel]] = 1
-        C += H.T @ H
-    return C
+#: Up to this many classes, co-occurrence is one dense classes x classes count (8 MB); above,
+#: only the requested pairs are counted.
+_DENSE_COOC_CLASSES = 1024
 
 
-def cross_class_scores(pairs: dict[str, np.ndarray], C: np.ndarray, n_boxes: int,
+def pair_cooccurrence(codes: np.ndarray, image_of: np.ndarray, ci: np.ndarray,
+                      cj: np.ndarray) -> np.ndarray:
+    """Per requested class pair ``(ci[k], cj[k])``: the number of images holding at least one box
+    of both classes. A vocabulary of thousands of classes never builds a classes x classes
+    matrix: only the requested pairs are counted then."""
+    if not len(ci):
+        return np.zeros(0, dtype=np.int64)
+    n_img = int(image_of.max()) + 1
+    k = int(codes.max()) + 1
+    ci_img = np.unique(codes.astype(np.int64) * n_img + image_of)   # (class, image), sorted
+    cls, img = ci_img // n_img, ci_img % n_img
+    if k <= _DENSE_COOC_CLASSES:
+        C = np.zeros((k, k), dtype=np.int64)
+        for a in range(0, n_img, 65536):
+            sel = (img >= a) & (img < a + 65536)
+            H = np.zeros((min(65536, n_img - a), k))     # float: BLAS; counts stay exact
+            H[img[sel] - a, cls[sel]] = 1.0
+            C += np.rint(H.T @ H).astype(np.int64)
+        return C[ci, cj]
+    # Every class pair within each image, images batched by their number of classes.
+    order = np.lexsort((cls, img))
+    cls, img = cls[order], img[order]
+    per = np.bincount(img, minlength=n_img)
+    start = np.r_[0, np.cumsum(per)[:-1]]
+    keys = []
+    for u in np.unique(per[per > 1]):
+        rows = start[per == u][:, None] + np.arange(u)[None, :]
+        m = cls[rows]
+        a, b = np.triu_indices(u, 1)
+        keys.append((m[:, a] * k + m[:, b]).ravel())      # classes sorted within an image: a < b
+    want = np.minimum(ci, cj).astype(np.int64) * k + np.maximum(ci, cj)
+    if not keys:
+        return np.zeros(len(want), dtype=np.int64)
+    keys, n = np.unique(np.concatenate(keys), return_counts=True)
+    pos = np.clip(np.searchsorted(keys, want), 0, len(keys) - 1)
+    return np.where(keys[pos] == want, n[pos], 0)
+
+
+def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: int,
                        weakness: np.ndarray | None = None, margin: float = DEFAULT_MARGIN,
                        overlap_ioa: float = XDUP_OVERLAP_IOA,
                        prior_images: float = XDUP_PRIOR_IMAGES) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +185,8 @@ def cross_class_scores(pairs: dict[str, np.ndarray], C: np.ndarray, n_boxes: int
 
     ``pairs``: every ordered pair of overlapping boxes of *different* classes in one image:
     ``img``, ``i``/``j`` (flat box indices), ``ci``/``cj`` (class codes), ``iou``, ``ioa``
-    (intersection over the smaller box). ``C``: :func:`cooccurrence`.
+    (intersection over the smaller box). ``cooc``: per pair, the number of images holding both
+    classes (:func:`pair_cooccurrence`).
 
     How legitimate the class pair's overlap is, from the dataset itself: of the *other* images
     holding both classes, the share where a box of one lies mostly inside a box of the other
@@ -172,11 +204,17 @@ def cross_class_scores(pairs: dict[str, np.ndarray], C: np.ndarray, n_boxes: int
     img, i, j, ci, cj = (pairs[k] for k in ("img", "i", "j", "ci", "cj"))
     ov = pairs["ioa"] >= overlap_ioa
     # Images where the class pair overlaps at least once (each image counted once per pair).
-    key = np.unique(np.stack([img[ov], ci[ov], cj[ov]], axis=1), axis=0)
-    O = np.zeros_like(C)
-    np.add.at(O, (key[:, 1], key[:, 2]), 1)
+    k = int(max(ci.max(), cj.max())) + 1
+    pair_key = np.minimum(ci, cj).astype(np.int64) * k + np.maximum(ci, cj)
+    # (image, class pair) once each: an image counts once however many boxes overlap in it.
+    seen = np.unique(img[ov].astype(np.int64) * (k * k) + pair_key[ov]) % (k * k)
+    keys, n_ov = np.unique(seen, return_counts=True)
+    O = np.zeros(len(pair_key), dtype=np.int64)   # images where the class pair overlaps
+    if len(keys):
+        pos = np.clip(np.searchsorted(keys, pair_key), 0, len(keys) - 1)
+        O = np.where(keys[pos] == pair_key, n_ov[pos], 0)
     # Leave the pair's own image out (exact for an overlapping pair: its image counts once).
-    legit = np.clip((O[ci, cj] - ov) / np.maximum(C[ci, cj] - 1 + prior_images, 1e-9), 0.0, 1.0)
+    legit = np.clip((O - ov) / np.maximum(cooc - 1 + prior_images, 1e-9), 0.0, 1.0)
     raw = pairs["iou"] * (1.0 - legit)
     order = np.lexsort((-raw, i))
     first = order[np.r_[True, i[order][1:] != i[order][:-1]]]
@@ -274,7 +312,6 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
     bucket = np.where(sizes > 1, sizes, 0)
     cross: dict[str, list] = {}
-    n_classes = int(flat_codes.max()) + 1
     # Cap a batch at ~4M pair entries to bound memory on images with hundreds of boxes.
     for m in np.unique(bucket[bucket > 0]):
         imgs = np.nonzero(bucket == m)[0]
@@ -308,9 +345,10 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                 out["consistency_duplicate"][i] = dup[g, :k]
     pairs = {k: (np.concatenate(cross[k]) if k in cross else np.zeros(0, dtype=np.int64))
              for k in ("img", "i", "j", "ci", "cj", "iou", "ioa")}
-    C = cooccurrence(flat_codes, np.repeat(np.arange(len(sizes)), sizes), len(sizes), n_classes)
+    cooc = pair_cooccurrence(flat_codes, np.repeat(np.arange(len(sizes)), sizes), pairs["ci"],
+                             pairs["cj"])
     xw = np.concatenate(xdup_weakness) if xdup_weakness is not None else None
-    xdup, _ = cross_class_scores(pairs, C, int(sizes.sum()), xw, margin, xdup_overlap_ioa,
+    xdup, _ = cross_class_scores(pairs, cooc, int(sizes.sum()), xw, margin, xdup_overlap_ioa,
                                  xdup_prior_images)
     out["consistency_xdup"] = np.split(xdup, np.cumsum(sizes)[:-1])
     allb = np.concatenate([b for b in boxes if len(b)])
