@@ -203,10 +203,10 @@ def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: 
         return out, partner
     img, i, j, ci, cj = (pairs[k] for k in ("img", "i", "j", "ci", "cj"))
     ov = pairs["ioa"] >= overlap_ioa
-    # Images where the class pair overlaps at least once (each image counted once per pair).
     k = int(max(ci.max(), cj.max())) + 1
     pair_key = np.minimum(ci, cj).astype(np.int64) * k + np.maximum(ci, cj)
-    # (image, class pair) once each: an image counts once however many boxes overlap in it.
+    # Images where the class pair overlaps: (image, class pair) once each, however many of
+    # the image's boxes overlap.
     seen = np.unique(img[ov].astype(np.int64) * (k * k) + pair_key[ov]) % (k * k)
     keys, n_ov = np.unique(seen, return_counts=True)
     O = np.zeros(len(pair_key), dtype=np.int64)   # images where the class pair overlaps
@@ -410,7 +410,8 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     registered scores count (a name of :data:`EVIDENCE_RULES` or a list of attributes);
     ``evidence_margin``: the evidence gap (in mean percentile) that splits a pair (0 = hard).
     ``xdup_tag_score``: boxes whose ``consistency_xdup`` reaches it are tagged
-    ``suspect:duplicate`` too.
+    ``suspect:duplicate`` too; cross-class pairs are split by the class evidence
+    (:data:`XDUP_EVIDENCE`), which ``use_evidence=False`` ignores as well.
     """
     if not isinstance(min_class_size, int) or min_class_size < 2:
         raise ValueError("min_class_size must be an integer >= 2")
