@@ -89,6 +89,7 @@ def run_split(split: str, args) -> dict:
     pred_field = None
     singles = defaultdict(list)          # (err, score) -> [(ap, auroc)] over seeds, all labels
     eces = defaultdict(list)             # (err, ensemble score) -> [expected calibration error]
+    fusion = defaultdict(list)           # (err, "fused"/"not fused") -> [(ap, auroc)]
     overlooked = defaultdict(list)       # score -> [(r1, r2, ceiling)]
     ens = defaultdict(list)              # (frac, err, kind) -> [auroc]; kind: vote/learned/best
     ens_ap = defaultdict(list)
@@ -119,6 +120,21 @@ def run_split(split: str, args) -> dict:
               f"{sorted(g.reports)}; not run {g.not_run}")
         run_brain_mistakenness(ds, "noisy", pred_field)
         res = evaluate_judges(ds, "noisy", pred_field=pred_field, exclude_tag=None)
+        if args.fusion_check:
+            # The same scores without the cross-class duplicate fusion: what it costs or gains
+            # on injected errors.
+            variants = [("default", res)]
+            for tag, fuse in (("not fused", False), ("fused x>0", 1e-9)):
+                compute_ensemble(ds, "noisy", exclude_judges=["brain"], pred_field=pred_field,
+                                 fuse_cross_duplicates=fuse)
+                variants.append((tag, evaluate_judges(ds, "noisy", pred_field=pred_field,
+                                                      exclude_tag=None)))
+            for err in ("duplicate", "any"):
+                for tag, rr in variants:
+                    row = rr["gt"].get(err, {}).get(f"ensemble:ensemble_{err}")
+                    if row:
+                        fusion[err, tag].append((_f(row["ap"]), _f(row["auroc"])))
+            compute_ensemble(ds, "noisy", exclude_judges=["brain"], pred_field=pred_field)
         for err, rows in res["gt"].items():
             for name, row in rows.items():
                 singles[err, name].append((_f(row["ap"]), _f(row["auroc"])))
@@ -178,7 +194,7 @@ def run_split(split: str, args) -> dict:
                     for issue, info in er.info["learner"].items():
                         chosen[frac, issue][info["chosen"]] += 1
         ds.untag_samples("verified")
-        out = {"singles": singles, "eces": eces, "overlooked": overlooked, "ens": ens, "ens_ap": ens_ap,
+        out = {"singles": singles, "eces": eces, "fusion": fusion, "overlooked": overlooked, "ens": ens, "ens_ap": ens_ap,
                "chosen": chosen, "t_grade": t_grade}
         # Tables after every seed (means so far), so a long run leaves usable figures.
         print_split(split, args, out, n_done=r + 1)
@@ -212,6 +228,12 @@ def print_split(split: str, args, out: dict, n_done: int | None = None) -> None:
               f"probabilities (10 bins, all labels; mean over seeds) ==")
         for (e, n), v in sorted(out["eces"].items()):
             print(f"{n:38s} {e:>10s} ECE {np.nanmean(v):.3f}")
+    if out.get("fusion"):
+        print(f"\n== {split}: ensemble with / without the cross-class duplicate fusion "
+              f"(AP / AUROC, mean over seeds) ==")
+        for (e, tag), v in sorted(out["fusion"].items()):
+            a = np.array(v)
+            print(f"ensemble_{e:10s} {tag:>10s} {a[:, 0].mean():.3f} / {a[:, 1].mean():.3f}")
     print(f"\n== {split}: overlooked (deleted boxes), mean over seeds ==")
     for n, v in sorted(out["overlooked"].items()):
         a = np.array(v)
@@ -272,6 +294,8 @@ def main(argv=None) -> int:
                     help="override grade()'s cleanlab low_probability_threshold")
     ap.add_argument("--detector", default=None, help="override grade()'s default detector")
     ap.add_argument("--keep", action="store_true", help="keep the bench datasets")
+    ap.add_argument("--fusion-check", action="store_true",
+                    help="also score the ensemble without the cross-class duplicate fusion")
     ap.add_argument("--min-gain", type=float, nargs="+", default=None,
                     help="the learner's margin over the default model (grader.ensemble."
                          "MIN_GAIN_OVER_DEFAULT); more values are compared in an extra table")
