@@ -284,3 +284,40 @@ def test_missed_at_edges_and_in_groups(tmp_path):
         assert all(d[TRUTH_ATTR] == "overlooked" for d in gone)
     finally:
         ds.delete()
+
+
+def test_default_rates_output_is_pinned(tmp_path):
+    """DEFAULT_RATES give exactly what they gave before the real-looking types existed (the
+    shipped ensemble and every bench were made with them): digests computed with that code."""
+    import hashlib
+    import json
+
+    from conftest import write_random_images
+
+    paths = write_random_images(tmp_path / "imgs", 20, size=(64, 80))
+    rng = np.random.default_rng(3)
+    samples = []
+    for p in paths:
+        dets = []
+        for j in range(5):
+            x, y = 0.02 + 0.18 * j, rng.uniform(0.05, 0.4)
+            dets.append(fo.Detection(label=str(rng.choice(["cat", "dog", "car", "bus"])),
+                                     bounding_box=[x, y, 0.15, rng.uniform(0.1, 0.3)]))
+        samples.append(fo.Sample(filepath=p, ground_truth=fo.Detections(detections=dets)))
+    ds = fo.Dataset()
+    ds.add_samples(samples)
+    ds.default_classes = ["cat", "dog", "car", "bus"]
+    try:
+        for seed, want in ((0, "4bfc03ec5e11491b"), (1, "e9c2ea9599a76b24")):
+            inject_errors(ds, "ground_truth", "noisy", seed=seed, overwrite=True)
+            rows = []
+            for f in ("noisy", "noisy_deleted"):
+                for s in ds.values(f):
+                    for d in (s.detections if s else []):
+                        iou = d["injected_iou"] if d.has_field("injected_iou") else None
+                        rows.append((d[TRUTH_ATTR], d.label, [round(v, 9) for v in d.bounding_box],
+                                     round(iou, 9) if iou is not None else None,
+                                     d["injected_from"] if d.has_field("injected_from") else None))
+            assert hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16] == want, seed
+    finally:
+        ds.delete()
