@@ -34,6 +34,7 @@ ALL_CLASSES = "__all__"
 PAGE_SIZE = 12
 THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
+PREFETCH = 2     # review mode renders this many next previews ahead
 NUM_CLASS_KEYS = 9
 _KEYS_LOCK = threading.Lock()  # review keys are handled one at a time, in the order pressed
 _SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
@@ -632,6 +633,16 @@ class LabelReviewPanel(foo.Panel):
                          suggested_iou=None) if draft else q  # edited: the old box in green
             ctx.panel.set_data("review_body.review_img", self._preview(shown, LARGE))
             self._push_texts(ctx)
+            self._prefetch(ctx, k)
+
+    def _prefetch(self, ctx, k: int) -> None:
+        """Render the next labels' large previews in the background (preview's cache keeps
+        them), so the key that moves on only sends a cached picture."""
+        items = (ctx.panel.state.page or {}).get("items", [])
+        ahead = [q for q in items[k + 1:k + 1 + PREFETCH] if not q.get("decided")]
+        if ahead:
+            threading.Thread(target=lambda: [self._preview(q, LARGE) for q in ahead],
+                             daemon=True).start()
 
     def _push_texts(self, ctx) -> None:
         """The review mode's texts also go out as panel data, which the App's delayed

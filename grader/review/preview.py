@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import threading
 from collections import OrderedDict
 from typing import Sequence
 
@@ -30,18 +31,25 @@ _IMAGES: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 _IMAGE_CACHE_SIZE = 16
 
 
+# The review panel renders the next labels' previews in a background thread while the
+# curator looks at the current one: the caches are shared between threads.
+_LOCK = threading.Lock()
+
+
 def _lru_get(cache: OrderedDict, key):
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    return None
+    with _LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        return None
 
 
 def _lru_put(cache: OrderedDict, key, value, size: int) -> None:
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > size:
-        cache.popitem(last=False)
+    with _LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > size:
+            cache.popitem(last=False)
 
 
 def _image(filepath: str, mtime: float) -> np.ndarray:
@@ -55,8 +63,9 @@ def _image(filepath: str, mtime: float) -> np.ndarray:
 
 def clear_cache() -> None:
     """Forget every cached crop and decoded image."""
-    _CACHE.clear()
-    _IMAGES.clear()
+    with _LOCK:
+        _CACHE.clear()
+        _IMAGES.clear()
 
 
 def cache_info() -> dict:
