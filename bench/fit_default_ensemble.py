@@ -517,6 +517,44 @@ def evaluate(args) -> None:
               + f" {m['default_model'][0] - m['vote'][0]:+11.3f} {m['default_model'][0] - m['best_single'][0]:+11.3f}  {bn}")
 
 
+def calibrate(args) -> None:
+    """Platt-scale the shipped model's outputs on a dataset graded with grade()'s defaults and
+    injected errors (coco128 only, e.g. bench/review_learning.py --reuse's graded start, read
+    from FIFTYONE_DATABASE_URI): per issue, for the variant the run used, ``P(issue) =
+    sigmoid(a z + b)`` of the model's raw log-odds ``z``, stored as the entry's ``platt``."""
+    import fiftyone as fo
+    from sklearn.linear_model import LogisticRegression
+
+    from grader.ensemble_prior import choose_variant, design_matrix, label_percentiles
+    from grader.evaluate import reliability
+    from grader.noise import CLEAN, TRUTH_ATTR
+
+    ds = fo.load_dataset(args.dataset)
+    pct, ls = label_percentiles(ds, args.field, truth_attr=TRUTH_ATTR, exclude_judges=["brain"])
+    truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
+    model = json.loads(Path(args.model).read_text())
+    for issue, entries in model["issues"].items():
+        variant = choose_variant(model, issue, list(pct))
+        if variant is None:
+            continue
+        e = entries[variant]
+        z = design_matrix(pct, e["features"], e.get("interactions", ())) @ np.asarray(e["coef"]) \
+            + float(e["intercept"])
+        pos = (truth != CLEAN) if issue == "any" else (truth == issue)
+        sel = pos | (truth == CLEAN)
+        m = LogisticRegression(C=1e4, max_iter=1000).fit(z[sel][:, None], pos[sel])
+        a, b = float(m.coef_[0, 0]), float(m.intercept_[0])
+        before = reliability(pos[sel], 1 / (1 + np.exp(-(z[sel] + np.log(
+            e["n_train"]["errors"] / e["n_train"]["clean"])))))[0]
+        after = reliability(pos[sel], 1 / (1 + np.exp(-(a * z[sel] + b))))[0]
+        e["platt"] = {"a": round(a, 6), "b": round(b, 6), "fitted_on": args.dataset,
+                      "labels": int(sel.sum()), "errors": int(pos[sel].sum())}
+        print(f"{issue:>10s} {variant:>30s}: a {a:.3f} b {b:.3f}; ECE (in sample) "
+              f"{before:.3f} (prior shift) -> {after:.3f}")
+    Path(args.model).write_text(json.dumps(model, indent=1) + "\n")
+    print(f"wrote {args.model}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -547,8 +585,15 @@ def main(argv=None) -> int:
     e = sub.add_parser("eval")
     e.add_argument("--cache-dir", default=str(CACHE), help="val caches")
     e.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    k = sub.add_parser("calibrate")
+    k.add_argument("--dataset", default="RL-graded-dev-0",
+                   help="a coco128 dataset graded with injected errors (its truth recorded)")
+    k.add_argument("--field", default="noisy")
+    k.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
     args = ap.parse_args(argv)
-    if args.cmd == "collect":
+    if args.cmd == "calibrate":
+        calibrate(args)
+    elif args.cmd == "collect":
         collect(args)
     elif args.cmd == "wiring":
         wiring(args)

@@ -77,14 +77,18 @@ def apply_logistic(entry: Mapping, pct: Mapping[str, np.ndarray]) -> np.ndarray:
     labels), which moves their log-odds by ``log(clean / errors)``. Where the entry records
     its training counts (``n_train``) that shift is taken back, so the output reads as the
     probability of the issue at the training data's error rate (3-10 % per issue), not at
-    50 %. Ranks are unchanged.
+    50 %. An entry with ``platt`` (a, b) was measured on graded coco128 instead:
+    ``sigmoid(a z + b)`` of the raw log-odds ``z``. Ranks are unchanged either way.
     """
     X = design_matrix(pct, entry["features"], entry.get("interactions", ()))
-    b = float(entry["intercept"])
+    z = X @ np.asarray(entry["coef"], dtype=float) + float(entry["intercept"])
+    if entry.get("platt"):
+        # Measured on graded coco128 (bench/fit_default_ensemble.py calibrate).
+        return _sigmoid(float(entry["platt"]["a"]) * z + float(entry["platt"]["b"]))
     n = entry.get("n_train") or {}
     if n.get("errors") and n.get("clean"):
-        b += float(np.log(n["errors"] / n["clean"]))
-    return _sigmoid(X @ np.asarray(entry["coef"], dtype=float) + b)
+        z = z + float(np.log(n["errors"] / n["clean"]))
+    return _sigmoid(z)
 
 
 @lru_cache(maxsize=4)
