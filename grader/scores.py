@@ -58,13 +58,14 @@ SCORES: list[ScoreSpec] = [
                           "matching crop prediction (-1..1, high = another class fits better)"),
     ScoreSpec("zoom_evidence", "zoom", "spurious", False,
               description="Zoom: max over crop predictions of IoU x confidence (low = no object there)"),
-    # Overlooked objects (grader.judges.overlooked.find_overlooked): full-image, mirrored and
-    # sliced passes.
+    # Overlooked objects (grader.judges.overlooked.find_overlooked): the detector at 640 on the
+    # full image (sliced when large, mirrored when asked), docs/overlooked.md.
     ScoreSpec("overlooked_score", "overlooked", "overlooked", True, on_candidates=True,
               tag="suspect:overlooked",
-              description="Overlooked: noisy-OR of the full-image, mirrored and sliced passes' confidences "
-                          "for a detected box no GT box accounts for, x (1 - IoU with a GT box of its "
-                          "class) (high = object likely missing from GT)"),
+              description="Overlooked: noisy-OR of the passes' confidences for a detected box no GT box "
+                          "accounts for, x (1 - IoU with a GT box of its class); for classes no detector "
+                          "knows, x how often its detector classes are labelled objects in this dataset "
+                          "(high = object likely missing from GT)"),
     # ClipGrader (grader.judges.clipgrader.grade_clipgrader): CLIP probabilities per GT box.
     ScoreSpec("clipgrader_p_bad", "clipgrader", "badloc", True, tag="suspect:clipgrader_bad",
               description="ClipGrader probability that the box is badly drawn (0-1, high = suspect)"),
