@@ -1,12 +1,16 @@
 """Operator "Grade labels": ``grader.grade()`` in one click (delegated for large views)."""
 from __future__ import annotations
 
+import queue
+import threading
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader.detectors import SHIPPED
+from grader.fields import detections_path
 from grader.grade_shards import grade_shard, plan_grade
-from grader.pipeline import DEFAULT_DETECTOR, grade
+from grader.pipeline import DEFAULT_DETECTOR, grade, will_train_boxgrader
 
 from ._common import (
     add_detection_field_input,
@@ -21,16 +25,71 @@ from ._shards import add_shards_input, make_shard_operator, queue_shards
 DELEGATE_ABOVE = 200
 
 
+def _from_app(ctx) -> bool:
+    """Whether the App started this run (it sends its current sample with every request; a
+    script's ``execute_operator`` does not), so progress can stream to it."""
+    return not ctx.delegated and "current_sample" in (ctx.request_params or {})
+
+
+def _streamed(ctx, run, title: str):
+    """Run ``run(progress)`` in a worker thread and stream its step progress to the App
+    (``set_progress`` messages: "detector 12/48"...), then the result's output.
+
+    FiftyOne shows an immediate run's progress only when its operator yields it: a plain
+    return shows nothing until the end (issue 23: "no step progress")."""
+    events: queue.Queue = queue.Queue()
+    out: dict = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        events.put((step, done, total))
+
+    def work() -> None:
+        try:
+            out["result"] = run(progress)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the operator's thread
+            out["error"] = e
+        finally:
+            events.put(None)
+
+    threading.Thread(target=work, daemon=True).start()
+    finished = False
+    while not finished:
+        batch = [events.get()]
+        while not events.empty():  # a burst of updates: only each step's newest is sent
+            batch.append(events.get_nowait())
+        finished = None in batch
+        newest = {ev[0]: ev for ev in batch if ev is not None}
+        for step, done, total in newest.values():
+            yield ctx.ops.set_progress(label=f"{step} {done}/{total}",
+                                       progress=done / total if total else None)
+    if "error" in out:
+        raise out["error"]
+    yield ctx.ops.set_progress(label=f"{title}: done", progress=1.0)
+    yield ctx.trigger("reload_dataset")
+    yield ctx.ops.show_output(_grade_output(title, summary=True).to_json(), out["result"])
+
+
 class GradeLabels(foo.Operator):
     @property
     def config(self):
-        return operator_config(
+        cfg = operator_config(
             "grade_labels", "label-grader: Grade labels",
             "Run every judge that can run (detector, cleanlab, zoom, overlooked, consistency, ...) "
             "and the ensemble, with the recommended defaults")
+        cfg.execute_as_generator = True  # step progress streams to the App (see _streamed)
+        return cfg
 
     def resolve_delegation(self, ctx):
-        return len(target_view(ctx)) > DELEGATE_ABOVE
+        view = target_view(ctx)
+        if len(view) > DELEGATE_ABOVE:
+            return True
+        # Training a box grader on these labels takes minutes: never inside an App request.
+        gt = ctx.params.get("gt_field") or "ground_truth"
+        try:
+            detections_path(view, gt)
+        except ValueError:  # a missing / wrong field is reported by execute(), not here
+            return False
+        return will_train_boxgrader(view, gt)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -72,25 +131,30 @@ class GradeLabels(foo.Operator):
                     "not_run": {}, "reports": {},
                     "plan_id": plan["_id"], "delegated_operation_ids": ops}
 
+        def run(progress) -> dict:
+            report = grade(target_view(ctx), p.get("gt_field", "ground_truth"),
+                           p.get("pred_field") or None, detector=det, progress=progress, **opts)
+            return {"summary": report.summary(), **report.to_dict()}
+
+        if _from_app(ctx):
+            return _streamed(ctx, run, "Grade labels")
+
         def progress(step: str, done: int, total: int) -> None:
             if total:
                 ctx.set_progress(progress=done / total, label=f"{step} {done}/{total}")
 
-        report = grade(target_view(ctx), p.get("gt_field", "ground_truth"),
-                       p.get("pred_field") or None, detector=det, progress=progress, **opts)
+        result = run(progress)
         reload_unless_delegated(ctx)
-        return {"summary": report.summary(), **report.to_dict()}
+        return result
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Summary", view=types.CodeView(language="text"))
-        outputs.obj("not_run", label="Not run (why)", view=types.JSONView())
-        outputs.obj("reports", label="Reports", view=types.JSONView())
-        return types.Property(outputs, view=types.View(label="Grade labels"))
+        return _grade_output("Grade labels", summary=True)
 
 
-def _grade_output(title: str) -> types.Property:
+def _grade_output(title: str, summary: bool = False) -> types.Property:
     outputs = types.Object()
+    if summary:  # plain text: the code view loads its editor from the network
+        outputs.str("summary", label="Summary", view=types.TextView())
     outputs.obj("not_run", label="Not run (why)", view=types.JSONView())
     outputs.obj("reports", label="Reports", view=types.JSONView())
     return types.Property(outputs, view=types.View(label=title))

@@ -35,6 +35,7 @@ PAGE_SIZE = 12
 THUMB = 160      # grid preview size (px)
 LARGE = 480      # review-mode preview size (px)
 PREFETCH = 2     # review mode renders this many next previews ahead
+PREFETCH_DELAY_S = 0.15
 NUM_CLASS_KEYS = 9
 _KEYS_LOCK = threading.Lock()  # review keys are handled one at a time, in the order pressed
 _SESSION_LOCK = threading.Lock()  # guards _SESSIONS merges between overlapping handlers
@@ -641,8 +642,12 @@ class LabelReviewPanel(foo.Panel):
         items = (ctx.panel.state.page or {}).get("items", [])
         ahead = [q for q in items[k + 1:k + 1 + PREFETCH] if not q.get("decided")]
         if ahead:
-            threading.Thread(target=lambda: [self._preview(q, LARGE) for q in ahead],
-                             daemon=True).start()
+            def work() -> None:
+                time.sleep(PREFETCH_DELAY_S)  # after this key's reply is out: no GIL contest
+                for q in ahead:
+                    self._preview(q, LARGE)
+
+            threading.Thread(target=work, daemon=True).start()
 
     def _push_texts(self, ctx) -> None:
         """The review mode's texts also go out as panel data, which the App's delayed

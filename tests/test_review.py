@@ -398,3 +398,33 @@ def test_queue_after_real_cleanlab_run(synthetic_dataset):
         assert _gt(ds, sid)[lid].label == wrong
     finally:
         review.clear_fix_log(ds)
+
+
+def test_grade_labels_streams_step_progress_to_the_app(synthetic_dataset):
+    """Issue 23.7: "Grade labels" started from the App (its requests carry the current sample)
+    streams each step's progress, then its output (plain-text summary) and a reload; from a
+    script it still returns the result."""
+    import asyncio
+    import json
+
+    from fiftyone.operators.executor import execute_or_delegate_operator
+
+    ds = synthetic_dataset
+    params = {"target": "DATASET", "gt_field": "ground_truth", "pred_field": "predictions",
+              "detector": "none"}
+    request = {"dataset_name": ds.name, "view": ds.view()._serialize(), "params": params,
+               "current_sample": None}  # what the App's request carries
+    res = asyncio.run(execute_or_delegate_operator(
+        "@label-grader/label-grader/grade_labels", request))
+    assert res.is_generator  # the App reads it as a stream
+    msgs = [m.body for m in res.result]
+    names = [getattr(b, "operator_uri", "") for b in msgs]
+    labels = [b.params.get("label") for b, n in zip(msgs, names) if n.endswith("set_progress")]
+    assert any(l.startswith("cleanlab ") for l in labels), labels
+    assert any(l.startswith("ensemble ") for l in labels), labels
+    assert labels[-1] == "Grade labels: done"
+    shown = next(b for b, n in zip(msgs, names) if n.endswith("show_output"))
+    assert "[ensemble]" in shown.params["results"]["summary"]
+    assert "CodeView" not in json.dumps(shown.params["outputs"])
+    assert any(n.endswith("reload_dataset") for n in names)
+    assert ds.count("ground_truth.detections.cleanlab_badloc") > 0
