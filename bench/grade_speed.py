@@ -6,7 +6,7 @@
 
 Errors are injected (``grader.noise.inject_errors``, seeded) into a copy of the ground truth;
 the box grader is trained on that noisy copy (all a user has) with grade()'s defaults
-(``grader.pipeline.BOXGRADER_TRAIN_DEFAULTS``, overridden by ``--train-kw``) and grades the
+(``grader.pipeline.boxgrader_train_settings``, overridden by ``--train-kw``) and grades the
 same labels. Prints the training time (wall and CPU, per image; features vs head) and the
 AUROC of ``boxgrader_p_not_good`` on badloc / spurious / duplicate and of
 ``boxgrader_p_other_class`` on swap (positives = boxes with that error, negatives = clean).
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     from grader.evaluate import evaluate_judges
     from grader.judges.clipgrader.boxgrader import grade_boxgrader, train_boxgrader
     from grader.noise import inject_errors
-    from grader.pipeline import BOXGRADER_TRAIN_DEFAULTS
+    from grader.pipeline import boxgrader_train_settings
 
     ds = load(args.data, args.n_images)
     rates = dict(RATES)
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         rates.pop("swap")
     inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=args.noise_seed, overwrite=True)
     n_img, n_box = len(ds), ds.count("noisy.detections")
-    kw = {**BOXGRADER_TRAIN_DEFAULTS, **json.loads(args.train_kw)}
+    kw = boxgrader_train_settings(n_box, json.loads(args.train_kw))
     out_dir = args.out_dir or tempfile.mkdtemp(prefix="lg-grade-speed-")
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -104,11 +104,13 @@ def main(argv=None) -> int:
     print(f"train: wall {t_train:.1f} s (features {res.seconds['features']:.1f} s, head "
           f"{res.seconds['train']:.1f} s) = {t_train / n_img:.3f} s/image; CPU {cpu_train:.1f} s "
           f"= {cpu_train / n_img:.3f} CPU-s/image; {res.num_train}+{res.num_val} examples")
+    print(f"  per phase, wall s: {res.seconds}; CPU s: {res.cpu_seconds}")
     print(f"grade: wall {t_grade:.1f} s = {t_grade / n_img:.3f} s/image; CPU {cpu_grade:.1f} s")
     print(f"injected: {result['counts']}")
     figures = {"data": args.data, "images": n_img, "boxes": n_box, "train_kw": kw,
                "train_s": t_train, "train_cpu_s": cpu_train, "train_s_per_image": t_train / n_img,
-               "grade_s": t_grade, "seconds": res.seconds, "auroc": {}}
+               "grade_s": t_grade, "seconds": res.seconds, "cpu_seconds": res.cpu_seconds,
+               "auroc": {}}
     for err, score in (("badloc", "boxgrader_p_not_good"), ("spurious", "boxgrader_p_not_good"),
                        ("duplicate", "boxgrader_p_not_good"), ("swap", "boxgrader_p_other_class"),
                        ("badloc", "boxgrader_p_bad"), ("spurious", "boxgrader_p_background")):

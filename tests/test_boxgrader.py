@@ -262,10 +262,11 @@ def test_grade_trains_caches_and_ranks_errors_on_unknown_classes(raccoon24, tmp_
     ones, and a second run on the same labels reuses it (no retraining)."""
     from sklearn.metrics import roc_auc_score
 
-    from grader.pipeline import grade
+    from grader.pipeline import grade, will_train_boxgrader
 
     monkeypatch.setenv("LABEL_GRADER_CACHE", str(tmp_path / "cache"))
     ds = raccoon24
+    assert will_train_boxgrader(ds, "noisy")   # the App delegates such a run
     seen: list[tuple[str, int, int]] = []
     rep = grade(ds, "noisy", detector=None, consistency=False, ensemble=False,
                 progress=lambda step, d, t: seen.append((step, d, t)))
@@ -284,6 +285,7 @@ def test_grade_trains_caches_and_ranks_errors_on_unknown_classes(raccoon24, tmp_
         assert (truth == err).sum() >= 3
         assert roc_auc_score(truth[sel] == err, p[sel]) > 0.7, err
 
+    assert not will_train_boxgrader(ds, "noisy")
     mtime = os.path.getmtime(ckpt)
     rep2 = grade(ds, "noisy", detector=None, consistency=False, ensemble=False)
     info2 = rep2.reports["boxgrader"].info["trained"]
