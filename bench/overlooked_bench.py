@@ -157,10 +157,12 @@ def run(args) -> dict:
     for name, v in res.items():
         a = np.array(v)
         r2 = a[:, 1]
+        # no ceiling where the detector step keeps no box (none of the dataset's classes)
+        ratio = (f"(2xN / ceiling {r2.mean() / a[:, 2].mean():.2f})  " if a[:, 2].mean() > 0
+                 else "(no ceiling)  ")
         print(f"{name:7s} recall@1xN {a[:, 0].mean():.3f}  recall@2xN {r2.mean():.3f} "
-              f"(se {r2.std() / np.sqrt(len(r2)):.3f})  ceiling {a[:, 2].mean():.3f}  "
-              f"(2xN / ceiling {r2.mean() / max(a[:, 2].mean(), 1e-9):.2f})  "
-              f"candidates cover {a[:, 3].mean():.3f}  candidates/image {a[:, 4].mean() / n_img:.2f}  "
+              f"(se {r2.std() / np.sqrt(len(r2)):.3f})  ceiling {a[:, 2].mean():.3f}  " + ratio
+              + f"candidates cover {a[:, 3].mean():.3f}  candidates/image {a[:, 4].mean() / n_img:.2f}  "
               f"distinct boxes@2xN {a[:, 5].mean():.3f}")
     if len(res) == 2:
         d = np.array(res["after"])[:, 1] - np.array(res["before"])[:, 1]
