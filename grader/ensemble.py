@@ -46,7 +46,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .ensemble_prior import default_model_scores
-from .evaluate import TRUSTED_TAG, _ranks, auroc, present_score_specs, read_label_scores
+from .score_stats import DEFAULT_PLUS, floor_as_abstention, percentiles, stack_features
+from .score_stats import finite_or as _finite_or
+from .score_stats import make_model as _make_model
+from .score_stats import one_thread as _one_thread
+from .evaluate import TRUSTED_TAG, auroc, present_score_specs, read_label_scores
 from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
@@ -56,34 +60,6 @@ JUDGE = "ensemble"
 RUN_KEY = "label_grader_ensemble"
 ERROR_TAG_PREFIX = "error:"
 ISSUES = GT_ISSUES
-
-
-def percentiles(col: np.ndarray) -> np.ndarray:
-    """Percentile rank in (0, 1] of each finite value (ties share their average); NaN stays NaN."""
-    out = np.full(len(col), np.nan)
-    ok = np.isfinite(col)
-    if ok.any():
-        out[ok] = _ranks(col[ok]) / ok.sum()
-    return out
-
-
-def floor_as_abstention(col: np.ndarray, min_share: float = 0.5) -> np.ndarray:
-    """Treat a judge's least-suspect value as 'no opinion' when most labels share it exactly.
-
-    cleanlab gives 1.0 (perfect) to every box with no prediction near it, and a weak detector
-    leaves most boxes so: that 1.0 says "nothing to compare with", not "verified correct".
-    Yes/no flags (two values) are left alone.
-    """
-    ok = np.isfinite(col)
-    if ok.sum() == 0 or len(np.unique(col[ok])) <= 2:
-        return col
-    lo = col[ok].min()
-    at_floor = ok & (col == lo)
-    if at_floor.sum() / ok.sum() < min_share:
-        return col
-    out = col.copy()
-    out[at_floor] = np.nan
-    return out
 
 
 def reliability_weight(auc: float, sharpness: float = 2.0) -> float:
@@ -203,58 +179,6 @@ def vote_weights(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue:
     return weights, "trusted", reliab
 
 
-def stack_features(pct: dict[str, np.ndarray],
-                   names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Feature matrix for the learned ensemble: each score's percentile (0.5 where unscored)
-    and, for scores that abstain on some labels, an explicit missing-indicator column.
-
-    ``names`` (from an earlier call) rebuilds the same columns on other labels.
-    """
-    if names is None:
-        names = []
-        for name in sorted(pct):
-            miss = ~np.isfinite(pct[name])
-            names.append(name)
-            if miss.any() and not miss.all():
-                names.append(f"{name}:missing")
-    n = len(next(iter(pct.values()))) if pct else 0
-    cols = []
-    for name in names:
-        p = pct.get(name[:-len(":missing")] if name.endswith(":missing") else name, np.full(n, np.nan))
-        miss = ~np.isfinite(p)
-        cols.append(miss.astype(float) if name.endswith(":missing") else np.where(miss, 0.5, p))
-    X = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
-    return X, list(names)
-
-
-def _one_thread():
-    """Fit the small models single-threaded: on a few thousand labels OpenMP's thread pool
-    costs more than it saves, and on a busy machine it can slow a fit down many times."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1)
-
-
-#: The learned candidate that starts from the shipped model: a logistic regression on the
-#: default model's log-odds and the scores' percentiles, kept close to the default by a
-#: stronger penalty (a verified subset drawn from the top of the queue is small and biased).
-DEFAULT_PLUS = "default+"
-
-
-def _make_model(kind: str, seed: int):
-    if kind in ("logistic", DEFAULT_PLUS):
-        from sklearn.linear_model import LogisticRegression
-
-        return LogisticRegression(class_weight="balanced", C=1.0 if kind == "logistic" else 0.1,
-                                  max_iter=2000)
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    # Small trees and strong regularisation: the verified subset holds tens of errors.
-    return HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.05,
-                                          min_samples_leaf=10, l2_regularization=1.0,
-                                          class_weight="balanced", random_state=seed)
-
-
 def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: str,
                 pos: np.ndarray, neg: np.ndarray, vote_kwargs: dict, method: str = "stouffer",
                 candidates: Sequence[str] = ("logistic", "hgb"), cv_folds: int = 5,
@@ -329,10 +253,6 @@ def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidat
         scores = m.predict_proba(Xc)[:, 1]
     return {"chosen": chosen, "cv_auroc": cv_mean, "scores": scores, "features": names,
             "folds": n_splits}
-
-
-def _finite_or(x: float, default: float) -> float:
-    return x if x is not None and math.isfinite(x) else default
 
 
 #: How much a model fitted on the verified labels must beat the shipped default model's
@@ -634,3 +554,39 @@ def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fra
                                            keep=keep)
     report.labels_scored = int(np.isfinite(scores.get("any", np.array([]))).sum())
     report.samples_scored = len({s for s, v in zip(ls.sample_ids, scores.get("any", [])) if math.isfinite(v)})
+
+
+#: Decisions between two re-rankings of the queue (issue: "say 25").
+REFIT_EVERY = 25
+
+
+def decisions_since_ensemble(collection, gt_field: str) -> tuple[int, dict | None]:
+    """(review decisions on ``gt_field`` newer than the last ensemble run, that run's params)."""
+    from .review.log import iter_fixes
+
+    if RUN_KEY not in collection._root_dataset.list_runs():
+        return 0, None
+    cfg = collection._root_dataset.get_run_info(RUN_KEY).config
+    params = {k: v for k, v in cfg.serialize().items()
+              if k not in ("report", "type", "method", "cls")}
+    if params.get("gt_field") != gt_field:
+        return 0, None
+    last = int((((cfg.serialize().get("report") or {}).get("info") or {}).get("reviews") or {})
+               .get("last_seq", 0))
+    n = 0
+    for rec in iter_fixes(collection._root_dataset, undone=False, state="done"):
+        if int(rec.seq or 0) <= last:
+            break   # newest first
+        n += rec.field == gt_field
+    return n, params
+
+
+def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **overrides):
+    """Re-run the ensemble (with the parameters of its last run) once ``every`` review
+    decisions have been taken since; returns its report, else None. What the review panel
+    calls after each decision, so the queue re-orders as the curator works."""
+    n, params = decisions_since_ensemble(collection, gt_field)
+    if params is None or n < every:
+        return None
+    params.update(overrides)
+    return compute_ensemble(collection._root_dataset, **params)

@@ -4,7 +4,7 @@ With no (or too small a) verified subset, ``compute_ensemble`` cannot measure ho
 each judge is on the user's data. Instead of an equal-weight vote it can then use a model
 fitted once, on coco128 with injected errors (``bench/fit_default_ensemble.py``), over the
 same features the learned ensemble uses: each present score's percentile rank (0.5 where the
-judge abstains) plus missing indicators (:func:`grader.ensemble.stack_features`).
+judge abstains) plus missing indicators (:func:`grader.score_stats.stack_features`).
 
 The model is a class-balanced logistic regression per issue, stored as explicit coefficients
 in ``grader/models/default_ensemble.json`` (transparent, no pickle, independent of the
@@ -33,10 +33,10 @@ def label_percentiles(collection, gt_field: str, truth_attr: str | None = None,
                       abstain_floor: float | None = 0.5):
     """Per-label percentile columns of every present registered score, as compute_ensemble
     builds them (ensemble outputs excluded). Returns ``(pct, LabelScores)``."""
-    from .ensemble import JUDGE, floor_as_abstention, percentiles
     from .evaluate import present_score_specs, read_label_scores
+    from .score_stats import floor_as_abstention, percentiles
 
-    specs = present_score_specs(collection, gt_field, exclude_judges=[JUDGE, *exclude_judges])
+    specs = present_score_specs(collection, gt_field, exclude_judges=["ensemble", *exclude_judges])
     ls = read_label_scores(collection, gt_field, truth_attr=truth_attr, specs=specs,
                            trusted_tag=trusted_tag)
     pct = {name: percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
@@ -60,9 +60,9 @@ def base_scores(features: Sequence[str]) -> list[str]:
 
 def design_matrix(pct: Mapping[str, np.ndarray], features: Sequence[str],
                   interactions: Sequence[Sequence[int]] = ()) -> np.ndarray:
-    """The model's inputs: :func:`grader.ensemble.stack_features` on the given feature names,
+    """The model's inputs: :func:`grader.score_stats.stack_features` on the given feature names,
     then one product column per ``(i, j)`` pair of those features."""
-    from .ensemble import stack_features
+    from .score_stats import stack_features
 
     X, _ = stack_features(dict(pct), list(features))
     if len(interactions):

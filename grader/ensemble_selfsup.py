@@ -28,8 +28,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .ensemble import (_finite_or, _make_model, _one_thread, floor_as_abstention, percentiles,
-                       stack_features)
+from .score_stats import finite_or as _finite_or
+from .score_stats import floor_as_abstention, percentiles, stack_features
+from .score_stats import make_model as _make_model
+from .score_stats import one_thread as _one_thread
 from .evaluate import auroc, present_score_specs, read_label_scores
 from .fields import read_detections, write_label_attrs
 from .noise import CLEAN, DEFAULT_RATES, TRUTH_ATTR, inject_errors

@@ -451,7 +451,7 @@ def test_review_decisions_teach_the_ensemble(noisy):
     rep = compute_ensemble(ds, "noisy", truth="tags")
     assert rep.info["reviews"]["fixed"] == {"badloc": 10, "any": 1}
     # The panel's hook: a re-ranking once `every` decisions were taken since the last run.
-    from grader.ensemble_reviews import decisions_since_ensemble, refit_if_due
+    from grader.ensemble import decisions_since_ensemble, refit_if_due
 
     assert decisions_since_ensemble(ds, "noisy")[0] == 0
     for s_, l_, _ in clean[40:43]:

@@ -361,7 +361,7 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
 
 def _weakness(specs, tab) -> list[np.ndarray] | None:
     """Mean percentile suspicion of the other judges' present scores, per box (NaN if none)."""
-    from ..ensemble import percentiles
+    from ..score_stats import percentiles
     from ..evaluate import suspicion_column
 
     if not specs:

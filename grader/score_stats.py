@@ -1,0 +1,98 @@
+"""Score statistics below both the judges and the ensemble: percentile ranks, abstention
+floors, the stacking features, and the small models the ensembles fit on them.
+
+A judge may use these (the consistency judge splits a duplicate pair by percentiles of the
+other judges' scores) without depending on the ensemble that combines the judges.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .evaluate import _ranks
+
+
+def percentiles(col: np.ndarray) -> np.ndarray:
+    """Percentile rank in (0, 1] of each finite value (ties share their average); NaN stays NaN."""
+    out = np.full(len(col), np.nan)
+    ok = np.isfinite(col)
+    if ok.any():
+        out[ok] = _ranks(col[ok]) / ok.sum()
+    return out
+
+
+def floor_as_abstention(col: np.ndarray, min_share: float = 0.5) -> np.ndarray:
+    """Treat a judge's least-suspect value as 'no opinion' when most labels share it exactly.
+
+    cleanlab gives 1.0 (perfect) to every box with no prediction near it, and a weak detector
+    leaves most boxes so: that 1.0 says "nothing to compare with", not "verified correct".
+    Yes/no flags (two values) are left alone.
+    """
+    ok = np.isfinite(col)
+    if ok.sum() == 0 or len(np.unique(col[ok])) <= 2:
+        return col
+    lo = col[ok].min()
+    at_floor = ok & (col == lo)
+    if at_floor.sum() / ok.sum() < min_share:
+        return col
+    out = col.copy()
+    out[at_floor] = np.nan
+    return out
+
+
+def stack_features(pct: dict[str, np.ndarray],
+                   names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Feature matrix for the learned ensemble: each score's percentile (0.5 where unscored)
+    and, for scores that abstain on some labels, an explicit missing-indicator column.
+
+    ``names`` (from an earlier call) rebuilds the same columns on other labels.
+    """
+    if names is None:
+        names = []
+        for name in sorted(pct):
+            miss = ~np.isfinite(pct[name])
+            names.append(name)
+            if miss.any() and not miss.all():
+                names.append(f"{name}:missing")
+    n = len(next(iter(pct.values()))) if pct else 0
+    cols = []
+    for name in names:
+        p = pct.get(name[:-len(":missing")] if name.endswith(":missing") else name, np.full(n, np.nan))
+        miss = ~np.isfinite(p)
+        cols.append(miss.astype(float) if name.endswith(":missing") else np.where(miss, 0.5, p))
+    X = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+    return X, list(names)
+
+
+def one_thread():
+    """Fit the small models single-threaded: on a few thousand labels OpenMP's thread pool
+    costs more than it saves, and on a busy machine it can slow a fit down many times."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+#: The learned candidate that starts from the shipped model: a logistic regression on the
+#: default model's log-odds and the scores' percentiles, kept close to the default by a
+#: stronger penalty (a verified subset drawn from the top of the queue is small and biased).
+DEFAULT_PLUS = "default+"
+
+
+def make_model(kind: str, seed: int):
+    if kind in ("logistic", DEFAULT_PLUS):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(class_weight="balanced", C=1.0 if kind == "logistic" else 0.1,
+                                  max_iter=2000)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    # Small trees and strong regularisation: the verified subset holds tens of errors.
+    return HistGradientBoostingClassifier(max_depth=3, max_iter=100, learning_rate=0.05,
+                                          min_samples_leaf=10, l2_regularization=1.0,
+                                          class_weight="balanced", random_state=seed)
+
+
+def finite_or(x: float, default: float) -> float:
+    return x if x is not None and math.isfinite(x) else default
