@@ -227,7 +227,8 @@ def print_split(split: str, args, out: dict, n_done: int | None = None) -> None:
         print(f"\n== {split}: expected calibration error of the ensemble's scores read as "
               f"probabilities (10 bins, all labels; mean over seeds) ==")
         for (e, n), v in sorted(out["eces"].items()):
-            print(f"{n:38s} {e:>10s} ECE {np.nanmean(v):.3f}")
+            if n == f"ensemble:ensemble_{e}":   # each score against its own issue
+                print(f"{n:38s} {e:>10s} ECE {np.nanmean(v):.3f}")
     if out.get("fusion"):
         print(f"\n== {split}: ensemble with / without the cross-class duplicate fusion "
               f"(AP / AUROC, mean over seeds) ==")
