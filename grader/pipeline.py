@@ -296,10 +296,14 @@ def _ensure_trained(ctx: GradeContext) -> dict[str, Any] | None:
             epochs = int(kw.get("epochs", 15))
             n_img = spec["images"]
 
+            folds = int(kw.get("crossfit") or 0)
+            start = {"features": 0, "train": n_img, "quality_model": n_img + epochs,
+                     "crossfit": n_img + epochs + 1}
+
             def prog(stage: str, d: int, t: int) -> None:
-                # one bar: the feature pass (per image), then the epochs
-                ctx.progress("boxgrader_train", d if stage == "features" else n_img + d,
-                             n_img + epochs)
+                # one bar: the feature pass (per image), the epochs, the tree model, the folds
+                ctx.progress("boxgrader_train", start.get(stage, 0) + d,
+                             n_img + epochs + 1 + folds)
 
             # the classes of these labels (not the dataset's default_classes, which may be
             # another taxonomy's: their labels would all be skipped as unknown)

@@ -407,7 +407,8 @@ FOLDS_FILE = "folds.json"
 
 
 def _crossfit(out_dir: str, grader: BoxGrader, X: np.ndarray, lab_all: np.ndarray,
-              kept: Sequence[SynthItem], q_all: np.ndarray, folds: int) -> None:
+              kept: Sequence[SynthItem], q_all: np.ndarray, folds: int,
+              progress: Callable[[str, int, int], None] | None = None) -> None:
     """Cross-fitting of the quality model: the images are split into ``folds`` groups; for
     each, a quality model is fitted on the other images' examples (features computed once)
     and its ``good_threshold`` chosen on some of them, saved as ``fold_<k>.pt``;
@@ -437,6 +438,8 @@ def _crossfit(out_dir: str, grader: BoxGrader, X: np.ndarray, lab_all: np.ndarra
                                      cfg["max_fpr"]) if len(va) else grader.good_threshold)
         torch.save({"kind": CHECKPOINT_KIND + "/fold", "fold": k, "quality_model": qm,
                     "good_threshold": thr}, os.path.join(out_dir, f"fold_{k}.pt"))
+        if progress is not None:
+            progress("crossfit", k + 1, folds)
     with open(os.path.join(out_dir, FOLDS_FILE), "w") as f:
         json.dump({"folds": folds, "image_fold": {it.filepath: int(k)
                                                   for it, k in zip(kept, img_fold)}}, f)
@@ -586,10 +589,11 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
         best.save(best_path, extra={"history": st.get("history", history)})
         grader.good_threshold = best.good_threshold
         best_grader = best
+        progress("quality_model", 1, 1)
     t_train, c_train = time.perf_counter() - t1, time.process_time() - c1
     t2, c2 = time.perf_counter(), time.process_time()
     if crossfit >= 2 and best_grader is not None and best_grader.quality_model is not None:
-        _crossfit(out_dir, best_grader, X, lab_all, kept, q_all, int(crossfit))
+        _crossfit(out_dir, best_grader, X, lab_all, kept, q_all, int(crossfit), progress)
     elif os.path.isfile(os.path.join(out_dir, FOLDS_FILE)):
         os.remove(os.path.join(out_dir, FOLDS_FILE))  # stale folds of an earlier run
     t_cross, c_cross = time.perf_counter() - t2, time.process_time() - c2
