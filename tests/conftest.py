@@ -76,6 +76,21 @@ def coco128(coco128_base):
     ds.delete()
 
 
+def raccoon_subset(n: int, name: str):
+    """The first ``n`` raccoon photos (a class no shipped model knows; sorted sample ids) as
+    a dataset ``name`` with their VOC boxes in ``ground_truth``; skips without the data."""
+    root = shared_path("raccoon")
+    if root is None:
+        pytest.skip("../shared/data/raccoon is not present")
+    full = fo.Dataset.from_dir(dataset_type=fo.types.VOCDetectionDataset,
+                               data_path=str(root / "images"),
+                               labels_path=str(root / "annotations"),
+                               label_field="ground_truth", name=f"{name}-all", overwrite=True)
+    ds = full.select(sorted(full.values("id"))[:n]).clone(name)
+    full.delete()
+    return ds
+
+
 def write_random_images(folder: Path, n: int, size=(96, 128), seed: int = 0) -> list[str]:
     """Write ``n`` random JPEG images (H, W = size) and return their paths."""
     from PIL import Image

@@ -14,7 +14,7 @@ from grader.judges.clipgrader.boxgrader import (ATTRS, TAG_BACKGROUND, TAG_BAD, 
 from grader.judges.clipgrader.features import (CORE_GROUPS, DetectorFileError, YoloxFeatures,
                                                load_backbone)
 
-from conftest import shared_path
+from conftest import raccoon_subset, shared_path
 
 pytestmark = pytest.mark.skipif(shared_path("detectors", "yolox-nano", "model.onnx") is None,
                                 reason="needs ../shared/data/detectors/yolox-nano")
@@ -237,19 +237,9 @@ def test_operators_train_evaluate_grade(trained, tmp_path):
 def raccoon24(tmp_path_factory):
     """24 real raccoon photos (a class no shipped model knows) with errors injected (fixed
     seed) into ``noisy``: the labels grade() trains on and grades."""
-    import fiftyone as fo
-
     from grader.noise import inject_errors
 
-    root = shared_path("raccoon")
-    if root is None:
-        pytest.skip("../shared/data/raccoon is not present")
-    full = fo.Dataset.from_dir(dataset_type=fo.types.VOCDetectionDataset,
-                               data_path=str(root / "images"),
-                               labels_path=str(root / "annotations"),
-                               label_field="ground_truth", name="lg-test-raccoon", overwrite=True)
-    ds = full.select(sorted(full.values("id"))[:24]).clone("lg-test-raccoon24")
-    full.delete()
+    ds = raccoon_subset(24, "lg-test-raccoon24")
     inject_errors(ds, "ground_truth", "noisy", rates={"badloc": 0.2, "spurious": 0.2}, seed=0)
     yield ds
     ds.delete()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import raccoon_subset
 
 from grader import evaluate as ev
 from grader.noise import CLEAN, TRUTH_ATTR, inject_errors
@@ -12,17 +12,7 @@ from grader.noise import CLEAN, TRUTH_ATTR, inject_errors
 
 @pytest.fixture(scope="module")
 def raccoon48():
-    import fiftyone as fo
-
-    root = shared_path("raccoon")
-    if root is None:
-        pytest.skip("../shared/data/raccoon is not present")
-    full = fo.Dataset.from_dir(dataset_type=fo.types.VOCDetectionDataset,
-                               data_path=str(root / "images"),
-                               labels_path=str(root / "annotations"),
-                               label_field="ground_truth", name="lg-test-raccoon-all", overwrite=True)
-    ds = full.select(sorted(full.values("id"))[:48]).clone("lg-test-raccoon48")
-    full.delete()
+    ds = raccoon_subset(48, "lg-test-raccoon48")
     inject_errors(ds, "ground_truth", "noisy",
                   rates={"badloc": 0.12, "spurious": 0.12, "duplicate": 0.12}, seed=7)
     yield ds
