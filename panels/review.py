@@ -525,9 +525,34 @@ class LabelReviewPanel(foo.Panel):
         word = {"accept": "accepted", "relabel": f"relabelled → {new_label}",
                 "replace_box": "box edited" if box is not None else "box replaced", "delete": "deleted", "adopt": "adopted"}[kind]
         self._mark(ctx, {q["label_id"]: word}, rec)
-        if ctx.panel.state.mode == "review":
+        if self._rerank(ctx):
+            pass   # the queue was re-read in its new order; its first item is shown
+        elif ctx.panel.state.mode == "review":
             self._step(ctx, +1, undecided_only=True)
         self._grid_changed(ctx)
+
+    def _rerank(self, ctx) -> bool:
+        """Every ``REFIT_EVERY`` review decisions the ensemble learns from them
+        (:func:`grader.ensemble.refit_if_due`) and, when the queue is sorted by an ensemble
+        score, the labels not yet reviewed are re-read in the new order. True when it did."""
+        from grader.ensemble import refit_if_due
+
+        gt = _ctl(ctx, "gt_field")
+        try:
+            rep = refit_if_due(ctx.dataset, gt)
+        except Exception as e:  # noqa: BLE001 - the review goes on in the old order
+            _debug(f"re-ranking failed: {e!r}")
+            return False
+        if rep is None:
+            return False
+        n = sum((rep.info.get("reviews") or {}).get("fixed", {}).values()) + \
+            (rep.info.get("reviews") or {}).get("accepted", 0)
+        ctx.ops.notify(f"Queue re-ranked: the ensemble learned from {n} review decisions",
+                       variant="info")
+        if not str(_ctl(ctx, "score") or "").startswith("ensemble_"):
+            return False
+        self._load_page(ctx, 0)
+        return True
 
     def _grid_changed(self, ctx) -> None:
         """A fix changed labels the App's grid shows: re-read them now in list mode; in review

@@ -516,3 +516,30 @@ def test_box_nudge_keys_save_and_undo(panel, ds):
     h.call("on_hotkey", key="r")  # reset: the draft goes, nothing written
     assert not h.state.get("draft")
     assert _gt(ds, q["sample_id"])[q["label_id"]].bounding_box == pytest.approx(before)
+
+
+def test_decisions_re_rank_the_queue(panel, ds, monkeypatch):
+    """After every REFIT_EVERY decisions the ensemble learns from them and the queue (sorted by
+    an ensemble score) is re-read in the new order, reviewed labels left out."""
+    import grader.ensemble as ens
+    from grader.ensemble import compute_ensemble
+
+    compute_ensemble(ds, "ground_truth")     # the ensemble the panel sorts by
+    monkeypatch.setattr(ens, "REFIT_EVERY", 3)
+    monkeypatch.setattr(ens.refit_if_due, "__defaults__", (3,))
+    h = Harness(panel, ds)
+    h.call("on_load")
+    assert h.state["controls"]["score"] == "ensemble_any"
+    h.call("on_filter_change", path="controls.issue", value="__all__")
+    h.call("enter_review")
+    first = [q["label_id"] for q in h.items[:3]]
+    for _ in range(2):
+        h.call("on_hotkey", key="a")
+    assert not [n for n in h.ops("notify") if "re-ranked" in n["message"]]
+    assert h.state["cursor"] == 2
+    h.call("on_hotkey", key="a")              # the third decision: re-ranked, page re-read
+    assert [n for n in h.ops("notify") if "re-ranked" in n["message"]]
+    assert h.state["cursor"] == 0
+    assert not set(first) & {q["label_id"] for q in h.items}   # reviewed labels left the queue
+    run = ds.get_run_info(ens.RUN_KEY).config.serialize()["report"]["info"]["reviews"]
+    assert run["accepted"] == 3
