@@ -584,9 +584,19 @@ def decisions_since_ensemble(collection, gt_field: str) -> tuple[int, dict | Non
 def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **overrides):
     """Re-run the ensemble (with the parameters of its last run) once ``every`` review
     decisions have been taken since; returns its report, else None. What the review panel
-    calls after each decision, so the queue re-orders as the curator works."""
+    calls after each decision, so the queue re-orders as the curator works.
+
+    A last run that fitted the ensemble on an injected copy (classes the shipped model never
+    saw) re-scored the copy with the run's detector and box grader, which a re-run from the
+    panel does not have: it is not repeated without them (pass ``self_supervised=...``), as
+    a copy scored by fewer judges would choose a weaker combination.
+    """
     n, params = decisions_since_ensemble(collection, gt_field)
     if params is None or n < every:
+        return None
+    info = ((collection._root_dataset.get_run_info(RUN_KEY).config.serialize().get("report")
+             or {}).get("info") or {})
+    if info.get("selection") and "self_supervised" not in overrides:
         return None
     params.update(overrides)
     return compute_ensemble(collection._root_dataset, **params)

@@ -464,3 +464,21 @@ def test_review_decisions_teach_the_ensemble(noisy):
     # reviews=False: only verified samples count.
     rep = compute_ensemble(ds, "noisy", truth="tags", reviews=False)
     assert "reviews" not in rep.info and rep.info["trusted_counts"]["badloc"]["errors"] == 0
+
+
+def test_refit_is_not_repeated_without_the_models_of_a_self_supervised_run(unknown_classes):
+    """On classes the shipped model never saw, the last run chose on a copy re-scored with the
+    detector; a re-ranking from the panel (no detector at hand) must not redo that choice with
+    fewer judges."""
+    from grader.ensemble import decisions_since_ensemble, refit_if_due
+    from grader.review import fixes
+
+    ds, det = unknown_classes
+    compute_ensemble(ds, "noisy", self_supervised={"detector": det})
+    sids, lids = ds.values(["id", "noisy.detections.id"])
+    for s_, ls_ in list(zip(sids, lids))[:2]:
+        fixes.accept_label(ds, s_, ls_[0], field="noisy")
+    assert decisions_since_ensemble(ds, "noisy")[0] == 2
+    assert refit_if_due(ds, "noisy", every=2) is None
+    rep = refit_if_due(ds, "noisy", every=2, self_supervised={"detector": det})
+    assert rep is not None and rep.info["self_supervised"]["judges"] == ["consistency", "zoom"]
