@@ -41,7 +41,7 @@ FIELD = "noisy"
 def _queue(ds) -> list[tuple[str, str, str, float]]:
     """Every label not reviewed yet, most suspect first: (sample id, label id, truth, score)."""
     from grader.noise import TRUTH_ATTR
-    from grader.scores import REVIEWED_OK_TAG
+    from grader.scores import REVIEWED_TAGS
 
     sids, lids, truth, score, tags = ds.values(
         ["id", f"{FIELD}.detections.id", f"{FIELD}.detections.{TRUTH_ATTR}",
@@ -49,7 +49,7 @@ def _queue(ds) -> list[tuple[str, str, str, float]]:
     rows = []
     for s, ls_, ts, ss, tg in zip(sids, lids, truth, score, tags):
         for l, t, sc, tt in zip(ls_ or [], ts or [], ss or [], tg or []):
-            if tt and any(x.startswith("reviewed:") for x in tt) or (tt and REVIEWED_OK_TAG in tt):
+            if set(tt or ()) & set(REVIEWED_TAGS):
                 continue
             rows.append((s, l, t, -1.0 if sc is None else float(sc)))
     rows.sort(key=lambda r: -r[3])

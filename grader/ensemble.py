@@ -46,7 +46,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .ensemble_prior import default_model_scores
-from .score_stats import DEFAULT_PLUS, floor_as_abstention, percentiles, stack_features
+from .ensemble_reviews import extend_with_reviews, review_rows, summary
+from .ensemble_selfsup import apply_selection, collect_injected, select_models
+from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstention, logit,
+                          percentiles, stack_features)
 from .score_stats import finite_or as _finite_or
 from .score_stats import make_model as _make_model
 from .score_stats import one_thread as _one_thread
@@ -54,7 +57,7 @@ from .evaluate import TRUSTED_TAG, auroc, present_score_specs, read_label_scores
 from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
-from .scores import GT_ISSUES, SCORES, ScoreSpec
+from .scores import GT_ISSUES, REVIEWED_TAGS, SCORES, ScoreSpec
 
 JUDGE = "ensemble"
 RUN_KEY = "label_grader_ensemble"
@@ -215,8 +218,7 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
 
 def _with_prior(X: np.ndarray, prior_scores: np.ndarray | None) -> np.ndarray:
     """``X`` with the default model's log-odds as a first column (0 where it abstains)."""
-    p = np.clip(np.where(np.isfinite(prior_scores), prior_scores, 0.5), 1e-4, 1 - 1e-4)
-    return np.hstack([np.log(p / (1 - p))[:, None], X])
+    return np.hstack([logit(prior_scores)[:, None], X])
 
 
 def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidates, seed, X,
@@ -339,8 +341,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     labels_truth = (_truth_from_tags(tags) if tags is not None
                     else [t if t is not None else CLEAN for t in ls.truth])
     labels_truth = np.array(labels_truth, dtype=object)
-    pct = {name: percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
-           for name, col in ls.columns.items()}
+    pct = {name: abstaining_percentiles(col, abstain_floor) for name, col in ls.columns.items()}
     if issues is None:
         covered = {i for s in specs for i in (s.issue, *s.also)}
         issues = [i for i in ISSUES if i in covered] or list(ISSUES if "any" in covered else [])
@@ -350,8 +351,6 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     if reviews and tags is not None:
         # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
         # are clean, fixed ones errors, described by their scores before the fix.
-        from .ensemble_reviews import extend_with_reviews, review_rows, summary
-
         rev = review_rows(collection, gt_field, ls.specs, ls.label_ids, tags)
         report.info["reviews"] = summary(rev)
         if rev.accepted or len(rev):
@@ -370,8 +369,6 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     model_fit = shipped_model_fit(collection, gt_field, prior)
     report.info["default_model_fit"] = model_fit
     if learner == "self" or (learner == "auto" and prior is not None and not model_fit["fits"]):
-        from .ensemble_selfsup import collect_injected, select_models
-
         try:
             data = collect_injected(collection, gt_field, pred_field, seed=seed,
                                     abstain_floor=abstain_floor, progress=progress,
@@ -403,7 +400,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         # shipped model where it fits, else (None) the vote.
         base = None
         if issue in selection:
-            base = _apply_selection(selection[issue], pct, prior)
+            base = apply_selection(selection[issue], pct, prior)
         if base is None and fallback_prior is not None:
             base = default_model_scores(pct, issue, fallback_prior)
         few = f"fewer than {min_stack_positives} trusted errors"
@@ -515,19 +512,9 @@ def shipped_model_fit(collection, gt_field: str, prior: dict | None) -> dict:
             "why": f"{share:.0%} of the labels are of classes the shipped model was fitted on"}
 
 
-def _apply_selection(entry: dict, pct: dict, prior: dict | None):
-    from .ensemble_selfsup import apply_selection
-
-    return apply_selection(entry, pct, prior)
-
-
 def _prior_weights(specs: dict[str, ScoreSpec], issue: str) -> dict[str, float]:
     return {name: 1.0 if (s.covers(issue) or issue == "any") else 0.0
             for name, s in specs.items()}
-
-
-#: Tags of labels a reviewer decided on (``reviewed:ok``, ``reviewed:fixed``).
-REVIEWED_PREFIX = "reviewed:"
 
 
 def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fraction: float,
@@ -536,7 +523,7 @@ def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fra
     # have left the queue, and rewriting them would make their fixes look changed since
     # (undo refuses to restore a label that changed after its fix).
     tags = tags if tags is not None else _label_tags(collection, gt_field, ls.label_ids)
-    frozen = np.array([any(t.startswith(REVIEWED_PREFIX) for t in ts) for ts in tags], dtype=bool)
+    frozen = np.array([any(t in REVIEWED_TAGS for t in ts) for ts in tags], dtype=bool)
     keys = list(zip(ls.sample_ids, ls.label_ids))
     write_label_attrs(collection, gt_field, {
         f"{JUDGE}_{issue}": {k: (float(v) if math.isfinite(v) else None)
@@ -560,25 +547,37 @@ def _write(collection, gt_field: str, ls, scores: dict[str, np.ndarray], tag_fra
 REFIT_EVERY = 25
 
 
-def decisions_since_ensemble(collection, gt_field: str) -> tuple[int, dict | None]:
-    """(review decisions on ``gt_field`` newer than the last ensemble run, that run's params)."""
+def _last_run(collection, gt_field: str) -> tuple[dict, dict] | None:
+    """(params, report info) of the last ensemble run on ``gt_field``; None if there is none."""
+    dataset = collection._root_dataset
+    if RUN_KEY not in dataset.list_runs():
+        return None
+    cfg = dataset.get_run_info(RUN_KEY).config.serialize()
+    params = {k: v for k, v in cfg.items() if k not in ("report", "type", "method", "cls")}
+    if params.get("gt_field") != gt_field:
+        return None
+    return params, (cfg.get("report") or {}).get("info") or {}
+
+
+def _decisions_since(collection, gt_field: str, info: dict) -> int:
+    """Review decisions on ``gt_field`` newer than the fix-log entry a run with ``info`` read."""
     from .review.log import iter_fixes
 
-    if RUN_KEY not in collection._root_dataset.list_runs():
-        return 0, None
-    cfg = collection._root_dataset.get_run_info(RUN_KEY).config
-    params = {k: v for k, v in cfg.serialize().items()
-              if k not in ("report", "type", "method", "cls")}
-    if params.get("gt_field") != gt_field:
-        return 0, None
-    last = int((((cfg.serialize().get("report") or {}).get("info") or {}).get("reviews") or {})
-               .get("last_seq", 0))
+    last = int((info.get("reviews") or {}).get("last_seq", 0))
     n = 0
     for rec in iter_fixes(collection._root_dataset, undone=False, state="done"):
         if int(rec.seq or 0) <= last:
             break   # newest first
         n += rec.field == gt_field
-    return n, params
+    return n
+
+
+def decisions_since_ensemble(collection, gt_field: str) -> tuple[int, dict | None]:
+    """(review decisions on ``gt_field`` newer than the last ensemble run, that run's params)."""
+    run = _last_run(collection, gt_field)
+    if run is None:
+        return 0, None
+    return _decisions_since(collection, gt_field, run[1]), run[0]
 
 
 def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **overrides):
@@ -591,12 +590,13 @@ def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **override
     panel does not have: it is not repeated without them (pass ``self_supervised=...``), as
     a copy scored by fewer judges would choose a weaker combination.
     """
-    n, params = decisions_since_ensemble(collection, gt_field)
-    if params is None or n < every:
+    run = _last_run(collection, gt_field)
+    if run is None:
         return None
-    info = ((collection._root_dataset.get_run_info(RUN_KEY).config.serialize().get("report")
-             or {}).get("info") or {})
+    params, info = run
     if info.get("selection") and "self_supervised" not in overrides:
+        return None
+    if _decisions_since(collection, gt_field, info) < every:
         return None
     params.update(overrides)
     return compute_ensemble(collection._root_dataset, **params)

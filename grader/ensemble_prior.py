@@ -34,13 +34,12 @@ def label_percentiles(collection, gt_field: str, truth_attr: str | None = None,
     """Per-label percentile columns of every present registered score, as compute_ensemble
     builds them (ensemble outputs excluded). Returns ``(pct, LabelScores)``."""
     from .evaluate import present_score_specs, read_label_scores
-    from .score_stats import floor_as_abstention, percentiles
+    from .score_stats import abstaining_percentiles
 
     specs = present_score_specs(collection, gt_field, exclude_judges=["ensemble", *exclude_judges])
     ls = read_label_scores(collection, gt_field, truth_attr=truth_attr, specs=specs,
                            trusted_tag=trusted_tag)
-    pct = {name: percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
-           for name, col in ls.columns.items()}
+    pct = {name: abstaining_percentiles(col, abstain_floor) for name, col in ls.columns.items()}
     return pct, ls
 
 

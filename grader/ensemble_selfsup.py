@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .score_stats import finite_or as _finite_or
-from .score_stats import floor_as_abstention, percentiles, stack_features
+from .score_stats import abstaining_percentiles, logit, stack_features
 from .score_stats import make_model as _make_model
 from .score_stats import one_thread as _one_thread
 from .evaluate import auroc, present_score_specs, read_label_scores
@@ -151,7 +151,7 @@ def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed:
             tmp.delete()
         n = len(ls.label_ids)
         for name, col in ls.columns.items():
-            c = percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
+            c = abstaining_percentiles(col, abstain_floor)
             cols.setdefault(name, [np.full(n_seen, np.nan)] if n_seen else []).append(c)
         for name in cols:
             if name not in ls.columns:
@@ -236,11 +236,6 @@ def select_models(data: Mapping[str, Any], issues: Sequence[str], prior: Mapping
     return out
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.where(np.isfinite(p), p, 0.5), 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
-
-
 def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """``(a, b)`` of ``P(error) = sigmoid(a logit(score) + b)``, fitted on out-of-fold scores
     (unweighted: at the copies' error rate), so the chosen candidate's output reads as a
@@ -250,13 +245,13 @@ def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     ok = np.isfinite(scores)
     if ok.sum() < 2 or len(set(y[ok])) < 2:
         return 1.0, 0.0
-    m = LogisticRegression(C=1e4, max_iter=1000).fit(_logit(scores[ok])[:, None], y[ok])
+    m = LogisticRegression(C=1e4, max_iter=1000).fit(logit(scores[ok])[:, None], y[ok])
     return float(m.coef_[0, 0]), float(m.intercept_[0])
 
 
 def _calibrated(entry: Mapping[str, Any], s: np.ndarray) -> np.ndarray:
     a, b = entry.get("platt", (1.0, 0.0))
-    out = 1.0 / (1.0 + np.exp(-(a * _logit(s) + b)))
+    out = 1.0 / (1.0 + np.exp(-(a * logit(s) + b)))
     return np.where(np.isfinite(s), out, np.nan)
 
 

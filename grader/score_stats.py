@@ -42,6 +42,18 @@ def floor_as_abstention(col: np.ndarray, min_share: float = 0.5) -> np.ndarray:
     return out
 
 
+def abstaining_percentiles(col: np.ndarray, abstain_floor: float | None = 0.5) -> np.ndarray:
+    """:func:`percentiles` of a score column after :func:`floor_as_abstention` (``None``: none),
+    as every ensemble reads a judge's column."""
+    return percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities clipped to [1e-4, 1 - 1e-4]; NaN (no opinion) counts as 0.5."""
+    p = np.clip(np.where(np.isfinite(p), p, 0.5), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
 def stack_features(pct: dict[str, np.ndarray],
                    names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Feature matrix for the learned ensemble: each score's percentile (0.5 where unscored)

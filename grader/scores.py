@@ -132,6 +132,9 @@ ISSUE_TYPES: tuple[str, ...] = GT_ISSUES + ("overlooked",)
 
 SUSPECT_TAGS = sorted({s.tag for s in SCORES if s.tag})
 REVIEWED_OK_TAG = "reviewed:ok"
+REVIEWED_FIXED_TAG = "reviewed:fixed"  # put on labels a reviewer changed (relabel/box/adopt)
+#: Labels a reviewer decided on: out of the review queue, and kept as reviewed by the ensemble.
+REVIEWED_TAGS = (REVIEWED_OK_TAG, REVIEWED_FIXED_TAG)
 
 
 def get_spec(attr: str) -> ScoreSpec:

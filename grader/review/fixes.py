@@ -30,13 +30,11 @@ from pymongo import UpdateOne
 
 from grader.fields import detections_path
 from grader.redact import redact
-from grader.scores import REVIEWED_OK_TAG
+from grader.scores import REVIEWED_FIXED_TAG, REVIEWED_OK_TAG, REVIEWED_TAGS
 
 from . import log as _log
 from .log import FixRecord
 
-REVIEWED_FIXED_TAG = "reviewed:fixed"  # put on labels a reviewer changed (relabel/box/adopt)
-REVIEWED_TAGS = (REVIEWED_OK_TAG, REVIEWED_FIXED_TAG)
 FIX_KINDS = ("accept", "relabel", "delete", "replace_box", "adopt")
 BULK_CHUNK = 50_000  # labels per update_many of a bulk accept (bounds a server op that outlives its client)
 
