@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "bench"))
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 
-from eval_judges import DATA, _f, _start_db  # noqa: E402
+from eval_judges import DATA, _f, bench_db  # noqa: E402
 
 #: coco128's classes merged into names no COCO model uses (unlisted classes -> "gadget").
 TAXONOMY = {
@@ -197,13 +197,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)
-    srv = _start_db()
-    try:
+    with bench_db():
         for name in args.data:
             run(name, args)
-    finally:
-        if srv is not None:
-            srv.stop()
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_judges import _start_db, load_split  # noqa: E402  (also sets env, sys.path)
+from eval_judges import bench_db, load_split  # noqa: E402  (also sets env, sys.path)
 
 # A rule of EVIDENCE_RULES or one score attribute; "@m": soft split with evidence_margin m.
 VARIANTS = ("none", "all", "badloc", "badloc_also", "covers_badloc", "zoom_iou", "zoom_badloc",
@@ -120,8 +120,7 @@ def main(argv=None) -> int:
                     help="also inject cross-class duplicates (grader.noise 'cross_duplicate') at "
                          "RATE and score consistency_xdup on them after grade()")
     args = ap.parse_args(argv)
-    srv = _start_db()
-    try:
+    with bench_db():
         from grader.noise import ERROR_TYPES, inject_errors
         from grader.pipeline import DEFAULT_PRED_FIELD, grade
 
@@ -174,9 +173,6 @@ def main(argv=None) -> int:
             print(f"{order:12s} {v:16s} {m['ap']:6.3f} {m['auroc']:6.3f} {m['pair_acc']:9.3f} "
                   f"{m['by_evidence']:9.2f} {m['ens_ap']:7.3f} {m['ens_auroc']:9.3f}")
         ds.delete()
-    finally:
-        if srv is not None:
-            srv.stop()
     return 0
 
 

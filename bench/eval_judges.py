@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,17 @@ def _start_db() -> object | None:
     srv = MongodServer(Path(tempfile.mkdtemp(prefix="lg-bench-db-"))).start()
     os.environ["FIFTYONE_DATABASE_URI"] = srv.uri
     return srv
+
+
+@contextmanager
+def bench_db():
+    """The bench's own database for the ``with`` block (:func:`_start_db`), stopped after."""
+    srv = _start_db()
+    try:
+        yield
+    finally:
+        if srv is not None:
+            srv.stop()
 
 
 def load_split(split: str):
@@ -304,17 +316,13 @@ def main(argv=None) -> int:
     if not (DATA / "coco128").exists():
         print(f"no data under {DATA}; set LABEL_GRADER_DATA")
         return 1
-    srv = _start_db()
-    try:
+    with bench_db():
         if args.min_gain is None:  # (imported only now: fiftyone must see the bench's database)
             from grader.ensemble import MIN_GAIN_OVER_DEFAULT
 
             args.min_gain = [MIN_GAIN_OVER_DEFAULT]
         for s in (["dev", "val"] if args.split == "both" else [args.split]):
             run_split(s, args)
-    finally:
-        if srv is not None:
-            srv.stop()
     return 0
 
 

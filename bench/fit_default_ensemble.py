@@ -94,10 +94,9 @@ def train_folds(args) -> None:
     recipe and options of the shipped checkpoint (``bench/boxgrader.py`` defaults: seed 0,
     the classes of all of coco128): each fold's images are then graded by a model that never
     saw them (out-of-fold scores for ``collect --split dev``)."""
-    from eval_judges import _start_db, load_split
+    from eval_judges import bench_db, load_split
 
-    srv = _start_db()
-    try:
+    with bench_db():
         from grader.judges.clipgrader.boxgrader import train_boxgrader
 
         ds = load_split("dev")
@@ -112,9 +111,6 @@ def train_folds(args) -> None:
                   f"{len(res.history)} epochs, good_threshold {res.good_threshold:.2f}, "
                   f"{time.time() - t0:.0f} s -> {res.best_checkpoint}", flush=True)
         ds.delete()
-    finally:
-        if srv is not None:
-            srv.stop()
 
 
 def _in_files(paths):
@@ -124,10 +120,9 @@ def _in_files(paths):
 
 
 def collect(args) -> None:
-    from eval_judges import _start_db, load_split
+    from eval_judges import bench_db, load_split
 
-    srv = _start_db()
-    try:
+    with bench_db():
         from grader.ensemble import compute_ensemble
         from grader.ensemble_prior import label_percentiles
         from grader.evaluate import read_label_scores
@@ -193,9 +188,6 @@ def collect(args) -> None:
                   f"{rep.info['injected']}; grade() ran {sorted(g.reports)}; {len(ls.label_ids)} labels; "
                   f"{time.time() - t0:.0f} s -> {path.name}", flush=True)
         ds.delete()
-    finally:
-        if srv is not None:
-            srv.stop()
 
 
 def _inject(ds, seed: int):
@@ -219,10 +211,9 @@ def wiring(args) -> None:
     default, the shipped box grader included) must combine the scores with the shipped
     model's box grader variant, and the ``ensemble_<issue>`` it wrote must be that model's
     output on the scores present; prints the held-out AUROC (AP) of what grade() wrote."""
-    from eval_judges import _start_db, load_split
+    from eval_judges import bench_db, load_split
 
-    srv = _start_db()
-    try:
+    with bench_db():
         from grader.ensemble_prior import default_model_scores, label_percentiles, load_default_model
         from grader.evaluate import _fill_unscored, auroc, average_precision
         from grader.noise import TRUTH_ATTR
@@ -254,9 +245,6 @@ def wiring(args) -> None:
                   f"(AP {average_precision(pos[sel].astype(int), c):.3f}); ignored {li.get('ignored')}")
         print("WIRING OK" if ok else f"WIRING FAILED (expected variant {args.expect})")
         ds.delete()
-    finally:
-        if srv is not None:
-            srv.stop()
 
 
 def _load(split: str, cache: Path | str = CACHE) -> list[dict]:

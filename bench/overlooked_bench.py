@@ -37,7 +37,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from eval_judges import DATA, _start_db, load_split  # noqa: E402  (sets sys.path and env)
+from eval_judges import DATA, bench_db, load_split  # noqa: E402  (sets sys.path and env)
 
 from grader.detectors import ArrayDetector, load_detector, run_detector  # noqa: E402
 
@@ -191,12 +191,8 @@ def main(argv=None) -> int:
     if not (DATA / "coco128").exists():
         print(f"no data under {DATA}; set LABEL_GRADER_DATA")
         return 1
-    srv = _start_db()
-    try:
+    with bench_db():
         run(args)
-    finally:
-        if srv is not None:
-            srv.stop()
     return 0
 
 

@@ -33,7 +33,7 @@ os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from eval_judges import _start_db, load_split  # noqa: E402
+from eval_judges import bench_db, load_split  # noqa: E402
 
 FIELD = "noisy"
 
@@ -91,8 +91,7 @@ def main(argv=None) -> int:
                     help="keep the graded start in the database (FIFTYONE_DATABASE_URI) and "
                          "reuse it on the next run with the same split and seed")
     args = ap.parse_args(argv)
-    srv = _start_db()
-    try:
+    with bench_db():
         from grader.ensemble import compute_ensemble
         from grader.evaluate import reliability
         from grader.noise import CLEAN, DEFAULT_RATES, inject_errors
@@ -161,9 +160,6 @@ def main(argv=None) -> int:
                   f"{b / a if a else float('inf'):.2f}")
         print(f"errors found in the first {len(hits)}: static {sum(static)}, learning {sum(hits)}")
         ds.delete()
-    finally:
-        if srv is not None:
-            srv.stop()
     return 0
 
 
