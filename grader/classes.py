@@ -4,6 +4,19 @@ from __future__ import annotations
 from typing import Sequence
 
 
+def known_class_share(collection, field: str,
+                      known: Sequence[str]) -> tuple[float, dict[str, int]]:
+    """(share of ``field``'s labels whose class is in ``known``, label count per class): one
+    aggregation. Whether a model fitted on other classes applies here (the shipped box grader,
+    the shipped ensemble, the detector's class names for overlooked candidates). Labels with no
+    class count in neither; no labels gives share 0."""
+    counts = {c: n for c, n in collection.count_values(f"{field}.detections.label").items()
+              if c is not None}
+    total = sum(counts.values())
+    known = set(known)
+    return (sum(n for c, n in counts.items() if c in known) / total if total else 0.0), counts
+
+
 def resolve_classes(collection, fields: Sequence[str], classes: Sequence[str] | None = None,
                     store: bool = True) -> list[str]:
     """Return the class list for ``fields``.

@@ -45,6 +45,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .classes import known_class_share
 from .ensemble_prior import default_model_scores
 from .ensemble_reviews import extend_with_reviews, review_rows, summary
 from .ensemble_selfsup import apply_selection, collect_injected, select_models
@@ -505,9 +506,7 @@ def shipped_model_fit(collection, gt_field: str, prior: dict | None) -> dict:
     known = set(prior.get("classes") or ())
     if not known:
         return {"fits": True, "why": "the model lists no classes"}
-    counts = collection.count_values(f"{gt_field}.detections.label")
-    total = sum(counts.values())
-    share = sum(n for c, n in counts.items() if c in known) / total if total else 0.0
+    share, _ = known_class_share(collection, gt_field, known)
     return {"fits": share >= SHIPPED_MIN_KNOWN, "known_share": round(share, 4),
             "why": f"{share:.0%} of the labels are of classes the shipped model was fitted on"}
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .classes import known_class_share
 from .report import RunReport
 
 #: Field the default detector's predictions go to when the caller brings none.
@@ -244,13 +245,13 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
 
         classes = set(torch.load(SHIPPED_BOXGRADER, map_location="cpu",
                                  weights_only=False)["classes"])
-        counts = ctx.collection.count_values(f"{ctx.gt_field}.detections.label")
-        total = sum(counts.values())
-        known = sum(n for c, n in counts.items() if c in classes)
-        if not total:
+        share, counts = known_class_share(ctx.collection, ctx.gt_field, classes)
+        if not counts:
             return None, f"no labels in '{ctx.gt_field}'"
-        if known / total < SHIPPED_BOXGRADER_MIN_KNOWN:
-            why = f"the shipped box grader knows {known}/{total} of these labels' classes"
+        if share < SHIPPED_BOXGRADER_MIN_KNOWN:
+            total = sum(counts.values())
+            why = (f"the shipped box grader knows {round(share * total)}/{total} of these "
+                   "labels' classes")
     if why is None:
         if not os.path.isfile(default_detector_path("yolox-nano")):
             return None, (f"the shipped box grader needs YOLOX-Nano at "

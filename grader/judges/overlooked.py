@@ -394,11 +394,10 @@ def dataset_label_mode(collection, gt_field: str, det_classes: Sequence[str],
     """("detector" or "dataset", the GT's classes): "detector" when at least ``min_known`` of
     the GT labels are of the detector's classes (their names are the dataset's), else
     "dataset" (candidates get dataset classes through :class:`ClassMap`)."""
-    counts = collection.count_values(f"{gt_field}.detections.label")
-    counts = {c: n for c, n in counts.items() if c is not None}
-    total = sum(counts.values())
-    known = sum(n for c, n in counts.items() if c in set(det_classes))
-    mode = "detector" if not total or known / total >= min_known else "dataset"
+    from ..classes import known_class_share
+
+    share, counts = known_class_share(collection, gt_field, det_classes)
+    mode = "detector" if not counts or share >= min_known else "dataset"
     return mode, sorted(counts)
 
 
