@@ -36,11 +36,11 @@ from ...fields import read_detections, record_run, set_label_tag, write_label_at
 from ...images import ImageReadError, ensure_metadata, load_rgb
 from ...parallel import prefetch_map
 from ...report import RunReport
-from .evaluate import EvalResult
+from ..clipgrader.evaluate import EvalResult
+from ..clipgrader.prompts import QUALITIES
+from ..clipgrader.synth import SynthItem, split_by_image, synthesize
+from ..clipgrader.train import TrainResult
 from .features import DEFAULT_GROUPS, YoloxFeatures, load_backbone
-from .prompts import QUALITIES
-from .synth import SynthItem, split_by_image, synthesize
-from .train import TrainResult
 
 TAG_BAD = "suspect:boxgrader_bad"
 TAG_BACKGROUND = "suspect:boxgrader_background"
