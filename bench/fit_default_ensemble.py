@@ -129,8 +129,9 @@ def collect(args) -> None:
         from grader.judges.clipgrader.boxgrader import grade_boxgrader
         from grader.judges.consistency import run_consistency
         from grader.pipeline import DEFAULT_PRED_FIELD, grade
-        from grader.noise import TRUTH_ATTR
+        from grader.noise import KIND_ATTR, TRUTH_ATTR
         from grader.scores import SCORES
+        from grader.visibility import label_pixel_areas
 
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def collect(args) -> None:
         pred_field = None
         for seed in args.seeds:
             t0 = time.time()
-            rep, rates, swap_to = _inject(ds, seed)
+            rep, rates, swap_to = _inject(ds, seed, mix=args.mix)
             # The ensemble cached as "vote" is the equal-weight vote (no shipped model).
             opts = {"ensemble": {"default_model": False}}
             if args.boxgrader == "off":
@@ -174,7 +175,11 @@ def collect(args) -> None:
                          and s.attr in (g.reports["ensemble"].fields or [])]
             ens = read_label_scores(ds, "noisy", truth_attr=None, trusted_tag="", specs=ens_specs)
             raw = {n: c for n, c in ls.columns.items()}
-            out = {"split": args.split, "seed": seed, "rates": rates, "swap_to": swap_to,
+            kinds = _label_values(ds, "noisy", KIND_ATTR, ls.label_ids)
+            out = {"split": args.split, "seed": seed, "rates": rates, "swap_to": swap_to, "mix": args.mix,
+                   # pixel area and real-looking kind per label: size features / per-kind figures
+                   "area_px": label_pixel_areas(ds, "noisy", ls.label_ids),
+                   "kind": np.array([k or "" for k in kinds], dtype=object),
                    "injected": rep.info["injected"], "pct": pct, "raw": raw,
                    "truth": np.array([t if t is not None else "unknown" for t in ls.truth], dtype=object),
                    "sample_ids": np.array(ls.sample_ids), "vote": ens.columns,
@@ -190,13 +195,25 @@ def collect(args) -> None:
         ds.delete()
 
 
-def _inject(ds, seed: int):
+def _label_values(ds, field: str, attr: str, label_ids) -> list:
+    """``attr`` of each label of ``field`` in the order of ``label_ids`` (None where unset)."""
+    ids, vals = ds.values([f"{field}.detections.id", f"{field}.detections.{attr}"], unwind=True)
+    by_id = dict(zip(ids, vals))
+    return [by_id.get(l) for l in label_ids]
+
+
+def _inject(ds, seed: int, mix: str = "default"):
     """Errors of every type into ``noisy`` (a copy of the GT), each rate drawn in 3-10 %,
-    swaps alternating uniform / confusable by seed. Returns (report, rates, swap_to)."""
-    from grader.noise import ERROR_TYPES, inject_errors
+    swaps alternating uniform / confusable by seed. ``mix="real"`` adds the real-looking types
+    (:data:`grader.noise.REAL_MIX_RATES`), each at 0.5-1.5x its rate there (drawn after
+    today's, so today's rates for a seed are unchanged). Returns (report, rates, swap_to)."""
+    from grader.noise import ERROR_TYPES, REAL_ERROR_TYPES, REAL_MIX_RATES, inject_errors
 
     rng = np.random.default_rng(10_000 + seed)
     rates = {t: float(np.round(rng.uniform(0.03, 0.10), 3)) for t in ERROR_TYPES}
+    if mix == "real":
+        rates.update({t: float(np.round(REAL_MIX_RATES[t] * rng.uniform(0.5, 1.5), 4))
+                      for t in REAL_ERROR_TYPES})
     swap_to = "uniform" if seed % 2 == 0 else "confusable"
     for f in list(ds.get_field_schema()):
         if f.startswith("noisy_") and f != "noisy_deleted":
@@ -477,6 +494,9 @@ def evaluate(args) -> None:
             got = default_model_scores(r["pct"], issue, model)
             cols = {"default_model": got[0] if got else None,
                     "vote": r["vote"].get(f"ensemble:ensemble_{issue}")}
+            if args.fuse and got:
+                # compute_ensemble's post-hoc noisy-OR of consistency_xdup (fuse_cross_duplicates)
+                cols["default_model"] = _fused(got, r["raw"], issue)
             for kind, col in cols.items():
                 if col is not None:
                     c = _fill_unscored(col[sel])
@@ -490,6 +510,7 @@ def evaluate(args) -> None:
                 f"{k} {rows[issue, k][-1][0]:.3f} ({rows[issue, k][-1][1]:.3f})"
                 for k in ("default_model", "vote", "best_single") if (issue, k) in rows)
                 + f"  [best single: {bn}; model variant {got[1]['variant'] if got else None}]")
+    _print_kinds(runs, model, args.fuse)
     print(f"\n== coco128-val (held out), all labels, mean over {len(runs)} seeds "
           f"{[r['seed'] for r in runs]}: AUROC (AP) ==")
     print(f"{'error':>10s} {'default model':>16s} {'vote':>16s} {'best single':>16s} "
@@ -505,22 +526,81 @@ def evaluate(args) -> None:
               + f" {m['default_model'][0] - m['vote'][0]:+11.3f} {m['default_model'][0] - m['best_single'][0]:+11.3f}  {bn}")
 
 
+def _fused(got: tuple[np.ndarray, dict], raw: dict, issue: str) -> np.ndarray:
+    """The model's scores ``got`` (from ``default_model_scores``) with ``consistency_xdup``
+    fused in as ``compute_ensemble(fuse_cross_duplicates=True)`` does (duplicate and any, and
+    not where the model reads the score itself)."""
+    from grader.ensemble import XDUP_ISSUES, XDUP_SCORE, _fuse_cross_duplicates
+    from grader.report import RunReport
+
+    if issue not in XDUP_ISSUES or XDUP_SCORE not in raw:
+        return got[0]
+    scores = {issue: got[0].copy()}
+    _fuse_cross_duplicates(scores, {XDUP_SCORE: raw[XDUP_SCORE]}, RunReport(judge="ensemble"),
+                           learners={issue: got[1]})
+    return scores[issue]
+
+
+def _print_kinds(runs: list[dict], model: dict, fuse: bool) -> None:
+    """AUROC of the model's ``any`` (and the injected issue's) score per real-looking error
+    kind (``--mix real`` caches) against the clean labels, pooled over runs."""
+    from grader.ensemble_prior import default_model_scores
+    from grader.evaluate import _fill_unscored, auroc
+    from grader.noise import CLEAN, REAL_ERROR_TYPES
+
+    if not any(r.get("kind") is not None and (r["kind"] != "").any() for r in runs):
+        return
+    print("\nper real-looking kind, AUROC vs clean (pooled over runs): any score | issue score")
+    for kind, issue in REAL_ERROR_TYPES.items():
+        out = []
+        for score_issue in ("any", issue):
+            ys, cs = [], []
+            for r in runs:
+                got = default_model_scores(r["pct"], score_issue, model)
+                if got is None or r.get("kind") is None:
+                    continue
+                col = _fused(got, r["raw"], score_issue) if fuse else got[0]
+                sel = (r["kind"] == kind) | (r["truth"] == CLEAN)
+                # rank within the run (scores of different runs are not on one scale)
+                ys.append((r["kind"][sel] == kind).astype(int))
+                cs.append(_fill_unscored(col[sel]))
+            if ys and sum(y.sum() for y in ys):
+                out.append(f"{np.mean([auroc(y, c) for y, c in zip(ys, cs) if y.any()]):.3f}")
+        n = sum(int((r["kind"] == kind).sum()) for r in runs if r.get("kind") is not None)
+        if n:
+            print(f"{kind:>16s} (n={n:3d}, {issue}): " + " | ".join(out))
+
+
 def calibrate(args) -> None:
     """Platt-scale the shipped model's outputs on a dataset graded with grade()'s defaults and
     injected errors (coco128 only, e.g. bench/review_learning.py --reuse's graded start, read
     from FIFTYONE_DATABASE_URI): per issue, for the variant the run used, ``P(issue) =
     sigmoid(a z + b)`` of the model's raw log-odds ``z``, stored as the entry's ``platt``."""
-    import fiftyone as fo
     from sklearn.linear_model import LogisticRegression
 
     from grader.ensemble_prior import choose_variant, design_matrix, label_percentiles
     from grader.evaluate import reliability
     from grader.noise import CLEAN, TRUTH_ATTR
 
-    ds = fo.load_dataset(args.dataset)
-    pct, ls = label_percentiles(ds, args.field, truth_attr=TRUTH_ATTR, exclude_judges=["brain"])
-    truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
     model = json.loads(Path(args.model).read_text())
+    if args.cache_dir:
+        # Dev caches (coco128 only), pooled: the share of each issue's errors is set back to
+        # what the entry was calibrated to before (``--rate``: that rate for every issue but
+        # ``any``), so a mix with more errors than grade() will meet does not shift the scale.
+        runs = _load("dev", args.cache_dir)
+        if not runs:
+            raise SystemExit(f"no dev caches in {args.cache_dir}")
+        pct = {n: np.concatenate([r["pct"][n] for r in runs])
+               for n in set.intersection(*[set(r["pct"]) for r in runs])}
+        truth = np.concatenate([r["truth"] for r in runs])
+        source = f"dev caches {Path(args.cache_dir).name} (seeds {[r['seed'] for r in runs]})"
+    else:
+        import fiftyone as fo
+
+        ds = fo.load_dataset(args.dataset)
+        pct, ls = label_percentiles(ds, args.field, truth_attr=TRUTH_ATTR, exclude_judges=["brain"])
+        truth = np.array([t if t is not None else CLEAN for t in ls.truth], dtype=object)
+        source = args.dataset
     for issue, entries in model["issues"].items():
         variant = choose_variant(model, issue, list(pct))
         if variant is None:
@@ -530,17 +610,36 @@ def calibrate(args) -> None:
             + float(e["intercept"])
         pos = (truth != CLEAN) if issue == "any" else (truth == issue)
         sel = pos | (truth == CLEAN)
-        m = LogisticRegression(C=1e4, max_iter=1000).fit(z[sel][:, None], pos[sel])
+        w = np.ones(int(sel.sum()))
+        target = _calibration_rate(e, issue, args.rate) if args.cache_dir else None
+        if target is not None:
+            p, n = pos[sel].sum(), (~pos[sel]).sum()
+            w[pos[sel]] = target / (1 - target) * n / p
+        m = LogisticRegression(C=1e4, max_iter=1000).fit(z[sel][:, None], pos[sel], sample_weight=w)
         a, b = float(m.coef_[0, 0]), float(m.intercept_[0])
         before = reliability(pos[sel], 1 / (1 + np.exp(-(z[sel] + np.log(
             e["n_train"]["errors"] / e["n_train"]["clean"])))))[0]
         after = reliability(pos[sel], 1 / (1 + np.exp(-(a * z[sel] + b))))[0]
-        e["platt"] = {"a": round(a, 6), "b": round(b, 6), "fitted_on": args.dataset,
+        e["platt"] = {"a": round(a, 6), "b": round(b, 6), "fitted_on": source,
                       "labels": int(sel.sum()), "errors": int(pos[sel].sum())}
-        print(f"{issue:>10s} {variant:>30s}: a {a:.3f} b {b:.3f}; ECE (in sample) "
-              f"{before:.3f} (prior shift) -> {after:.3f}")
+        if target is not None:
+            e["platt"]["error_rate"] = round(float(target), 4)
+        print(f"{issue:>10s} {variant:>30s}: a {a:.3f} b {b:.3f}; ECE (in sample, unweighted) "
+              f"{before:.3f} (prior shift) -> {after:.3f}"
+              + (f"; errors weighted to {target:.3f} of the labels" if target is not None else ""))
     Path(args.model).write_text(json.dumps(model, indent=1) + "\n")
     print(f"wrote {args.model}")
+
+
+def _calibration_rate(entry: dict, issue: str, rate: float) -> float:
+    """The error share an issue's Platt scaling is fitted at: the entry's previous calibration
+    set's (``platt`` errors / labels), else ``rate`` (``any``: 1 - (1 - rate)^4, four GT issues)."""
+    old = entry.get("platt") or {}
+    if old.get("error_rate"):
+        return float(old["error_rate"])
+    if old.get("labels"):
+        return old["errors"] / old["labels"]
+    return 1 - (1 - rate) ** 4 if issue == "any" else rate
 
 
 def main(argv=None) -> int:
@@ -550,6 +649,8 @@ def main(argv=None) -> int:
     c.add_argument("--split", choices=["dev", "val"], default="dev")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     c.add_argument("--out-dir", default=str(CACHE), help="where the per-seed caches go")
+    c.add_argument("--mix", choices=["default", "real"], default="default",
+                   help="real: today's error types plus the real-looking ones (REAL_MIX_RATES)")
     c.add_argument("--boxgrader", choices=["auto", "off"], default="auto",
                    help="auto: out-of-fold box graders on dev (train-folds), grade()'s shipped "
                         "one on val; off: no box grader")
@@ -573,10 +674,17 @@ def main(argv=None) -> int:
     e = sub.add_parser("eval")
     e.add_argument("--cache-dir", default=str(CACHE), help="val caches")
     e.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    e.add_argument("--fuse", action="store_true",
+                   help="fuse consistency_xdup into duplicate/any by the noisy-OR, as "
+                        "compute_ensemble(fuse_cross_duplicates=True)")
     k = sub.add_parser("calibrate")
     k.add_argument("--dataset", default="RL-graded-dev-0",
                    help="a coco128 dataset graded with injected errors (its truth recorded)")
     k.add_argument("--field", default="noisy")
+    k.add_argument("--cache-dir", default=None,
+                   help="calibrate on these dev caches (pooled) instead of a graded dataset")
+    k.add_argument("--rate", type=float, default=0.05,
+                   help="with --cache-dir: error share per issue where the entry records none")
     k.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
     args = ap.parse_args(argv)
     if args.cmd == "calibrate":

@@ -82,8 +82,10 @@ def _start_cached_db(path: Path):
     return srv
 
 
-def graded_dataset(regrade: bool, rescore: bool):
-    """coco128 graded with grade()'s defaults (cached in the persistent database)."""
+def graded_dataset(regrade: bool, rescore: bool, ensemble_opts: dict | None = None):
+    """coco128 graded with grade()'s defaults (cached in the persistent database);
+    ``ensemble_opts``: keyword arguments of ``compute_ensemble`` for ``rescore`` (e.g. another
+    ``default_model``)."""
     import fiftyone as fo
 
     if not regrade and fo.dataset_exists(DATASET):
@@ -94,7 +96,8 @@ def graded_dataset(regrade: bool, rescore: bool):
 
             t0 = time.time()
             run_consistency(ds, "ground_truth")
-            compute_ensemble(ds, "ground_truth")
+            rep = compute_ensemble(ds, "ground_truth", **(ensemble_opts or {}))
+            print(f"ensemble_any: {rep.info['learner'].get('any')}; fused {rep.info.get('fused')}")
             print(f"re-scored consistency + ensemble in {time.time() - t0:.1f} s")
         return ds
     from grader.pipeline import grade
@@ -387,6 +390,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=REPO / "out" / "real_errors" / "db")
     ap.add_argument("--regrade", action="store_true", help="grade() again (ignore the cache)")
     ap.add_argument("--rescore", action="store_true", help="re-run consistency + ensemble only")
+    ap.add_argument("--model", default=None,
+                    help="with --rescore: the default ensemble JSON to use (default: the shipped one)")
+    ap.add_argument("--fuse", choices=["default", "off"], default="default",
+                    help="with --rescore: compute_ensemble's fuse_cross_duplicates (off: False)")
     ap.add_argument("--verdicts", type=Path, default=VERDICTS)
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--eye-sample", type=int, default=40,
@@ -401,7 +408,10 @@ def main(argv=None) -> int:
         if args.val_pairs:
             val_pair_table()
             return 0
-        ds = graded_dataset(args.regrade, args.rescore)
+        opts = {"default_model": args.model} if args.model else {}
+        if args.fuse == "off":
+            opts["fuse_cross_duplicates"] = False
+        ds = graded_dataset(args.regrade, args.rescore, opts)
         items = load_items(args.verdicts)
         print(f"verdicts: {args.verdicts if args.verdicts.exists() else SHARED_VERDICTS} "
               f"({len(items)} items)")

@@ -434,7 +434,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     scores = {k: v[:n_labels] for k, v in scores.items()}   # review rows are not labels any more
     if fuse_cross_duplicates is not False:
         _fuse_cross_duplicates(scores, ls.columns, report,
-                               None if fuse_cross_duplicates is True else float(fuse_cross_duplicates))
+                               None if fuse_cross_duplicates is True else float(fuse_cross_duplicates),
+                               learners)
     report.info["learner"] = learners
     report.info["weights"] = {i: {k: round(v, 4) for k, v in w.items() if v > 0}
                               for i, w in weights_all.items()}
@@ -464,7 +465,8 @@ XDUP_ISSUES = ("duplicate", "any")
 
 
 def _fuse_cross_duplicates(scores: dict[str, np.ndarray], columns: dict[str, np.ndarray],
-                           report: RunReport, x_min: float | None = None) -> None:
+                           report: RunReport, x_min: float | None = None,
+                           learners: dict[str, dict] | None = None) -> None:
     """``1 - (1 - p)(1 - x)``: the ensemble's probability ``p`` and the cross-class duplicate
     score ``x`` (the pair's IoU discounted by how often the two classes legitimately overlap in
     the dataset; 0 for a box without such a partner) as two independent chances of an error.
@@ -473,7 +475,9 @@ def _fuse_cross_duplicates(scores: dict[str, np.ndarray], columns: dict[str, np.
     ``bench/real_errors.py``) cross-class duplicates are most of the real errors. Only boxes
     at ``x >= x_min`` (the consistency judge's tag threshold by default) count: below it sit
     the many legitimate overlaps (a rider on a horse), and raising them all cost injected
-    duplicates AP 0.69 -> 0.52 on coco128-val."""
+    duplicates AP 0.69 -> 0.52 on coco128-val. An issue whose shipped model already reads
+    ``consistency_xdup`` as an input (``learners[issue]["inputs"]``) is not fused again: that
+    model was fitted on injected cross-class duplicates and weighs the score itself."""
     from .judges.consistency import XDUP_TAG_SCORE
 
     x = columns.get(XDUP_SCORE)
@@ -483,14 +487,17 @@ def _fuse_cross_duplicates(scores: dict[str, np.ndarray], columns: dict[str, np.
     n = len(next(iter(scores.values()))) if scores else 0
     x = np.clip(np.nan_to_num(x[:n], nan=0.0), 0.0, 1.0)
     x = np.where(x >= x_min, x, 0.0)
-    fused = []
+    fused, learned = [], []
     for issue in XDUP_ISSUES:
-        if issue in scores:
+        if XDUP_SCORE in ((learners or {}).get(issue) or {}).get("inputs", ()):
+            learned.append(issue)
+        elif issue in scores:
             p = scores[issue]
             scores[issue] = np.where(np.isfinite(p), 1.0 - (1.0 - p) * (1.0 - x),
                                      np.where(x > 0, x, np.nan))
             fused.append(issue)
-    report.info["fused"] = {XDUP_SCORE: fused, "labels_raised": int((x > 0).sum())}
+    report.info["fused"] = {XDUP_SCORE: fused, "labels_raised": int((x > 0).sum()) if fused else 0,
+                            "model_input_for": learned}
 
 
 #: Share of the labels that must be of classes the shipped model was fitted on for ``"auto"``

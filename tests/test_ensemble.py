@@ -482,3 +482,22 @@ def test_refit_is_not_repeated_without_the_models_of_a_self_supervised_run(unkno
     assert refit_if_due(ds, "noisy", every=2) is None
     rep = refit_if_due(ds, "noisy", every=2, self_supervised={"detector": det})
     assert rep is not None and rep.info["self_supervised"]["judges"] == ["consistency", "zoom"]
+
+
+def test_cross_duplicates_fused_only_where_no_model_reads_them():
+    """The noisy-OR of consistency_xdup raises duplicate/any where the combiner does not weigh
+    the score itself; a shipped model with it among its inputs is left as it is."""
+    from grader.ensemble import XDUP_SCORE, _fuse_cross_duplicates
+    from grader.report import RunReport
+
+    p = np.array([0.1, 0.2, np.nan, 0.4])
+    x = np.array([0.0, 0.8, 0.9, 0.3])   # 0.3: under the tag threshold, never fused
+    scores = {"duplicate": p.copy(), "any": p.copy(), "badloc": p.copy()}
+    rep = RunReport(judge="ensemble")
+    _fuse_cross_duplicates(scores, {XDUP_SCORE: x}, rep,
+                           learners={"any": {"inputs": [XDUP_SCORE]}, "duplicate": {"inputs": []}})
+    np.testing.assert_allclose(scores["duplicate"], [0.1, 1 - 0.8 * 0.2, 0.9, 0.4])
+    np.testing.assert_array_equal(scores["any"], p)      # the model reads xdup: unchanged
+    np.testing.assert_array_equal(scores["badloc"], p)   # not a duplicate issue
+    assert rep.info["fused"][XDUP_SCORE] == ["duplicate"]
+    assert rep.info["fused"]["model_input_for"] == ["any"]
