@@ -56,8 +56,7 @@ def main(argv=None) -> int:
     import numpy as np  # noqa: F401
     from grader import io
     from grader.evaluate import evaluate_judges
-    from grader.judges.clipgrader.boxgrader import (evaluate_boxgrader, grade_boxgrader,
-                                                    train_boxgrader)
+    from grader.judges.boxgrader import evaluate_boxgrader, grade_boxgrader, train_boxgrader
     from grader.noise import inject_errors
 
     dev = io.load_coco(str(DATA / "coco128" / "images"), str(DATA / "coco128" / "labels.json"),

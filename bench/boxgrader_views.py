@@ -42,7 +42,7 @@ QUALITY = {"good": 0, "bad": 1, "background": 2}
 
 @functools.lru_cache(maxsize=None)
 def _backbone(view: str):
-    from grader.judges.clipgrader.features import CORE_GROUPS, YoloxFeatures
+    from grader.judges.boxgrader.features import CORE_GROUPS, YoloxFeatures
 
     if view == "zoom":
         return YoloxFeatures(groups=("zoom",))
@@ -122,7 +122,7 @@ def _box_sets(ds) -> dict[str, dict]:
 
 
 def _inputs(s: dict, views, det_index) -> tuple[np.ndarray, np.ndarray]:
-    from grader.judges.clipgrader.boxgrader import label_inputs
+    from grader.judges.boxgrader.model import label_inputs
 
     X = np.concatenate([s[f"X_{v}"] for v in views], 1)
     det, at = [], 0
@@ -138,7 +138,7 @@ def _mlp(X, lab, q, tr, seed, epochs=15):
     import torch
     from torch import nn
 
-    from grader.judges.clipgrader.boxgrader import BoxGraderHead
+    from grader.judges.boxgrader import BoxGraderHead
 
     torch.manual_seed(seed)
     head = BoxGraderHead(X.shape[1], 1, label_dim=lab.shape[1])
@@ -168,9 +168,9 @@ def _mlp(X, lab, q, tr, seed, epochs=15):
 
 def fit(args) -> None:
     from grader.evaluate import auroc
-    from grader.judges.clipgrader.boxgrader import (choose_good_threshold, decide,
-                                                    fit_quality_model, quality_proba)
-    from grader.judges.clipgrader.features import default_detector_path
+    from grader.judges.boxgrader.model import decide, fit_quality_model, quality_proba
+    from grader.judges.boxgrader.train import choose_good_threshold
+    from grader.judges.boxgrader.features import default_detector_path
     from grader.detectors.base import read_names
 
     with open(CACHE / "sets.pkl", "rb") as f:

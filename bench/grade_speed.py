@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     _start_db()
     from grader.evaluate import evaluate_judges
-    from grader.judges.clipgrader.boxgrader import grade_boxgrader, train_boxgrader
+    from grader.judges.boxgrader import grade_boxgrader, train_boxgrader
     from grader.noise import inject_errors
     from grader.pipeline import boxgrader_train_settings
 

@@ -78,7 +78,7 @@ def _score_copy(tmp, gt_field: str, pred_field: str | None, judges: set[str],
     _carry_over(tmp, gt_field, SELFSUP_FIELD, per_box_attrs)
     injected = tmp.filter_labels(SELFSUP_FIELD, F(TRUTH_ATTR) != CLEAN)
     if "boxgrader" in judges and boxgrader:
-        from .judges.clipgrader.boxgrader import grade_boxgrader
+        from .judges.boxgrader import grade_boxgrader
 
         grade_boxgrader(injected, SELFSUP_FIELD, **dict(boxgrader))
     if "zoom" in judges and detector is not None:

@@ -201,7 +201,7 @@ def _train_spec(ctx: GradeContext, why_shipped: str) -> tuple[dict[str, Any] | N
     train = ctx.opt("boxgrader").get("train", True)
     if train is False:
         return None, why_shipped + " (training disabled: boxgrader={'train': False})"
-    from .judges.clipgrader.features import default_detector_path
+    from .judges.boxgrader.features import default_detector_path
 
     det_path = default_detector_path("yolox-nano")
     if not os.path.isfile(det_path):
@@ -235,7 +235,7 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
     given = ctx.opt("boxgrader").get("checkpoint")
     if given:
         return given, None
-    from .judges.clipgrader.features import default_detector_path
+    from .judges.boxgrader.features import default_detector_path
 
     why = None
     if not os.path.isfile(SHIPPED_BOXGRADER):
@@ -284,7 +284,7 @@ def _ensure_trained(ctx: GradeContext) -> dict[str, Any] | None:
         import tempfile
         import time
 
-        from .judges.clipgrader.boxgrader import train_boxgrader
+        from .judges.boxgrader import train_boxgrader
 
         root = os.path.dirname(spec["out_dir"])
         os.makedirs(root, exist_ok=True)
@@ -348,7 +348,7 @@ def _can_boxgrade(ctx: GradeContext) -> str | None:
 
 
 def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
-    from .judges.clipgrader.boxgrader import grade_boxgrader
+    from .judges.boxgrader import grade_boxgrader
 
     trained = _ensure_trained(ctx)
     opts = ctx.opt("boxgrader")

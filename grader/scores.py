@@ -76,7 +76,7 @@ SCORES: list[ScoreSpec] = [
               description="ClipGrader 1 - p_good: any problem with the box (0-1, high = suspect)"),
     ScoreSpec("clipgrader_p_other_class", "clipgrader", "swap", True,
               description="ClipGrader (all-class scoring) probability mass on other classes' prompts (high = suspect)"),
-    # Box grader (grader.judges.clipgrader.boxgrader.grade_boxgrader): ClipGrader's recipe on
+    # Box grader (grader.judges.boxgrader.grade_boxgrader): ClipGrader's recipe on
     # a frozen YOLOX-Nano's features, head trained on the user's own GT.
     ScoreSpec("boxgrader_p_bad", "boxgrader", "badloc", True, tag="suspect:boxgrader_bad",
               description="Box grader probability that the box is badly drawn (0-1, high = suspect)"),

@@ -40,7 +40,7 @@ class TrainBoxGrader(foo.Operator):
             "(CPU, minutes)", delegate_by_default=True)
 
     def resolve_input(self, ctx):
-        from grader.judges.clipgrader.boxgrader import DEFAULT_MAX_FPR
+        from grader.judges.boxgrader import DEFAULT_MAX_FPR
 
         inputs = types.Object()
         add_target_input(ctx, inputs)
@@ -57,8 +57,7 @@ class TrainBoxGrader(foo.Operator):
         return types.Property(inputs, view=types.View(label="Box grader: train"))
 
     def execute(self, ctx):
-        from grader.judges.clipgrader import train_boxgrader
-        from grader.judges.clipgrader.boxgrader import DEFAULT_MAX_FPR
+        from grader.judges.boxgrader import DEFAULT_MAX_FPR, train_boxgrader
 
         p = dict(ctx.params)
         step = progress_callback(ctx, "Box grader")
@@ -92,7 +91,7 @@ class EvaluateBoxGrader(foo.Operator):
         return types.Property(inputs, view=types.View(label="Box grader: evaluate"))
 
     def execute(self, ctx):
-        from grader.judges.clipgrader import evaluate_boxgrader
+        from grader.judges.boxgrader import evaluate_boxgrader
 
         p = dict(ctx.params)
         res = evaluate_boxgrader(target_view(ctx), p.get("gt_field", "ground_truth"),
@@ -123,7 +122,7 @@ class GradeBoxGrader(foo.Operator):
         return types.Property(inputs, view=types.View(label="Box grader: grade boxes"))
 
     def execute(self, ctx):
-        from grader.judges.clipgrader import grade_boxgrader
+        from grader.judges.boxgrader import grade_boxgrader
 
         p = dict(ctx.params)
         report = grade_boxgrader(

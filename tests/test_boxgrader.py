@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from grader.judges.clipgrader.boxgrader import (ATTRS, TAG_BACKGROUND, TAG_BAD, BoxGrader,
-                                                _build_head, decide, evaluate_boxgrader,
-                                                fit_quality_model, grade_boxgrader,
-                                                load_boxgrader, quality_proba, train_boxgrader)
-from grader.judges.clipgrader.features import (CORE_GROUPS, DetectorFileError, YoloxFeatures,
-                                               load_backbone)
+from grader.judges.boxgrader.features import (CORE_GROUPS, DetectorFileError, YoloxFeatures,
+                                              load_backbone)
+from grader.judges.boxgrader.grade import (ATTRS, TAG_BACKGROUND, TAG_BAD, evaluate_boxgrader,
+                                           grade_boxgrader)
+from grader.judges.boxgrader.model import (BoxGrader, _build_head, decide, fit_quality_model,
+                                           load_boxgrader, quality_proba)
+from grader.judges.boxgrader.train import train_boxgrader
 
 from conftest import raccoon_subset, shared_path
 

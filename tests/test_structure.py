@@ -84,3 +84,28 @@ def test_no_import_circle_and_no_judge_depends_on_the_ensemble():
 
 def test_the_walk_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_box_grader_has_its_own_package_and_the_old_paths_re_export_it():
+    import importlib
+
+    from grader.judges import boxgrader
+    old_mod = importlib.import_module("grader.judges.clipgrader.boxgrader")
+    old_features = importlib.import_module("grader.judges.clipgrader.features")
+    from grader.judges import clipgrader
+    for name in ("train_boxgrader", "grade_boxgrader", "evaluate_boxgrader", "load_boxgrader"):
+        # README's path (grader.judges.clipgrader), the old module and the new package: one object
+        assert getattr(clipgrader, name) is getattr(old_mod, name) is getattr(boxgrader, name)
+    assert old_mod.BoxGrader is boxgrader.BoxGrader and old_mod._build_head is not None
+    assert old_features.YoloxFeatures is boxgrader.YoloxFeatures
+    assert old_features.default_detector_path is boxgrader.default_detector_path
+    assert boxgrader.DEFAULT_MAX_FPR == 0.04
+    # the box grader's modules sit under judges/boxgrader/, and clipgrader's own modules do not
+    # import them (the shared synthesis stays in clipgrader, which both use)
+    edges = _edges(_modules())
+    assert {"grader.judges.boxgrader.features", "grader.judges.boxgrader.model",
+            "grader.judges.boxgrader.train", "grader.judges.boxgrader.grade"} <= set(edges)
+    shims = {"grader.judges.clipgrader.boxgrader", "grader.judges.clipgrader.features"}
+    assert not {m for m, ts in edges.items() if m.startswith("grader.judges.clipgrader")
+                and m not in shims and any(t.startswith("grader.judges.boxgrader") for t in ts)}
+    assert "grader.judges.clipgrader.synth" in edges["grader.judges.boxgrader.train"]

@@ -415,7 +415,7 @@ def _check_field(collection, gt_field: str, ov_field: str, overwrite: bool) -> N
 def _class_head(checkpoint: str, classes: Sequence[str]):
     """(the box grader, the columns of ``classes`` in its class head), or (None, None) when it
     does not know every one of ``classes`` (the class map names the candidates then)."""
-    from .clipgrader.boxgrader import load_boxgrader
+    from .boxgrader import load_boxgrader
 
     grader = load_boxgrader(checkpoint)
     index = {c: i for i, c in enumerate(grader.classes)}

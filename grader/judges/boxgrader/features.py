@@ -1,6 +1,6 @@
 """Per-box features from a frozen pretrained detector (YOLOX-Nano through ``cv2.dnn``).
 
-The box grader (``boxgrader.py``) trains a small model on these instead of fine-tuning CLIP.
+The box grader (:mod:`grader.judges.boxgrader`) trains a small model on these instead of fine-tuning CLIP.
 Every box is seen three ways by the same detector, each through one forward pass:
 
 1. the **full image at 416 px** (one pass per image, shared by all its boxes);
@@ -31,8 +31,12 @@ box on a crop: see docs/clipgrader.md for the measurements behind every view.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -40,7 +44,11 @@ import torch
 from torchvision.ops import roi_align
 
 from ...boxes import iou_matrix
+from ...images import ImageReadError, load_rgb
+from ...parallel import prefetch_map
 from ...render import cut_window
+from ...report import RunReport
+from ..clipgrader.synth import SynthItem
 from ..zoom import square_window
 
 from ...detectors.base import letterbox, read_names
@@ -423,3 +431,120 @@ def load_backbone(name: str = "yolox-nano", model_path: str | None = None, **kw)
     if name != "yolox-nano":
         raise ValueError(f"unknown box grader backbone '{name}'; available: yolox-nano")
     return YoloxFeatures(model_path, **kw)
+
+
+# --- box features of many images, and their caches ----------------------------------------
+
+@contextmanager
+def one_thread():
+    """Run the (tiny) head, the per-box feature maths and the tree model on one thread (torch's
+    intra-op pool, numpy's BLAS, scikit-learn's OpenMP): on the busy 2-core machine here, two
+    OpenMP threads spinning made a 234-example tree fit take 30 CPU-s against 3.5 on one; two OpenMP threads waiting at barriers
+    made one epoch 17x slower in wall time (60 s vs 3.6 s), and a (12, 3549) x (3549, 80)
+    float64 product (the detector's class evidence per box) took 75 ms on two OpenBLAS
+    threads against 1 ms on one."""
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):   # BLAS and OpenMP (scikit-learn's trees) alike
+            yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _decode(path: str):
+    try:
+        return load_rgb(path)
+    except ImageReadError:
+        return None
+
+
+def extract_features(backbone: YoloxFeatures, groups: Sequence[tuple[str, np.ndarray]], *,
+                     report: RunReport | None = None, num_workers: int = 1,
+                     progress: Callable[[int, int], None] | None = None,
+                     ) -> list[np.ndarray | None]:
+    """Features of every box, grouped by image: ``groups`` = ``[(filepath, boxes_xyxy)]``.
+
+    Each image is decoded (in ``num_workers`` threads, ahead of the model) and run through the
+    detector once. Returns one ``(n_i, dim)`` array per group, or None for an unreadable image
+    (counted as ``unreadable_image`` per box).
+    """
+    out: list[np.ndarray | None] = []
+    paths = [g[0] for g in groups]
+    with one_thread():  # roi_align on a few boxes: threads only add waiting
+        for k, rgb in enumerate(prefetch_map(_decode, paths, workers=num_workers, prefetch=4)):
+            boxes = groups[k][1]
+            if rgb is None:
+                if report is not None:
+                    report.skip("unreadable_image", len(boxes))
+                out.append(None)
+            else:
+                out.append(backbone.box_features(backbone.image_features(rgb), boxes))
+            if progress is not None:
+                progress(k + 1, len(groups))
+    return out
+
+
+def item_features(backbone: YoloxFeatures, items: Sequence[SynthItem], *,
+                  report: RunReport | None = None, num_workers: int = 1,
+                  progress: Callable[[int, int], None] | None = None,
+                  ) -> tuple[np.ndarray, list[SynthItem]]:
+    """Features of synthetic items (one detector pass per image); items on unreadable images drop."""
+    by_path: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_path.setdefault(it.filepath, []).append(i)
+    groups = [(p, np.array([items[i].box_xyxy for i in idx])) for p, idx in by_path.items()]
+    feats = extract_features(backbone, groups, report=report, num_workers=num_workers,
+                             progress=progress)
+    X, kept = [], []
+    for (p, idx), f in zip(by_path.items(), feats):
+        if f is not None:
+            X.append(f)
+            kept += [items[i] for i in idx]
+    if not X:
+        return np.zeros((0, backbone.dim), np.float32), []
+    return np.concatenate(X), kept
+
+
+def _feature_cache(out_dir: str, key: dict[str, Any]) -> str:
+    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(out_dir, f"features_{h}.npz")
+
+
+#: the features of the training's good boxes (the labels themselves), kept beside ``best.pt``:
+#: grading those labels afterwards reads them instead of running the detector again
+BOX_FEATURES_FILE = "box_features.npz"
+
+
+def _backbone_key(bb: YoloxFeatures) -> str:
+    """What a box's features depend on besides its image and box: the backbone's settings."""
+    return json.dumps([bb.name, list(bb.groups), bb.pool, bb.context, bb.size, bb.hires_size,
+                       bb.zoom_size, bb.zoom_context])
+
+
+def _box_keys(filepaths: Sequence[str], boxes: np.ndarray) -> list[tuple[str, tuple]]:
+    # boxes to 1/100 px: the same label read twice gives the same key, float noise aside
+    r = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 2)
+    return list(zip(filepaths, map(tuple, r.tolist())))
+
+
+def save_box_features(path: str, bb: YoloxFeatures, filepaths: Sequence[str],
+                      boxes: Sequence[Sequence[float]], X: np.ndarray) -> None:
+    """Keep features of boxes (absolute xyxy) on images for :func:`grade_boxgrader` to reuse."""
+    np.savez(path + ".tmp.npz", filepaths=np.array(list(filepaths), dtype=str),
+             boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), X=X,
+             backbone=np.array(_backbone_key(bb)))
+    os.replace(path + ".tmp.npz", path)
+
+
+def load_box_features(path: str, bb: YoloxFeatures) -> dict[tuple[str, tuple], np.ndarray]:
+    """``{(filepath, box): features}`` from :func:`save_box_features`; empty when the file is
+    missing or was written with other backbone settings."""
+    if not os.path.isfile(path):
+        return {}
+    z = np.load(path)
+    if str(z["backbone"]) != _backbone_key(bb):
+        return {}
+    return dict(zip(_box_keys(z["filepaths"].tolist(), z["boxes"]), z["X"]))

@@ -1,9 +1,10 @@
 """ClipGrader: CLIP-based grading of every box as good / bad / background (arXiv 2503.02897).
 
 SDK entry points: :func:`grade_clipgrader`, :func:`train_clipgrader`, :func:`evaluate_clipgrader`,
-:func:`load_grader` (zero-shot or fine-tuned model). The box grader (:func:`train_boxgrader`,
-:func:`grade_boxgrader`, :func:`evaluate_boxgrader`) trains the same recipe's head on a frozen
-YOLOX-Nano's features instead of CLIP.
+:func:`load_grader` (zero-shot or fine-tuned model). The box grader, the same recipe's head on
+a frozen YOLOX-Nano's features instead of CLIP, lives in :mod:`grader.judges.boxgrader`; its
+entry points are still importable from here (one release) and it shares this package's
+synthesis (``synth``, ``prompts``) and result types.
 """
 import importlib
 
@@ -13,9 +14,9 @@ _EXPORTS = {
     "ClipGrader": ".model", "ClipWeightsError": ".model", "load_grader": ".model",
     "register_tiny_config": ".model", "grade_clipgrader": ".grade",
     "train_clipgrader": ".train", "evaluate_clipgrader": ".evaluate",
-    # the box grader: the same recipe on a frozen detector's features (no CLIP weights needed)
-    "train_boxgrader": ".boxgrader", "grade_boxgrader": ".boxgrader",
-    "evaluate_boxgrader": ".boxgrader", "load_boxgrader": ".boxgrader",
+    # the box grader (grader.judges.boxgrader), re-exported here for one release
+    "train_boxgrader": "..boxgrader.train", "grade_boxgrader": "..boxgrader.grade",
+    "evaluate_boxgrader": "..boxgrader.grade", "load_boxgrader": "..boxgrader.model",
 }
 __all__ = list(_EXPORTS)
 

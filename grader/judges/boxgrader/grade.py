@@ -1,0 +1,172 @@
+"""Grading labels with a trained box grader (``boxgrader_*`` attributes and tags), and its
+evaluation on held-out images by the ClipGrader protocol."""
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import numpy as np
+
+from ...boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
+from ...fields import read_detections, record_run, set_label_tag, write_label_attrs
+from ...images import ensure_metadata
+from ...report import RunReport
+from ..clipgrader.evaluate import EvalResult
+from ..clipgrader.prompts import QUALITIES
+from ..clipgrader.synth import synthesize
+from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
+                       load_box_features)
+from .model import BoxGrader, _load_folds, load_boxgrader
+
+TAG_BAD = "suspect:boxgrader_bad"
+TAG_BACKGROUND = "suspect:boxgrader_background"
+ATTRS = ("boxgrader_p_good", "boxgrader_p_bad", "boxgrader_p_background",
+         "boxgrader_p_not_good", "boxgrader_quality", "boxgrader_class",
+         "boxgrader_p_other_class")
+
+
+def evaluate_boxgrader(collection, gt_field: str = "ground_truth", *, checkpoint: str | None = None,
+                       grader: BoxGrader | None = None, min_size: float = 20.0, seed: int = 12345,
+                       num_workers: int = 1,
+                       progress: Callable[[int, int], None] | None = None) -> EvalResult:
+    """One good, bad and background example per GT object of ``collection`` (held-out images),
+    graded; same figures as :func:`evaluate_clipgrader` (accuracy, FPR, confusion, per class)."""
+    if grader is None:
+        if checkpoint is None:
+            raise ValueError("pass checkpoint= or grader=")
+        grader = load_boxgrader(checkpoint)
+    report = RunReport(judge="boxgrader_eval")
+    items = synthesize(collection, gt_field, min_size=min_size, seed=seed, report=report)
+    if not items:
+        raise ValueError(f"no evaluation examples could be made from '{gt_field}' "
+                         f"(skips: {dict(report.skipped)})")
+    X, kept = item_features(grader.backbone, items, report=report, num_workers=num_workers,
+                            progress=progress)
+    p = grader.predict(X, [it.label for it in kept])
+    truth = np.array([QUALITIES.index(it.quality) for it in kept])
+    conf = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(conf, (truth, p["quality"]), 1)
+    per_n: Counter = Counter(it.label for it in kept)
+    per_ok: Counter = Counter(it.label for it, t, q in zip(kept, truth, p["quality"]) if t == q)
+    n, negatives = int(conf.sum()), int(conf[1:].sum())
+    return EvalResult(
+        accuracy=float(np.trace(conf) / max(n, 1)),
+        false_positive_rate=float(conf[1:, 0].sum() / max(negatives, 1)),
+        confusion=conf.tolist(),
+        per_class={c: {"n": per_n[c], "accuracy": per_ok[c] / per_n[c]} for c in per_n},
+        num_examples=n, model=grader.meta.get("checkpoint") or "boxgrader",
+        report=report.to_dict())
+
+
+def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str | None = None,
+                    grader: BoxGrader | None = None, model_path: str | None = None,
+                    bad_threshold: float = 0.5, background_threshold: float = 0.5,
+                    num_workers: int = 1, progress: Callable[[int, int], None] | None = None,
+                    run_key: str = "boxgrader", feature_cache: str | bool = True,
+                    crossfit: bool = True) -> RunReport:
+    """Grade every detection of ``field`` with a trained box grader; write ``boxgrader_*``.
+
+    Per detection: ``boxgrader_p_good``, ``_p_bad``, ``_p_background`` (sum to 1),
+    ``_p_not_good`` (1 - p_good), ``_quality`` (decided with the checkpoint's
+    ``good_threshold``), ``_class`` (the class head's pick) and ``_p_other_class`` (1 - the class
+    head's probability of the labelled class; None for a class the grader was not trained on,
+    counted ``unknown_class``). Tags ``suspect:boxgrader_bad`` / ``suspect:boxgrader_background``
+    past the thresholds. Labels that cannot be scored (unreadable image, degenerate box,
+    missing metadata) get None and are counted; labels and boxes are never changed.
+
+    ``feature_cache``: a :data:`BOX_FEATURES_FILE` to read boxes' features from (same image
+    path and box, same backbone settings) instead of running the detector; ``True`` (default)
+    uses the one beside the checkpoint, which holds the features of the labels the grader was
+    trained on, so grading those labels right after training costs no detector pass for them.
+    Only the images with a box not in it are read. ``False``: always run the detector.
+
+    ``crossfit``: where the checkpoint was trained with ``crossfit`` folds, grade each image
+    the training saw with the fold grader that held it out (other images: the full grader).
+    """
+    if grader is None:
+        if checkpoint is None:
+            raise ValueError("grade_boxgrader needs checkpoint= (train one with train_boxgrader)")
+        grader = load_boxgrader(checkpoint, model_path)
+    if feature_cache is True:
+        ck = grader.meta.get("checkpoint")
+        feature_cache = os.path.join(os.path.dirname(ck), BOX_FEATURES_FILE) if ck else False
+    cached = load_box_features(feature_cache, grader.backbone) if feature_cache else {}
+    fold_of, fold_graders = _load_folds(grader) if crossfit else ({}, [])
+    report = RunReport(judge="boxgrader")
+    ensure_metadata(collection, report)
+    table = read_detections(collection, field)
+    report.samples_seen = len(table)
+    groups, keys = [], []
+    for i in range(len(table)):
+        W, H = table.widths[i], table.heights[i]
+        if not table.ids[i]:
+            continue
+        if not W or not H:
+            report.skip("missing_metadata_labels", len(table.ids[i]))
+            continue
+        clipped, status = sanitize_rel_boxes(table.boxes[i])
+        ok = [j for j, st in enumerate(status) if st != BOX_DEGENERATE]
+        report.skip("degenerate_box", len(status) - len(ok))
+        if ok:
+            groups.append((table.filepaths[i], rel_xywh_to_abs_xyxy(clipped[ok], W, H)))
+            keys.append([(table.sample_ids[i], table.ids[i][j], table.labels[i][j]) for j in ok])
+    t0 = time.perf_counter()
+    feats: list[np.ndarray | None] = [None] * len(groups)
+    todo = []
+    for g, (path, boxes) in enumerate(groups):
+        rows = [cached.get(k) for k in _box_keys([path] * len(boxes), boxes)] if cached else [None]
+        if all(r is not None for r in rows):
+            feats[g] = np.stack(rows).astype(np.float32)
+        else:
+            todo.append(g)
+    for g, f in zip(todo, extract_features(grader.backbone, [groups[g] for g in todo],
+                                           report=report, num_workers=num_workers,
+                                           progress=progress)):
+        feats[g] = f
+    report.info["images_from_feature_cache"] = len(groups) - len(todo)
+    report.info["images_by_fold_grader"] = 0
+    cindex = {c: i for i, c in enumerate(grader.classes)}
+    scores: dict[tuple[str, str], dict[str, Any]] = {}
+    n_fold = 0
+    for (path, _), ks, X in zip(groups, keys, feats):
+        if X is None:
+            continue
+        fk = fold_of.get(path)
+        n_fold += fk is not None
+        p = (grader if fk is None else fold_graders[fk]).predict(X, [k[2] for k in ks])
+        for r, (sid, lid, lab) in enumerate(ks):
+            pq, pc = p["p_quality"][r], p["p_class"][r]
+            known = lab in cindex
+            if not known:
+                report.skip("unknown_class")
+            scores[(sid, lid)] = {
+                "boxgrader_p_good": float(pq[0]), "boxgrader_p_bad": float(pq[1]),
+                "boxgrader_p_background": float(pq[2]), "boxgrader_p_not_good": float(1 - pq[0]),
+                "boxgrader_quality": QUALITIES[int(p["quality"][r])],
+                "boxgrader_class": grader.classes[int(pc.argmax())],
+                "boxgrader_p_other_class": float(1 - pc[cindex[lab]]) if known else None}
+    report.info["images_by_fold_grader"] = n_fold
+    t1 = time.perf_counter()
+    all_keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
+    write_label_attrs(collection, field,
+                      {a: {k: scores.get(k, {}).get(a) for k in all_keys} for a in ATTRS})
+    bad = [k[1] for k, r in scores.items() if r["boxgrader_p_bad"] >= bad_threshold]
+    bg = [k[1] for k, r in scores.items() if r["boxgrader_p_background"] >= background_threshold]
+    report.tagged[TAG_BAD] = set_label_tag(collection, field, TAG_BAD, bad)
+    report.tagged[TAG_BACKGROUND] = set_label_tag(collection, field, TAG_BACKGROUND, bg)
+    report.labels_scored = len(scores)
+    report.samples_scored = len({k[0] for k in scores})
+    report.fields = [f"{field}.detections.{a}" for a in ATTRS]
+    report.info.update({"checkpoint": grader.meta.get("checkpoint"),
+                        "seconds": {"features_and_score": round(t1 - t0, 3),
+                                    "write": round(time.perf_counter() - t1, 3)},
+                        "quality_counts": dict(Counter(r["boxgrader_quality"]
+                                                       for r in scores.values()))})
+    record_run(collection, run_key, {
+        "method": "boxgrader", "field": field, "checkpoint": grader.meta.get("checkpoint"),
+        "backbone": grader.config["backbone"], "bad_threshold": bad_threshold,
+        "background_threshold": background_threshold,
+        "good_threshold": grader.good_threshold}, report.to_dict())
+    return report
