@@ -29,13 +29,13 @@ from pymongo import UpdateOne
 from cleanlab.internal import constants as cl_const
 from cleanlab.object_detection import rank as cl_rank
 
-from .. import fields as lgf
-from ..boxes import BOX_CLIPPED, BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
-from ..classes import resolve_classes
-from ..images import ensure_metadata
-from ..report import RunReport
-from .. import runs
-from ..runs import DEFAULT_TTL_S, run_lease
+from ... import fields as lgf
+from ...boxes import BOX_CLIPPED, BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
+from ...classes import resolve_classes
+from ...images import ensure_metadata
+from ...report import RunReport
+from ... import runs
+from ...runs import DEFAULT_TTL_S, run_lease
 
 RUN_KEY = "label_grader_cleanlab"
 TAG_BADLOC = "suspect:badloc"
