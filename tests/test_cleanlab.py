@@ -350,15 +350,15 @@ def _scores_by_label(ds):
     return out
 
 
-def test_streamed_chunks_equal_one_pass(coco_preds):
+def test_streamed_chunks_equal_one_pass(coco_preds, monkeypatch):
     """Scores in chunks of 7 samples (dataset-wide stats shared) equal one in-memory pass."""
+    from grader.judges.cleanlab import run as cleanlab_run
+
     run_cleanlab(coco_preds)
     one = _scores_by_label(coco_preds)
-    cleanlab_judge.MAX_CACHED_SAMPLES, old = 0, cleanlab_judge.MAX_CACHED_SAMPLES
-    try:
-        report = run_cleanlab(coco_preds, chunk_size=7)
-    finally:
-        cleanlab_judge.MAX_CACHED_SAMPLES = old
+    # where prepare() reads it: no inputs kept between the passes, the second pass re-reads
+    monkeypatch.setattr(cleanlab_run, "MAX_CACHED_SAMPLES", 0)
+    report = run_cleanlab(coco_preds, chunk_size=7)
     assert report.samples_scored == 128 and report.labels_scored == 939
     assert _scores_by_label(coco_preds) == one
 

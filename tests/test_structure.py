@@ -109,3 +109,20 @@ def test_the_box_grader_has_its_own_package_and_the_old_paths_re_export_it():
     assert not {m for m, ts in edges.items() if m.startswith("grader.judges.clipgrader")
                 and m not in shims and any(t.startswith("grader.judges.boxgrader") for t in ts)}
     assert "grader.judges.clipgrader.synth" in edges["grader.judges.boxgrader.train"]
+
+
+def test_the_cleanlab_package_exposes_the_names_the_module_had():
+    from grader.judges import cleanlab
+    before = ("RUN_KEY TAG_BADLOC TAG_SWAP TAG_OVERLOOKED TAG_ISSUE PROB_SOURCE_ATTR "
+              "PROB_SOURCE_LOGITS PROB_SOURCE_SPREAD CleanlabParams CleanlabInputs "
+              "resolve_run_inputs build_inputs image_aux CleanlabStats compute_stats "
+              "CleanlabScores thresholds_for compute_scores CONFIG_FIELD DEFAULT_CHUNK "
+              "MAX_CACHED_SAMPLES iter_chunks config_hash prepare score_samples run_cleanlab "
+              "plan_sharded_run run_shard finalize_sharded_run check_output_fields suspects").split()
+    assert sorted(cleanlab.__all__) == sorted(before)
+    assert all(getattr(cleanlab, n) is not None for n in before)
+    assert cleanlab.run_cleanlab.__module__ == "grader.judges.cleanlab.run"
+    edges = _edges(_modules())
+    # the layers only point down: inputs <- scoring <- writing <- run <- sharding
+    assert "grader.judges.cleanlab.run" not in edges["grader.judges.cleanlab.writing"]
+    assert "grader.judges.cleanlab.sharding" not in edges["grader.judges.cleanlab.run"]
