@@ -21,18 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
+import _harness as H
 
 
 def main(argv=None) -> int:
@@ -49,18 +42,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="lg-boxgrader-bench-"))
-    if not os.environ.get("FIFTYONE_DATABASE_URI"):
-        from mongod_helper import MongodServer
-        server = MongodServer(tmp / "db").start()
-        os.environ["FIFTYONE_DATABASE_URI"] = server.uri
+    H.start_db()
     import numpy as np  # noqa: F401
-    from grader import io
     from grader.evaluate import evaluate_judges
     from grader.judges.boxgrader import evaluate_boxgrader, grade_boxgrader, train_boxgrader
-    from grader.noise import inject_errors
 
-    dev = io.load_coco(str(DATA / "coco128" / "images"), str(DATA / "coco128" / "labels.json"),
-                       name="D-boxgrader-coco128", overwrite=True)
+    dev = H.load("coco128", "D-boxgrader-coco128")
     if args.dev:
         ids = sorted(dev.values("id"))
         rng = np.random.default_rng(1234)
@@ -70,9 +57,7 @@ def main(argv=None) -> int:
         split = "coco128 80% -> coco128 20% (dev)"
     else:
         train_view = dev
-        root = DATA / "coco128-val"
-        test = io.load_yolo(str(root / "images"), str(root / "labels"), str(root / "classes.yaml"),
-                            name="D-boxgrader-coco128-val", overwrite=True)
+        test = H.load("coco128-val", "D-boxgrader-coco128-val")
         split = "coco128 -> coco128-val"
     kw = json.loads(args.train_kw)
     if args.epochs:
@@ -81,19 +66,19 @@ def main(argv=None) -> int:
         kw["per_object"] = tuple(args.per_object)
     out_dir = args.out_dir or str(tmp / "ckpt")
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = train_boxgrader(train_view, "ground_truth", out_dir, seed=args.seed,
-                          classes=dev.distinct("ground_truth.detections.label"), **kw)
-    t_train = time.perf_counter() - t0
-    cpu_train = time.process_time() - c0   # the machine is shared: CPU time is the steadier figure
+    t: dict[str, float] = {}   # the machine is shared: CPU time is the steadier figure
+    with H.timed(t, "train"):
+        res = train_boxgrader(train_view, "ground_truth", out_dir, seed=args.seed,
+                              classes=dev.distinct("ground_truth.detections.label"), **kw)
+    t_train, cpu_train = t["train"], t["train_cpu"]
     n_train_boxes = res.num_train + res.num_val
     ev = evaluate_boxgrader(test, "ground_truth", checkpoint=res.best_checkpoint)
 
-    inject_errors(test, "ground_truth", "noisy", seed=args.noise_seed, overwrite=True)
+    H.inject(test, seed=args.noise_seed)
     n_labels = test.count("noisy.detections")
-    t1, c1 = time.perf_counter(), time.process_time()
-    rep = grade_boxgrader(test, "noisy", checkpoint=res.best_checkpoint)
-    t_grade, cpu_grade = time.perf_counter() - t1, time.process_time() - c1
+    with H.timed(t, "grade"):
+        rep = grade_boxgrader(test, "noisy", checkpoint=res.best_checkpoint)
+    t_grade, cpu_grade = t["grade"], t["grade_cpu"]
     result = evaluate_judges(test, "noisy", pred_field=None, exclude_tag=None)
 
     print(f"== box grader (YOLOX-Nano at 416 + 832 px + zoom crop; tree quality model, MLP class head), {split}")
@@ -109,20 +94,12 @@ def main(argv=None) -> int:
     print(ev.table(max_classes=80))
     print()
     print(f"injected errors (seed {args.noise_seed}) counts: {result['counts']}")
-    print(f"{'error':10s} {'score':34s} {'AUROC':>7s} {'AP':>7s}")
     figures = {"split": split, "accuracy": ev.accuracy, "fpr": ev.false_positive_rate,
                "confusion": ev.confusion, "train_seconds": t_train,
                "train_s_per_1k": 1000 * t_train / n_train_boxes, "train_cpu_seconds": cpu_train,
                "grade_s_per_1k": 1000 * t_grade / max(n_labels, 1), "auroc": {}}
-    for err, rows in result["gt"].items():
-        for name, row in sorted(rows.items()):
-            if "boxgrader" not in name:
-                continue
-            print(f"{err:10s} {name:34s} {row['auroc']:7.3f} {row['ap']:7.3f}")
-            figures["auroc"][f"{err}:{name}"] = row["auroc"]
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
+    H.print_scores(result, lambda err, name: "boxgrader" in name, figures)
+    H.write_json(args.json, figures)
     return 0
 
 

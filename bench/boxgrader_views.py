@@ -27,15 +27,12 @@ import os
 import pickle
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+import _harness as H
+from _harness import REPO
+
 CACHE = REPO / "out" / "boxgrader-views"
 QUALITY = {"good": 0, "bad": 1, "background": 2}
 
@@ -50,7 +47,8 @@ def _backbone(view: str):
 
 
 def cache(args) -> None:
-    from eval_judges import _start_db, load_split
+    H.one_thread_env()   # (as importing eval_judges for these did)
+    from _harness import load_split, start_db as _start_db
 
     server = _start_db()
     try:

@@ -6,14 +6,9 @@ record first, one update_many per chunk, then done), then undone; on a private m
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from mongod_helper import MongodServer  # noqa: E402
+import _harness as H
 
 
 def main() -> None:
@@ -21,11 +16,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--per-sample", type=int, default=10)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lg-bench-bulk-"))
-    server = MongodServer(tmp / "db").start()
-    os.environ["FIFTYONE_DATABASE_URI"] = server.uri
-    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
-    try:
+    with H.bench_db("lg-bench-bulk-", always=True):
         import fiftyone as fo
         from grader import review
         from grader.scores import REVIEWED_OK_TAG
@@ -53,8 +44,6 @@ def main() -> None:
         t_undo = time.perf_counter() - t
         left = ds.count_label_tags("ground_truth").get(REVIEWED_OK_TAG, 0)
         print(f"undo: {t_undo:.2f}s ({left} still tagged)")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
+import _harness as H
 
 
 def main() -> None:
@@ -35,31 +29,21 @@ def main() -> None:
     ap.add_argument("--low", type=float, nargs="+", default=[0.5, 0.3, 0.2])
     a = ap.parse_args()
 
-    from mongod_helper import MongodServer
-
-    server = MongodServer(Path(tempfile.mkdtemp(prefix="lg-clthr-")) / "db").start()
-    os.environ["FIFTYONE_DATABASE_URI"] = server.uri
-    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
     os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
-    try:
+    with H.bench_db("lg-clthr-", always=True):
         _run(a)
-    finally:
-        server.stop()
 
 
 def _run(a) -> None:
     import fiftyone as fo
 
-    from grader import io
     from grader.boxes import iou_matrix, rel_xywh_to_abs_xyxy
     from grader.detectors import run_detector
     from grader.evaluate import average_precision
     from grader.judges.cleanlab import run_cleanlab
-    from grader.noise import TRUTH_ATTR, deleted_field_name, inject_errors
+    from grader.noise import TRUTH_ATTR, deleted_field_name
 
-    root = DATA / "coco128"
-    ds = io.load_coco(str(root / "images"), str(root / "labels.json"), name="E-clthr-coco128",
-                      overwrite=True)
+    ds = H.load("coco128", "E-clthr-coco128")
     t = time.perf_counter()
     run_detector(ds, model=a.detector)
     print(f"detector {a.detector}: {time.perf_counter() - t:.1f}s, "
@@ -67,7 +51,7 @@ def _run(a) -> None:
 
     rows: dict[tuple[float, float], list[dict]] = {}
     for seed in a.seeds:
-        inject_errors(ds, "ground_truth", "noisy", seed=seed, overwrite=True)
+        H.inject(ds, seed=seed)
         deleted = dict(zip(ds.values("id"), ds.values(f"{deleted_field_name('noisy')}.detections.bounding_box")))
         for high in a.high:
             for low in a.low:

@@ -11,19 +11,12 @@ box, the duplicate tags), on a private mongod.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+import _harness as H
 
 
 def synthetic(n_boxes: int, per_image: int, n_classes: int, seed: int = 0):
@@ -61,11 +54,7 @@ def main(argv=None) -> int:
           f"({core * 100_000 / args.boxes:.2f} s per 100k boxes)")
     if args.no_db:
         return 0
-    from mongod_helper import MongodServer
-
-    srv = MongodServer(Path(tempfile.mkdtemp(prefix="lg-cspeed-"))).start()
-    os.environ["FIFTYONE_DATABASE_URI"] = srv.uri
-    try:
+    with H.bench_db("lg-cspeed-", always=True):
         import fiftyone as fo
 
         from grader.judges.consistency import run_consistency
@@ -84,8 +73,6 @@ def main(argv=None) -> int:
               f"{full:.2f} s ({full * 100_000 / rep.labels_scored:.2f} s per 100k boxes); "
               f"numpy core = {core / full:.0%} of it")
         ds.delete()
-    finally:
-        srv.stop()
     return 0
 
 

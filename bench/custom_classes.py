@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+import _harness as H
+from _harness import bench_db
+from _harness import finite as _f
 
-from eval_judges import DATA, _f, bench_db  # noqa: E402
+H.one_thread_env()   # (as importing eval_judges for these did)
 
 #: coco128's classes merged into names no COCO model uses (unlisted classes -> "gadget").
 TAXONOMY = {
@@ -52,23 +48,10 @@ OTHER = "gadget"
 
 def load(name: str):
     """The dataset as a new user would load it (``ground_truth`` field)."""
-    import fiftyone as fo
-
-    from grader import io
-
     if name == "raccoon":
-        root = DATA / "raccoon"
-        ds_name = "C-bench-raccoon"
-        if fo.dataset_exists(ds_name):
-            fo.delete_dataset(ds_name)
-        return fo.Dataset.from_dir(dataset_type=fo.types.VOCDetectionDataset,
-                                   data_path=str(root / "images"),
-                                   labels_path=str(root / "annotations"),
-                                   label_field="ground_truth", name=ds_name)
+        return H.load("raccoon", "C-bench-raccoon")
     if name == "coco128-custom":
-        root = DATA / "coco128"
-        ds = io.load_coco(str(root / "images"), str(root / "labels.json"),
-                          name="C-bench-coco128-custom", overwrite=True)
+        ds = H.load("coco128", "C-bench-coco128-custom")
         to = {c: new for new, olds in TAXONOMY.items() for c in olds}
         labels = ds.values("ground_truth.detections.label")
         ds.set_values("ground_truth.detections.label",

@@ -18,15 +18,15 @@ of ``EVIDENCE_RULES`` or one score attribute; ``rule@m`` = soft split with ``evi
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_judges import bench_db, load_split  # noqa: E402  (also sets env, sys.path)
+import _harness as H
+from _harness import bench_db, load_split
+
+H.one_thread_env()   # (as importing eval_judges for these did)
 
 # A rule of EVIDENCE_RULES or one score attribute; "@m": soft split with evidence_margin m.
 VARIANTS = ("none", "all", "badloc", "badloc_also", "covers_badloc", "zoom_iou", "zoom_badloc",

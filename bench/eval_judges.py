@@ -22,64 +22,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from collections import defaultdict
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-# Small models on a shared 2-core machine: OpenMP thread pools only add contention.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import _harness as H  # (sys.path, environment)
 
-DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
+# After numpy, as before the harness: numpy's BLAS keeps its threads, torch and OpenMP get one.
+H.one_thread_env()
 
-
-def _start_db() -> object | None:
-    """A private mongod unless FIFTYONE_DATABASE_URI is set (never FiftyOne's shared default)."""
-    if os.environ.get("FIFTYONE_DATABASE_URI"):
-        return None
-    import tempfile
-
-    sys.path.insert(0, str(REPO / "tests"))
-    from mongod_helper import MongodServer
-
-    srv = MongodServer(Path(tempfile.mkdtemp(prefix="lg-bench-db-"))).start()
-    os.environ["FIFTYONE_DATABASE_URI"] = srv.uri
-    return srv
-
-
-@contextmanager
-def bench_db():
-    """The bench's own database for the ``with`` block (:func:`_start_db`), stopped after."""
-    srv = _start_db()
-    try:
-        yield
-    finally:
-        if srv is not None:
-            srv.stop()
-
-
-def load_split(split: str):
-    from grader import io
-
-    if split == "dev":
-        root = DATA / "coco128"
-        return io.load_coco(str(root / "images"), str(root / "labels.json"),
-                            name="C-bench-coco128", overwrite=True)
-    root = DATA / "coco128-val"
-    return io.load_yolo(str(root / "images"), str(root / "labels"), str(root / "classes.yaml"),
-                        name="C-bench-coco128-val", overwrite=True)
-
-
-def _f(x) -> float:
-    return float(x) if x is not None and math.isfinite(x) else float("nan")
+# the harness's, under the names the other benches imported from here
+from _harness import DATA, REPO, bench_db, load_split  # noqa: E402,F401
+from _harness import finite as _f  # noqa: E402
 
 
 def _single(name: str) -> bool:

@@ -20,11 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+import _harness as H
+from _harness import REPO
 
 
 def main(argv=None) -> int:
@@ -34,7 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
 
-    from eval_judges import _start_db, load_split
+    H.one_thread_env()   # (as importing eval_judges for these did)
+    from _harness import load_split, start_db as _start_db
 
     srv = _start_db()
     plugins = Path(tempfile.mkdtemp(prefix="lg-bench-plugins-"))

@@ -37,7 +37,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from eval_judges import DATA, bench_db, load_split  # noqa: E402  (sets sys.path and env)
+import _harness as H
+from _harness import DATA, bench_db, load_split
+
+H.one_thread_env()   # (as importing eval_judges for these did)
 
 from grader.detectors import ArrayDetector, load_detector, run_detector  # noqa: E402
 

@@ -19,21 +19,15 @@ arms and their ratio, and the reliability diagram / ECE of the first ``ensemble_
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import _harness as H
+from _harness import bench_db, load_split
 
-from eval_judges import bench_db, load_split  # noqa: E402
+H.one_thread_env()
 
 FIELD = "noisy"
 

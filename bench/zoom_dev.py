@@ -10,38 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+import _harness as H
+
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
-
-from mongod_helper import MongodServer  # noqa: E402
-
-_SRV = MongodServer(Path(tempfile.mkdtemp(prefix="lg-b-mongo-"))).start()
-os.environ["FIFTYONE_DATABASE_URI"] = _SRV.uri
+_SRV = H.start_db("lg-b-mongo-", always=True)
 
 import numpy as np  # noqa: E402
 
-from grader import io  # noqa: E402
-
-DATA = Path(os.environ.get("LABEL_GRADER_DATA", REPO.parent / "shared" / "data"))
-
 
 def load_split(split: str):
-    if split == "dev":
-        root = DATA / "coco128"
-        return io.load_coco(str(root / "images"), str(root / "labels.json"),
-                            name="b-coco128", overwrite=True)
-    root = DATA / "coco128-val"
-    return io.load_yolo(str(root / "images"), str(root / "labels"), str(root / "classes.yaml"),
-                        name="b-coco128-val", overwrite=True)
+    return H.load_split(split, prefix="b")
 
 
 def cmd_decoder(args) -> None:
@@ -60,11 +40,10 @@ def cmd_decoder(args) -> None:
 
 
 def _inject(ds, seed: int, rates=None):
-    from grader.noise import inject_errors
+    from grader.noise import ERROR_TYPES
 
     rates = rates or {"badloc": 0.05, "swap": 0.05, "spurious": 0.05, "overlooked": 0.05}
-    rates = {k: v for k, v in rates.items() if k in __import__("grader.noise", fromlist=["x"]).ERROR_TYPES}
-    inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed, overwrite=True)
+    H.inject(ds, seed=seed, rates={k: v for k, v in rates.items() if k in ERROR_TYPES})
 
 
 def _auroc_table(ds, field: str, judges=("zoom",)) -> None:
