@@ -8,8 +8,8 @@
   :func:`load_split`): coco128 (``dev``), coco128-val (``val``), raccoon (VOC, one class);
 - injected errors (:func:`inject`: ``grader.noise.inject_errors`` into ``noisy``);
 - the metrics of ``grader.evaluate.evaluate_judges`` as one table (:func:`score_rows`,
-  :func:`print_scores`: AUROC / AP per error type and score; :func:`print_overlooked`:
-  recall at 1x / 2x N deleted boxes) and the figures file (:func:`write_json`);
+  :func:`print_scores`: AUROC / AP per error type and score; :func:`recall_line`: recall at
+  1x / 2x N deleted boxes) and the figures file (:func:`write_json`);
 - wall and CPU time of a block (:func:`timed`).
 
 Benches run as scripts (``.venv/bin/python bench/x.py``): bench/ is then on ``sys.path``.
@@ -159,10 +159,18 @@ def print_scores(result: Mapping, select, figures: dict | None = None,
             figures.setdefault("auroc", {})[f"{err}:{label(name)}"] = row["auroc"]
 
 
-def print_overlooked(result: Mapping) -> None:
-    """Recall of the deleted boxes among the top 1x / 2x N candidates, per candidate score."""
-    for name, row in sorted(result.get("overlooked", {}).items()):
-        print(f"{name:38s} recall@1xN {row['recall@1xN']:.3f}  recall@2xN {row['recall@2xN']:.3f}")
+def recall_line(name: str, rows, width: int = 38) -> str:
+    """Recall of the deleted boxes among the top 1x / 2x N candidates of one score, mean over
+    seeds: ``rows`` = ``[(recall@1xN, recall@2xN[, ceiling])]`` (``evaluate_judges``'
+    ``overlooked`` rows; the ceiling: share of deleted boxes any candidate covers)."""
+    import numpy as np
+
+    a = np.array(rows)
+    line = f"{name:{width}s} recall@1xN {a[:, 0].mean():.3f}  recall@2xN {a[:, 1].mean():.3f}"
+    if a.shape[1] > 2:
+        line += (f"  ceiling {a[:, 2].mean():.3f}  (2xN / ceiling "
+                 f"{a[:, 1].mean() / max(a[:, 2].mean(), 1e-9):.2f})")
+    return line
 
 
 def write_json(path: str | None, figures: Mapping) -> None:

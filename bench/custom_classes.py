@@ -165,8 +165,7 @@ def print_table(name: str, acc: dict, args) -> None:
               f"({m('best_ap'):.3f}) {m('ens_auroc') - m('best_auroc'):+9.3f} "
               f"{m('shipped_auroc'):14.3f}  {bn}")
     for key, v in sorted((k, v) for k, v in acc.items() if k[0] == "overlooked"):
-        a = np.array(v)
-        print(f"overlooked {key[1]:34s} recall@1xN {a[:, 0].mean():.3f}  recall@2xN {a[:, 1].mean():.3f}")
+        print(H.recall_line(f"overlooked {key[1]:34s}", v, width=0))
     print(f"grade() wall time: mean {np.mean(acc['time']):.1f} s over {len(acc['time'])} seeds "
           f"(the first includes the detector and any training)")
 

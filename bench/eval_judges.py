@@ -205,9 +205,7 @@ def print_split(split: str, args, out: dict, n_done: int | None = None) -> None:
             print(f"ensemble_{e:10s} {tag:>10s} {a[:, 0].mean():.3f} / {a[:, 1].mean():.3f}")
     print(f"\n== {split}: overlooked (deleted boxes), mean over seeds ==")
     for n, v in sorted(out["overlooked"].items()):
-        a = np.array(v)
-        print(f"{n:38s} recall@1xN {a[:, 0].mean():.3f}  recall@2xN {a[:, 1].mean():.3f}  "
-              f"ceiling {a[:, 2].mean():.3f}  (2xN / ceiling {a[:, 1].mean() / max(a[:, 2].mean(), 1e-9):.2f})")
+        print(H.recall_line(n, v))
     print(f"\n== {split}: ensembles on the non-verified images (AUROC; AP in brackets), mean over seeds ==")
     print(f"{'verified':>9s} {'error':>10s} {'vote':>15s} {'learned':>15s} {'best single':>15s}  "
           f"{'learned-best':>12s} {'learned-vote':>12s} {'default model':>15s} {'learned-default':>15s}"
