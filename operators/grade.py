@@ -66,7 +66,17 @@ def _streamed(ctx, run, title: str):
         raise out["error"]
     yield ctx.ops.set_progress(label=f"{title}: done", progress=1.0)
     yield ctx.trigger("reload_dataset")
+    for request in _review_panel_refreshes(ctx):  # open Label review panels re-read their queue
+        yield request
     yield ctx.ops.show_output(_grade_output(title, summary=True).to_json(), out["result"])
+
+
+def _review_panel_refreshes(ctx) -> list:
+    """The App requests that make open Label review panels on this dataset re-read their
+    queue (issue 23: the panel did not refresh when a grade run ended)."""
+    from ..panels.review import refresh_requests  # here: the panels import the operators
+
+    return refresh_requests(ctx)
 
 
 class GradeLabels(foo.Operator):

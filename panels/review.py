@@ -267,6 +267,23 @@ def queue_score(score: str | None, issue: str | None, available: list[str]) -> s
     return score
 
 
+def open_panels(dataset_name: str) -> list[str]:
+    """Ids of the Label review panels with a review session on ``dataset_name`` (this App
+    server's)."""
+    with _SESSION_LOCK:
+        keys = list(_SESSIONS)
+    return [pid for pid, _, name in (k.rpartition(":") for k in keys)
+            if name == dataset_name and pid]
+
+
+def refresh_requests(ctx) -> list:
+    """Have every Label review panel open on ``ctx``'s dataset re-read its scores, counts and
+    queue: the App requests an operator that wrote scores (``Grade labels``) yields at its end.
+    The panel's queue is otherwise a snapshot until Refresh (issue 23.7)."""
+    return [ctx.trigger(f"{PLUGIN}/label_review", {"__method__": "on_grade_done", "panel_id": pid})
+            for pid in open_panels(_dataset_name(ctx))]
+
+
 def _issue_name(tag: str) -> str:
     return tag.split(":", 1)[-1]
 
@@ -326,6 +343,19 @@ class LabelReviewPanel(foo.Panel):
             score = queue_score(_ctl(ctx, "score"), ctx.params.get("value"), avail)
             _set_ctl(ctx, "score", score)
         self._refresh(ctx)
+
+    @_session
+    def on_grade_done(self, ctx):
+        """A "Grade labels" run on this dataset ended (its operator triggers this, see
+        :func:`refresh_requests`): the new scores, counts and queue, read now. The sort goes to
+        the default (the ensemble, when the run made it) unless the user chose one."""
+        gt = _ctl(ctx, "gt_field")
+        if gt not in _gt_fields(ctx):
+            return self.on_load(ctx)
+        if _stored_score(ctx, gt) is None:
+            _set_ctl(ctx, "score", None)
+        self._refresh(ctx)
+        ctx.ops.notify("Label review: queue re-read after the grading run", variant="info")
 
     @_session
     def on_log_y(self, ctx):

@@ -623,3 +623,122 @@ def test_sidebar_filter_default_sort_and_overlooked(review_dataset):
         page.get_by_text("Label review", exact=True).first.click()
         page.get_by_text("Queue: ", exact=False).first.wait_for()
         _wait_selected(page, "score", "cleanlab_swap")
+
+
+@pytest.fixture()
+def small_review_dataset(request):
+    """8 real coco128 images with jittered predictions and cleanlab-like scores: a "Grade
+    labels" run from the App (shipped box grader, consistency, ensemble) takes ~15 s on it."""
+    base = request.getfixturevalue("coco128_base")
+    ds = base.limit(8).clone()
+    add_jittered_predictions(ds)
+    ds.persistent = True
+    add_fake_cleanlab(ds)
+    yield ds
+    review.clear_fix_log(ds)
+    if not ds.deleted:
+        ds.delete()
+
+
+PROGRESS_RE = re.compile(r"\b([a-z_]+) (\d+)/(\d+)\b")
+
+
+@NEEDS_CHROMIUM
+def test_grade_run_refreshes_the_panel(small_review_dataset):
+    """Issue 23.7: "Grade labels" run from the App streams each step's progress, and when it
+    ends the open Label review panel shows the run's scores (its counts, the ensemble sort,
+    the queue) without a click on Refresh."""
+    ds = small_review_dataset
+    with app_page(ds, "grade_refresh", viewport=(1440, 900)) as page:
+        page.locator("img[src^='data:image/jpeg']").first.wait_for()
+        _wait_selected(page, "score", "cleanlab_badloc")  # no ensemble yet
+        page.evaluate("() => document.activeElement && document.activeElement.blur()")
+        page.keyboard.press("`")  # the App's operator browser
+        page.locator('[data-cy="operators-browser-search"]').wait_for()
+        page.keyboard.type("Grade labels")
+        page.get_by_text("label-grader: Grade labels", exact=True).click()
+        # the model-free run on the fixture's predictions: box grader, consistency, ensemble
+        page.get_by_text("Existing model predictions; blank", exact=False).locator(
+            "xpath=following::input[1]").fill("predictions")
+        page.get_by_text("yolox-nano", exact=True).last.click()
+        page.get_by_role("option", name="none (model-free judges only)").click()
+        for name in ("Run zoom", "Run overlooked", "Run cleanlab"):
+            page.get_by_label(name).uncheck()
+        page.get_by_role("button", name="Execute", exact=True).click()
+        seen: dict[str, set[int]] = {}
+        deadline = time.time() + 240
+        refreshed = False
+        while time.time() < deadline and not refreshed:
+            for step, done, total in PROGRESS_RE.findall(page.evaluate(
+                    "() => document.body.innerText")):
+                if step in ("boxgrader", "consistency", "ensemble"):
+                    seen.setdefault(step, set()).add(int(done))
+            refreshed = page.evaluate(
+                "() => [...document.querySelectorAll('[data-label-grader-control=score] option')]"
+                ".some(o => o.text === 'ensemble_any')")
+            time.sleep(0.2)
+        print("progress seen:", {k: sorted(v) for k, v in seen.items()})
+        # per-step progress while the run went on: a step's count moving, or several steps
+        assert len(seen) >= 2 or any(len(v) >= 2 for v in seen.values()), seen
+        assert refreshed, "the panel did not show the run's scores when it ended"
+        ds.reload()  # the run wrote in the App server's process
+        assert "label_grader_ensemble" in ds.list_runs()
+        # no sort chosen by the user: the panel now sorts by the ensemble the run made
+        _wait_selected(page, "score", "ensemble_any")
+        total = review.review_page(ds, score="ensemble_any", limit=1).total
+        page.get_by_text(re.compile(rf"Queue: 1–\d+ of {total}\b")).first.wait_for()
+        counts = _panel(page).get_by_text("Suspect labels in the current view", exact=False)
+        assert "(ensemble)" in counts.first.locator("xpath=..").inner_text()
+        page.get_by_text("queue re-read after the grading run", exact=False).first.wait_for()
+
+
+REFIT_DECISIONS = 25  # grader.ensemble.REFIT_EVERY: the panel re-ranks after this many
+
+
+@NEEDS_CHROMIUM
+def test_review_decisions_re_rank_the_queue(review_dataset):
+    """The learning queue in the browser: after REFIT_EVERY (25) decisions by key, the
+    ensemble refits on them and the panel goes on from the top of the re-ordered queue, the
+    reviewed labels left out; the order shown is the database's new order, which differs
+    from the order before."""
+    from grader.ensemble import REFIT_EVERY, compute_ensemble
+
+    assert REFIT_EVERY == REFIT_DECISIONS
+    ds = review_dataset
+    compute_ensemble(ds, "ground_truth")
+    before = [it.label_id for it in review.review_queue(ds, score="ensemble_any",
+                                                        suspects_only=False)]
+    ids, swaps = ds.values(["ground_truth.detections.id", "ground_truth.detections.cleanlab_swap"])
+    swap = {i: v for ii, vv in zip(ids, swaps) for i, v in zip(ii or [], vv or [])}
+    with app_page(ds, "rerank") as page:
+        _wait_selected(page, "score", "ensemble_any")
+        _choose(page, "any suspect", "all scored labels")
+        page.get_by_text(re.compile(rf"Queue: 1–12 of {len(before)}\b")).first.wait_for()
+        page.get_by_role("button", name="Review mode (keyboard)").click()
+        r = Review(page)
+        r.pos.wait_for()
+        decided = []
+        _, lid = r.current()
+        for i in range(REFIT_DECISIONS):
+            # a curator who finds the labels cleanlab calls swapped wrong: the refit learns it
+            assert lid == before[i], (i, lid)  # the queue's order before any refit
+            decided.append(lid)
+            key = "d" if swap[lid] < 0.5 else "a"
+            if i < REFIT_DECISIONS - 1:
+                lid = r.press(key, lid)[2]
+            else:
+                r.keys.wait_for()
+                page.evaluate("() => document.activeElement && document.activeElement.blur()")
+                page.keyboard.press(key)
+        page.get_by_text("Queue re-ranked", exact=False).first.wait_for()
+        after = [it.label_id for it in review.review_queue(ds, score="ensemble_any",
+                                                           suspects_only=False)]
+        assert not set(decided) & set(after)
+        rest = [x for x in before if x not in set(decided)]
+        assert sorted(after) == sorted(rest) and after[:5] != rest[:5], "the refit moved nothing"
+        assert r.wait_for(after[0]) == after[0]
+        assert r.current()[0] == 1  # from the top of the new order
+        shown = [after[0]]
+        for _ in range(4):
+            shown.append(r.press("n")[2])
+        assert shown == after[:5]
