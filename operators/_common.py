@@ -108,3 +108,61 @@ def reload_unless_delegated(ctx) -> None:
     """Refresh the App after an immediate run (a delegated run has no App to refresh)."""
     if not ctx.delegated:
         ctx.trigger("reload_dataset")
+
+
+class GraderOperator(foo.Operator):
+    """One operator form, as every label-grader operator has it: config from the class
+    attributes; an input form of the target, the Detections field (``field``: ``(param,
+    label, default)``), then what :meth:`add_inputs` adds; :meth:`run` on the target view; the
+    App refreshed after an immediate run (``reload``); the output form of :meth:`output`.
+
+    Subclasses set ``op_name`` / ``label`` / ``description`` / ``title`` and write
+    ``add_inputs`` and ``run``; the default output is :func:`report_output` titled
+    ``result_title``. (``op_name``: ``name`` is the operator's property, read from the config.)"""
+
+    op_name: str
+    label: str
+    description: str
+    title: str                                     # the input form's title
+    result_title: str = ""
+    field: tuple[str, str, str] | None = None
+    delegated: bool = True
+    delegate_by_default: bool = False
+    reload: bool = True                            # writes labels: refresh the App after
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return operator_config(self.op_name, self.label, self.description, delegated=self.delegated,
+                               delegate_by_default=self.delegate_by_default)
+
+    def add_inputs(self, ctx, inputs: types.Object) -> None:
+        """The form's own inputs, after the target and the field."""
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        add_target_input(ctx, inputs)
+        if self.field is not None:
+            add_detection_field_input(ctx, inputs, *self.field)
+        self.add_inputs(ctx, inputs)
+        return types.Property(inputs, view=types.View(label=self.title))
+
+    def run(self, ctx, view, p: dict) -> dict:
+        """Do the work on the target ``view`` with the form's params ``p``; the result dict."""
+        raise NotImplementedError
+
+    def reloads(self, p: dict) -> bool:
+        """Whether a run with params ``p`` wrote to the dataset (the App is then refreshed)."""
+        return self.reload
+
+    def execute(self, ctx) -> dict:
+        p = dict(ctx.params)
+        out = self.run(ctx, target_view(ctx), p)
+        if self.reloads(p):
+            reload_unless_delegated(ctx)
+        return out
+
+    def output(self) -> types.Property:
+        return report_output(self.result_title)
+
+    def resolve_output(self, ctx) -> types.Property:
+        return self.output()

@@ -2,19 +2,13 @@
 train it on this dataset's ground truth, evaluate it on held-out images, grade boxes with it."""
 from __future__ import annotations
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._common import (
-    add_detection_field_input,
-    add_target_input,
+    GraderOperator,
     evaluation_output,
     evaluation_result,
-    operator_config,
     progress_callback,
-    reload_unless_delegated,
-    report_output,
-    target_view,
     training_output,
 )
 
@@ -31,20 +25,19 @@ def _checkpoint(p: dict) -> str:
     return p.get("checkpoint") or SHIPPED_BOXGRADER
 
 
-class TrainBoxGrader(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "train_boxgrader", "label-grader: train the box grader on this ground truth",
-            "Good / bad / background boxes made from GT, graded over frozen YOLOX-Nano features "
-            "(CPU, minutes)", delegate_by_default=True)
+class TrainBoxGrader(GraderOperator):
+    op_name = "train_boxgrader"
+    label = "label-grader: train the box grader on this ground truth"
+    description = ("Good / bad / background boxes made from GT, graded over frozen YOLOX-Nano "
+                   "features (CPU, minutes)")
+    title = "Box grader: train"
+    field = ("gt_field", "Ground truth field", "ground_truth")
+    delegate_by_default = True
+    reload = False
 
-    def resolve_input(self, ctx):
+    def add_inputs(self, ctx, inputs):
         from grader.judges.boxgrader import DEFAULT_MAX_FPR
 
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
         inputs.str("out_dir", required=True, label="Checkpoint folder",
                    description="best.pt, last.pt and the per-image feature cache are written here")
         inputs.int("epochs", default=15, min=1, label="Epochs")
@@ -54,87 +47,72 @@ class TrainBoxGrader(foo.Operator):
                      label="Most bad/background boxes graded good (sets the good threshold)")
         inputs.int("seed", default=0, label="Seed")
         inputs.bool("resume", default=True, label="Resume from out_dir/last.pt if present")
-        return types.Property(inputs, view=types.View(label="Box grader: train"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.boxgrader import DEFAULT_MAX_FPR, train_boxgrader
 
-        p = dict(ctx.params)
         step = progress_callback(ctx, "Box grader")
         result = train_boxgrader(
-            target_view(ctx), p.get("gt_field", "ground_truth"), p["out_dir"],
+            view, p.get("gt_field", "ground_truth"), p["out_dir"],
             epochs=int(p.get("epochs", 15)), val_fraction=float(p.get("val_fraction", 0.15)),
             max_fpr=float(p.get("max_fpr", DEFAULT_MAX_FPR)), seed=int(p.get("seed", 0)),
             resume=bool(p.get("resume", True)),
             progress=lambda stage, done, total: step(done, total))
         return result.to_dict()
 
-    def resolve_output(self, ctx):
+    def output(self):
         return training_output("Box grader training", good_threshold=True)
 
 
-class EvaluateBoxGrader(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "evaluate_boxgrader", "label-grader: evaluate the box grader",
-            "3-way accuracy, false-positive rate and confusion on boxes made from GT "
-            "(use images it was not trained on)")
+class EvaluateBoxGrader(GraderOperator):
+    op_name = "evaluate_boxgrader"
+    label = "label-grader: evaluate the box grader"
+    description = ("3-way accuracy, false-positive rate and confusion on boxes made from GT "
+                   "(use images it was not trained on)")
+    title = "Box grader: evaluate"
+    field = ("gt_field", "Ground truth field (held-out images)", "ground_truth")
+    reload = False
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field (held-out images)",
-                                  "ground_truth")
+    def add_inputs(self, ctx, inputs):
         _add_checkpoint_input(inputs)
         inputs.int("seed", default=12345, label="Seed")
-        return types.Property(inputs, view=types.View(label="Box grader: evaluate"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.boxgrader import evaluate_boxgrader
 
-        p = dict(ctx.params)
-        res = evaluate_boxgrader(target_view(ctx), p.get("gt_field", "ground_truth"),
+        res = evaluate_boxgrader(view, p.get("gt_field", "ground_truth"),
                                  checkpoint=_checkpoint(p), seed=int(p.get("seed", 12345)),
                                  progress=progress_callback(ctx, "Box grader evaluation"))
         return evaluation_result(res)
 
-    def resolve_output(self, ctx):
+    def output(self):
         return evaluation_output("Box grader evaluation")
 
 
-class GradeBoxGrader(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "grade_boxgrader", "label-grader: grade boxes with the box grader",
-            "Per box: p_good / p_bad / p_background and the class head's other-class score")
+class GradeBoxGrader(GraderOperator):
+    op_name = "grade_boxgrader"
+    label = "label-grader: grade boxes with the box grader"
+    description = "Per box: p_good / p_bad / p_background and the class head's other-class score"
+    title = "Box grader: grade boxes"
+    result_title = "Box grader results"
+    field = ("field", "Detections field to grade", "ground_truth")
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "field", "Detections field to grade", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         _add_checkpoint_input(inputs)
         inputs.float("bad_threshold", default=0.5, min=0.0, max=1.0,
                      label="Tag suspect:boxgrader_bad when p_bad >=")
         inputs.float("background_threshold", default=0.5, min=0.0, max=1.0,
                      label="Tag suspect:boxgrader_background when p_background >=")
-        return types.Property(inputs, view=types.View(label="Box grader: grade boxes"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.boxgrader import grade_boxgrader
 
-        p = dict(ctx.params)
         report = grade_boxgrader(
-            target_view(ctx), p.get("field", "ground_truth"), checkpoint=_checkpoint(p),
+            view, p.get("field", "ground_truth"), checkpoint=_checkpoint(p),
             bad_threshold=float(p.get("bad_threshold", 0.5)),
             background_threshold=float(p.get("background_threshold", 0.5)),
             progress=progress_callback(ctx, "Box grader"))
-        reload_unless_delegated(ctx)
         return report.to_dict()
-
-    def resolve_output(self, ctx):
-        return report_output("Box grader results")
 
 
 OPERATORS = [TrainBoxGrader, EvaluateBoxGrader, GradeBoxGrader]

@@ -1,35 +1,23 @@
 """Operator: run the cleanlab ObjectLab judge (thin adapter over ``grader.judges.cleanlab``)."""
 from __future__ import annotations
 
-import fiftyone.operators as foo
-import fiftyone.operators.types as types
 from cleanlab.internal import constants as cl_const
 
 from grader.judges.cleanlab import plan_sharded_run, run_cleanlab, run_shard
 
 from ._shards import add_shards_input, make_shard_operator, queue_shards
-from ._common import (
-    add_detection_field_input,
-    add_target_input,
-    operator_config,
-    progress_callback,
-    reload_unless_delegated,
-    report_output,
-    target_view,
-)
+from ._common import GraderOperator, add_detection_field_input, progress_callback
 
 
-class RunCleanlab(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "run_cleanlab", "label-grader: score labels with cleanlab ObjectLab",
-            "Per-image label quality and per-box overlooked / swap / badloc scores")
+class RunCleanlab(GraderOperator):
+    op_name = "run_cleanlab"
+    label = "label-grader: score labels with cleanlab ObjectLab"
+    description = "Per-image label quality and per-box overlooked / swap / badloc scores"
+    title = "cleanlab ObjectLab"
+    result_title = "cleanlab results"
+    field = ("gt_field", "Ground truth field", "ground_truth")
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions")
         inputs.str("probs_attr", default="auto", label="Per-class probabilities attribute",
                    description="Attribute on each prediction holding per-class probabilities "
@@ -49,10 +37,11 @@ class RunCleanlab(foo.Operator):
         inputs.str("overlooked_field", required=False,
                    label="Overlooked candidates field (default: <gt>_overlooked)")
         add_shards_input(inputs)
-        return types.Property(inputs, view=types.View(label="cleanlab ObjectLab"))
 
-    def execute(self, ctx):
-        p = dict(ctx.params)
+    def reloads(self, p):
+        return int(p.get("num_shards") or 1) <= 1   # a sharded run only queues its shards here
+
+    def run(self, ctx, view, p):
         kwargs = {k: p[k] for k in (
             "probs_attr", "high_probability_threshold", "low_probability_threshold", "alpha",
             "badloc_threshold", "swap_threshold", "overlooked_threshold", "overlooked_field",
@@ -61,22 +50,16 @@ class RunCleanlab(foo.Operator):
         num_shards = int(p.get("num_shards") or 1)
         if num_shards > 1:
             # First pass here (dataset-wide statistics), then one delegated op per shard.
-            view = target_view(ctx)
             plan = plan_sharded_run(view, num_shards, p.get("gt_field", "ground_truth"),
                                     p.get("pred_field", "predictions"), **kwargs)
             ops = queue_shards(view, "run_cleanlab_shard", plan)
             return {"info": {"plan_id": plan["_id"], "queued_shards": len(ops),
                              "delegated_operation_ids": ops}}
         report = run_cleanlab(
-            target_view(ctx), p.get("gt_field", "ground_truth"),
-            p.get("pred_field", "predictions"),
+            view, p.get("gt_field", "ground_truth"), p.get("pred_field", "predictions"),
             progress=progress_callback(ctx, "cleanlab"), **kwargs,
         )
-        reload_unless_delegated(ctx)
         return report.to_dict()
-
-    def resolve_output(self, ctx):
-        return report_output("cleanlab results")
 
 
 RunCleanlabShard = make_shard_operator("run_cleanlab_shard", "cleanlab shard", run_shard)

@@ -1,19 +1,13 @@
 """Operators: grade, fine-tune and evaluate ClipGrader (thin adapters over ``grader.judges.clipgrader``)."""
 from __future__ import annotations
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ._common import (
-    add_detection_field_input,
-    add_target_input,
+    GraderOperator,
     evaluation_output,
     evaluation_result,
-    operator_config,
     progress_callback,
-    reload_unless_delegated,
-    report_output,
-    target_view,
     training_output,
 )
 
@@ -63,17 +57,15 @@ def _inference_kwargs(p: dict) -> dict:
     return {**_model_kwargs(p), "precision": p.get("precision") or "fp32"}
 
 
-class GradeClipGrader(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "grade_clipgrader", "label-grader: grade boxes with ClipGrader",
-            "CLIP grades every box as good / bad / background (zero-shot or fine-tuned)")
+class GradeClipGrader(GraderOperator):
+    op_name = "grade_clipgrader"
+    label = "label-grader: grade boxes with ClipGrader"
+    description = "CLIP grades every box as good / bad / background (zero-shot or fine-tuned)"
+    title = "ClipGrader: grade boxes"
+    result_title = "ClipGrader results"
+    field = ("field", "Detections field to grade", "ground_truth")
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "field", "Detections field to grade", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         _add_model_inputs(inputs)
         _add_precision_input(inputs)
         inputs.bool("all_classes", default=False, label="Score against all classes",
@@ -90,14 +82,12 @@ class GradeClipGrader(foo.Operator):
                     view=pools,
                     description="processes: faster on a GPU, where render threads compete with "
                                 "the model for Python's GIL")
-        return types.Property(inputs, view=types.View(label="ClipGrader: grade boxes"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.clipgrader import grade_clipgrader
 
-        p = dict(ctx.params)
         report = grade_clipgrader(
-            target_view(ctx), p.get("field", "ground_truth"), **_inference_kwargs(p),
+            view, p.get("field", "ground_truth"), **_inference_kwargs(p),
             all_classes=bool(p.get("all_classes", False)),
             bad_threshold=float(p.get("bad_threshold", 0.5)),
             background_threshold=float(p.get("background_threshold", 0.5)),
@@ -105,24 +95,19 @@ class GradeClipGrader(foo.Operator):
             render_pool=p.get("render_pool") or "threads",
             progress=progress_callback(ctx, "ClipGrader"),
         )
-        reload_unless_delegated(ctx)
         return report.to_dict()
 
-    def resolve_output(self, ctx):
-        return report_output("ClipGrader results")
 
+class TrainClipGrader(GraderOperator):
+    op_name = "train_clipgrader"
+    label = "label-grader: fine-tune ClipGrader on this ground truth"
+    description = "Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT"
+    title = "ClipGrader: fine-tune"
+    field = ("gt_field", "Ground truth field", "ground_truth")
+    delegate_by_default = True
+    reload = False
 
-class TrainClipGrader(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "train_clipgrader", "label-grader: fine-tune ClipGrader on this ground truth",
-            "Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT", delegate_by_default=True)
-
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         inputs.str("out_dir", required=True, label="Checkpoint folder",
                    description="best.pt, last.pt and history.json are written here")
         _add_model_inputs(inputs, checkpoint_label="Start from a ClipGrader checkpoint (optional)")
@@ -134,15 +119,13 @@ class TrainClipGrader(foo.Operator):
         inputs.float("min_size", default=20.0, min=0.0, label="Skip objects smaller than (px)")
         inputs.int("seed", default=0, label="Seed")
         inputs.bool("resume", default=True, label="Resume from out_dir/last.pt if present")
-        return types.Property(inputs, view=types.View(label="ClipGrader: fine-tune"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.clipgrader import train_clipgrader
 
-        p = dict(ctx.params)
         mk = _model_kwargs(p)
         result = train_clipgrader(
-            target_view(ctx), p.get("gt_field", "ground_truth"), p["out_dir"],
+            view, p.get("gt_field", "ground_truth"), p["out_dir"],
             model_name=mk["model_name"], pretrained=mk["pretrained"],
             init_checkpoint=mk["checkpoint"], device=mk["device"],
             epochs=int(p.get("epochs", 5)), batch_size=int(p.get("batch_size", 32)),
@@ -154,40 +137,35 @@ class TrainClipGrader(foo.Operator):
         )
         return result.to_dict()
 
-    def resolve_output(self, ctx):
+    def output(self):
         return training_output("ClipGrader training")
 
 
-class EvaluateClipGrader(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "evaluate_clipgrader", "label-grader: evaluate ClipGrader",
-            "Accuracy, false-positive rate and confusion on good/bad/background boxes from GT")
+class EvaluateClipGrader(GraderOperator):
+    op_name = "evaluate_clipgrader"
+    label = "label-grader: evaluate ClipGrader"
+    description = "Accuracy, false-positive rate and confusion on good/bad/background boxes from GT"
+    title = "ClipGrader: evaluate"
+    field = ("gt_field", "Ground truth field (held-out images)", "ground_truth")
+    reload = False
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field (held-out images)",
-                                  "ground_truth")
+    def add_inputs(self, ctx, inputs):
         _add_model_inputs(inputs)
         _add_precision_input(inputs)
         inputs.float("min_size", default=20.0, min=0.0, label="Skip objects smaller than (px)")
         inputs.int("seed", default=12345, label="Seed")
-        return types.Property(inputs, view=types.View(label="ClipGrader: evaluate"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.clipgrader import evaluate_clipgrader
 
-        p = dict(ctx.params)
         res = evaluate_clipgrader(
-            target_view(ctx), p.get("gt_field", "ground_truth"), **_inference_kwargs(p),
+            view, p.get("gt_field", "ground_truth"), **_inference_kwargs(p),
             min_size=float(p.get("min_size", 20.0)), seed=int(p.get("seed", 12345)),
             progress=progress_callback(ctx, "ClipGrader evaluation"),
         )
         return evaluation_result(res)
 
-    def resolve_output(self, ctx):
+    def output(self):
         return evaluation_output("ClipGrader evaluation")
 
 

@@ -1,32 +1,22 @@
 """Operator: run a detector into a predictions field (thin adapter over ``grader.detectors``)."""
 from __future__ import annotations
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader.detectors import DEFAULT_DETECTOR, SHIPPED, run_detector
 
-from ._common import (
-    add_target_input,
-    operator_config,
-    progress_callback,
-    reload_unless_delegated,
-    report_output,
-    target_view,
-)
+from ._common import GraderOperator, progress_callback
 
 
-class RunDetector(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "run_detector", "label-grader: run a detector",
-            "Predict boxes with confidence and per-class probs (YOLOX-Nano by default, or an "
-            "Ultralytics ONNX export)")
+class RunDetector(GraderOperator):
+    op_name = "run_detector"
+    label = "label-grader: run a detector"
+    description = ("Predict boxes with confidence and per-class probs (YOLOX-Nano by default, or "
+                   "an Ultralytics ONNX export)")
+    title = "Run detector"
+    result_title = "detector results"
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
+    def add_inputs(self, ctx, inputs):
         choices = types.DropdownView()
         for name in SHIPPED:
             choices.add_choice(name, label=name)
@@ -36,20 +26,14 @@ class RunDetector(foo.Operator):
         inputs.str("label_field", default="predictions", label="Write predictions to")
         inputs.float("conf_threshold", default=0.05, min=0.0, max=1.0, label="Confidence threshold")
         inputs.bool("overwrite", default=False, label="Overwrite an existing field")
-        return types.Property(inputs, view=types.View(label="Run detector"))
 
-    def execute(self, ctx):
-        p = dict(ctx.params)
-        report = run_detector(target_view(ctx), model=p.get("onnx_path") or p.get("model", DEFAULT_DETECTOR),
+    def run(self, ctx, view, p):
+        report = run_detector(view, model=p.get("onnx_path") or p.get("model", DEFAULT_DETECTOR),
                               label_field=p.get("label_field", "predictions"),
                               conf_threshold=float(p.get("conf_threshold", 0.05)),
                               classes=p.get("classes") or None, overwrite=bool(p.get("overwrite")),
                               progress=progress_callback(ctx, "detector"))
-        reload_unless_delegated(ctx)
         return report.to_dict()
-
-    def resolve_output(self, ctx):
-        return report_output("detector results")
 
 
 OPERATORS = [RunDetector]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader.ensemble import compute_ensemble
@@ -17,14 +16,7 @@ from grader.evaluate import TRUSTED_TAG, evaluate_judges, format_table, run_brai
 from grader.noise import DEFAULT_RATES, ERROR_TYPES, TRUTH_ATTR, inject_errors
 from grader.review_cost import estimate_review_cost, format_review_cost
 
-from ._common import (
-    add_detection_field_input,
-    add_target_input,
-    operator_config,
-    reload_unless_delegated,
-    report_output,
-    target_view,
-)
+from ._common import GraderOperator, add_detection_field_input
 
 
 def _json_safe(x: Any) -> Any:
@@ -38,18 +30,16 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-class InjectErrors(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "inject_errors", "label-grader: inject known label errors (for evaluation)",
-            "Copy a ground-truth field and inject " + "/".join(ERROR_TYPES)
-            + " errors with the truth recorded per label")
+class InjectErrors(GraderOperator):
+    op_name = "inject_errors"
+    label = "label-grader: inject known label errors (for evaluation)"
+    description = ("Copy a ground-truth field and inject " + "/".join(ERROR_TYPES)
+                   + " errors with the truth recorded per label")
+    title = "Inject errors"
+    result_title = "Injected errors"
+    field = ("src_field", "Source ground truth field", "ground_truth")
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "src_field", "Source ground truth field", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         inputs.str("dst_field", default="noisy_ground_truth", required=True,
                    label="New field for the noisy copy",
                    description="The source field is never modified; deleted boxes go to <new>_deleted")
@@ -64,47 +54,35 @@ class InjectErrors(foo.Operator):
         swap.add_choice("confusable", label="a class of the same supercategory")
         inputs.enum("swap_to", swap.values(), default="uniform", label="swap to", view=swap)
         inputs.bool("overwrite", default=False, label="Replace the noisy field if it exists")
-        return types.Property(inputs, view=types.View(label="Inject errors"))
 
-    def execute(self, ctx):
-        p = ctx.params
+    def run(self, ctx, view, p):
         rates = {t: float(p.get(f"rate_{t}", DEFAULT_RATES[t]) or 0.0) for t in ERROR_TYPES}
         report = inject_errors(
-            target_view(ctx), p.get("src_field", "ground_truth"),
+            view, p.get("src_field", "ground_truth"),
             p.get("dst_field", "noisy_ground_truth"), rates=rates, seed=int(p.get("seed", 0)),
             badloc_iou=(float(p.get("badloc_iou_min", 0.3)), float(p.get("badloc_iou_max", 0.6))),
             swap_to=p.get("swap_to", "uniform"), overwrite=bool(p.get("overwrite", False)),
         )
-        reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
 
-    def resolve_output(self, ctx):
-        return report_output("Injected errors")
 
+class EvaluateJudges(GraderOperator):
+    op_name = "evaluate_judges"
+    label = "label-grader: evaluate judges on injected errors"
+    description = ("AUROC / AP / precision@k / recall@top-10% per judge and error type, "
+                   "with FiftyOne Brain's mistakenness as a baseline")
+    title = "Evaluate judges"
+    field = ("gt_field", "Noisy ground truth field", "noisy_ground_truth")
 
-class EvaluateJudges(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "evaluate_judges", "label-grader: evaluate judges on injected errors",
-            "AUROC / AP / precision@k / recall@top-10% per judge and error type, "
-                        "with FiftyOne Brain's mistakenness as a baseline")
-
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Noisy ground truth field", "noisy_ground_truth")
+    def add_inputs(self, ctx, inputs):
         add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions",
                                   required=False)
         inputs.bool("run_brain", default=True, label="Run FiftyOne Brain compute_mistakenness first")
         inputs.str("exclude_tag", default=TRUSTED_TAG, required=False,
                    label="Leave out samples with this tag (the ensemble's trusted subset)")
         inputs.int("k", default=20, min=1, label="k for precision@k")
-        return types.Property(inputs, view=types.View(label="Evaluate judges"))
 
-    def execute(self, ctx):
-        p = ctx.params
-        view = target_view(ctx)
+    def run(self, ctx, view, p):
         gt, pred = p.get("gt_field", "noisy_ground_truth"), p.get("pred_field")
         if p.get("run_brain", True) and pred:
             run_brain_mistakenness(view, gt, pred)
@@ -115,28 +93,25 @@ class EvaluateJudges(foo.Operator):
         if "ensemble:ensemble_any" in result["gt"].get("any", {}):
             rc = estimate_review_cost(view, gt, "ensemble_any", exclude_tag=p.get("exclude_tag") or None)
             text += "\n\n" + format_review_cost(rc)
-        reload_unless_delegated(ctx)
         return _json_safe({"table": f"```\n{text}\n```", "result": result, "review_cost": rc})
 
-    def resolve_output(self, ctx):
+    def output(self):
         outputs = types.Object()
         outputs.str("table", label="Results", view=types.MarkdownView())
         outputs.obj("result", label="Metrics", view=types.JSONView())
         return types.Property(outputs, view=types.View(label="Judge evaluation"))
 
 
-class ComputeEnsemble(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "compute_ensemble", "label-grader: combine judges (reliability-weighted ensemble)",
-            "One suspect score per issue type from every judge's scores, weighted by "
-                        "each judge's reliability on a trusted (verified) subset")
+class ComputeEnsemble(GraderOperator):
+    op_name = "compute_ensemble"
+    label = "label-grader: combine judges (reliability-weighted ensemble)"
+    description = ("One suspect score per issue type from every judge's scores, weighted by "
+                   "each judge's reliability on a trusted (verified) subset")
+    title = "Ensemble"
+    result_title = "Ensemble"
+    field = ("gt_field", "Ground truth field", "ground_truth")
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         inputs.str("trusted_tag", default=TRUSTED_TAG, label="Trusted subset: samples tagged",
                    description="Labels on these samples are known: a label tagged error:<issue> "
                                "has that issue, the others are correct. Without such samples every "
@@ -160,37 +135,29 @@ class ComputeEnsemble(foo.Operator):
         inputs.enum("learner", learner.values(), default="auto", label="Learner", view=learner)
         inputs.int("min_stack_positives", default=10, min=1,
                    label="Min trusted errors per issue to fit a learned model")
-        return types.Property(inputs, view=types.View(label="Ensemble"))
 
-    def execute(self, ctx):
-        p = ctx.params
+    def run(self, ctx, view, p):
         report = compute_ensemble(
-            target_view(ctx), p.get("gt_field", "ground_truth"),
+            view, p.get("gt_field", "ground_truth"),
             trusted_tag=p.get("trusted_tag") or TRUSTED_TAG, truth=p.get("truth") or "tags",
             tag_fraction=float(p.get("tag_fraction", 0.05)), sharpness=float(p.get("sharpness", 2.0)),
             min_positives=int(p.get("min_positives", 3)), method=p.get("method") or "stouffer",
             learner=p.get("learner") or "auto",
             min_stack_positives=int(p.get("min_stack_positives", 10)),
         )
-        reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
 
-    def resolve_output(self, ctx):
-        return report_output("Ensemble")
 
+class RunConsistency(GraderOperator):
+    op_name = "run_consistency"
+    label = "label-grader: find duplicate and odd-shaped boxes (no model)"
+    description = ("Duplicate boxes (high IoU with a same-class box) and per-class geometry "
+                   "outliers, from the labels alone")
+    title = "Consistency judge"
+    result_title = "Consistency judge"
+    field = ("gt_field", "Ground truth field", "ground_truth")
 
-class RunConsistency(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "run_consistency", "label-grader: find duplicate and odd-shaped boxes (no model)",
-            "Duplicate boxes (high IoU with a same-class box) and per-class geometry outliers, "
-            "from the labels alone")
-
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         inputs.int("min_class_size", default=10, min=2,
                    label="Min boxes of a class to score geometry outliers")
         inputs.float("duplicate_tag_iou", default=0.7, min=0.01, max=1.0,
@@ -204,22 +171,16 @@ class RunConsistency(foo.Operator):
                     description="Other judges' registered scores, chosen by the issue they speak to")
         inputs.float("evidence_margin", default=DEFAULT_MARGIN, min=0.0,
                      label="Evidence gap for a clear split (0: the weaker box always first)")
-        return types.Property(inputs, view=types.View(label="Consistency judge"))
 
-    def execute(self, ctx):
+    def run(self, ctx, view, p):
         from grader.judges.consistency import DEFAULT_EVIDENCE, DEFAULT_MARGIN, run_consistency
 
-        p = ctx.params
-        report = run_consistency(target_view(ctx), p.get("gt_field", "ground_truth"),
+        report = run_consistency(view, p.get("gt_field", "ground_truth"),
                                  min_class_size=int(p.get("min_class_size", 10)),
                                  duplicate_tag_iou=float(p.get("duplicate_tag_iou", 0.7)),
                                  evidence=p.get("evidence") or DEFAULT_EVIDENCE,
                                  evidence_margin=float(p.get("evidence_margin", DEFAULT_MARGIN)))
-        reload_unless_delegated(ctx)
         return _json_safe(report.to_dict())
-
-    def resolve_output(self, ctx):
-        return report_output("Consistency judge")
 
 
 OPERATORS = [InjectErrors, EvaluateJudges, ComputeEnsemble, RunConsistency]

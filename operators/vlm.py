@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import os
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader.redact import redact
 from grader.judges.vlm import DETECTION_PROMPTS, make_backend, run_vlm_judge
 from grader.judges.vlm.backends import VLMBackendError
 
-from ._common import (
-    add_detection_field_input,
-    add_target_input,
-    operator_config,
-    progress_callback,
-    reload_unless_delegated,
-    report_output,
-    target_view,
-)
+from ._common import GraderOperator, progress_callback
 
 SECRET_NAMES = ("LABEL_GRADER_VLM_API_KEY", "OPENAI_API_KEY")
 
@@ -77,18 +68,16 @@ def build_backend(ctx, params: dict):
     )
 
 
-class RunVLMJudge(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "run_vlm_judge", "label-grader: grade labels with a vision-language model",
-            "Ask a local or OpenAI-compatible VLM whether each box (and each image) "
-                        "is labelled correctly; writes vlm_verdict / vlm_reason / vlm_confidence")
+class RunVLMJudge(GraderOperator):
+    op_name = "run_vlm_judge"
+    label = "label-grader: grade labels with a vision-language model"
+    description = ("Ask a local or OpenAI-compatible VLM whether each box (and each image) "
+                   "is labelled correctly; writes vlm_verdict / vlm_reason / vlm_confidence")
+    title = "VLM judge"
+    result_title = "VLM judge results"
+    field = ("label_field", "Labels to grade", "ground_truth")
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_target_input(ctx, inputs)
-        add_detection_field_input(ctx, inputs, "label_field", "Labels to grade", "ground_truth")
+    def add_inputs(self, ctx, inputs):
         _radio(inputs, "backend", [("openai", "OpenAI-compatible HTTP endpoint"),
                                    ("transformers", "Local transformers model")],
                "openai", "Backend")
@@ -130,18 +119,16 @@ class RunVLMJudge(foo.Operator):
         inputs.bool("overwrite", default=False, label="Overwrite existing per-sample fields",
                     description="Needed only if vlm_sample_* fields exist that this judge did not write")
         inputs.str("run_key", default="vlm_judge", label="Run key")
-        return types.Property(inputs, view=types.View(label="VLM judge"))
 
-    def execute(self, ctx):
-        p = dict(ctx.params)
+    def run(self, ctx, view, p):
         try:
-            return self._execute(ctx, p)
+            return self._run(ctx, view, p)
         except Exception as e:
             # The error text ends up in the App, logs and (delegated) MongoDB's delegated_ops:
             # it must never carry the key, even quoted inside a library's exception.
             raise _redacted_error(e, _known_secrets(ctx, p)) from None
 
-    def _execute(self, ctx, p):
+    def _run(self, ctx, view, p):
         backend = build_backend(ctx, p)
         prompt, sample_prompt = p.get("prompt", "stepwise"), None
         if prompt == "custom":
@@ -149,17 +136,13 @@ class RunVLMJudge(foo.Operator):
             sample_prompt = p.get("custom_sample_prompt") or "stepwise"
         cache = (p.get("cache_dir") or None) if p.get("use_cache", True) else False
         report = run_vlm_judge(
-            target_view(ctx), backend, label_field=p.get("label_field", "ground_truth"),
+            view, backend, label_field=p.get("label_field", "ground_truth"),
             mode=p.get("mode", "detections"), prompt=prompt, sample_prompt=sample_prompt,
             threshold=float(p.get("threshold", 0.5)), cache=cache,
             progress=progress_callback(ctx, "VLM judge"), run_key=p.get("run_key") or "vlm_judge",
             overwrite=bool(p.get("overwrite", False)),
         )
-        reload_unless_delegated(ctx)
         return report.to_dict()
-
-    def resolve_output(self, ctx):
-        return report_output("VLM judge results")
 
 
 def _known_secrets(ctx, params) -> list[str]:
