@@ -10,21 +10,19 @@ from typing import Any, Callable
 import numpy as np
 
 from ...boxes import BOX_DEGENERATE, rel_xywh_to_abs_xyxy, sanitize_rel_boxes
-from ...fields import read_detections, record_run, set_label_tag, write_label_attrs
+from ...fields import read_detections, record_run
 from ...images import ensure_metadata
 from ...report import RunReport
 from ..clipgrader.evaluate import EvalResult
+from ..clipgrader.outputs import quality_attrs, quality_tags, write_quality
 from ..clipgrader.prompts import QUALITIES
 from ..clipgrader.synth import synthesize
 from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
                        load_box_features)
 from .model import BoxGrader, _load_folds, load_boxgrader
 
-TAG_BAD = "suspect:boxgrader_bad"
-TAG_BACKGROUND = "suspect:boxgrader_background"
-ATTRS = ("boxgrader_p_good", "boxgrader_p_bad", "boxgrader_p_background",
-         "boxgrader_p_not_good", "boxgrader_quality", "boxgrader_class",
-         "boxgrader_p_other_class")
+TAG_BAD, TAG_BACKGROUND = quality_tags("boxgrader")
+ATTRS = quality_attrs("boxgrader")
 
 
 def evaluate_boxgrader(collection, gt_field: str = "ground_truth", *, checkpoint: str | None = None,
@@ -150,15 +148,8 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     report.info["images_by_fold_grader"] = n_fold
     t1 = time.perf_counter()
     all_keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
-    write_label_attrs(collection, field,
-                      {a: {k: scores.get(k, {}).get(a) for k in all_keys} for a in ATTRS})
-    bad = [k[1] for k, r in scores.items() if r["boxgrader_p_bad"] >= bad_threshold]
-    bg = [k[1] for k, r in scores.items() if r["boxgrader_p_background"] >= background_threshold]
-    report.tagged[TAG_BAD] = set_label_tag(collection, field, TAG_BAD, bad)
-    report.tagged[TAG_BACKGROUND] = set_label_tag(collection, field, TAG_BACKGROUND, bg)
-    report.labels_scored = len(scores)
-    report.samples_scored = len({k[0] for k in scores})
-    report.fields = [f"{field}.detections.{a}" for a in ATTRS]
+    write_quality(collection, field, "boxgrader", scores, all_keys, ATTRS, bad_threshold,
+                  background_threshold, report)
     report.info.update({"checkpoint": grader.meta.get("checkpoint"),
                         "seconds": {"features_and_score": round(t1 - t0, 3),
                                     "write": round(time.perf_counter() - t1, 3)},

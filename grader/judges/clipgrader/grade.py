@@ -5,21 +5,16 @@ import time
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Sequence
 
-
 from ...classes import resolve_classes
-from ...fields import read_detections, record_run, set_label_tag, write_label_attrs
+from ...fields import read_detections, record_run
 from ...render import BoxCrop, iter_box_crops
 from ...report import RunReport
 from .model import DEFAULT_MODEL, DEFAULT_PRETRAINED, ClipGrader, load_grader
+from .outputs import quality_attrs, quality_tags, write_quality
 from .scoring import score_crops
 
-TAG_BAD = "suspect:clipgrader_bad"
-TAG_BACKGROUND = "suspect:clipgrader_background"
-ATTRS = ("clipgrader_p_good", "clipgrader_p_bad", "clipgrader_p_background",
-         "clipgrader_p_not_good", "clipgrader_quality", "clipgrader_class",
-         "clipgrader_p_other_class")
-
-
+TAG_BAD, TAG_BACKGROUND = quality_tags("clipgrader")
+ATTRS = quality_attrs("clipgrader")
 
 
 def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGrader | None = None,
@@ -83,18 +78,11 @@ def grade_clipgrader(collection, field: str = "ground_truth", *, grader: ClipGra
     attrs = [a for a in ATTRS if all_classes or a not in ("clipgrader_class",
                                                           "clipgrader_p_other_class")]
     keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
-    write_label_attrs(collection, field,
-                      {a: {k: scores.get(k, {}).get(a) for k in keys} for a in attrs})
-    bad = [k[1] for k, r in scores.items() if r["clipgrader_p_bad"] >= bad_threshold]
-    bg = [k[1] for k, r in scores.items() if r["clipgrader_p_background"] >= background_threshold]
-    report.tagged[TAG_BAD] = set_label_tag(collection, field, TAG_BAD, bad)
-    report.tagged[TAG_BACKGROUND] = set_label_tag(collection, field, TAG_BACKGROUND, bg)
+    write_quality(collection, field, "clipgrader", scores, keys, attrs, bad_threshold,
+                  background_threshold, report)
 
     report.info["seconds"] = {"render_and_score": round(t1 - t0, 3),
                               "write": round(time.perf_counter() - t1, 3)}
-    report.labels_scored = len(scores)
-    report.samples_scored = len({k[0] for k in scores})
-    report.fields = [f"{field}.detections.{a}" for a in attrs]
     report.info.update({"model": grader.model_name, "pretrained": grader.pretrained,
                         "checkpoint": grader.meta.get("checkpoint"), "num_classes": len(classes),
                         "quality_counts": dict(Counter(r["clipgrader_quality"]
