@@ -2,7 +2,8 @@
 
 ``python tests/panel_screenshots.py [--images 64] [--out docs]``: loads coco128, predicts with
 the shipped YOLOX-Nano (cv2.dnn), runs cleanlab ObjectLab, serves the App (panel_app_server.py)
-and has Chromium open the panel (``panel.png``) and its review mode (``review_mode.png``).
+and has Chromium open the panel (``panel.png``), its review mode (``review_mode.png``) and a
+box edited there by the nudge keys (``review_box_edit.png``).
 Uses its own mongod (tests/mongod_helper.py) unless FIFTYONE_DATABASE_URI is set, and a
 throw-away plugins dir linking this checkout.
 """
@@ -90,12 +91,21 @@ def main() -> None:
             page.locator("img[src^='data:image/jpeg']").first.wait_for()
             time.sleep(2)
             page.screenshot(path=str(out / "review_mode.png"))
+            # the box edited in place by the nudge keys, not saved yet (magenta: the edit,
+            # green: the box as labelled)
+            page.evaluate("() => document.activeElement && document.activeElement.blur()")
+            for key in ("ArrowLeft", "ArrowLeft", "Shift+ArrowRight", "Shift+ArrowRight",
+                        "Shift+ArrowDown"):
+                page.keyboard.press(key)
+            page.get_by_text("Box edited, not saved", exact=False).first.wait_for()
+            time.sleep(1)
+            page.screenshot(path=str(out / "review_box_edit.png"))
             browser.close()
     finally:
         proc.terminate()
         proc.wait(20)
         ds.delete()
-    print("wrote", out / "panel.png", out / "review_mode.png")
+    print("wrote", *(out / n for n in ("panel.png", "review_mode.png", "review_box_edit.png")))
 
 
 if __name__ == "__main__":

@@ -371,6 +371,10 @@ def test_review_session_by_keyboard(review_dataset, tmp_path):
     for k, v in summary.items():
         print(f"  {k:16s} n={v['n']:3d} median={v['median_ms']:8.1f} p90={v['p90_ms']:8.1f} "
               f"max={v['max_ms']:8.1f}")
+    # the target is NEXT_ITEM_TARGET_MS at the median (met on this machine: docs/review.md);
+    # CI asserts twice that, a guard against a regression like the per-key grid re-read (689
+    # ms) without failing on a loaded runner
+    assert summary["next_after_fix"]["median_ms"] <= 2 * NEXT_ITEM_TARGET_MS, summary
 
 
 # Class choices in the relabel test: CI 20; the full check is LABEL_GRADER_DROPDOWN_N=50
