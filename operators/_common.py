@@ -115,6 +115,7 @@ class GraderOperator(foo.Operator):
     attributes; an input form of the target, the Detections field (``field``: ``(param,
     label, default)``), then what :meth:`add_inputs` adds; :meth:`run` on the target view; the
     App refreshed after an immediate run (``reload``); the output form of :meth:`output`.
+    ``target = False``: a form without the target choice, run on the whole dataset.
 
     Subclasses set ``op_name`` / ``label`` / ``description`` / ``title`` and write
     ``add_inputs`` and ``run``; the default output is :func:`report_output` titled
@@ -129,6 +130,7 @@ class GraderOperator(foo.Operator):
     delegated: bool = True
     delegate_by_default: bool = False
     reload: bool = True                            # writes labels: refresh the App after
+    target: bool = True
 
     @property
     def config(self) -> foo.OperatorConfig:
@@ -140,7 +142,8 @@ class GraderOperator(foo.Operator):
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
-        add_target_input(ctx, inputs)
+        if self.target:
+            add_target_input(ctx, inputs)
         if self.field is not None:
             add_detection_field_input(ctx, inputs, *self.field)
         self.add_inputs(ctx, inputs)
@@ -156,7 +159,7 @@ class GraderOperator(foo.Operator):
 
     def execute(self, ctx) -> dict:
         p = dict(ctx.params)
-        out = self.run(ctx, target_view(ctx), p)
+        out = self.run(ctx, target_view(ctx) if self.target else ctx.dataset, p)
         if self.reloads(p):
             reload_unless_delegated(ctx)
         return out
@@ -166,3 +169,34 @@ class GraderOperator(foo.Operator):
 
     def resolve_output(self, ctx) -> types.Property:
         return self.output()
+
+
+#: the Detections field inputs most forms start with: ``(param, label, default)``
+GT_FIELD = ("gt_field", "Ground truth field", "ground_truth")
+HELD_OUT_GT_FIELD = ("gt_field", "Ground truth field (held-out images)", "ground_truth")
+GRADED_FIELD = ("field", "Detections field to grade", "ground_truth")
+
+
+class TrainOperator(GraderOperator):
+    """Training a grader on the target's ground truth: delegated by default (minutes), writes
+    no labels; ``run`` returns ``TrainResult.to_dict()`` (``good_threshold``: the result shows
+    the threshold chosen on the validation images)."""
+
+    field = GT_FIELD
+    delegate_by_default = True
+    reload = False
+    good_threshold = False
+
+    def output(self) -> types.Property:
+        return training_output(self.result_title, good_threshold=self.good_threshold)
+
+
+class EvaluateOperator(GraderOperator):
+    """Evaluating a grader on held-out images: writes no labels; ``run`` returns
+    :func:`evaluation_result`."""
+
+    field = HELD_OUT_GT_FIELD
+    reload = False
+
+    def output(self) -> types.Property:
+        return evaluation_output(self.result_title)

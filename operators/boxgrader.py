@@ -5,11 +5,12 @@ from __future__ import annotations
 import fiftyone.operators.types as types
 
 from ._common import (
+    GRADED_FIELD,
+    EvaluateOperator,
     GraderOperator,
-    evaluation_output,
+    TrainOperator,
     evaluation_result,
     progress_callback,
-    training_output,
 )
 
 
@@ -25,15 +26,13 @@ def _checkpoint(p: dict) -> str:
     return p.get("checkpoint") or SHIPPED_BOXGRADER
 
 
-class TrainBoxGrader(GraderOperator):
+class TrainBoxGrader(TrainOperator):
     op_name = "train_boxgrader"
     label = "label-grader: train the box grader on this ground truth"
     description = ("Good / bad / background boxes made from GT, graded over frozen YOLOX-Nano "
                    "features (CPU, minutes)")
-    title = "Box grader: train"
-    field = ("gt_field", "Ground truth field", "ground_truth")
-    delegate_by_default = True
-    reload = False
+    title, result_title = "Box grader: train", "Box grader training"
+    good_threshold = True
 
     def add_inputs(self, ctx, inputs):
         from grader.judges.boxgrader import DEFAULT_MAX_FPR
@@ -60,18 +59,13 @@ class TrainBoxGrader(GraderOperator):
             progress=lambda stage, done, total: step(done, total))
         return result.to_dict()
 
-    def output(self):
-        return training_output("Box grader training", good_threshold=True)
 
-
-class EvaluateBoxGrader(GraderOperator):
+class EvaluateBoxGrader(EvaluateOperator):
     op_name = "evaluate_boxgrader"
     label = "label-grader: evaluate the box grader"
     description = ("3-way accuracy, false-positive rate and confusion on boxes made from GT "
                    "(use images it was not trained on)")
-    title = "Box grader: evaluate"
-    field = ("gt_field", "Ground truth field (held-out images)", "ground_truth")
-    reload = False
+    title, result_title = "Box grader: evaluate", "Box grader evaluation"
 
     def add_inputs(self, ctx, inputs):
         _add_checkpoint_input(inputs)
@@ -85,17 +79,13 @@ class EvaluateBoxGrader(GraderOperator):
                                  progress=progress_callback(ctx, "Box grader evaluation"))
         return evaluation_result(res)
 
-    def output(self):
-        return evaluation_output("Box grader evaluation")
-
 
 class GradeBoxGrader(GraderOperator):
     op_name = "grade_boxgrader"
     label = "label-grader: grade boxes with the box grader"
     description = "Per box: p_good / p_bad / p_background and the class head's other-class score"
-    title = "Box grader: grade boxes"
-    result_title = "Box grader results"
-    field = ("field", "Detections field to grade", "ground_truth")
+    title, result_title = "Box grader: grade boxes", "Box grader results"
+    field = GRADED_FIELD
 
     def add_inputs(self, ctx, inputs):
         _add_checkpoint_input(inputs)

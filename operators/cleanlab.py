@@ -6,16 +6,15 @@ from cleanlab.internal import constants as cl_const
 from grader.judges.cleanlab import plan_sharded_run, run_cleanlab, run_shard
 
 from ._shards import add_shards_input, make_shard_operator, queue_shards
-from ._common import GraderOperator, add_detection_field_input, progress_callback
+from ._common import GT_FIELD, GraderOperator, add_detection_field_input, progress_callback
 
 
 class RunCleanlab(GraderOperator):
     op_name = "run_cleanlab"
     label = "label-grader: score labels with cleanlab ObjectLab"
     description = "Per-image label quality and per-box overlooked / swap / badloc scores"
-    title = "cleanlab ObjectLab"
-    result_title = "cleanlab results"
-    field = ("gt_field", "Ground truth field", "ground_truth")
+    title, result_title = "cleanlab ObjectLab", "cleanlab results"
+    field = GT_FIELD
 
     def add_inputs(self, ctx, inputs):
         add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions")

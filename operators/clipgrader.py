@@ -4,11 +4,12 @@ from __future__ import annotations
 import fiftyone.operators.types as types
 
 from ._common import (
+    GRADED_FIELD,
+    EvaluateOperator,
     GraderOperator,
-    evaluation_output,
+    TrainOperator,
     evaluation_result,
     progress_callback,
-    training_output,
 )
 
 # Mirrors grader.judges.clipgrader.model (not imported here so loading the plugin doesn't import torch).
@@ -61,9 +62,8 @@ class GradeClipGrader(GraderOperator):
     op_name = "grade_clipgrader"
     label = "label-grader: grade boxes with ClipGrader"
     description = "CLIP grades every box as good / bad / background (zero-shot or fine-tuned)"
-    title = "ClipGrader: grade boxes"
-    result_title = "ClipGrader results"
-    field = ("field", "Detections field to grade", "ground_truth")
+    title, result_title = "ClipGrader: grade boxes", "ClipGrader results"
+    field = GRADED_FIELD
 
     def add_inputs(self, ctx, inputs):
         _add_model_inputs(inputs)
@@ -98,14 +98,11 @@ class GradeClipGrader(GraderOperator):
         return report.to_dict()
 
 
-class TrainClipGrader(GraderOperator):
+class TrainClipGrader(TrainOperator):
     op_name = "train_clipgrader"
     label = "label-grader: fine-tune ClipGrader on this ground truth"
     description = "Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT"
-    title = "ClipGrader: fine-tune"
-    field = ("gt_field", "Ground truth field", "ground_truth")
-    delegate_by_default = True
-    reload = False
+    title, result_title = "ClipGrader: fine-tune", "ClipGrader training"
 
     def add_inputs(self, ctx, inputs):
         inputs.str("out_dir", required=True, label="Checkpoint folder",
@@ -137,17 +134,12 @@ class TrainClipGrader(GraderOperator):
         )
         return result.to_dict()
 
-    def output(self):
-        return training_output("ClipGrader training")
 
-
-class EvaluateClipGrader(GraderOperator):
+class EvaluateClipGrader(EvaluateOperator):
     op_name = "evaluate_clipgrader"
     label = "label-grader: evaluate ClipGrader"
     description = "Accuracy, false-positive rate and confusion on good/bad/background boxes from GT"
-    title = "ClipGrader: evaluate"
-    field = ("gt_field", "Ground truth field (held-out images)", "ground_truth")
-    reload = False
+    title, result_title = "ClipGrader: evaluate", "ClipGrader evaluation"
 
     def add_inputs(self, ctx, inputs):
         _add_model_inputs(inputs)
@@ -164,9 +156,6 @@ class EvaluateClipGrader(GraderOperator):
             progress=progress_callback(ctx, "ClipGrader evaluation"),
         )
         return evaluation_result(res)
-
-    def output(self):
-        return evaluation_output("ClipGrader evaluation")
 
 
 OPERATORS = [GradeClipGrader, TrainClipGrader, EvaluateClipGrader]

@@ -16,7 +16,7 @@ from grader.evaluate import TRUSTED_TAG, evaluate_judges, format_table, run_brai
 from grader.noise import DEFAULT_RATES, ERROR_TYPES, TRUTH_ATTR, inject_errors
 from grader.review_cost import estimate_review_cost, format_review_cost
 
-from ._common import GraderOperator, add_detection_field_input
+from ._common import GT_FIELD, GraderOperator, add_detection_field_input
 
 
 def _json_safe(x: Any) -> Any:
@@ -35,8 +35,7 @@ class InjectErrors(GraderOperator):
     label = "label-grader: inject known label errors (for evaluation)"
     description = ("Copy a ground-truth field and inject " + "/".join(ERROR_TYPES)
                    + " errors with the truth recorded per label")
-    title = "Inject errors"
-    result_title = "Injected errors"
+    title, result_title = "Inject errors", "Injected errors"
     field = ("src_field", "Source ground truth field", "ground_truth")
 
     def add_inputs(self, ctx, inputs):
@@ -107,9 +106,8 @@ class ComputeEnsemble(GraderOperator):
     label = "label-grader: combine judges (reliability-weighted ensemble)"
     description = ("One suspect score per issue type from every judge's scores, weighted by "
                    "each judge's reliability on a trusted (verified) subset")
-    title = "Ensemble"
-    result_title = "Ensemble"
-    field = ("gt_field", "Ground truth field", "ground_truth")
+    title, result_title = "Ensemble", "Ensemble"
+    field = GT_FIELD
 
     def add_inputs(self, ctx, inputs):
         inputs.str("trusted_tag", default=TRUSTED_TAG, label="Trusted subset: samples tagged",
@@ -153,9 +151,8 @@ class RunConsistency(GraderOperator):
     label = "label-grader: find duplicate and odd-shaped boxes (no model)"
     description = ("Duplicate boxes (high IoU with a same-class box) and per-class geometry "
                    "outliers, from the labels alone")
-    title = "Consistency judge"
-    result_title = "Consistency judge"
-    field = ("gt_field", "Ground truth field", "ground_truth")
+    title, result_title = "Consistency judge", "Consistency judge"
+    field = GT_FIELD
 
     def add_inputs(self, ctx, inputs):
         inputs.int("min_class_size", default=10, min=2,

@@ -1,18 +1,11 @@
 """Operators for review: apply a fix, undo a fix, save the review views (adapters over ``grader.review``)."""
 from __future__ import annotations
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from grader import review
 
-from ._common import (
-    add_detection_field_input,
-    add_target_input,
-    operator_config,
-    reload_unless_delegated,
-    target_view,
-)
+from ._common import GT_FIELD, GraderOperator, add_detection_field_input, add_target_input
 
 _KIND_LABELS = {
     "accept": "Accept as correct (tag reviewed:ok)",
@@ -52,14 +45,18 @@ def _validate_fix_params(p: dict, kind, field) -> None:
         raise ValueError("expected_state must be the token given by review.label_state()")
 
 
-class ApplyFix(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "apply_fix", "label-grader: fix a label",
-            "Accept, relabel, delete, replace box or adopt a candidate; undoable")
+def _summary_output(label: str) -> types.Property:
+    outputs = types.Object()
+    outputs.str("summary", label=label)
+    return types.Property(outputs)
 
-    def resolve_input(self, ctx):
+
+class ApplyFix(GraderOperator):
+    op_name = "apply_fix"
+    label = "label-grader: fix a label"
+    description = "Accept, relabel, delete, replace box or adopt a candidate; undoable"
+
+    def resolve_input(self, ctx):  # the fix kind first; the target only for accept_all
         inputs = types.Object()
         kinds = types.RadioGroup()
         for k, lab in _KIND_LABELS.items():
@@ -86,14 +83,13 @@ class ApplyFix(foo.Operator):
                        description="Blank: the matched prediction (cleanlab_badloc_pred_id)")
         return types.Property(inputs, view=types.View(label="Fix a label"))
 
-    def execute(self, ctx):
-        p = ctx.params
+    def run(self, ctx, view, p):
         kind = p.get("kind", "accept")
         field = p.get("field", "ground_truth")
         _validate_fix_params(p, kind, field)
         user = ctx_user(ctx)
         if kind == "accept_all":
-            rec = review.accept_labels(target_view(ctx), field, user=user)
+            rec = review.accept_labels(view, field, user=user)
         else:
             extra = {}
             if kind == "relabel":
@@ -108,24 +104,21 @@ class ApplyFix(foo.Operator):
                 extra["pred_id"] = p.get("pred_id") or None
             rec = review.apply_fix(ctx.dataset, kind, p["sample_id"], p["label_id"], field,
                                    user=user, **extra)
-        reload_unless_delegated(ctx)
         return {"fix": review.record_to_json(rec) if rec else None,
                 "summary": rec.summary() if rec else "nothing to accept"}
 
-    def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Fix")
-        return types.Property(outputs)
+    def output(self):
+        return _summary_output("Fix")
 
 
-class UndoFix(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "undo_fix", "label-grader: undo a fix",
-            "Restore a label exactly as it was before a fix (newest fix by default)", delegated=False)
+class UndoFix(GraderOperator):
+    op_name = "undo_fix"
+    label = "label-grader: undo a fix"
+    description = "Restore a label exactly as it was before a fix (newest fix by default)"
+    delegated = False
+    target = False
 
-    def resolve_input(self, ctx):
+    def resolve_input(self, ctx):  # the recent fixes to choose from
         inputs = types.Object()
         recent = review.fix_log(ctx.dataset, limit=20, include_undone=False) if ctx.dataset else []
         if not recent:
@@ -138,39 +131,30 @@ class UndoFix(foo.Operator):
         inputs.bool("force", default=False, label="Undo even if the label changed since")
         return types.Property(inputs, view=types.View(label="Undo a fix"))
 
-    def execute(self, ctx):
-        fix_id = ctx.params.get("fix_id") or None
+    def run(self, ctx, dataset, p):
+        fix_id = p.get("fix_id") or None
         if fix_id is not None and not isinstance(fix_id, str):
             raise ValueError(f"fix_id must be a fix log id string, got {type(fix_id).__name__}")
-        rec = review.undo_fix(ctx.dataset, fix_id,
-                              force=bool(ctx.params.get("force")), user=ctx_user(ctx))
-        reload_unless_delegated(ctx)
+        rec = review.undo_fix(dataset, fix_id, force=bool(p.get("force")), user=ctx_user(ctx))
         return {"fix": review.record_to_json(rec), "summary": rec.summary()}
 
-    def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Undone")
-        return types.Property(outputs)
+    def output(self):
+        return _summary_output("Undone")
 
 
-class SaveReviewViews(foo.Operator):
-    @property
-    def config(self):
-        return operator_config(
-            "save_review_views", "label-grader: save review views",
-            "Saved views: suspect <issue>, overlooked candidates, reviewed", delegated=False)
+class SaveReviewViews(GraderOperator):
+    op_name = "save_review_views"
+    label = "label-grader: save review views"
+    description = "Saved views: suspect <issue>, overlooked candidates, reviewed"
+    title = "Save review views"
+    field = GT_FIELD
+    delegated = False
+    target = False
 
-    def resolve_input(self, ctx):
-        inputs = types.Object()
-        add_detection_field_input(ctx, inputs, "gt_field", "Ground truth field", "ground_truth")
-        return types.Property(inputs, view=types.View(label="Save review views"))
+    def run(self, ctx, dataset, p):
+        return {"views": review.save_review_views(dataset, p.get("gt_field", "ground_truth"))}
 
-    def execute(self, ctx):
-        names = review.save_review_views(ctx.dataset, ctx.params.get("gt_field", "ground_truth"))
-        reload_unless_delegated(ctx)
-        return {"views": names}
-
-    def resolve_output(self, ctx):
+    def output(self):
         outputs = types.Object()
         outputs.list("views", types.String(), label="Saved views")
         return types.Property(outputs)
