@@ -13,8 +13,9 @@ screenshots come from ``tests/panel_screenshots.py``, on a real judge run).
 Issue 23's checks: each class choice in review mode changes exactly one label in the database
 (``LABEL_GRADER_DROPDOWN_N``, 20; the issue's 50 passed), new class names, a sidebar filter
 through 11 panel actions, the default and remembered sort, the overlooked filter, suggestions
-only where a judge disagrees and delete hints, box editing with undo, and the layout at
-1440x900.
+only where a judge disagrees and delete hints, box editing with undo, the layout at
+1440x900, a "Grade labels" run from the App (step progress, the panel re-read when it ends)
+and the learning queue re-ordered after 25 decisions by key.
 """
 from __future__ import annotations
 

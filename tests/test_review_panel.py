@@ -543,3 +543,57 @@ def test_decisions_re_rank_the_queue(panel, ds, monkeypatch):
     assert not set(first) & {q["label_id"] for q in h.items}   # reviewed labels left the queue
     run = ds.get_run_info(ens.RUN_KEY).config.serialize()["report"]["info"]["reviews"]
     assert run["accepted"] == 3
+
+
+def test_review_keys_do_not_reload_the_dataset(panel, ds, monkeypatch):
+    """A review key writes through the dataset the panel holds: ``ctx.dataset`` reloads the
+    dataset document and re-declares its fields on every App request (60-100 ms, most of a
+    key's time before). Decisions still land in the database."""
+    import fiftyone.core.dataset as fod
+
+    h = Harness(panel, ds)
+    h.call("on_load")
+    h.call("on_filter_change", path="controls.issue", value="__all__")
+    h.call("enter_review")
+    reloads = []
+    real = fod.Dataset.reload
+    monkeypatch.setattr(fod.Dataset, "reload", lambda self, *a, **k: (reloads.append(1),
+                                                                        real(self, *a, **k)))
+    first = h.items[0]
+    for key in ("a", "n", "p", "d", "u"):
+        h.call("on_hotkey", key=key)
+    assert reloads == []
+    assert REVIEWED_OK_TAG in _gt(ds, first["sample_id"])[first["label_id"]].tags
+    assert [x.kind for x in review.fix_log(ds, include_undone=True)] == ["delete", "accept"]
+
+
+def test_grade_run_end_refreshes_open_panels(panel, ds):
+    """Issue 23.7: a grade run's end reaches each Label review panel open on its dataset
+    (``refresh_requests``: one trigger of ``on_grade_done`` per panel), which re-reads the
+    scores and, with no sort chosen by the user, sorts by the new ensemble."""
+    from fiftyone.operators.executor import ExecutionContext as Ctx
+
+    from grader.ensemble import compute_ensemble
+
+    h = Harness(panel, ds)
+    h.call("on_load")
+    assert h.state["controls"]["score"] == "cleanlab_badloc"
+    mod = type(panel).__module__
+    review_panel = __import__(mod, fromlist=["refresh_requests"])
+    assert "panel-1" in review_panel.open_panels(ds.name)
+    assert review_panel.open_panels(ds.name + "-other") == []
+    ex = Executor()
+    ctx = Ctx(request_params={"dataset_name": ds.name, "params": {}}, executor=ex)
+    review_panel.refresh_requests(ctx)
+    calls = [(r.operator_uri, r.params) for r in ex._requests]
+    assert calls == [(PANEL, {"__method__": "on_grade_done", "panel_id": "panel-1"})]
+    compute_ensemble(ds, "ground_truth")      # what the grade run wrote
+    h.call("on_grade_done")
+    assert h.state["controls"]["score"] == "ensemble_any"
+    assert "ensemble_any" in h.state["available"]
+    assert h.items[0]["value"] == max(q["value"] for q in h.items)
+    assert [n for n in h.ops("notify") if "re-read" in n["message"]]
+    # a sort the user chose stays
+    h.call("on_filter_change", path="controls.score", value="cleanlab_swap")
+    h.call("on_grade_done")
+    assert h.state["controls"]["score"] == "cleanlab_swap"
