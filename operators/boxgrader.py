@@ -31,7 +31,8 @@ class TrainBoxGrader(TrainOperator):
     label = "label-grader: train the box grader on this ground truth"
     description = ("Good / bad / background boxes made from GT, graded over frozen YOLOX-Nano "
                    "features (CPU, minutes)")
-    title, result_title = "Box grader: train", "Box grader training"
+    title = "Box grader: train"
+    result_title = "Box grader training"
     good_threshold = True
 
     def add_inputs(self, ctx, inputs):
@@ -65,7 +66,8 @@ class EvaluateBoxGrader(EvaluateOperator):
     label = "label-grader: evaluate the box grader"
     description = ("3-way accuracy, false-positive rate and confusion on boxes made from GT "
                    "(use images it was not trained on)")
-    title, result_title = "Box grader: evaluate", "Box grader evaluation"
+    title = "Box grader: evaluate"
+    result_title = "Box grader evaluation"
 
     def add_inputs(self, ctx, inputs):
         _add_checkpoint_input(inputs)
@@ -84,7 +86,8 @@ class GradeBoxGrader(GraderOperator):
     op_name = "grade_boxgrader"
     label = "label-grader: grade boxes with the box grader"
     description = "Per box: p_good / p_bad / p_background and the class head's other-class score"
-    title, result_title = "Box grader: grade boxes", "Box grader results"
+    title = "Box grader: grade boxes"
+    result_title = "Box grader results"
     field = GRADED_FIELD
 
     def add_inputs(self, ctx, inputs):

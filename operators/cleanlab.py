@@ -13,7 +13,8 @@ class RunCleanlab(GraderOperator):
     op_name = "run_cleanlab"
     label = "label-grader: score labels with cleanlab ObjectLab"
     description = "Per-image label quality and per-box overlooked / swap / badloc scores"
-    title, result_title = "cleanlab ObjectLab", "cleanlab results"
+    title = "cleanlab ObjectLab"
+    result_title = "cleanlab results"
     field = GT_FIELD
 
     def add_inputs(self, ctx, inputs):

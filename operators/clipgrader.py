@@ -62,7 +62,8 @@ class GradeClipGrader(GraderOperator):
     op_name = "grade_clipgrader"
     label = "label-grader: grade boxes with ClipGrader"
     description = "CLIP grades every box as good / bad / background (zero-shot or fine-tuned)"
-    title, result_title = "ClipGrader: grade boxes", "ClipGrader results"
+    title = "ClipGrader: grade boxes"
+    result_title = "ClipGrader results"
     field = GRADED_FIELD
 
     def add_inputs(self, ctx, inputs):
@@ -102,7 +103,8 @@ class TrainClipGrader(TrainOperator):
     op_name = "train_clipgrader"
     label = "label-grader: fine-tune ClipGrader on this ground truth"
     description = "Fine-tune CLIP's vision encoder on good/bad/background boxes made from GT"
-    title, result_title = "ClipGrader: fine-tune", "ClipGrader training"
+    title = "ClipGrader: fine-tune"
+    result_title = "ClipGrader training"
 
     def add_inputs(self, ctx, inputs):
         inputs.str("out_dir", required=True, label="Checkpoint folder",
@@ -139,7 +141,8 @@ class EvaluateClipGrader(EvaluateOperator):
     op_name = "evaluate_clipgrader"
     label = "label-grader: evaluate ClipGrader"
     description = "Accuracy, false-positive rate and confusion on good/bad/background boxes from GT"
-    title, result_title = "ClipGrader: evaluate", "ClipGrader evaluation"
+    title = "ClipGrader: evaluate"
+    result_title = "ClipGrader evaluation"
 
     def add_inputs(self, ctx, inputs):
         _add_model_inputs(inputs)

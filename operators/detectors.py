@@ -13,7 +13,8 @@ class RunDetector(GraderOperator):
     label = "label-grader: run a detector"
     description = ("Predict boxes with confidence and per-class probs (YOLOX-Nano by default, or "
                    "an Ultralytics ONNX export)")
-    title, result_title = "Run detector", "detector results"
+    title = "Run detector"
+    result_title = "detector results"
 
     def add_inputs(self, ctx, inputs):
         choices = types.DropdownView()

@@ -35,7 +35,8 @@ class InjectErrors(GraderOperator):
     label = "label-grader: inject known label errors (for evaluation)"
     description = ("Copy a ground-truth field and inject " + "/".join(ERROR_TYPES)
                    + " errors with the truth recorded per label")
-    title, result_title = "Inject errors", "Injected errors"
+    title = "Inject errors"
+    result_title = "Injected errors"
     field = ("src_field", "Source ground truth field", "ground_truth")
 
     def add_inputs(self, ctx, inputs):
@@ -106,7 +107,8 @@ class ComputeEnsemble(GraderOperator):
     label = "label-grader: combine judges (reliability-weighted ensemble)"
     description = ("One suspect score per issue type from every judge's scores, weighted by "
                    "each judge's reliability on a trusted (verified) subset")
-    title, result_title = "Ensemble", "Ensemble"
+    title = "Ensemble"
+    result_title = "Ensemble"
     field = GT_FIELD
 
     def add_inputs(self, ctx, inputs):
@@ -151,7 +153,8 @@ class RunConsistency(GraderOperator):
     label = "label-grader: find duplicate and odd-shaped boxes (no model)"
     description = ("Duplicate boxes (high IoU with a same-class box) and per-class geometry "
                    "outliers, from the labels alone")
-    title, result_title = "Consistency judge", "Consistency judge"
+    title = "Consistency judge"
+    result_title = "Consistency judge"
     field = GT_FIELD
 
     def add_inputs(self, ctx, inputs):

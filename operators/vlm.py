@@ -73,7 +73,8 @@ class RunVLMJudge(GraderOperator):
     label = "label-grader: grade labels with a vision-language model"
     description = ("Ask a local or OpenAI-compatible VLM whether each box (and each image) "
                    "is labelled correctly; writes vlm_verdict / vlm_reason / vlm_confidence")
-    title, result_title = "VLM judge", "VLM judge results"
+    title = "VLM judge"
+    result_title = "VLM judge results"
     field = ("label_field", "Labels to grade", "ground_truth")
 
     def add_inputs(self, ctx, inputs):
