@@ -176,7 +176,8 @@ def _dataset_name(ctx) -> str:
     return ctx.dataset.name if ctx.dataset else ""
 
 
-#: The datasets the review keys write to, held here so the Dataset singleton stays loaded.
+#: The datasets the review keys write to (name -> ``fo.Dataset``), held here so the
+#: Dataset singleton stays loaded between requests.
 _DATASETS: dict[str, object] = {}
 
 
@@ -277,9 +278,9 @@ def open_panels(dataset_name: str) -> list[str]:
 
 
 def refresh_requests(ctx) -> list:
-    """Have every Label review panel open on ``ctx``'s dataset re-read its scores, counts and
-    queue: the App requests an operator that wrote scores (``Grade labels``) yields at its end.
-    The panel's queue is otherwise a snapshot until Refresh (issue 23.7)."""
+    """App requests that have every Label review panel open on ``ctx``'s dataset re-read its
+    scores, counts and queue; ``Grade labels`` yields them when its run ends. The panel's queue
+    is otherwise a snapshot until Refresh (issue 23.7)."""
     return [ctx.trigger(f"{PLUGIN}/label_review", {"__method__": "on_grade_done", "panel_id": pid})
             for pid in open_panels(_dataset_name(ctx))]
 
@@ -350,12 +351,15 @@ class LabelReviewPanel(foo.Panel):
         :func:`refresh_requests`): the new scores, counts and queue, read now. The sort goes to
         the default (the ensemble, when the run made it) unless the user chose one."""
         gt = _ctl(ctx, "gt_field")
-        if gt not in _gt_fields(ctx):
-            return self.on_load(ctx)
-        if _stored_score(ctx, gt) is None:
+        if gt and _stored_score(ctx, gt) is None:
             _set_ctl(ctx, "score", None)
         self._refresh(ctx)
         ctx.ops.notify("Label review: queue re-read after the grading run", variant="info")
+
+    def on_unload(self, ctx):
+        """The panel was closed: its review session goes, so no later grade run triggers it."""
+        with _SESSION_LOCK:
+            _SESSIONS.pop(_pid(ctx), None)
 
     @_session
     def on_log_y(self, ctx):

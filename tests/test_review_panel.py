@@ -597,3 +597,5 @@ def test_grade_run_end_refreshes_open_panels(panel, ds):
     h.call("on_filter_change", path="controls.score", value="cleanlab_swap")
     h.call("on_grade_done")
     assert h.state["controls"]["score"] == "cleanlab_swap"
+    h.call("on_unload")                       # closed: no longer refreshed
+    assert "panel-1" not in review_panel.open_panels(ds.name)
