@@ -200,3 +200,17 @@ class EvaluateOperator(GraderOperator):
 
     def output(self) -> types.Property:
         return evaluation_output(self.result_title)
+
+
+def add_quality_thresholds(inputs: types.Object, judge: str) -> None:
+    """A quality grader's (ClipGrader's, the box grader's) two tag thresholds."""
+    inputs.float("bad_threshold", default=0.5, min=0.0, max=1.0,
+                 label=f"Tag suspect:{judge}_bad when p_bad >=")
+    inputs.float("background_threshold", default=0.5, min=0.0, max=1.0,
+                 label=f"Tag suspect:{judge}_background when p_background >=")
+
+
+def quality_thresholds(p: dict) -> dict:
+    """The form's :func:`add_quality_thresholds` as grading keyword arguments."""
+    return {"bad_threshold": float(p.get("bad_threshold", 0.5)),
+            "background_threshold": float(p.get("background_threshold", 0.5))}

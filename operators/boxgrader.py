@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
-from ._common import (
-    GRADED_FIELD,
-    EvaluateOperator,
-    GraderOperator,
-    TrainOperator,
-    evaluation_result,
-    progress_callback,
-)
+from ._common import (GRADED_FIELD, EvaluateOperator, GraderOperator, TrainOperator,
+                      add_quality_thresholds, evaluation_result, progress_callback,
+                      quality_thresholds)
 
 
 def _add_checkpoint_input(inputs: types.Object, required: bool = False) -> None:
@@ -92,19 +87,14 @@ class GradeBoxGrader(GraderOperator):
 
     def add_inputs(self, ctx, inputs):
         _add_checkpoint_input(inputs)
-        inputs.float("bad_threshold", default=0.5, min=0.0, max=1.0,
-                     label="Tag suspect:boxgrader_bad when p_bad >=")
-        inputs.float("background_threshold", default=0.5, min=0.0, max=1.0,
-                     label="Tag suspect:boxgrader_background when p_background >=")
+        add_quality_thresholds(inputs, "boxgrader")
 
     def run(self, ctx, view, p):
         from grader.judges.boxgrader import grade_boxgrader
 
         report = grade_boxgrader(
             view, p.get("field", "ground_truth"), checkpoint=_checkpoint(p),
-            bad_threshold=float(p.get("bad_threshold", 0.5)),
-            background_threshold=float(p.get("background_threshold", 0.5)),
-            progress=progress_callback(ctx, "Box grader"))
+            **quality_thresholds(p), progress=progress_callback(ctx, "Box grader"))
         return report.to_dict()
 
 

@@ -3,14 +3,9 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
-from ._common import (
-    GRADED_FIELD,
-    EvaluateOperator,
-    GraderOperator,
-    TrainOperator,
-    evaluation_result,
-    progress_callback,
-)
+from ._common import (GRADED_FIELD, EvaluateOperator, GraderOperator, TrainOperator,
+                      add_quality_thresholds, evaluation_result, progress_callback,
+                      quality_thresholds)
 
 # Mirrors grader.judges.clipgrader.model (not imported here so loading the plugin doesn't import torch).
 DEFAULT_MODEL = "ViT-L-14-336"
@@ -71,10 +66,7 @@ class GradeClipGrader(GraderOperator):
         _add_precision_input(inputs)
         inputs.bool("all_classes", default=False, label="Score against all classes",
                     description="Also predict the class (writes clipgrader_class) to catch wrong labels")
-        inputs.float("bad_threshold", default=0.5, min=0.0, max=1.0,
-                     label="Tag suspect:clipgrader_bad when p_bad >=")
-        inputs.float("background_threshold", default=0.5, min=0.0, max=1.0,
-                     label="Tag suspect:clipgrader_background when p_background >=")
+        add_quality_thresholds(inputs, "clipgrader")
         inputs.int("batch_size", default=64, min=1, label="Batch size")
         pools = types.RadioGroup()
         pools.add_choice("threads", label="threads")
@@ -89,9 +81,7 @@ class GradeClipGrader(GraderOperator):
 
         report = grade_clipgrader(
             view, p.get("field", "ground_truth"), **_inference_kwargs(p),
-            all_classes=bool(p.get("all_classes", False)),
-            bad_threshold=float(p.get("bad_threshold", 0.5)),
-            background_threshold=float(p.get("background_threshold", 0.5)),
+            all_classes=bool(p.get("all_classes", False)), **quality_thresholds(p),
             batch_size=int(p.get("batch_size", 64)),
             render_pool=p.get("render_pool") or "threads",
             progress=progress_callback(ctx, "ClipGrader"),
