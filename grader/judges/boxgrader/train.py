@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from ...classes import resolve_classes
-from ...report import RunReport
 from ..clipgrader.prompts import QUALITIES
 from ..clipgrader.synth import SynthItem, split_by_image, synthesize
-from ..clipgrader.train import TrainResult
+from ..clipgrader.train import TrainResult, start_training
 from .features import (BOX_FEATURES_FILE, DEFAULT_GROUPS, _feature_cache, item_features,
                        save_box_features)
 from .model import (CHECKPOINT_KIND, FOLDS_FILE, BoxGrader, BoxGraderHead, _backbone, _build_head,
@@ -177,10 +176,7 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
     quality with the one that did not see it (needs the tree quality model).
     """
     progress = progress or (lambda stage, d, t: None)
-    torch.manual_seed(seed)
-    os.makedirs(out_dir, exist_ok=True)
-    last_path, best_path = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
-    report = RunReport(judge="boxgrader_train")
+    last_path, best_path, report = start_training(out_dir, seed, "boxgrader_train")
     state = None
     if resume and os.path.isfile(last_path):
         state = torch.load(last_path, map_location="cpu", weights_only=False)

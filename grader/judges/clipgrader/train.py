@@ -25,6 +25,15 @@ from .prompts import QUALITIES, class_prompts, target_index
 from .synth import SynthItem, split_by_image, synthesize
 
 
+def start_training(out_dir: str, seed: int, judge: str) -> tuple[str, str, RunReport]:
+    """What a training run of either grader (ClipGrader, the box grader) starts with: torch
+    seeded, ``out_dir`` made; returns its ``last.pt`` / ``best.pt`` paths and the run's report."""
+    torch.manual_seed(seed)
+    os.makedirs(out_dir, exist_ok=True)
+    return (os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt"),
+            RunReport(judge=judge))
+
+
 @dataclass
 class TrainResult:
     """Where the checkpoints are and how training went, epoch by epoch."""
@@ -104,10 +113,7 @@ def train_clipgrader(collection, gt_field: str = "ground_truth", out_dir: str = 
     continues after its last finished epoch (same data split, optimizer state restored).
     Returns a :class:`TrainResult`; grade with ``checkpoint=result.best_checkpoint``.
     """
-    torch.manual_seed(seed)
-    os.makedirs(out_dir, exist_ok=True)
-    last_path, best_path = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
-    report = RunReport(judge="clipgrader_train")
+    last_path, best_path, report = start_training(out_dir, seed, "clipgrader_train")
 
     state = None
     if resume and os.path.isfile(last_path):
