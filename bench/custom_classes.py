@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/custom_classes.py                      # raccoon + coco128 custom taxonomy
     .venv/bin/python bench/custom_classes.py --data raccoon --repeats 2
+    .venv/bin/python bench/custom_classes.py --grade-kw '{"finetune": true}'   # YOLOX fine-tuned
 
 Per dataset and seed: copy the ground truth into ``noisy`` with ~5 % of each error type injected
 (the truth recorded), call ``grader.grade(ds, gt_field="noisy")`` with every default, then print
@@ -19,6 +20,7 @@ Datasets (both are development data; choose defaults on them, never on coco128-v
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -93,7 +95,7 @@ def run(name: str, args) -> dict:
         rep = inject_errors(ds, "ground_truth", "noisy", rates=rates, seed=seed, overwrite=True)
         times: dict = {}
         t0 = time.time()
-        g = grade(ds, gt_field="noisy", progress=_timed_progress(times))
+        g = grade(ds, gt_field="noisy", progress=_timed_progress(times), **args.grade_kw)
         wall = time.time() - t0
         print(f"-- seed {seed}: injected {rep.info['injected']}; grade() {wall:.1f} s; ran "
               f"{sorted(g.reports)}; not run {g.not_run}")
@@ -178,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--grade-kw", type=json.loads, default={},
+                    help='grade() options as JSON, e.g. \'{"finetune": {"epochs": 10}}\' (a '
+                         'YOLOX-Nano fine-tuned on the classes, the default on a GPU)')
     args = ap.parse_args(argv)
     with bench_db():
         for name in args.data:

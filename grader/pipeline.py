@@ -88,6 +88,44 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
     return rep
 
 
+#: Below this share of labels of the shipped detector's classes, grade() fine-tunes YOLOX-Nano
+#: on the labels' own classes (out-of-fold predictions) instead of predicting COCO's classes.
+FINETUNE_MAX_KNOWN = 0.5
+
+
+def _can_finetune(ctx: GradeContext) -> str | None:
+    from .detectors import torch_yolox
+
+    asked = ctx.options.get("finetune")
+    explicit = asked is True or isinstance(asked, dict)
+    if ctx.pred_field:
+        return "predictions given"
+    if getattr(ctx.detector, "name", None) != DEFAULT_DETECTOR:
+        return "fine-tuning applies to the shipped YOLOX-Nano only"
+    share, counts = known_class_share(ctx.collection, ctx.gt_field, ctx.detector.classes)
+    if not counts:
+        return f"no labels in '{ctx.gt_field}'"
+    if share >= FINETUNE_MAX_KNOWN and not explicit:
+        return f"the shipped detector knows {share:.0%} of these labels' classes"
+    if not torch_yolox.available():
+        return "torch and onnx2torch are needed to fine-tune (pip install onnx2torch)"
+    if not explicit and torch_yolox.default_device() == "cpu":
+        return ("no GPU: fine-tuning YOLOX-Nano on these classes takes minutes per 100 images on "
+                "a CPU; pass finetune=True to run it (README 'Your own classes')")
+    return None
+
+
+def _run_finetune_step(ctx: GradeContext) -> RunReport:
+    from .detectors.finetune import crossfit_detector
+
+    o = ctx.opt("finetune")
+    kw = {k: o.pop(k) for k in ("conf_threshold", "nms_iou", "overwrite") if k in o}
+    rep = crossfit_detector(ctx.collection, ctx.gt_field, DEFAULT_PRED_FIELD, settings=o,
+                            progress=lambda d, t: ctx.progress("finetune", d, t), **kw)
+    ctx.pred_field = DEFAULT_PRED_FIELD
+    return rep
+
+
 def _can_detect(ctx: GradeContext) -> str | None:
     if ctx.pred_field:
         return "predictions given"
@@ -389,6 +427,10 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
 
 
 STEPS: list[Step] = [
+    # Classes the shipped detector does not know: YOLOX-Nano fine-tuned on the labels in folds,
+    # each image predicted by a model that never saw it (on a GPU by default; finetune=True on
+    # a CPU). Its predictions then stand in for the detector step's.
+    Step("finetune", _can_finetune, _run_finetune_step),
     Step("detector", _can_detect, _run_detector_step),
     Step("cleanlab", _has_preds, _run_cleanlab_step),
     # The detector re-run on a crop around every GT box (swap / badloc / spurious evidence).
