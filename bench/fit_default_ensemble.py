@@ -307,6 +307,12 @@ def _features(runs: list[dict], judges: tuple[str, ...]) -> list[str]:
 NEVER = ("boxgrader:boxgrader_p_other_class:missing",)
 
 
+#: Hinges on a score's top percentiles (grader.score_stats.stack_features): consistency_xdup's
+#: evidence is in its last few percent (a cross-class partner at high IoU; on the dev caches
+#: x >= 0.5 starts at the 96th percentile), which a weight on the percentile itself cannot single out.
+HINGES = ("consistency:consistency_xdup:top95",)
+
+
 #: (issue, score) pairs whose single-judge AUROC fit / eval print (the box grader's strength
 #: out of fold on dev vs the shipped checkpoint on val)
 BOX_SINGLES = (("badloc", "boxgrader:boxgrader_p_bad"), ("badloc", "boxgrader:boxgrader_p_not_good"),
@@ -345,7 +351,25 @@ def _pairs(n: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
 
-def _cv(runs, issue, feats, n_image_folds=3, with_hgb=False) -> dict[str, list[float]]:
+def _weights(run: dict, kind_weights: dict[str, float], issue: str | None = None) -> np.ndarray:
+    """Training weight per label: ``kind_weights[kind]`` (or ``kind_weights["<issue>:<kind>"]``,
+    which wins for that issue) for an injected error of that real-looking kind
+    (``--kind-weights``; 0 leaves it out), else 1."""
+    w = np.ones(len(run["truth"]))
+    kinds = run.get("kind")
+    if kinds is None:
+        return w
+    for k, v in (kind_weights or {}).items():
+        if ":" not in k:
+            w[kinds == k] = v
+    for k, v in (kind_weights or {}).items():
+        if issue is not None and k.startswith(f"{issue}:"):
+            w[kinds == k.split(":", 1)[1]] = v
+    return w
+
+
+def _cv(runs, issue, feats, n_image_folds=3, with_hgb=False,
+        kind_weights: dict[str, float] | None = None) -> dict[str, list[float]]:
     """AUROC per held-out seed: each label is predicted by a model that saw neither its seed
     (injection run) nor its image (image folds)."""
     from grader.ensemble_prior import design_matrix
@@ -355,25 +379,33 @@ def _cv(runs, issue, feats, n_image_folds=3, with_hgb=False) -> dict[str, list[f
     pairs = _pairs(n_base)
     Xs = [design_matrix(r["pct"], feats, pairs) for r in runs]
     ys = [_labels(r, issue) for r in runs]
+    ws = [_weights(r, kind_weights, issue) for r in runs]
+    # today's error types only (no real-looking kind): what the held-out injected figures measure
+    today = [(r["kind"] == "") if r.get("kind") is not None else np.ones(len(r["truth"]), bool)
+             for r in runs]
     images = sorted(set().union(*[set(r["sample_ids"]) for r in runs]))
     fold_of = {s: i % n_image_folds for i, s in enumerate(np.random.default_rng(0).permutation(images))}
     folds = [np.array([fold_of[s] for s in r["sample_ids"]]) for r in runs]
     cands = list(CANDIDATES) + ([("hgb", False, None)] if with_hgb else [])
     res = {c[0]: [] for c in cands}
+    res.update({f"{c[0]}@today": [] for c in cands})
     for k, run in enumerate(runs):
         preds = {c[0]: np.full(len(ys[k][0]), np.nan) for c in cands}
         for f in range(n_image_folds):
             tr_X = np.vstack([Xs[j][(folds[j] != f) & ys[j][1]] for j in range(len(runs)) if j != k])
             tr_y = np.concatenate([ys[j][0][(folds[j] != f) & ys[j][1]] for j in range(len(runs)) if j != k])
+            tr_w = np.concatenate([ws[j][(folds[j] != f) & ys[j][1]] for j in range(len(runs)) if j != k])
             te = (folds[k] == f) & ys[k][1]
             for name, use_pairs, C in cands:
                 cols = slice(None) if use_pairs else slice(0, n_base)
                 m = _hgb() if name == "hgb" else _model(use_pairs, C)
-                m.fit(tr_X[:, cols], tr_y)
+                m.fit(tr_X[:, cols], tr_y, sample_weight=tr_w)
                 preds[name][te] = m.predict_proba(Xs[k][te][:, cols])[:, 1]
         sel = ys[k][1]
         for name in preds:
             res[name].append(auroc(ys[k][0][sel].astype(int), preds[name][sel]))
+            t = sel & today[k]
+            res[f"{name}@today"].append(auroc(ys[k][0][t].astype(int), preds[name][t]))
     return res
 
 
@@ -383,7 +415,9 @@ def fit(args) -> None:
 
     from grader.ensemble_prior import design_matrix
     from grader.evaluate import auroc
+    from grader.score_stats import feature_base
 
+    kind_weights = {k: float(v) for k, v in (a.split("=") for a in args.kind_weights)}
     base_runs = _load("dev", args.cache_dir)
     box_runs = _load("dev", args.box_cache_dir) if args.box_cache_dir else base_runs
     if not base_runs or not box_runs:
@@ -406,7 +440,10 @@ def fit(args) -> None:
              "sklearn_version": sklearn.__version__,
              "training_data": (f"coco128 (dev) only; {len(runs)} injection runs, seeds "
                                f"{[r['seed'] for r in runs]}: inject_errors with every GT error type "
-                               f"and overlooked deletions, each rate drawn in 3-10 %, swap_to "
+                               f"and overlooked deletions, each rate drawn in 3-10 %"
+                               + (", plus the real-looking types at 0.5-1.5x REAL_MIX_RATES"
+                                  if any(r.get("mix") == "real" for r in runs) else "")
+                               + f", swap_to "
                                f"alternating uniform/confusable; scores from grader.grade() defaults "
                                f"(YOLOX-Nano, cleanlab, zoom, overlooked, consistency); variants with "
                                f"the box grader: its scores out of fold ({BOX_FOLDS} image folds of "
@@ -419,6 +456,7 @@ def fit(args) -> None:
              "model": "class-balanced LogisticRegression on percentile features "
                       "(grader.ensemble.stack_features), optional pairwise products",
              "selection": "mean AUROC over held-out seeds x image folds (coco128 only)",
+             "hinges": list(args.hinges), "kind_weights": kind_weights,
              "issues": {}}
     with threadpool_limits(limits=1):
         for issue in ISSUES_ALL:
@@ -429,10 +467,12 @@ def fit(args) -> None:
                     print(f"{issue:>10s} {variant:>30s}: skipped (a judge did not run in every cache)")
                     continue
                 feats = [f for f in _features(runs, judges) if f not in args.drop and f not in NEVER]
+                feats += [h for h in args.hinges if feature_base(h)[0] in feats]
                 if not feats:
                     continue
                 t0 = time.time()
-                cv = _cv(runs, issue, feats, with_hgb=(variant in ("full", "full+boxgrader") and issue in args.hgb))
+                cv = _cv(runs, issue, feats, with_hgb=(variant in ("full", "full+boxgrader") and issue in args.hgb),
+                         kind_weights=kind_weights)
                 mean = {k: float(np.nanmean(v)) for k, v in cv.items()}
                 # Ship a logistic model (explicit coefficients); HGB is a reference only.
                 best = max((c for c in CANDIDATES), key=lambda c: mean[c[0]])
@@ -440,7 +480,8 @@ def fit(args) -> None:
                 pairs = _pairs(len(feats)) if use_pairs else []
                 X = np.vstack([design_matrix(r["pct"], feats, pairs)[_labels(r, issue)[1]] for r in runs])
                 y = np.concatenate([_labels(r, issue)[0][_labels(r, issue)[1]] for r in runs]).astype(int)
-                m = _model(use_pairs, C).fit(X, y)
+                w = np.concatenate([_weights(r, kind_weights, issue)[_labels(r, issue)[1]] for r in runs])
+                m = _model(use_pairs, C).fit(X, y, sample_weight=w)
                 vote = [auroc(_labels(r, issue)[0][_labels(r, issue)[1]].astype(int),
                               np.nan_to_num(r["vote"][f"ensemble:ensemble_{issue}"][_labels(r, issue)[1]], nan=-1.0))
                         for r in runs if f"ensemble:ensemble_{issue}" in r["vote"]]
@@ -459,6 +500,84 @@ def fit(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model, indent=1) + "\n")
     print(f"wrote {out} ({out.stat().st_size} bytes)")
+
+
+def anchor(args) -> None:
+    """Add scores to the shipped model's entries without refitting them (coco128 dev caches).
+
+    Per issue in ``--issues`` and per variant: a class-balanced logistic regression on the
+    entry's own log-odds ``z`` plus the new features (``--add``, e.g. ``consistency_xdup`` and
+    its top-percentile hinge), fitted on the dev caches (``--kind-weights`` as in ``fit``). As
+    ``a z + w . x + c`` is again linear in the entry's inputs, the result is written as a plain
+    entry (coefficients ``a`` times the old ones, the new features appended after the old, so
+    the pairwise interactions keep their indices): the model decides how much the new scores
+    count against what it already knew, without losing what it was fitted on for today's errors.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from grader.ensemble_prior import design_matrix
+    from grader.evaluate import auroc
+
+    model = json.loads(Path(args.model).read_text())
+    runs = _load("dev", args.cache_dir)
+    if not runs:
+        raise SystemExit(f"no dev caches in {args.cache_dir}")
+    kind_weights = {k: float(v) for k, v in (a.split("=") for a in args.kind_weights)}
+    with threadpool_limits(limits=1):
+        for issue in args.issues:
+            for variant, e in model["issues"][issue].items():
+                add = [f for f in args.add if f not in e["features"]]
+                zs, Xs, ys, ws, todays = [], [], [], [], []
+                for r in runs:
+                    pos, sel = _labels(r, issue)
+                    z = design_matrix(r["pct"], e["features"], e.get("interactions", ())) \
+                        @ np.asarray(e["coef"]) + float(e["intercept"])
+                    zs.append(z[sel])
+                    Xs.append(design_matrix(r["pct"], add)[sel])
+                    ys.append(pos[sel].astype(int))
+                    ws.append(_weights(r, kind_weights, issue)[sel])
+                    todays.append((r["kind"] == "")[sel] if r.get("kind") is not None
+                                  else np.ones(int(sel.sum()), bool))
+                X = np.column_stack([np.concatenate(zs), np.vstack(Xs)])
+                y, w = np.concatenate(ys), np.concatenate(ws)
+                m = _model(False, args.C).fit(X, y, sample_weight=w)
+                a, coef = float(m.coef_[0, 0]), [float(c) for c in m.coef_[0, 1:]]
+                # leave-one-run-out AUROC of the anchored score vs the entry alone, all errors
+                # and today's types only (what the held-out injected figures measure)
+                cv = {"entry": [], "anchored": [], "entry@today": [], "anchored@today": []}
+                for k in range(len(runs)):
+                    tr = np.concatenate([np.full(len(ys[j]), j != k) for j in range(len(runs))])
+                    mk = _model(False, args.C).fit(X[tr], y[tr], sample_weight=w[tr])
+                    te = ~tr
+                    s_new = mk.decision_function(X[te])
+                    t = todays[k]
+                    cv["entry"].append(auroc(y[te], X[te, 0]))
+                    cv["anchored"].append(auroc(y[te], s_new))
+                    cv["entry@today"].append(auroc(y[te][t], X[te, 0][t]))
+                    cv["anchored@today"].append(auroc(y[te][t], s_new[t]))
+                n_base = len(e["features"])
+                old = np.asarray(e["coef"], dtype=float)
+                e["coef"] = [round(float(c), 6) for c in
+                             np.concatenate([a * old[:n_base], coef, a * old[n_base:]])]
+                e["features"] = list(e["features"]) + add
+                e["intercept"] = round(a * float(e["intercept"]) + float(m.intercept_[0]), 6)
+                e["n_train"] = {"errors": int(y.sum()), "clean": int((1 - y).sum())}
+                e["anchored"] = {"added": add, "scale": round(a, 6),
+                                 "coef": [round(c, 6) for c in coef], "C": args.C,
+                                 "kind_weights": kind_weights,
+                                 "cv_auroc_leave_one_run_out": {k: round(float(np.mean(v)), 4)
+                                                                for k, v in cv.items()}}
+                e.pop("platt", None)   # the log-odds changed: calibrate again
+                print(f"{issue:>10s} {variant:>30s}: a {a:.3f} " +
+                      " ".join(f"{f.split(':', 1)[1]} {c:+.3f}" for f, c in zip(add, coef)) + "; "
+                      + "  ".join(f"{k} {np.mean(v):.4f}" for k, v in cv.items()), flush=True)
+    model["expects"] = _expects(model)
+    model["anchored"] = (f"{', '.join(args.issues)}: the entries above with {', '.join(args.add)} "
+                         f"added by `bench/fit_default_ensemble.py anchor` on {len(runs)} coco128 "
+                         f"runs (seeds {[r['seed'] for r in runs]}, mix "
+                         f"{sorted({r.get('mix', 'default') for r in runs})})")
+    Path(args.out).write_text(json.dumps(model, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 def _expects(model: dict) -> dict[str, list[str]]:
@@ -603,7 +722,7 @@ def calibrate(args) -> None:
         source = args.dataset
     for issue, entries in model["issues"].items():
         variant = choose_variant(model, issue, list(pct))
-        if variant is None:
+        if variant is None or (args.issues and issue not in args.issues):
             continue
         e = entries[variant]
         z = design_matrix(pct, e["features"], e.get("interactions", ())) @ np.asarray(e["coef"]) \
@@ -659,6 +778,12 @@ def main(argv=None) -> int:
                    help="issues whose full variant also gets a (reference) HGB in the CV")
     f.add_argument("--drop", nargs="*", default=[],
                    help="feature names to leave out (ablation), e.g. consistency:consistency_outlier:missing")
+    f.add_argument("--kind-weights", nargs="*", default=[],
+                   help="KIND=W: training weight of injected errors of a real-looking kind "
+                        "(e.g. cross_duplicate=3), so 'any' follows the real errors' make-up")
+    f.add_argument("--hinges", nargs="*", default=list(HINGES),
+                   help="hinge features of a score's last percentiles (<score>:top<NN>), added "
+                        "where the score is an input")
     f.add_argument("--cache-dir", default=str(CACHE),
                    help="dev caches for the variants without the box grader")
     f.add_argument("--box-cache-dir", default=None,
@@ -677,12 +802,21 @@ def main(argv=None) -> int:
     e.add_argument("--fuse", action="store_true",
                    help="fuse consistency_xdup into duplicate/any by the noisy-OR, as "
                         "compute_ensemble(fuse_cross_duplicates=True)")
+    a = sub.add_parser("anchor")
+    a.add_argument("--cache-dir", default=str(CACHE), help="dev caches (coco128)")
+    a.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    a.add_argument("--out", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    a.add_argument("--issues", nargs="+", default=["duplicate", "any"])
+    a.add_argument("--add", nargs="+", default=["consistency:consistency_xdup", *HINGES])
+    a.add_argument("--kind-weights", nargs="*", default=[])
+    a.add_argument("--C", type=float, default=1.0)
     k = sub.add_parser("calibrate")
     k.add_argument("--dataset", default="RL-graded-dev-0",
                    help="a coco128 dataset graded with injected errors (its truth recorded)")
     k.add_argument("--field", default="noisy")
     k.add_argument("--cache-dir", default=None,
                    help="calibrate on these dev caches (pooled) instead of a graded dataset")
+    k.add_argument("--issues", nargs="*", default=None, help="only these issues (default: all)")
     k.add_argument("--rate", type=float, default=0.05,
                    help="with --cache-dir: error share per issue where the entry records none")
     k.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
@@ -695,6 +829,8 @@ def main(argv=None) -> int:
         wiring(args)
     elif args.cmd == "train-folds":
         train_folds(args)
+    elif args.cmd == "anchor":
+        anchor(args)
     elif args.cmd == "fit":
         fit(args)
     else:

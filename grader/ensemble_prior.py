@@ -48,10 +48,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def base_scores(features: Sequence[str]) -> list[str]:
-    """Score names (``judge:attr``) a feature list needs, missing indicators folded in."""
+    """Score names (``judge:attr``) a feature list needs, missing indicators and hinges folded in."""
+    from .score_stats import feature_base
+
     out = []
     for f in features:
-        name = f[:-len(":missing")] if f.endswith(":missing") else f
+        name = feature_base(f)[0]
         if name not in out:
             out.append(name)
     return out

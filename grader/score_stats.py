@@ -59,7 +59,11 @@ def stack_features(pct: dict[str, np.ndarray],
     """Feature matrix for the learned ensemble: each score's percentile (0.5 where unscored)
     and, for scores that abstain on some labels, an explicit missing-indicator column.
 
-    ``names`` (from an earlier call) rebuilds the same columns on other labels.
+    ``names`` (from an earlier call) rebuilds the same columns on other labels. A name
+    ``<score>:top<NN>`` (only ever asked for, never made here) is the hinge
+    ``max(0, p - NN/100) / (1 - NN/100)`` of the score's percentile ``p`` (0 where it
+    abstains): a linear model can then weigh a score whose evidence lies in its last few
+    percent only (``consistency_xdup``: a cross-class partner at high IoU).
     """
     if names is None:
         names = []
@@ -71,11 +75,27 @@ def stack_features(pct: dict[str, np.ndarray],
     n = len(next(iter(pct.values()))) if pct else 0
     cols = []
     for name in names:
-        p = pct.get(name[:-len(":missing")] if name.endswith(":missing") else name, np.full(n, np.nan))
+        base, q = feature_base(name)
+        p = pct.get(base, np.full(n, np.nan))
         miss = ~np.isfinite(p)
-        cols.append(miss.astype(float) if name.endswith(":missing") else np.where(miss, 0.5, p))
+        if name.endswith(":missing"):
+            cols.append(miss.astype(float))
+        elif q is not None:
+            cols.append(np.where(miss, 0.0, np.clip((p - q) / (1.0 - q), 0.0, 1.0)))
+        else:
+            cols.append(np.where(miss, 0.5, p))
     X = np.stack(cols, axis=1) if cols else np.zeros((n, 0))
     return X, list(names)
+
+
+def feature_base(name: str) -> tuple[str, float | None]:
+    """(score name, hinge quantile or None) of a stacking feature name (see :func:`stack_features`)."""
+    if name.endswith(":missing"):
+        return name[:-len(":missing")], None
+    head, _, tail = name.rpartition(":top")
+    if head and tail.isdigit() and 0 < int(tail) < 100:
+        return head, int(tail) / 100.0
+    return name, None
 
 
 def one_thread():

@@ -150,3 +150,30 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
     ds.untag_samples("verified")
+
+
+def test_hinge_feature_on_a_scores_top_percentiles():
+    """``<score>:top<NN>``: a linear model's handle on a score whose evidence is in its last few
+    percent; 0 where the score abstains; the score itself is what the entry needs."""
+    from grader.score_stats import feature_base, stack_features
+
+    pct = {"c:x": np.array([0.1, 0.96, 1.0, np.nan])}
+    X, _ = stack_features(pct, ["c:x", "c:x:top95", "c:x:missing"])
+    np.testing.assert_allclose(X[:, 1], [0.0, 0.2, 1.0, 0.0])
+    assert feature_base("c:x:top95") == ("c:x", 0.95) and feature_base("c:x:missing") == ("c:x", None)
+    assert feature_base("c:stop95") == ("c:stop95", None)
+    assert ep.base_scores(["c:x", "c:x:top95", "c:x:missing", "d:y"]) == ["c:x", "d:y"]
+
+
+def test_shipped_any_reads_cross_duplicates_and_duplicate_keeps_the_fusion():
+    """Issue 22: ``ensemble_any`` weighs ``consistency_xdup`` itself (anchored on the model fitted
+    on today's errors, bench/fit_default_ensemble.py anchor), so compute_ensemble does not fuse
+    it again; ``ensemble_duplicate``'s entries do not read it and keep the noisy-OR."""
+    model = ep.load_default_model()
+    for variant, e in model["issues"]["any"].items():
+        assert "consistency:consistency_xdup:top95" in e["features"], variant
+        assert len(e["coef"]) == len(e["features"]) + len(e["interactions"])
+        assert "anchored" in e
+    assert "platt" in model["issues"]["any"]["full+boxgrader"]
+    for e in model["issues"]["duplicate"].values():
+        assert "consistency:consistency_xdup" not in ep.base_scores(e["features"])
