@@ -111,12 +111,17 @@ class ApplyFix(GraderOperator):
         return _summary_output("Fix")
 
 
-class UndoFix(GraderOperator):
+class _OnTheDataset(GraderOperator):
+    """A review step on the whole dataset, run at once (the reviewer waits for it)."""
+
+    delegated = False
+    target = False
+
+
+class UndoFix(_OnTheDataset):
     op_name = "undo_fix"
     label = "label-grader: undo a fix"
     description = "Restore a label exactly as it was before a fix (newest fix by default)"
-    delegated = False
-    target = False
 
     def resolve_input(self, ctx):  # the recent fixes to choose from
         inputs = types.Object()
@@ -142,14 +147,12 @@ class UndoFix(GraderOperator):
         return _summary_output("Undone")
 
 
-class SaveReviewViews(GraderOperator):
+class SaveReviewViews(_OnTheDataset):
     op_name = "save_review_views"
     label = "label-grader: save review views"
     description = "Saved views: suspect <issue>, overlooked candidates, reviewed"
     title = "Save review views"
     field = GT_FIELD
-    delegated = False
-    target = False
 
     def run(self, ctx, dataset, p):
         return {"views": review.save_review_views(dataset, p.get("gt_field", "ground_truth"))}
