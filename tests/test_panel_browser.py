@@ -158,8 +158,13 @@ class Review:
 def review_dataset(request):
     """32 real coco128 images with jittered predictions and cleanlab-like scores (persistent:
     the App runs in another process)."""
-    base = request.getfixturevalue("coco128_base")
-    ds = base.limit(32).clone()
+    yield from _scored_clone(request.getfixturevalue("coco128_base"), 32)
+
+
+def _scored_clone(base, n: int):
+    """The first ``n`` images of ``base``, persistent, with jittered predictions and
+    cleanlab-like scores; deleted (with their fix log) after the test."""
+    ds = base.limit(n).clone()
     add_jittered_predictions(ds)
     ds.persistent = True
     add_fake_cleanlab(ds)
@@ -642,15 +647,7 @@ def test_sidebar_filter_default_sort_and_overlooked(review_dataset):
 def small_review_dataset(request):
     """8 real coco128 images with jittered predictions and cleanlab-like scores: a "Grade
     labels" run from the App (shipped box grader, consistency, ensemble) takes ~15 s on it."""
-    base = request.getfixturevalue("coco128_base")
-    ds = base.limit(8).clone()
-    add_jittered_predictions(ds)
-    ds.persistent = True
-    add_fake_cleanlab(ds)
-    yield ds
-    review.clear_fix_log(ds)
-    if not ds.deleted:
-        ds.delete()
+    yield from _scored_clone(request.getfixturevalue("coco128_base"), 8)
 
 
 PROGRESS_RE = re.compile(r"\b([a-z_]+) (\d+)/(\d+)\b")
