@@ -599,3 +599,30 @@ def test_grade_run_end_refreshes_open_panels(panel, ds):
     assert h.state["controls"]["score"] == "cleanlab_swap"
     h.call("on_unload")                       # closed: no longer refreshed
     assert "panel-1" not in review_panel.open_panels(ds.name)
+
+
+def test_grade_labels_from_the_app_ends_by_refreshing_the_panel(panel, ds):
+    """Issue 23.7, the operator's side: "Grade labels" run from the App streams each step's
+    progress, then reloads the App and triggers ``on_grade_done`` on the Label review panel
+    open on its dataset, before its output."""
+    import sys
+
+    h = Harness(panel, ds)
+    h.call("on_load")                          # a panel open on ds
+    grade_op = foo.get_operator("@label-grader/label-grader/grade_labels")
+    streamed = sys.modules[type(grade_op).__module__]._streamed
+
+    def run(progress) -> dict:
+        for i in range(3):
+            progress("boxgrader", i + 1, 3)
+        return {"summary": "ok", "not_run": {}, "reports": {}}
+
+    ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": {}},
+                           executor=Executor())
+    sent = [m.body.to_json() for m in streamed(ctx, run, "Grade labels")]
+    uris = [b.get("operator_uri") or b.get("operator_name") for b in sent]
+    labels = [b["params"].get("label") for b, u in zip(sent, uris) if u.endswith("set_progress")]
+    assert labels[0].startswith("boxgrader ") and labels[-1] == "Grade labels: done"
+    i_reload, i_panel = uris.index("reload_dataset"), uris.index(PANEL)
+    assert i_reload < i_panel < len(sent) - 1 and uris[-1].endswith("show_output")
+    assert sent[i_panel]["params"] == {"__method__": "on_grade_done", "panel_id": "panel-1"}
