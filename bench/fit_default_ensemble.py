@@ -712,7 +712,14 @@ def calibrate(args) -> None:
         pct = {n: np.concatenate([r["pct"][n] for r in runs])
                for n in set.intersection(*[set(r["pct"]) for r in runs])}
         truth = np.concatenate([r["truth"] for r in runs])
-        source = f"dev caches {Path(args.cache_dir).name} (seeds {[r['seed'] for r in runs]})"
+        if args.today_only:
+            # The real-looking kinds left out: the scale is read as grade() is measured, on
+            # today's error types (eval_judges' ECE).
+            real = np.concatenate([r["kind"] != "" if r.get("kind") is not None
+                                   else np.zeros(len(r["truth"]), bool) for r in runs])
+            truth = np.where(real, "excluded", truth)
+        source = (f"dev caches {Path(args.cache_dir).name} (seeds {[r['seed'] for r in runs]}"
+                  + (", today's error types" if args.today_only else "") + ")")
     else:
         import fiftyone as fo
 
@@ -727,19 +734,30 @@ def calibrate(args) -> None:
         e = entries[variant]
         z = design_matrix(pct, e["features"], e.get("interactions", ())) @ np.asarray(e["coef"]) \
             + float(e["intercept"])
-        pos = (truth != CLEAN) if issue == "any" else (truth == issue)
+        pos = ((truth != CLEAN) & (truth != "excluded")) if issue == "any" else (truth == issue)
         sel = pos | (truth == CLEAN)
         w = np.ones(int(sel.sum()))
         target = _calibration_rate(e, issue, args.rate) if args.cache_dir else None
         if target is not None:
             p, n = pos[sel].sum(), (~pos[sel]).sum()
             w[pos[sel]] = target / (1 - target) * n / p
-        m = LogisticRegression(C=1e4, max_iter=1000).fit(z[sel][:, None], pos[sel], sample_weight=w)
-        a, b = float(m.coef_[0, 0]), float(m.intercept_[0])
+        fitted_on = source
+        if args.transfer_from:
+            # Keep the scale measured before (on graded coco128; val ECE 0.048): the old
+            # entry's calibrated log-odds, matched by least squares on these labels.
+            oe = json.loads(Path(args.transfer_from).read_text())["issues"][issue][variant]
+            zo = design_matrix(pct, oe["features"], oe.get("interactions", ())) \
+                @ np.asarray(oe["coef"]) + float(oe["intercept"])
+            target_z = float(oe["platt"]["a"]) * zo[sel] + float(oe["platt"]["b"])
+            a, b = (float(v) for v in np.polyfit(z[sel], target_z, 1))
+            fitted_on = f"{oe['platt']['fitted_on']}, transferred on {source}"
+        else:
+            m = LogisticRegression(C=1e4, max_iter=1000).fit(z[sel][:, None], pos[sel], sample_weight=w)
+            a, b = float(m.coef_[0, 0]), float(m.intercept_[0])
         before = reliability(pos[sel], 1 / (1 + np.exp(-(z[sel] + np.log(
             e["n_train"]["errors"] / e["n_train"]["clean"])))))[0]
         after = reliability(pos[sel], 1 / (1 + np.exp(-(a * z[sel] + b))))[0]
-        e["platt"] = {"a": round(a, 6), "b": round(b, 6), "fitted_on": source,
+        e["platt"] = {"a": round(a, 6), "b": round(b, 6), "fitted_on": fitted_on,
                       "labels": int(sel.sum()), "errors": int(pos[sel].sum())}
         if target is not None:
             e["platt"]["error_rate"] = round(float(target), 4)
@@ -817,6 +835,11 @@ def main(argv=None) -> int:
     k.add_argument("--cache-dir", default=None,
                    help="calibrate on these dev caches (pooled) instead of a graded dataset")
     k.add_argument("--issues", nargs="*", default=None, help="only these issues (default: all)")
+    k.add_argument("--transfer-from", default=None,
+                   help="with --cache-dir: match this model's Platt-scaled log-odds (same issue and "
+                        "variant) by least squares instead of fitting the scale again")
+    k.add_argument("--today-only", action="store_true",
+                   help="with --cache-dir: leave the real-looking kinds' labels out")
     k.add_argument("--rate", type=float, default=0.05,
                    help="with --cache-dir: error share per issue where the entry records none")
     k.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
