@@ -9,6 +9,18 @@
     .venv/bin/python -u bench/fit_default_ensemble.py eval --cache-dir $B        # val: report only
     .venv/bin/python -u bench/fit_default_ensemble.py wiring                     # grade() end to end on val
 
+Issue 22 (what the shipped ``any`` entries are today; R=out/dev_real):
+
+    .venv/bin/python -u bench/fit_default_ensemble.py collect --split dev --mix real --out-dir $R
+    .venv/bin/python -u bench/fit_default_ensemble.py anchor --cache-dir $R --issues any \
+        --kind-weights cross_duplicate=3 --model <old json> --out <new json>
+    .venv/bin/python -u bench/fit_default_ensemble.py calibrate --cache-dir $R --issues any \
+        --today-only --transfer-from <old json> --model <new json>
+    .venv/bin/python -u bench/fit_default_ensemble.py eval --cache-dir <val caches> --fuse --model ...
+
+``anchor`` adds scores to fitted entries (see its docstring); ``fit --kind-weights/--hinges``
+refits from scratch on the real mix (measured, not shipped: it cost today's injected figures).
+
 ``train-folds``: the box grader that ``grade()`` runs by default was trained on all of coco128's
 labels, so its scores on coco128 are in-sample (over-confident). For the dev caches, each of
 3 image folds of coco128 is graded by a box grader trained, with the shipped checkpoint's
