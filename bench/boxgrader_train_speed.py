@@ -1,8 +1,10 @@
 """Box-grader training as grade() does it on classes no shipped model knows: time and quality.
 
-    .venv/bin/python bench/grade_speed.py --data coco128-custom   # coco128, classes renamed
-    .venv/bin/python bench/grade_speed.py --data raccoon          # 200 images, one class
-    .venv/bin/python bench/grade_speed.py --data coco128-custom --train-kw '{"per_object": [1, 2, 2]}'
+(Was ``bench/grade_speed.py``; that name now times a whole ``grade()`` run step by step.)
+
+    .venv/bin/python bench/boxgrader_train_speed.py --data coco128-custom   # coco128, classes renamed
+    .venv/bin/python bench/boxgrader_train_speed.py --data raccoon          # 200 images, one class
+    .venv/bin/python bench/boxgrader_train_speed.py --data coco128-custom --train-kw '{"per_object": [1, 2, 2]}'
 
 Errors are injected (``grader.noise.inject_errors``, seeded) into a copy of the ground truth;
 the box grader is trained on that noisy copy (all a user has) with grade()'s defaults
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     H.inject(ds, rates=rates, seed=args.noise_seed)
     n_img, n_box = len(ds), ds.count("noisy.detections")
     kw = boxgrader_train_settings(n_box, json.loads(args.train_kw))
-    out_dir = args.out_dir or tempfile.mkdtemp(prefix="lg-grade-speed-")
+    out_dir = args.out_dir or tempfile.mkdtemp(prefix="lg-boxgrader-train-speed-")
 
     t: dict[str, float] = {}
     with H.timed(t, "train"):
