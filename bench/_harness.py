@@ -10,7 +10,8 @@
 - the metrics of ``grader.evaluate.evaluate_judges`` as one table (:func:`score_rows`,
   :func:`print_scores`: AUROC / AP per error type and score; :func:`recall_line`: recall at
   1x / 2x N deleted boxes) and the figures file (:func:`write_json`);
-- wall and CPU time of a block (:func:`timed`).
+- wall and CPU time of a block (:func:`timed`); of each ``grade()`` step from its progress
+  calls (:func:`timed_progress`), with the gaps between them (:func:`step_account`).
 
 Benches run as scripts (``.venv/bin/python bench/x.py``): bench/ is then on ``sys.path``.
 """
@@ -24,7 +25,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 for _p in (REPO / "tests", REPO):   # the repo first; tests/ for mongod_helper
@@ -190,3 +191,33 @@ def timed(out: dict, key: str) -> Iterator[None]:
     finally:
         out[key] = time.perf_counter() - t0
         out[key + "_cpu"] = time.process_time() - c0
+
+
+def timed_progress(times: dict) -> Callable[[str, int, int], None]:
+    """A ``grade()`` progress callback that records each step's first and last call:
+    ``times[step] = [wall first, wall last, CPU first, CPU last]`` (``perf_counter`` /
+    ``process_time``; the step's span is ``v[1] - v[0]``)."""
+    def cb(step: str, done: int, total: int) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        t = times.setdefault(step, [now, now, cpu, cpu])
+        t[1], t[3] = now, cpu
+    return cb
+
+
+def step_account(times: Mapping[str, Sequence[float]], t0: float, t1: float
+                 ) -> list[tuple[str, float]]:
+    """The wall ``[t0, t1]`` of one ``grade()`` run (``perf_counter``) split, in time order, into
+    each step's progress span (:func:`timed_progress`) and the gaps around them: ``(name,
+    seconds)``, a gap named ``"before <step>"`` or ``"after <last step>"``. The seconds sum to
+    ``t1 - t0``: a gap holds what no progress call brackets (a step's setup, DB reads and first
+    batch before its first call; its DB writes after its last; the checks between steps)."""
+    rows: list[tuple[str, float]] = []
+    cursor = t0
+    for step, v in sorted(times.items(), key=lambda kv: kv[1][0]):
+        first, last = min(max(v[0], cursor), t1), min(v[1], t1)
+        rows.append((f"before {step}", first - cursor))
+        # a span overlapping the previous one (steps do not nest today) counts once
+        rows.append((step, max(0.0, last - first)))
+        cursor = max(first, last)
+    rows.append((f"after {rows[-1][0]}" if rows else "no progress calls", t1 - cursor))
+    return rows

@@ -65,13 +65,8 @@ def load(name: str):
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def _timed_progress(times: dict):
-    """A grade() progress callback that records each step's first and last call."""
-    def cb(step: str, done: int, total: int) -> None:
-        now = time.time()
-        t = times.setdefault(step, [now, now])
-        t[1] = now
-    return cb
+#: grade() progress callback recording each step's first and last call (shared with grade_speed)
+_timed_progress = H.timed_progress
 
 
 def run(name: str, args) -> dict:
