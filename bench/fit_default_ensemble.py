@@ -61,20 +61,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import _harness as H
+from _harness import REPO
+
+H.one_thread_env()
 
 CACHE = REPO / "out" / "G-default-ensemble"
 
 
 def _data() -> Path:
-    from eval_judges import DATA
-
-    return DATA
+    return H.DATA
 #: number of image folds of coco128 for the out-of-fold box graders (``train-folds``)
 BOX_FOLDS = 3
 #: judge subsets a variant of the model is fitted for (grade() without a detector but with
@@ -106,7 +102,7 @@ def train_folds(args) -> None:
     recipe and options of the shipped checkpoint (``bench/boxgrader.py`` defaults: seed 0,
     the classes of all of coco128): each fold's images are then graded by a model that never
     saw them (out-of-fold scores for ``collect --split dev``)."""
-    from eval_judges import bench_db, load_split
+    from _harness import bench_db, load_split
 
     with bench_db():
         from grader.judges.clipgrader.boxgrader import train_boxgrader
@@ -132,7 +128,7 @@ def _in_files(paths):
 
 
 def collect(args) -> None:
-    from eval_judges import bench_db, load_split
+    from _harness import bench_db, load_split
 
     with bench_db():
         from grader.ensemble import compute_ensemble
@@ -240,7 +236,7 @@ def wiring(args) -> None:
     default, the shipped box grader included) must combine the scores with the shipped
     model's box grader variant, and the ``ensemble_<issue>`` it wrote must be that model's
     output on the scores present; prints the held-out AUROC (AP) of what grade() wrote."""
-    from eval_judges import bench_db, load_split
+    from _harness import bench_db, load_split
 
     with bench_db():
         from grader.ensemble_prior import default_model_scores, label_percentiles, load_default_model

@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_judges import DATA, REPO, load_split  # noqa: E402  (also sets env, sys.path)
+import _harness as H
+from _harness import DATA, REPO, load_split
+
+H.one_thread_env()   # (as importing eval_judges for these did)
 
 VERDICTS = REPO / "bench" / "data" / "real_errors_coco128.json"
 SHARED_VERDICTS = DATA / "coco128" / "real_errors.json"
