@@ -33,7 +33,7 @@ import _harness as H  # (sys.path, environment)
 # After numpy, as before the harness: numpy's BLAS keeps its threads, torch and OpenMP get one.
 H.one_thread_env()
 
-# the harness's, under the names the other benches imported from here
+# the harness's, still importable from here (scripts outside bench/ imported them from eval_judges)
 from _harness import DATA, REPO, bench_db, load_split  # noqa: E402,F401
 from _harness import finite as _f  # noqa: E402
 
