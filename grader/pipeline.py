@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .cache import boxgrader_cache_root, label_content_hash  # noqa: F401 (re-exported)
 from .classes import known_class_share
 from .report import RunReport
 
@@ -198,32 +199,6 @@ BOXGRADER_TRAIN_DEFAULTS: dict[str, Any] = {
 BOXGRADER_EXAMPLES_PER_KIND = 1000
 #: Bumped when the training recipe changes, so cached graders of an older recipe are retrained.
 BOXGRADER_TRAIN_VERSION = 1
-
-
-def boxgrader_cache_root() -> str:
-    """Where grade() keeps the box graders it trains: ``$LABEL_GRADER_CACHE/boxgrader`` or, by
-    default, beside FiftyOne's model zoo (``fo.config.model_zoo_dir``/label-grader/boxgrader)."""
-    root = os.environ.get("LABEL_GRADER_CACHE")
-    if not root:
-        import fiftyone as fo
-
-        root = os.path.join(fo.config.model_zoo_dir, "label-grader")
-    return os.path.join(os.path.expanduser(root), "boxgrader")
-
-
-def label_content_hash(collection, gt_field: str) -> tuple[str, int, int]:
-    """(hash, boxes, images with boxes) of ``gt_field``'s content: sample ids and file paths, and
-    each detection's id, label and box, read with one ``values()`` call (no per-sample loop)."""
-    import hashlib
-    import json
-
-    p = f"{gt_field}.detections"
-    sids, paths, ids, labels, boxes = collection.values(
-        ["id", "filepath", f"{p}.id", f"{p}.label", f"{p}.bounding_box"])
-    blob = json.dumps([sids, paths, ids, labels, boxes], default=str, separators=(",", ":"))
-    n_boxes = sum(len(x) for x in ids if x)
-    n_images = sum(1 for x in ids if x)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16], n_boxes, n_images
 
 
 def boxgrader_train_settings(n_boxes: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

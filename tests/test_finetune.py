@@ -119,6 +119,16 @@ def test_crossfit_writes_out_of_fold_predictions_and_reuses_checkpoints(tmp_path
         assert ds.values("ground_truth.detections.bounding_box") == before  # labels untouched
         again = crossfit_detector(ds, "ground_truth", "ft_preds", settings=st, conf_threshold=0.001)
         assert again.info["trained"] == [] and len(again.info["reused"]) == 2
+        # bring your own detector: a custom-class model (the fold checkpoint) drives grade()
+        from grader.pipeline import grade
+
+        det = TorchYolox(str(_yolox_dir()), ["raccoon"], input_size=224, device="cpu",
+                         state_dict=torch.load(again.info["reused"][0], weights_only=True))
+        g = grade(ds, "ground_truth", detector=det, zoom=False, overlooked=False, boxgrader=False,
+                  ensemble=False, consistency=False)
+        assert "finetune" in g.not_run and "detector" in g.reports and "cleanlab" in g.reports
+        assert set(ds.distinct("lg_predictions.detections.label")) <= {"raccoon"}
+        assert ds.count("ground_truth.detections.cleanlab_badloc") == ds.count("ground_truth.detections")
         with pytest.raises(ValueError, match="folds must be >= 2"):
             crossfit_detector(ds, "ground_truth", "ft_preds", settings={**st, "folds": 1})
     finally:

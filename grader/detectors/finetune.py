@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..cache import detector_cache_root, label_content_hash
 from ..images import ImageReadError, load_rgb
 from ..report import RunReport
 from .base import letterbox
@@ -301,8 +302,6 @@ def train_fold(data: TrainingImages, k: int, settings: FinetuneSettings, model_d
 
 def _cache_key(collection, gt_field: str, classes: Sequence[str], settings: FinetuneSettings,
                fold_ids: Sequence[Sequence[str]]) -> str:
-    from ..pipeline import label_content_hash
-
     content = label_content_hash(collection, gt_field)
     blob = json.dumps({"v": FINETUNE_VERSION, "dataset": collection._dataset.name, "field": gt_field,
                        "labels": content, "classes": list(classes), "settings": settings.key(),
@@ -312,9 +311,7 @@ def _cache_key(collection, gt_field: str, classes: Sequence[str], settings: Fine
 
 def cache_root() -> str:
     """Where fine-tuned checkpoints are kept (beside the trained box graders)."""
-    from ..pipeline import boxgrader_cache_root
-
-    return os.path.join(os.path.dirname(boxgrader_cache_root().rstrip(os.sep)), "detector")
+    return detector_cache_root()
 
 
 def crossfit_detector(collection, gt_field: str = "ground_truth", label_field: str = "lg_predictions",
