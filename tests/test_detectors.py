@@ -152,3 +152,32 @@ def test_fiftyone_model_bring_your_own(synthetic_dataset):
     (rows,) = det.predict([np.zeros((100, 200, 3), np.uint8)])
     np.testing.assert_allclose(rows[0, :4], [50, 25, 150, 75])
     assert rows[0, 4 + det.classes.index("cat")] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("size", [416, 640, 256])
+def test_yolox_onnxruntime_matches_cv2_dnn(size):
+    """The default runtime (onnxruntime, whole batches) gives the rows cv2.dnn gives, one image
+    per forward, at each input size grade() uses (detector, overlooked finder, zoom crops)."""
+    pytest.importorskip("onnxruntime")
+    from grader.detectors.cvdnn import YoloXNano
+    from grader.images import load_rgb
+
+    d = shared_path("coco128", "images")
+    if d is None:
+        pytest.skip("../shared/data/coco128 is not present")
+    paths = sorted(p for p in d.rglob("*.jpg"))[:6]
+    images = [load_rgb(str(p)) for p in paths]
+    images.append(images[0][40:200, 100:260])   # a crop: another shape in the same batch
+    model_dir = _det_dir() + "/yolox-nano"
+    ox = YoloXNano(model_dir, input_size=size)
+    assert ox.backend == "onnxruntime"
+    cv = YoloXNano(model_dir, input_size=size, backend="cv2")
+    a, b = cv.predict(images), ox.predict(images)
+    assert len(a) == len(b) == len(images)
+    for x, y in zip(a, b):
+        assert x.shape == y.shape
+        assert np.abs(x[:, :4] - y[:, :4]).max() < 0.1          # pixels
+        assert np.abs(x[:, 4:] - y[:, 4:]).max() < 1e-3         # scores
+    assert ox.predict([]) == []
+    with pytest.raises(ValueError, match="backend"):
+        YoloXNano(model_dir, backend="tensorrt")

@@ -44,10 +44,9 @@ def _written(ds) -> dict:
             out[(fp, i)] = {a: d.get_field(a) if d.has_field(a) else None for a in attrs}
             out[(fp, i)]["tags"] = sorted(d.tags or [])
     for fp, dets in zip(*ds.values(["filepath", "ground_truth_overlooked.detections"])):
-        out[(fp, "overlooked")] = sorted((round(d.overlooked_score or 0, 5), d.label)
-                                         for d in dets or [])
+        out[(fp, "overlooked")] = sorted((d.label, d.overlooked_score or 0.0) for d in dets or [])
     for fp, dets in zip(*ds.values(["filepath", "lg_predictions.detections"])):
-        out[(fp, "pred")] = [(d.label, round(d.confidence, 5)) for d in dets or []]
+        out[(fp, "pred")] = sorted((d.label, d.confidence) for d in dets or [])
     return out
 
 
@@ -64,7 +63,10 @@ def _same(x: dict, y: dict) -> None:
                 else:
                     assert p == q, (k, a, p, q)
         else:
-            assert vx == vy, k
+            # (label, score) lists: onnxruntime's sums depend slightly on the batch an image
+            # shares, and shards batch other images together
+            assert [a for a, _ in vx] == [a for a, _ in vy], k
+            assert [b for _, b in vx] == pytest.approx([b for _, b in vy], abs=1e-4), k
 
 
 def test_shards_then_final_equal_one_process(two_copies):

@@ -121,21 +121,36 @@ def yolox_grid(size: int, strides: Sequence[int] = (8, 16, 32)) -> tuple[np.ndar
 
 
 class YoloXNano(ArrayDetector):
-    """YOLOX-Nano (ONNX) through ``cv2.dnn``: BGR 0-255 input, top-left letterbox on 114 grey.
+    """YOLOX-Nano (ONNX): BGR 0-255 input, top-left letterbox on 114 grey.
 
     The raw head has one row per anchor point of strides 8/16/32 (row-major grids):
     ``xy = (out[:2] + grid) * stride``, ``wh = exp(out[2:4]) * stride``, then objectness and 80
     class scores already through a sigmoid; per-class score = obj * cls. The network is fully
     convolutional, so ``input_size`` (a multiple of 32) may be changed, e.g. smaller for crops.
+
+    ``backend``: ``"onnxruntime"`` (a whole batch per forward, CUDA when onnxruntime has it),
+    ``"cv2"`` (``cv2.dnn``, one image per forward, CPU only) or ``"auto"`` (onnxruntime when
+    installed). Both give the same rows within 1e-3 (tests/test_detectors.py);
+    ``bench/detector_runtime.py`` measures them.
     """
 
     name = "yolox-nano"
     STRIDES = (8, 16, 32)
 
-    def __init__(self, model_dir: str, input_size: int = 416):
+    def __init__(self, model_dir: str, input_size: int = 416, backend: str = "auto"):
+        from . import ort
+
         onnx = os.path.join(model_dir, "model.onnx")
         _require(onnx)
-        self.net = cv2.dnn.readNetFromONNX(onnx)
+        if backend not in ("auto", "onnxruntime", "cv2"):
+            raise ValueError(f"backend must be 'auto', 'onnxruntime' or 'cv2', got {backend!r}")
+        if backend == "auto":
+            backend = "onnxruntime" if ort.available() else "cv2"
+        if backend == "onnxruntime" and not ort.available():
+            raise ImportError("backend='onnxruntime' needs the onnxruntime package")
+        self.backend = backend
+        self.net = cv2.dnn.readNetFromONNX(onnx) if backend == "cv2" else None
+        self.ort = ort.OrtYolox(onnx) if backend == "onnxruntime" else None
         self.classes = read_names(os.path.join(model_dir, "coco.names"))
         self.set_input_size(input_size)
 
@@ -145,14 +160,25 @@ class YoloXNano(ArrayDetector):
         self.size = input_size
         self._grid, self._stride = yolox_grid(input_size, self.STRIDES)
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        blob, meta = letterbox(images, self.size, bgr=True)
-        res = []
-        for i, (r, _, _) in enumerate(meta):
-            # One image per forward: this export's head reshapes with a fixed batch of 1, so
-            # cv2.dnn returns scrambled rows for a batched blob (checked against single runs).
+    def _forward(self, blob: np.ndarray) -> np.ndarray:
+        """Raw head rows ``(N, A, 85)`` for an NCHW BGR blob."""
+        if self.ort is not None:
+            return self.ort.run_batched(blob)[0]
+        # One image per forward: this export's head reshapes with a fixed batch of 1, so
+        # cv2.dnn returns scrambled rows for a batched blob (checked against single runs).
+        outs = []
+        for i in range(len(blob)):
             self.net.setInput(blob[i:i + 1])
-            o = self.net.forward().reshape(-1, 5 + len(self.classes))
+            outs.append(self.net.forward().reshape(-1, 5 + len(self.classes)))
+        return np.stack(outs)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if not len(images):
+            return []
+        blob, meta = letterbox(images, self.size, bgr=True)
+        out = self._forward(blob)
+        res = []
+        for o, (r, _, _) in zip(out, meta):
             xy = (o[:, :2] + self._grid) * self._stride
             wh = np.exp(o[:, 2:4]) * self._stride
             xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / r
