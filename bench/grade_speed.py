@@ -114,13 +114,16 @@ def instrumented(rec: Recorder) -> Iterator[None]:
     def count(backend: str, fn, n_px):
         def wrapped(self, x, *a, **kw):
             n, px = n_px(self, x)
-            rec.passes[rec.step][backend, px] += n
+            if n:
+                rec.passes[rec.step][backend, px] += n
             return fn(self, x, *a, **kw)
         return wrapped
 
     steps, predict, run = list(pipeline.STEPS), YoloXNano.predict, OrtYolox.run
     pipeline.STEPS[:] = [pipeline.Step(s.name, s.can_run, timed_run(s.name, s.run)) for s in steps]
-    YoloXNano.predict = count("cv2.dnn", predict, lambda self, ims: (len(ims), self.size))
+    # YoloXNano.predict runs OrtYolox.run unless its backend is cv2.dnn: count each forward once
+    YoloXNano.predict = count("cv2.dnn", predict, lambda self, ims: (
+        len(ims) if self.backend == "cv2" else 0, self.size))
     OrtYolox.run = count("onnxruntime", run, lambda self, blob: (len(blob), blob.shape[-1]))
     try:
         yield
@@ -129,8 +132,9 @@ def instrumented(rec: Recorder) -> Iterator[None]:
         YoloXNano.predict, OrtYolox.run = predict, run
 
 
-def bare_pass(paths: list[str], batch_size: int = 8) -> dict[str, float]:
-    """The reference: ``run_detector``'s decode + predict loop on ``paths`` without the DB."""
+def bare_pass(paths: list[str], batch_size: int = 8, backend: str = "auto") -> dict[str, float]:
+    """The reference: ``run_detector``'s decode + predict loop on ``paths`` without the DB
+    (``backend``: YOLOX-Nano's runtime, as ``YoloXNano``)."""
     from grader.detectors import load_detector
     from grader.detectors.runner import _batches, _decode, predict_boxes
     from grader.parallel import prefetch_map
@@ -139,6 +143,10 @@ def bare_pass(paths: list[str], batch_size: int = 8) -> dict[str, float]:
     out: dict[str, float] = {}
     with H.timed(out, "load"):
         det = load_detector("yolox-nano")
+        if backend != "auto":
+            from grader.detectors.cvdnn import YoloXNano
+
+            det = YoloXNano(str(H.DATA / "detectors" / "yolox-nano"), backend=backend)
     n_boxes = 0
     with H.timed(out, "pass"):
         for batch in _batches(prefetch_map(_decode, paths, workers=default_workers()),
@@ -238,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bare YOLOX-Nano pass: {bare:.1f} s wall ({1e3 * bare / n:.0f} ms/image), CPU "
               f"{ref['pass_cpu']:.1f} s, {ref['boxes']:.0f} boxes; load_detector "
               f"{ref['load']:.2f} s; peak RSS {peak_rss_mib():.0f} MiB")
+        # the same pass through cv2.dnn (the runtime before onnxruntime): the older reference
+        ref_cv = bare_pass(paths, backend="cv2")
+        print(f"bare YOLOX-Nano pass through cv2.dnn: {ref_cv['pass']:.1f} s wall "
+              f"({1e3 * ref_cv['pass'] / n:.0f} ms/image), CPU {ref_cv['pass_cpu']:.1f} s")
 
         times: dict[str, list[float]] = {}
         prof = cProfile.Profile() if args.profile else None
@@ -252,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             t1 = time.perf_counter()
         cpu, mongod = time.process_time() - c0, rec.mongod_cpu() - m0
         wall = t1 - t0
-        print(f"grade(): {wall:.1f} s wall = {wall / bare:.2f}x the bare pass; ran "
+        print(f"grade(): {wall:.1f} s wall = {wall / bare:.2f}x the bare pass ({wall / ref_cv['pass']:.2f}x the cv2.dnn one); ran "
               f"{sorted(g.reports)}; not run {g.not_run}; load average {os.getloadavg()[0]:.1f}")
         print_account(times, t0, t1, n, bare)
         print_steps(rec, n, bare, wall)
