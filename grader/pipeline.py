@@ -142,8 +142,42 @@ def _needs_detector(ctx: GradeContext) -> str | None:
 def _run_zoom_step(ctx: GradeContext) -> RunReport:
     from .judges.zoom import run_zoom
 
-    return run_zoom(ctx.collection, ctx.gt_field, detector=ctx.detector,
-                    progress=lambda d, t: ctx.progress("zoom", d, t), **ctx.opt("zoom"))
+    def run(view) -> RunReport:
+        return run_zoom(view, ctx.gt_field, detector=ctx.detector,
+                        progress=lambda d, t: ctx.progress("zoom", d, t), **ctx.opt("zoom"))
+
+    shared = ctx.resolved.pop("zoom_shared", None)
+    if shared is None:
+        return run(ctx.collection)
+    # scored in the box grader's crop passes; the samples it did not read get their own run
+    report, covered = shared
+    rest = [i for i in ctx.collection.values("id") if i not in covered]
+    if rest:
+        report.absorb(run(ctx.collection.select(rest)))
+    report.info["samples_in_own_run"] = len(rest)
+    return report
+
+
+#: run_zoom keywords the box grader's shared crop passes honour (the others only tune batching)
+_ZOOM_SHARED_KEYS = {"context", "min_crop", "conf_threshold", "low_threshold", "match_iou",
+                     "nms_iou", "input_size", "batch_size", "num_workers", "pool"}
+
+
+def _shared_zoom(ctx: GradeContext, backbone) -> Any:
+    """A ``SharedZoom`` when the zoom step would run the box grader's own model on the same
+    crops (the shipped YOLOX-Nano file, the box grader's zoom input size), else None."""
+    from .detectors.cvdnn import YoloXNano
+    from .judges.zoom import SharedZoom, ZoomSettings
+
+    o = ctx.opt("zoom")
+    det = ctx.detector
+    if (not ctx.enabled("zoom") or not isinstance(det, YoloXNano) or set(o) - _ZOOM_SHARED_KEYS
+            or det.model_path != backbone.model_path or "zoom" not in backbone.groups
+            or o.get("input_size", 256) != backbone.zoom_size):
+        return None
+    fields = ZoomSettings.__dataclass_fields__
+    return SharedZoom(ZoomSettings(**{k: v for k, v in o.items() if k in fields}),
+                      det.classes, det.name)
 
 
 def _run_overlooked_step(ctx: GradeContext) -> RunReport:
@@ -361,14 +395,19 @@ def _can_boxgrade(ctx: GradeContext) -> str | None:
 
 
 def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
-    from .judges.boxgrader import grade_boxgrader
+    from .judges.boxgrader import grade_boxgrader, load_boxgrader
 
     trained = _ensure_trained(ctx)
     opts = ctx.opt("boxgrader")
     opts.pop("train", None)
-    opts["checkpoint"] = ctx.resolved["boxgrader_checkpoint"]
-    rep = grade_boxgrader(ctx.collection, ctx.gt_field,
+    opts.pop("checkpoint", None)
+    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], opts.pop("model_path", None))
+    # the zoom judge's crops are the box grader's own: one pass serves both (zoom step below)
+    zoom = _shared_zoom(ctx, grader.backbone)
+    rep = grade_boxgrader(ctx.collection, ctx.gt_field, grader=grader, zoom=zoom,
                           progress=lambda d, t: ctx.progress("boxgrader", d, t), **opts)
+    if zoom is not None:
+        ctx.resolved["zoom_shared"] = (zoom.write(ctx.collection, ctx.gt_field), zoom.covered)
     if trained:
         rep.info["trained"] = trained
     return rep
@@ -408,14 +447,15 @@ STEPS: list[Step] = [
     Step("finetune", _can_finetune, _run_finetune_step),
     Step("detector", _can_detect, _run_detector_step),
     Step("cleanlab", _has_preds, _run_cleanlab_step),
-    # The detector re-run on a crop around every GT box (swap / badloc / spurious evidence).
-    Step("zoom", _needs_detector, _run_zoom_step),
     # After cleanlab: merges its candidates into <gt>_overlooked instead of replacing them.
     Step("overlooked", _needs_detector, _run_overlooked_step),
     # The caller's checkpoint (boxgrader={"checkpoint": ".../best.pt"}), else the shipped one
     # where it knows most classes, else one trained on these labels (cached; {"train": False}
     # opts out of training, boxgrader=False out of the step).
     Step("boxgrader", _can_boxgrade, _run_boxgrader_step),
+    # The detector re-run on a crop around every GT box (swap / badloc / spurious evidence):
+    # after the box grader, whose crop passes score it where both run the shipped YOLOX-Nano.
+    Step("zoom", _needs_detector, _run_zoom_step),
     # Labels only, always runs; after the model judges so their scores pick the weaker box
     # of a duplicate pair.
     Step("consistency", lambda ctx: None, _run_consistency_step),

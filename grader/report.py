@@ -24,6 +24,14 @@ class RunReport:
         if n:
             self.skipped[reason] += n
 
+    def absorb(self, other: "RunReport") -> None:
+        """Add ``other``'s counts (the same judge run over another part of the collection)."""
+        self.samples_seen += other.samples_seen
+        self.samples_scored += other.samples_scored
+        self.labels_scored += other.labels_scored
+        self.skipped.update(other.skipped)
+        self.tagged.update(other.tagged)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "judge": self.judge,

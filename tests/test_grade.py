@@ -41,6 +41,20 @@ def test_grade_runs_every_judge_with_defaults(coco8):
     learners = rep.reports["ensemble"].info["learner"]
     assert {v.get("variant") for v in learners.values()} == {"full+boxgrader"}, learners
     assert "zoom" in rep.summary() and rep.to_dict()["reports"]["zoom"]["labels_scored"] > 0
+    # zoom was scored inside the box grader's crop passes, and reads as its own run would
+    from grader.judges.zoom import ZOOM_ATTRS, run_zoom
+
+    zrep = rep.reports["zoom"]
+    assert zrep.info["shared_with"] == "boxgrader" and zrep.info["samples_in_own_run"] == 0
+    shared = {a: ds.values(f"ground_truth.detections.{a}", unwind=True) for a in ZOOM_ATTRS}
+    own = run_zoom(ds, "ground_truth")
+    assert own.labels_scored == zrep.labels_scored and dict(own.skipped) == dict(zrep.skipped)
+    for a in ZOOM_ATTRS:
+        again = ds.values(f"ground_truth.detections.{a}", unwind=True)
+        if a == "zoom_other_label":
+            assert again == shared[a]
+        else:
+            assert again == pytest.approx(shared[a], abs=1e-5), a
     # a second run rewrites its own fields without overwrite=True
     rep2 = grade(ds, "ground_truth", cleanlab=False, zoom=False)
     assert "detector" in rep2.reports and rep2.not_run["zoom"] == "disabled by the caller"

@@ -149,6 +149,7 @@ class YoloXNano(ArrayDetector):
         if backend == "onnxruntime" and not ort.available():
             raise ImportError("backend='onnxruntime' needs the onnxruntime package")
         self.backend = backend
+        self.model_path = os.path.abspath(onnx)
         self.net = cv2.dnn.readNetFromONNX(onnx) if backend == "cv2" else None
         self.ort = ort.OrtYolox(onnx) if backend == "onnxruntime" else None
         self.classes = read_names(os.path.join(model_dir, "coco.names"))

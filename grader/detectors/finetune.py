@@ -383,9 +383,6 @@ def crossfit_detector(collection, gt_field: str = "ground_truth", label_field: s
         rep = run_detector(collection.select(fold_ids[f]), model=det, label_field=label_field,
                            gt_field=gt_field, overwrite=overwrite or f > 0,
                            conf_threshold=conf_threshold, nms_iou=nms_iou)
-        report.samples_seen += rep.samples_seen
-        report.samples_scored += rep.samples_scored
-        report.labels_scored += rep.labels_scored
-        report.skipped.update(rep.skipped)
+        report.absorb(rep)
     report.fields = [label_field]
     return report

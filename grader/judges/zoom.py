@@ -31,7 +31,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -140,6 +140,87 @@ def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.nda
     return out
 
 
+@dataclass(frozen=True)
+class ZoomSettings:
+    """The zoom judge's window and thresholds (``run_zoom``'s keywords of the same names)."""
+
+    context: float = 2.0
+    min_crop: int = 64
+    conf_threshold: float = 0.25
+    low_threshold: float = 0.05
+    match_iou: float = 0.3
+    nms_iou: float = 0.45
+
+    def check(self) -> None:
+        for name, lo, hi in (("conf_threshold", 0, 1), ("low_threshold", 0, 1),
+                             ("match_iou", 0, 1), ("nms_iou", 1e-9, 1)):
+            v = getattr(self, name)
+            if not lo <= float(v) <= hi:
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+        if self.context < 1 or self.min_crop < 1:
+            raise ValueError("context must be >= 1 and min_crop >= 1")
+
+
+def crop_attrs(box_xyxy: np.ndarray, rows: np.ndarray, win: CropWindow, crop_side: int,
+               label_idx: int | None, classes: list[str], s: ZoomSettings) -> dict[str, Any]:
+    """The ``zoom_*`` attributes of one box from the detector's rows on its crop (``rows``:
+    ``(A, 4 + K)`` in the pixels of the ``crop_side`` input the window was resized to). Shared
+    by :func:`run_zoom` and the box grader, which runs the same crops for its own features."""
+    b = postprocess(rows, len(classes), s.low_threshold, s.nms_iou)
+    # crop pixels -> window pixels -> image pixels
+    xyxy = b.xyxy * (win.width / crop_side) + np.array([win.x0, win.y0, win.x0, win.y0],
+                                                        dtype=np.float64)
+    return _features(np.asarray(box_xyxy, dtype=np.float64), xyxy, b.conf, b.probs, label_idx,
+                     s.conf_threshold, s.low_threshold, s.match_iou, classes)
+
+
+class SharedZoom:
+    """The zoom judge scored inside another step's crop passes (grade()'s box grader runs the
+    same YOLOX-Nano on a crop around every box): that step calls :meth:`add` per image, then
+    :meth:`write` once. Samples it did not cover (unreadable, no metadata, features read from
+    a cache, no labels) are left for :func:`run_zoom` on the rest (:attr:`covered`)."""
+
+    def __init__(self, settings: ZoomSettings, classes: Sequence[str], detector: str = "yolox-nano"):
+        settings.check()
+        self.settings, self.classes = settings, list(classes)
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.report = RunReport(judge=f"zoom:{detector}")
+        self.report.info.update(shared_with="boxgrader", detector=detector)
+        self.values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}
+        self.covered: set[str] = set()
+
+    @property
+    def judge(self) -> tuple[float, int]:
+        """(context, min_crop): the window the crops must have."""
+        return self.settings.context, self.settings.min_crop
+
+    def add(self, sample_id: str, label_ids: Sequence[str], labels: Sequence[str | None],
+            boxes_xyxy: np.ndarray, crops: Sequence[tuple[CropWindow, np.ndarray]],
+            crop_side: int, degenerate: int = 0) -> None:
+        """One image's boxes (its non-degenerate ones, ``degenerate`` more skipped) and the
+        detector's rows on the judge's crop of each."""
+        self.covered.add(sample_id)
+        self.report.samples_seen += 1
+        self.report.samples_scored += 1
+        self.report.skip("degenerate_box", degenerate)
+        for lid, label, box, (win, rows) in zip(label_ids, labels, boxes_xyxy, crops):
+            if label is None:
+                self.report.skip("missing_label")
+                continue
+            li = self.index.get(label)
+            if li is None:
+                self.report.skip("class_unknown_to_detector")
+            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings)
+            for a in ZOOM_ATTRS:
+                self.values[a][(sample_id, lid)] = feats[a]
+            self.report.labels_scored += 1
+        self.report.info["crops"] = self.report.labels_scored
+
+    def write(self, collection, gt_field: str) -> RunReport:
+        write_attrs(collection, gt_field, self.values, self.report)
+        return self.report
+
+
 def run_zoom(collection, gt_field: str = "ground_truth", model: Any = "yolox-nano", *,
              detectors_dir: str | None = None, context: float = 2.0, min_crop: int = 64,
              input_size: int | None = 256, conf_threshold: float = 0.25,
@@ -156,21 +237,15 @@ def run_zoom(collection, gt_field: str = "ground_truth", model: Any = "yolox-nan
     (``total_s``). Degenerate boxes, unreadable images and classes the detector does not know
     (``zoom_label_prob``/``zoom_iou`` None) are counted skips.
     """
-    for name, v, lo, hi in (("conf_threshold", conf_threshold, 0, 1), ("low_threshold", low_threshold, 0, 1),
-                            ("match_iou", match_iou, 0, 1), ("nms_iou", nms_iou, 1e-9, 1)):
-        if not lo <= float(v) <= hi:
-            raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-    if context < 1 or min_crop < 1:
-        raise ValueError("context must be >= 1 and min_crop >= 1")
+    settings = ZoomSettings(context, min_crop, conf_threshold, low_threshold, match_iou, nms_iou)
+    settings.check()
     table = lgf.read_detections(collection, gt_field)  # raises clearly on a missing/wrong field
     det = detector or load_detector(model, detectors_dir)
     size_before = getattr(det, "size", None)
     if input_size and hasattr(det, "set_input_size"):
         det.set_input_size(int(input_size))
     try:
-        return _run(collection, gt_field, table, det, context=context, min_crop=min_crop,
-                    conf_threshold=conf_threshold, low_threshold=low_threshold,
-                    match_iou=match_iou, nms_iou=nms_iou, batch_size=batch_size,
+        return _run(collection, gt_field, table, det, settings, batch_size=batch_size,
                     num_workers=num_workers, pool=pool, progress=progress)
     finally:
         # a detector shared with other steps (grade()) gets its full-image input size back
@@ -178,8 +253,8 @@ def run_zoom(collection, gt_field: str = "ground_truth", model: Any = "yolox-nan
             det.set_input_size(size_before)
 
 
-def _run(collection, gt_field, table, det, *, context, min_crop, conf_threshold, low_threshold,
-         match_iou, nms_iou, batch_size, num_workers, pool, progress) -> RunReport:
+def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size, num_workers,
+         pool, progress) -> RunReport:
     out_size = getattr(det, "size", None)
     classes = list(det.classes)
     index = {c: i for i, c in enumerate(classes)}
@@ -188,7 +263,7 @@ def _run(collection, gt_field, table, det, *, context, min_crop, conf_threshold,
     forward_s = 0.0
     jobs = [_Job(*r) for r in zip(table.sample_ids, table.filepaths, table.ids, table.labels,
                                   table.boxes)]
-    work = partial(_render, context=context, min_crop=min_crop, out_size=out_size)
+    work = partial(_render, context=settings.context, min_crop=settings.min_crop, out_size=out_size)
     workers = default_workers() if num_workers is None else num_workers
     values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}
     pending: list[tuple[_Job, tuple[int, int], int, np.ndarray, CropWindow, np.ndarray]] = []
@@ -200,18 +275,11 @@ def _run(collection, gt_field, table, det, *, context, min_crop, conf_threshold,
         t0 = time.perf_counter()
         rows = det.predict([p[5] for p in pending])
         forward_s += time.perf_counter() - t0
-        k = len(classes)
         for (job, hw, i, box, win, crop), r in zip(pending, rows):
-            # crop pixels -> window pixels -> image pixels
-            scale = win.width / crop.shape[1]
-            b = postprocess(r, k, low_threshold, nms_iou)
-            xyxy = b.xyxy * scale + np.array([win.x0, win.y0, win.x0, win.y0], dtype=np.float64)
-            label = job.labels[i]
-            li = index.get(label)
+            li = index.get(job.labels[i])
             if li is None:
                 report.skip("class_unknown_to_detector")
-            feats = _features(box, xyxy, b.conf, b.probs, li, conf_threshold, low_threshold,
-                              match_iou, classes)
+            feats = crop_attrs(box, r, win, crop.shape[1], li, classes, settings)
             key = (job.sample_id, job.label_ids[i])
             for a in ZOOM_ATTRS:
                 values[a][key] = feats[a]
@@ -232,11 +300,17 @@ def _run(collection, gt_field, table, det, *, context, min_crop, conf_threshold,
         if progress:
             progress(n + 1, len(jobs))
     flush()
-    # Attributes of a label the detector has no class for stay absent rather than None-typed.
-    lgf.write_label_attrs(collection, gt_field, {a: {k: v for k, v in m.items() if v is not None}
-                                                 for a, m in values.items()})
+    write_attrs(collection, gt_field, values, report)
     total = time.perf_counter() - t_start
-    report.fields = [f"{gt_field}.detections.{a}" for a in ZOOM_ATTRS]
     report.info.update(forward_s=round(forward_s, 3), total_s=round(total, 3),
                        crops=report.labels_scored, detector=getattr(det, "name", "detector"))
     return report
+
+
+def write_attrs(collection, gt_field: str, values: dict[str, dict[tuple[str, str], Any]],
+                report: RunReport) -> None:
+    """Bulk-write ``{attr: {(sample_id, label_id): value}}`` of :data:`ZOOM_ATTRS`."""
+    # Attributes of a label the detector has no class for stay absent rather than None-typed.
+    lgf.write_label_attrs(collection, gt_field, {a: {k: v for k, v in m.items() if v is not None}
+                                                 for a, m in values.items()})
+    report.fields = [f"{gt_field}.detections.{a}" for a in ZOOM_ATTRS]

@@ -46,7 +46,7 @@ from torchvision.ops import roi_align
 from ...boxes import iou_matrix
 from ...images import ImageReadError, load_rgb
 from ...parallel import prefetch_map
-from ...render import cut_window
+from ...render import CropWindow, cut_window
 from ...report import RunReport
 from ..clipgrader.synth import SynthItem
 from ..zoom import square_window
@@ -260,9 +260,21 @@ class YoloxFeatures:
     # -- per box ---------------------------------------------------------------------------
     def box_features(self, f: ImageFeatures, boxes_xyxy: np.ndarray) -> np.ndarray:
         """``(N, dim)`` float32 features of ``boxes_xyxy`` (absolute pixels) on one image."""
+        return self.box_features_and_crops(f, boxes_xyxy)[0]
+
+    def box_features_and_crops(self, f: ImageFeatures, boxes_xyxy: np.ndarray,
+                               judge: tuple[float, int] | None = None,
+                               ) -> tuple[np.ndarray, list[tuple[CropWindow, np.ndarray]] | None]:
+        """:meth:`box_features`, and with ``judge`` = the zoom judge's ``(context, min_crop)``,
+        per box that judge's crop window and the detector's rows on it (``(A, 84)`` in the
+        pixels of the ``zoom_size`` input; ``grader.judges.zoom.crop_attrs`` reads them): the
+        crops both need run once (a window of the judge's that differs from the grader's, a
+        small box's, gets a pass of its own in the same batch)."""
         b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
         if len(b) == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, self.dim), np.float32), ([] if judge else None)
+        if judge is not None and ("zoom" not in self.groups or f.rgb is None):
+            raise ValueError("zoom judge crops need the 'zoom' group and the image")
         parts = []
         if "pooled" in self.groups:
             parts.append(self._pooled(f, b))
@@ -271,11 +283,13 @@ class YoloxFeatures:
             if f.hires is None:
                 raise ValueError("these image features were computed without the hires pass")
             parts += self._core(f.hires, b, CORE_GROUPS)
+        crops = None
         if "zoom" in self.groups:
             if f.rgb is None:
                 raise ValueError("these image features were computed without the image")
-            parts.append(self._zoom(f.rgb, b))
-        return np.concatenate(parts, 1).astype(np.float32)
+            z, crops = self._zoom(f.rgb, b, judge)
+            parts.append(z)
+        return np.concatenate(parts, 1).astype(np.float32), crops
 
     def _core(self, f: ImageFeatures, b: np.ndarray, groups) -> list[np.ndarray]:
         """The ``groups`` (of :data:`CORE_GROUPS`) of boxes ``b`` on one view ``f``."""
@@ -292,21 +306,45 @@ class YoloxFeatures:
             parts.append(self._geometry(f, b))
         return parts
 
-    def _zoom(self, rgb: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _zoom(self, rgb: np.ndarray, b: np.ndarray, judge: tuple[float, int] | None = None,
+              ) -> tuple[np.ndarray, list[tuple[CropWindow, np.ndarray]] | None]:
         """Edges, evidence and class probabilities of each box re-read on its own zoom crop
-        (one detector pass per box; the window is the one the zoom judge uses)."""
+        (one detector pass per box; the window is the one the zoom judge uses); with ``judge``
+        also the zoom judge's window and rows per box (see :meth:`box_features_and_crops`)."""
         out = np.zeros((len(b), self._sizes()["zoom"]), np.float32)
         wins = [square_window(rgb.shape[:2], box, self.zoom_context, 32) for box in b]
         crops = [np.ascontiguousarray(cut_window(rgb, w)) for w in wins]
         inner = np.array([w.box_in_crop for w in wins], dtype=np.float64).reshape(-1, 4)
-        for s in range(0, len(b), self.batch):
-            e = min(s + self.batch, len(b))
+        # the judge's window per box: the grader's own crop where they coincide, else an extra
+        jwins, src = None, []
+        if judge is not None:
+            jwins = [square_window(rgb.shape[:2], box, judge[0], int(judge[1])) for box in b]
+            for i, (w, jw) in enumerate(zip(wins, jwins)):
+                if (w.x0, w.y0, w.width, w.height) == (jw.x0, jw.y0, jw.width, jw.height):
+                    src.append(i)
+                else:
+                    src.append(len(crops))
+                    crops.append(np.ascontiguousarray(cut_window(rgb, jw)))
+        want = set(src)
+        rows: dict[int, np.ndarray] = {}
+        for s in range(0, len(crops), self.batch):
+            e = min(s + self.batch, len(crops))
             maps, xyxy, obj, cls, r = self._decode_batch(crops[s:e], self.zoom_size)
-            bz = inner[s:e]
-            # each crop holds one box: its k-th row is read off the k-th crop's maps/predictions
-            edges = self._edges([torch.from_numpy(m) for m in maps], bz, r, np.arange(e - s))
-            out[s:e] = np.concatenate([edges, self._evidence(bz, xyxy, obj, cls)], 1)
-        return out
+            for k in range(s, e):
+                if k in want:   # as YoloXNano.predict gives them: input pixels, obj * cls
+                    q = k - s
+                    rows[k] = np.concatenate([xyxy[q] * r[q], obj[q][:, None] * cls[q]], 1)
+            n = max(0, min(e, len(b)) - s)      # the grader's own crops in this batch
+            if n:
+                bz = inner[s:s + n]
+                # each crop holds one box: its k-th row is read off the k-th crop's maps
+                edges = self._edges([torch.from_numpy(m[:n]) for m in maps], bz, r[:n],
+                                    np.arange(n))
+                out[s:s + n] = np.concatenate(
+                    [edges, self._evidence(bz, xyxy[:n], obj[:n], cls[:n])], 1)
+        if judge is None:
+            return out, None
+        return out, [(jw, rows[k]) for jw, k in zip(jwins, src)]
 
     def _edges(self, maps: list[torch.Tensor], b: np.ndarray, scale, batch_index=None,
                strip: float = 0.2) -> np.ndarray:
@@ -464,12 +502,16 @@ def _decode(path: str):
 def extract_features(backbone: YoloxFeatures, groups: Sequence[tuple[str, np.ndarray]], *,
                      report: RunReport | None = None, num_workers: int = 1,
                      progress: Callable[[int, int], None] | None = None,
+                     zoom_judge: tuple[float, int] | None = None,
+                     on_crops: Callable[[int, list[tuple[CropWindow, np.ndarray]]], None] | None = None,
                      ) -> list[np.ndarray | None]:
     """Features of every box, grouped by image: ``groups`` = ``[(filepath, boxes_xyxy)]``.
 
     Each image is decoded (in ``num_workers`` threads, ahead of the model) and run through the
     detector once. Returns one ``(n_i, dim)`` array per group, or None for an unreadable image
-    (counted as ``unreadable_image`` per box).
+    (counted as ``unreadable_image`` per box). With ``zoom_judge`` (the zoom judge's
+    ``(context, min_crop)``), ``on_crops(group index, [(window, rows)] per box)`` receives the
+    zoom judge's crops from the same passes (:meth:`YoloxFeatures.box_features_and_crops`).
     """
     out: list[np.ndarray | None] = []
     paths = [g[0] for g in groups]
@@ -481,7 +523,11 @@ def extract_features(backbone: YoloxFeatures, groups: Sequence[tuple[str, np.nda
                     report.skip("unreadable_image", len(boxes))
                 out.append(None)
             else:
-                out.append(backbone.box_features(backbone.image_features(rgb), boxes))
+                x, crops = backbone.box_features_and_crops(backbone.image_features(rgb), boxes,
+                                                           zoom_judge)
+                out.append(x)
+                if on_crops is not None and crops is not None:
+                    on_crops(k, crops)
             if progress is not None:
                 progress(k + 1, len(groups))
     return out

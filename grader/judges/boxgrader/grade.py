@@ -17,6 +17,7 @@ from ..clipgrader.evaluate import EvalResult
 from ..clipgrader.outputs import quality_attrs, quality_tags, write_quality
 from ..clipgrader.prompts import QUALITIES
 from ..clipgrader.synth import synthesize
+from ..zoom import SharedZoom
 from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
                        load_box_features)
 from .model import BoxGrader, _load_folds, load_boxgrader
@@ -63,7 +64,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
                     bad_threshold: float = 0.5, background_threshold: float = 0.5,
                     num_workers: int = 1, progress: Callable[[int, int], None] | None = None,
                     run_key: str = "boxgrader", feature_cache: str | bool = True,
-                    crossfit: bool = True) -> RunReport:
+                    crossfit: bool = True, zoom: SharedZoom | None = None) -> RunReport:
     """Grade every detection of ``field`` with a trained box grader; write ``boxgrader_*``.
 
     Per detection: ``boxgrader_p_good``, ``_p_bad``, ``_p_background`` (sum to 1),
@@ -82,6 +83,9 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
 
     ``crossfit``: where the checkpoint was trained with ``crossfit`` folds, grade each image
     the training saw with the fold grader that held it out (other images: the full grader).
+
+    ``zoom``: a :class:`grader.judges.zoom.SharedZoom` to score the zoom judge from the same
+    crop passes (grade() does, with the shipped YOLOX-Nano); the caller writes it.
     """
     if grader is None:
         if checkpoint is None:
@@ -96,7 +100,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     ensure_metadata(collection, report)
     table = read_detections(collection, field)
     report.samples_seen = len(table)
-    groups, keys = [], []
+    groups, keys, degenerate = [], [], []
     for i in range(len(table)):
         W, H = table.widths[i], table.heights[i]
         if not table.ids[i]:
@@ -108,6 +112,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
         ok = [j for j, st in enumerate(status) if st != BOX_DEGENERATE]
         report.skip("degenerate_box", len(status) - len(ok))
         if ok:
+            degenerate.append(len(status) - len(ok))
             groups.append((table.filepaths[i], rel_xywh_to_abs_xyxy(clipped[ok], W, H)))
             keys.append([(table.sample_ids[i], table.ids[i][j], table.labels[i][j]) for j in ok])
     t0 = time.perf_counter()
@@ -119,9 +124,16 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
             feats[g] = np.stack(rows).astype(np.float32)
         else:
             todo.append(g)
+    def on_crops(k: int, crops) -> None:
+        g = todo[k]
+        zoom.add(keys[g][0][0], [x[1] for x in keys[g]], [x[2] for x in keys[g]], groups[g][1],
+                 crops, grader.backbone.zoom_size, degenerate[g])
+
     for g, f in zip(todo, extract_features(grader.backbone, [groups[g] for g in todo],
                                            report=report, num_workers=num_workers,
-                                           progress=progress)):
+                                           progress=progress,
+                                           zoom_judge=zoom.judge if zoom is not None else None,
+                                           on_crops=on_crops if zoom is not None else None)):
         feats[g] = f
     report.info["images_from_feature_cache"] = len(groups) - len(todo)
     report.info["images_by_fold_grader"] = 0
