@@ -74,7 +74,7 @@ SPLITS = {"dev": "coco128", "val": "coco128-val"}
 
 
 def load(data: str, name: str | None = None, *, overwrite: bool = True):
-    """``data`` (``coco128`` / ``dev``, ``coco128-val`` / ``val``, ``raccoon``) under
+    """``data`` (``coco128`` / ``dev``, ``coco128-val`` / ``val``, ``raccoon``, ``pennfudan``) under
     :data:`DATA` into a dataset ``name`` with its labels in ``ground_truth``."""
     import fiftyone as fo
 
@@ -96,6 +96,8 @@ def load(data: str, name: str | None = None, *, overwrite: bool = True):
                                    data_path=str(root / "images"),
                                    labels_path=str(root / "annotations"),
                                    label_field="ground_truth", name=name)
+    if data == "pennfudan":
+        return io.load_pennfudan(str(root), name=name, overwrite=overwrite)
     raise ValueError(f"unknown dataset {data!r}")
 
 

@@ -404,6 +404,18 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             base = apply_selection(selection[issue], pct, prior)
         if base is None and fallback_prior is not None:
             base = default_model_scores(pct, issue, fallback_prior)
+        if issue == "any" and base is not None and base[1].get("chosen") == "default_model":
+            n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label")
+                             if c is not None])
+            composed = _any_from_issues(scores, learners, issues, n_classes)
+            if composed is not None:
+                # the higher of the two readings: the model's own "any" (which weighs the
+                # cross-class duplicates real datasets hold) and the per-issue composition
+                # (which carries to other domains; see _any_from_issues)
+                # (the composition does not read consistency_xdup: the fusion below applies)
+                base = (_calibrate_composed(np.fmax(composed[0], base[0]), prior or {}),
+                        {**base[1], "variant": f"max({base[1].get('variant')}, noisy_or)",
+                         "inputs": composed[1]["inputs"], "model_inputs": base[1]["inputs"]})
         few = f"fewer than {min_stack_positives} trusted errors"
         if learner != "vote" and pos.sum() >= min_stack_positives and neg.sum() >= min_negatives:
             # Review decisions come from the top of the queue, not from random images: a
@@ -457,6 +469,39 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                       default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
+
+
+def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
+                     issues: Sequence[str], n_classes: int) -> tuple[np.ndarray, dict] | None:
+    """``1 - prod(1 - p_issue)`` over the per-issue probabilities, where every issue's score
+    came from the shipped model (calibrated probabilities; None otherwise).
+
+    The shipped model's own "any" entry is one more logistic fit over the judges' percentiles;
+    off COCO's images its weights carry worse than the per-issue models' do (Penn-Fudan
+    pedestrians, 2 seeds: AP 0.66 against 0.75 composed; docs/evaluation.md "ensemble_any").
+    With one class in the field no label can carry another class, so swap is left out."""
+    if n_classes < 2:
+        issues = [i for i in issues if i != "swap"]
+    used = [i for i in issues if i in scores]
+    if not used or any(learners.get(i, {}).get("chosen") != "default_model" for i in used):
+        return None
+    P = np.stack([scores[i] for i in used], axis=1)
+    seen = np.isfinite(P).any(axis=1)
+    any_ = 1.0 - np.prod(1.0 - np.clip(np.nan_to_num(P, nan=0.0), 0.0, 1.0), axis=1)
+    return np.where(seen, any_, np.nan), {"chosen": "default_model", "variant": "noisy_or",
+                                          "inputs": [f"ensemble_{i}" for i in used]}
+
+
+def _calibrate_composed(p: np.ndarray, model: dict) -> np.ndarray:
+    """The higher of two probabilities reads high; the shipped model's ``any_composition``
+    Platt scaling (``sigmoid(a logit(p) + b)``, fitted on graded coco128 by
+    ``bench/fit_default_ensemble.py calibrate-any``) takes that back. Ranks are unchanged."""
+    platt = (model.get("any_composition") or {}).get("platt")
+    if not platt:
+        return p
+    q = np.clip(p, 1e-6, 1 - 1e-6)
+    z = float(platt["a"]) * np.log(q / (1 - q)) + float(platt["b"])
+    return np.where(np.isfinite(p), 1.0 / (1.0 + np.exp(-z)), np.nan)
 
 
 #: The cross-class duplicate score (grader.judges.consistency) and the issues it is fused into.

@@ -129,8 +129,29 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
             _write_random(ds, name, 100 + i)
     rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
     info = rep.info["learner"]
-    assert {info[i]["variant"] for i in info} == {"full+boxgrader"}
+    assert {info[i]["variant"] for i in info if i != "any"} == {"full+boxgrader"}
     assert not [s for s in info["badloc"]["ignored"] if s.startswith("boxgrader:")]
+    # ensemble_any: the higher of the model's own "any" and the per-issue probabilities'
+    # noisy-OR, Platt-scaled (any_composition), then the cross-class duplicates fused in
+    assert info["any"]["variant"] == "max(full+boxgrader, noisy_or)"
+    pct, ls = ep.label_percentiles(ds, "noisy")
+    per = {i: ep.default_model_scores(pct, i)[0] for i in ("badloc", "swap", "spurious", "duplicate")}
+    composed = 1 - np.prod([1 - per[i] for i in per], axis=0)
+    own = ep.default_model_scores(pct, "any")[0]
+    x = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.consistency_xdup"],
+                            unwind=True)))
+    x = np.array([x.get(l) or 0.0 for l in ls.label_ids], dtype=float)
+    x = np.where(x >= 0.5, x, 0.0)
+    from grader.ensemble import _calibrate_composed
+
+    platt = model["any_composition"]["platt"]
+    q = np.clip(np.maximum(composed, own), 1e-6, 1 - 1e-6)
+    scaled = 1 / (1 + np.exp(-(platt["a"] * np.log(q / (1 - q)) + platt["b"])))
+    np.testing.assert_allclose(_calibrate_composed(np.maximum(composed, own), model), scaled)
+    want_any = 1 - (1 - scaled) * (1 - x)
+    got_any = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_any"],
+                                  unwind=True)))
+    np.testing.assert_allclose([got_any[l] for l in ls.label_ids], want_any, rtol=1e-9)
     pct, ls = ep.label_percentiles(ds, "noisy")
     want = dict(zip(ls.label_ids, ep.apply_logistic(box, pct)))
     got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))

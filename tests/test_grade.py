@@ -39,7 +39,9 @@ def test_grade_runs_every_judge_with_defaults(coco8):
     # No verified images: the shipped default model combines the scores, with its variant
     # that reads the box grader's (the default box grader ran on these COCO classes).
     learners = rep.reports["ensemble"].info["learner"]
-    assert {v.get("variant") for v in learners.values()} == {"full+boxgrader"}, learners
+    assert {v.get("variant") for k, v in learners.items() if k != "any"} == {"full+boxgrader"}, learners
+    # ensemble_any composed from the per-issue probabilities (the shipped model gave each)
+    assert learners["any"]["variant"] == "max(full+boxgrader, noisy_or)", learners["any"]
     assert "zoom" in rep.summary() and rep.to_dict()["reports"]["zoom"]["labels_scored"] > 0
     # zoom was scored inside the box grader's crop passes, and reads as its own run would
     from grader.judges.zoom import ZOOM_ATTRS, run_zoom

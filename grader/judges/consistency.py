@@ -439,9 +439,11 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     boxes, labels, keys = [], [], []
     for i, ids in enumerate(tab.ids):
         b, status = sanitize_rel_boxes(tab.boxes[i])
-        ok = np.array([s != BOX_DEGENERATE and tab.labels[i][j] is not None
-                       for j, s in enumerate(status)], dtype=bool)
-        report.skip("degenerate_box", int((~ok).sum()))
+        has_box = np.array([s != BOX_DEGENERATE for s in status], dtype=bool)
+        has_label = np.array([v is not None for v in tab.labels[i]], dtype=bool)
+        ok = has_box & has_label
+        report.skip("degenerate_box", int((~has_box).sum()))
+        report.skip("missing_label", int((has_box & ~has_label).sum()))
         unscorable += [(tab.sample_ids[i], ids[j]) for j in np.nonzero(~ok)[0]]
         boxes.append(b[ok] if len(b) else b)
         labels.append([tab.labels[i][j] for j in np.nonzero(ok)[0]])
