@@ -501,3 +501,32 @@ def test_cross_duplicates_fused_only_where_no_model_reads_them():
     np.testing.assert_array_equal(scores["badloc"], p)   # not a duplicate issue
     assert rep.info["fused"][XDUP_SCORE] == ["duplicate"]
     assert rep.info["fused"]["model_input_for"] == ["any"]
+
+
+def test_self_fit_offers_trees_only_for_any():
+    """On the injected copy, one issue is combined by a logistic model, the best single score or
+    the shipped model; gradient-boosted trees are a candidate for "any" only (TREE_ISSUES):
+    trees fitted on a few dozen injected errors of one issue learned the copy, not the labels."""
+    from grader.ensemble_selfsup import TREE_ISSUES, apply_selection, select_models
+
+    rng = np.random.default_rng(3)
+    n = 900
+    truth = np.array([CLEAN] * n, dtype=object)
+    truth[rng.choice(n, 120, replace=False)] = "badloc"
+    rest = np.nonzero(truth == CLEAN)[0]
+    truth[rng.choice(rest, 120, replace=False)] = "spurious"
+    pct = {
+        "a:loc": np.clip(rng.uniform(size=n) + 0.5 * (truth == "badloc"), 0, 1),
+        "b:bg": np.clip(rng.uniform(size=n) + 0.5 * (truth == "spurious"), 0, 1),
+        "c:noise": rng.uniform(size=n),
+    }
+    data = {"pct": pct, "truth": truth, "groups": np.arange(n) // 6}
+    sel = select_models(data, ["badloc", "spurious"], prior=None)
+    assert TREE_ISSUES == ("any",)
+    for issue in ("badloc", "spurious"):
+        assert set(sel[issue]["cv_auroc"]) == {"self:logistic", "single"}, sel[issue]
+    assert set(sel["any"]["cv_auroc"]) == {"self:logistic", "self:hgb", "single"}
+    # the choice scores labels of the user's run, higher for the issue's errors
+    s, info = apply_selection(sel["badloc"], pct)
+    assert info["chosen"] in ("self:logistic", "single")
+    assert s[truth == "badloc"].mean() > s[truth == CLEAN].mean() + 0.2
