@@ -821,7 +821,8 @@ def calibrate_any(args) -> None:
                                    "noisy.detections.injected_error"], unwind=True)
             p = np.array([np.nan if v is None else v for v in p], float)
             ok = np.isfinite(p)
-            zs.append(np.log(np.clip(p[ok], 1e-6, 1 - 1e-6) / (1 - np.clip(p[ok], 1e-6, 1 - 1e-6))))
+            q = np.clip(p[ok], 1e-6, 1 - 1e-6)   # as grader.ensemble._calibrate_composed
+            zs.append(np.log(q / (1 - q)))
             ys.append(np.array([x not in (None, "none") for x in t], bool)[ok])
             print(f"seed {seed}: {ok.sum()} labels, {ys[-1].sum()} errors; ECE unscaled "
                   f"{reliability(ys[-1], p[ok])[0]:.3f}")

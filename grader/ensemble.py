@@ -408,20 +408,22 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label")
                              if c is not None])
             composed = _any_from_issues(scores, learners, issues, n_classes)
-            if composed is not None and issue in selection:
-                # fitted on the copy: its "any" model (trees over four error signatures, a
-                # few dozen injected errors each) ranked below the composition on every run
-                # measured (raccoon, coco128-custom; docs/evaluation.md)
-                base = (composed[0], {**base[1], **composed[1], "chosen": "self:noisy_or",
-                                      "copy_choice": base[1].get("chosen")})
-            elif composed is not None and base[1].get("chosen") == "default_model":
-                # the higher of the two readings: the model's own "any" (which weighs the
-                # cross-class duplicates real datasets hold) and the per-issue composition
-                # (which carries to other domains; see _any_from_issues)
+            if composed is not None:
+                any_, inputs = composed
                 # (the composition does not read consistency_xdup: the fusion below applies)
-                base = (_calibrate_composed(np.fmax(composed[0], base[0]), prior or {}),
-                        {**base[1], "variant": f"max({base[1].get('variant')}, noisy_or)",
-                         "inputs": composed[1]["inputs"], "model_inputs": base[1]["inputs"]})
+                if issue in selection:
+                    # fitted on the copy: its "any" model (trees over four error signatures,
+                    # a few dozen injected errors each) ranked below the composition on every
+                    # run measured (raccoon, coco128-custom; docs/evaluation.md)
+                    base = (any_, {**base[1], "chosen": "self:noisy_or", "variant": "noisy_or",
+                                   "inputs": inputs, "copy_choice": base[1].get("chosen")})
+                elif base[1].get("chosen") == "default_model":
+                    # the higher of the two readings: the model's own "any" (which weighs the
+                    # cross-class duplicates real datasets hold) and the per-issue composition
+                    # (which carries to other domains; see _any_from_issues)
+                    base = (_calibrate_composed(np.fmax(any_, base[0]), prior or {}),
+                            {**base[1], "variant": f"max({base[1].get('variant')}, noisy_or)",
+                             "inputs": inputs, "model_inputs": base[1]["inputs"]})
         few = f"fewer than {min_stack_positives} trusted errors"
         if learner != "vote" and pos.sum() >= min_stack_positives and neg.sum() >= min_negatives:
             # Review decisions come from the top of the queue, not from random images: a
@@ -483,10 +485,12 @@ PROBABILITY_LEARNERS = ("default_model", "self:logistic", "self:hgb", "single")
 
 
 def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
-                     issues: Sequence[str], n_classes: int) -> tuple[np.ndarray, dict] | None:
-    """``1 - prod(1 - p_issue)`` over the per-issue probabilities, where every issue's score
-    is one (the shipped model's, or the copy's choice Platt-scaled on its out-of-fold scores;
-    None where an issue came from the vote or a model fitted on verified labels).
+                     issues: Sequence[str], n_classes: int
+                     ) -> tuple[np.ndarray, list[str]] | None:
+    """``1 - prod(1 - p_issue)`` over the per-issue probabilities, with the ``ensemble_<issue>``
+    names it read, where every issue's score is one (the shipped model's, or the copy's choice
+    Platt-scaled on its out-of-fold scores; None where an issue came from the vote or a model
+    fitted on verified labels).
 
     The shipped model's own "any" entry is one more logistic fit over the judges' percentiles;
     off COCO's images its weights carry worse than the per-issue models' do (Penn-Fudan
@@ -501,8 +505,7 @@ def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
     P = np.stack([scores[i] for i in used], axis=1)
     seen = np.isfinite(P).any(axis=1)
     any_ = 1.0 - np.prod(1.0 - np.clip(np.nan_to_num(P, nan=0.0), 0.0, 1.0), axis=1)
-    return np.where(seen, any_, np.nan), {"chosen": "default_model", "variant": "noisy_or",
-                                          "inputs": [f"ensemble_{i}" for i in used]}
+    return np.where(seen, any_, np.nan), [f"ensemble_{i}" for i in used]
 
 
 def _calibrate_composed(p: np.ndarray, model: dict) -> np.ndarray:
