@@ -786,59 +786,95 @@ def calibrate(args) -> None:
     print(f"wrote {args.model}")
 
 
-def calibrate_any(args) -> None:
-    """Platt-scale ``ensemble_any`` where compute_ensemble composes it (the higher of the
-    model's own ``any`` and the per-issue noisy-OR, which reads high): per seed, coco128 with
-    injected errors (as ``collect``), ``grade(ds, gt_field="noisy")`` with its defaults, then
-    the ensemble again with the composition unscaled and no cross-class fusion; one
-    ``sigmoid(a logit(p) + b)`` over the pooled labels, stored as the model's
-    ``any_composition.platt``. (The box grader here is the shipped one, in-sample on coco128:
-    its scores are surer than on new images, so the scale is fitted at a slope of at most 1.)"""
-    import tempfile
-
+def _weighted_platt(x: np.ndarray, y: np.ndarray, target: float, max_slope: float | None = None
+                    ) -> tuple[float, float]:
+    """``sigmoid(a x + b)`` fitted with the errors weighted to the share ``target`` (as
+    `calibrate` does: the rates drawn per seed here are 3-10 %); ``max_slope``: ``a`` capped,
+    the offset then refitted alone."""
+    from scipy.optimize import minimize_scalar
     from sklearn.linear_model import LogisticRegression
+
+    w = np.where(y, target / (1 - target) * (~y).sum() / y.sum(), 1.0)
+    m = LogisticRegression(C=1e4, max_iter=1000).fit(x[:, None], y, sample_weight=w)
+    a, b = float(m.coef_[0, 0]), float(m.intercept_[0])
+    if max_slope is not None and a > max_slope:
+        a = max_slope
+        nll = lambda bb: float(np.sum(w * (np.logaddexp(0, a * x + bb) - y * (a * x + bb))))
+        b = float(minimize_scalar(nll).x)
+    return a, b
+
+
+def calibrate_any(args) -> None:
+    """Fit the two compositions compute_ensemble applies over the shipped model's entries, on
+    coco128 with injected errors (as ``collect``; per seed ``grade(ds, gt_field="noisy")`` with
+    its defaults, the labels kept in a field per seed), stored in the model JSON:
+
+    1. ``duplicate_composition.platt``: ``sigmoid(a (p + d) + b)`` over the model's duplicate
+       probability ``p`` plus the raw ``consistency_duplicate`` ``d``
+       (grader.ensemble._compose_duplicate), from the ensemble run with neither composition
+       nor the cross-class fusion;
+    2. ``any_composition.platt``: ``sigmoid(a logit(q) + b)`` over ``ensemble_any`` where it is
+       composed (the higher of the model's own ``any`` and the per-issue noisy-OR, which reads
+       high), from the ensemble run again with (1) and without the fusion.
+
+    (The box grader here is the shipped one, in-sample on coco128: its scores are surer than on
+    new images, so the any scale is fitted at a slope of at most 1.)"""
+    import tempfile
 
     from _harness import bench_db, load_split
 
     model = json.loads(Path(args.model).read_text())
-    plain = {k: v for k, v in model.items() if k != "any_composition"}
-    zs, ys = [], []
+    plain = {k: v for k, v in model.items() if k not in ("any_composition", "duplicate_composition")}
+    values = lambda ds, f, a: np.array([np.nan if v is None else v for v in
+                                        ds.values(f"{f}.detections.{a}", unwind=True)], float)
     with bench_db(), tempfile.TemporaryDirectory() as tmp:
         from grader.ensemble import compute_ensemble
         from grader.evaluate import reliability
         from grader.pipeline import grade
 
-        unscaled = Path(tmp) / "model.json"
-        unscaled.write_text(json.dumps(plain))
+        step = Path(tmp) / "model.json"
+        step.write_text(json.dumps(plain))
         ds = load_split("dev", "calib-any")
-        pred = None
+        pred, fields = None, []
         for seed in args.seeds:
             _inject(ds, seed)
             g = grade(ds, gt_field="noisy", **({"pred_field": pred} if pred else {}))
             pred = g.pred_field
-            compute_ensemble(ds, "noisy", default_model=str(unscaled), fuse_cross_duplicates=False)
-            ids, p, t = ds.values(["noisy.detections.id", "noisy.detections.ensemble_any",
-                                   "noisy.detections.injected_error"], unwind=True)
-            p = np.array([np.nan if v is None else v for v in p], float)
-            ok = np.isfinite(p)
-            q = np.clip(p[ok], 1e-6, 1 - 1e-6)   # as grader.ensemble._calibrate_composed
-            zs.append(np.log(q / (1 - q)))
-            ys.append(np.array([x not in (None, "none") for x in t], bool)[ok])
-            print(f"seed {seed}: {ok.sum()} labels, {ys[-1].sum()} errors; ECE unscaled "
-                  f"{reliability(ys[-1], p[ok])[0]:.3f}")
-        ds.delete()
-    z, y = np.concatenate(zs), np.concatenate(ys)
-    # errors weighted to the share the any entry's own scale was fitted at (as `calibrate`
-    # does: 1 - 0.95^4 for 5 % of each GT issue), not the 3-10 % drawn per seed here
-    target = _calibration_rate(model["issues"]["any"]["full+boxgrader"], "any", 0.05)
-    w = np.where(y, target / (1 - target) * (~y).sum() / y.sum(), 1.0)
-    m = LogisticRegression(C=1e4, max_iter=1000).fit(z[:, None], y, sample_weight=w)
-    a, b = min(1.0, float(m.coef_[0, 0])), float(m.intercept_[0])
-    if a < float(m.coef_[0, 0]):   # slope capped: refit the offset alone
-        from scipy.optimize import minimize_scalar
+            fields.append(f"calib_seed{seed}")   # (_inject drops "noisy_*" fields)
+            ds.clone_sample_field("noisy", fields[-1])
 
-        nll = lambda bb: float(np.sum(w * (np.logaddexp(0, a * z + bb) - y * (a * z + bb))))
-        b = float(minimize_scalar(nll).x)
+        def pooled(attr: str, extra: tuple[str, ...] = ()):
+            cols = {a: [] for a in (attr, *extra, "injected_error")}
+            for f in fields:
+                compute_ensemble(ds, f, default_model=str(step), fuse_cross_duplicates=False)
+                for a in cols:
+                    cols[a].append(values(ds, f, a) if a != "injected_error" else np.array(
+                        ds.values(f"{f}.detections.injected_error", unwind=True), dtype=object))
+            return {a: np.concatenate(v) for a, v in cols.items()}
+
+        c = pooled("ensemble_duplicate", ("consistency_duplicate",))
+        p, d = c["ensemble_duplicate"], np.clip(np.nan_to_num(c["consistency_duplicate"], nan=0.0), 0, 1)
+        ok = np.isfinite(p) | (d > 0)
+        x, y = (np.nan_to_num(p, nan=0.0) + d)[ok], (c["injected_error"] == "duplicate")[ok]
+        target = _calibration_rate(model["issues"]["duplicate"]["full+boxgrader"], "duplicate", 0.05)
+        a, b = _weighted_platt(x, y, target)
+        before = reliability(y, np.nan_to_num(p[ok], nan=0.0))[0]
+        after = reliability(y, 1 / (1 + np.exp(-(a * x + b))))[0]
+        model["duplicate_composition"] = {"platt": {
+            "a": round(a, 6), "b": round(b, 6), "fitted_on": f"coco128 (dev), seeds {list(args.seeds)}",
+            "labels": int(len(y)), "errors": int(y.sum()), "error_rate": round(float(target), 4)}}
+        print(f"duplicate composition: a {a:.3f} b {b:.3f}; ECE (in sample) model {before:.3f}, "
+              f"composed {after:.3f}")
+
+        step.write_text(json.dumps({k: v for k, v in model.items() if k != "any_composition"}))
+        c = pooled("ensemble_any")
+        p = c["ensemble_any"]
+        ok = np.isfinite(p)
+        q = np.clip(p[ok], 1e-6, 1 - 1e-6)   # as grader.ensemble._calibrate_composed
+        z, y = np.log(q / (1 - q)), np.array([t not in (None, "none") for t in c["injected_error"]], bool)[ok]
+        ds.delete()
+    target = _calibration_rate(model["issues"]["any"]["full+boxgrader"], "any", 0.05)
+    a, b = _weighted_platt(z, y, target, max_slope=1.0)
     before = reliability(y, 1 / (1 + np.exp(-z)))[0]
     after = reliability(y, 1 / (1 + np.exp(-(a * z + b))))[0]
     model["any_composition"] = {"platt": {"a": round(a, 6), "b": round(b, 6),

@@ -349,6 +349,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     trusted = ls.trusted
     n_labels = len(ls.label_ids)
     from_reviews = False
+    dup_raw = ls.columns.get(DUP_SCORE)   # + a row per review fix below (its score before it)
     if reviews and tags is not None:
         # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
         # are clean, fixed ones errors, described by their scores before the fix.
@@ -361,6 +362,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             trusted = np.concatenate([(trusted & ~fixed_now) | acc, np.ones(len(rev), bool)])
             labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
             pct = extend_with_reviews(pct, ls.columns, rev)
+            if dup_raw is not None and len(rev):
+                dup_raw = np.concatenate([dup_raw, rev.raw.get(DUP_SCORE, np.full(len(rev), np.nan))])
             from_reviews = bool(len(rev) or rev.accepted)
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
@@ -404,6 +407,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             base = apply_selection(selection[issue], pct, prior)
         if base is None and fallback_prior is not None:
             base = default_model_scores(pct, issue, fallback_prior)
+        if issue == "duplicate" and base is not None:
+            base = _compose_duplicate(base, dup_raw, prior)
         if issue == "any" and base is not None:
             n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label")
                              if c is not None])
@@ -506,6 +511,33 @@ def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
     seen = np.isfinite(P).any(axis=1)
     any_ = 1.0 - np.prod(1.0 - np.clip(np.nan_to_num(P, nan=0.0), 0.0, 1.0), axis=1)
     return np.where(seen, any_, np.nan), [f"ensemble_{i}" for i in used]
+
+
+#: The same-class duplicate score (grader.judges.consistency), composed into ensemble_duplicate.
+DUP_SCORE = "consistency:consistency_duplicate"
+
+
+def _compose_duplicate(base: tuple[np.ndarray, dict], raw: np.ndarray | None,
+                       model: dict | None) -> tuple[np.ndarray, dict]:
+    """``sigmoid(a (p + d) + b)``: the per-issue model's duplicate probability ``p`` plus the raw
+    ``consistency_duplicate`` ``d`` (the pair's IoU split by the evidence), Platt-scaled by the
+    shipped model's ``duplicate_composition`` (``bench/fit_default_ensemble.py calibrate-any``).
+
+    Every model reads its inputs as percentiles, and a score that is 0 for most labels keeps
+    little of its top in them: the copy at IoU 0.9 and its source halved to 0.45 are both in
+    the last 2 %. The raw score gives that order back. On coco128 (dev, 2 seeds, fused as
+    shipped) AP of injected duplicates 0.789 -> 0.835; raccoon 0.810 -> 0.829 (docs/evaluation.md
+    "ensemble_duplicate"). Kept as it was where the learner's output is no probability, the
+    score is absent, or the model carries no such scale."""
+    p, info = base
+    platt = ((model or {}).get("duplicate_composition") or {}).get("platt")
+    if raw is None or not platt or info.get("chosen") not in PROBABILITY_LEARNERS:
+        return base
+    d = np.clip(np.nan_to_num(np.asarray(raw, dtype=float)[:len(p)], nan=0.0), 0.0, 1.0)
+    z = float(platt["a"]) * (np.nan_to_num(p, nan=0.0) + d) + float(platt["b"])
+    seen = np.isfinite(p) | (d > 0)
+    out = np.where(seen, 1.0 / (1.0 + np.exp(-z)), np.nan)
+    return out, {**info, "composed_with": DUP_SCORE}
 
 
 def _calibrate_composed(p: np.ndarray, model: dict) -> np.ndarray:

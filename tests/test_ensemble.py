@@ -516,6 +516,26 @@ def test_cross_duplicates_fused_only_where_no_model_reads_them():
     assert rep.info["fused"]["model_input_for"] == ["any"]
 
 
+def test_duplicate_score_orders_the_top_the_percentiles_flatten():
+    """ensemble_duplicate = Platt(p + consistency_duplicate): of a copy (IoU 0.9) and its source
+    (split to 0.45), which the model's percentile inputs score alike, the copy ranks first; a
+    label no judge scored but with a duplicate partner gets a score; learners whose output is
+    no probability, and models without the scale, are left as they are."""
+    from grader.ensemble import _compose_duplicate
+
+    model = {"duplicate_composition": {"platt": {"a": 5.0, "b": -6.0}}}
+    p = np.array([0.30, 0.30, 0.01, np.nan, np.nan])
+    d = np.array([0.90, 0.45, 0.0, 0.8, np.nan])
+    got, info = _compose_duplicate((p, {"chosen": "default_model"}), d, model)
+    want = 1 / (1 + np.exp(-(5.0 * (np.nan_to_num(p) + np.nan_to_num(d)) - 6.0)))
+    np.testing.assert_allclose(got[:4], want[:4])
+    assert got[0] > got[1] > got[2] and np.isnan(got[4])
+    assert info == {"chosen": "default_model", "composed_with": "consistency:consistency_duplicate"}
+    for base, m, raw in (((p, {"chosen": "vote"}), model, d), ((p, {"chosen": "default_model"}), {}, d),
+                         ((p, {"chosen": "default_model"}), model, None)):
+        assert _compose_duplicate(base, raw, m) is base
+
+
 def test_self_fit_offers_trees_only_for_any():
     """On the injected copy, one issue is combined by a logistic model, the best single score or
     the shipped model; gradient-boosted trees are a candidate for "any" only (TREE_ISSUES):

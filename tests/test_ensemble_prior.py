@@ -136,12 +136,25 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     assert info["any"]["variant"] == "max(full+boxgrader, noisy_or)"
     pct, ls = ep.label_percentiles(ds, "noisy")
     per = {i: ep.default_model_scores(pct, i)[0] for i in ("badloc", "swap", "spurious", "duplicate")}
+    def raw(attr):
+        got = dict(zip(*ds.values(["noisy.detections.id", f"noisy.detections.{attr}"], unwind=True)))
+        return np.array([got.get(l) or 0.0 for l in ls.label_ids], dtype=float)
+
+    # ensemble_duplicate: the model's probability plus the raw consistency_duplicate (the
+    # percentile the model reads loses the top's order), Platt-scaled (duplicate_composition)
+    dplatt = model["duplicate_composition"]["platt"]
+    d = np.clip(raw("consistency_duplicate"), 0, 1)
+    assert d.max() > 0.1
+    per["duplicate"] = 1 / (1 + np.exp(-(dplatt["a"] * (per["duplicate"] + d) + dplatt["b"])))
+    assert info["duplicate"]["composed_with"] == "consistency:consistency_duplicate"
     composed = 1 - np.prod([1 - per[i] for i in per], axis=0)
     own = ep.default_model_scores(pct, "any")[0]
-    x = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.consistency_xdup"],
-                            unwind=True)))
-    x = np.array([x.get(l) or 0.0 for l in ls.label_ids], dtype=float)
+    x = raw("consistency_xdup")
     x = np.where(x >= 0.5, x, 0.0)
+    got_dup = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_duplicate"],
+                                  unwind=True)))
+    np.testing.assert_allclose([got_dup[l] for l in ls.label_ids],
+                               1 - (1 - per["duplicate"]) * (1 - x), rtol=1e-9)
     from grader.ensemble import _calibrate_composed
 
     platt = model["any_composition"]["platt"]
