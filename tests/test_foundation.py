@@ -83,6 +83,13 @@ def test_bulk_label_writes_by_id(synthetic_dataset):
             assert d.lg_score == float(k) and d.lg_note == f"v{float(k)}"
     schema = ds.get_field_schema(flat=True)
     assert isinstance(schema["ground_truth.detections.lg_score"], fo.FloatField)
+    assert isinstance(schema["ground_truth.detections.lg_note"], fo.StringField)
+    # Declared in one schema merge: filterable as the App's sidebar filters them.
+    assert ds.filter_labels("ground_truth", fo.ViewField("lg_score") >= 1).count(
+        "ground_truth.detections") == 18 - len(ds)
+    fields.declare_attrs(ds, "ground_truth.detections", {"lg_flag": fo.BooleanField,
+                                                          "lg_score": fo.FloatField})
+    assert isinstance(ds.get_field_schema(flat=True)["ground_truth.detections.lg_flag"], fo.BooleanField)
     # A label reordered after reading still gets its own value (matched by id, not position).
     s = ds.first()
     s.ground_truth.detections = s.ground_truth.detections[::-1]
