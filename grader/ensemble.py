@@ -525,9 +525,9 @@ def _compose_duplicate(base: tuple[np.ndarray, dict], raw: np.ndarray | None,
 
     Every model reads its inputs as percentiles, and a score that is 0 for most labels keeps
     little of its top in them: the copy at IoU 0.9 and its source halved to 0.45 are both in
-    the last 2 %. The raw score gives that order back. On coco128 (dev, 2 seeds, fused as
-    shipped) AP of injected duplicates 0.789 -> 0.835; raccoon 0.810 -> 0.829 (docs/evaluation.md
-    "ensemble_duplicate"). Kept as it was where the learner's output is no probability, the
+    the last 2 %. The raw score gives that order back. AP of injected duplicates, 2 seeds
+    (bench/eval_judges.py, bench/custom_classes.py): coco128 0.811 -> 0.855, raccoon 0.810 ->
+    0.829 (docs/evaluation.md). Kept as it was where the learner's output is no probability, the
     score is absent, or the model carries no such scale."""
     p, info = base
     platt = ((model or {}).get("duplicate_composition") or {}).get("platt")
