@@ -7,7 +7,8 @@ on it. :func:`review_rows` turns them into training rows for :func:`grader.ensem
 
 - an accepted label still in the field is a trusted clean label;
 - a fixed label is a trusted error of the fix's issue (relabel -> ``swap``, replace box ->
-  ``badloc``, delete -> the issue the reviewer gave, else only "an error": ``any``), described by
+  ``badloc``, delete -> the issue the reviewer gave or :func:`grader.review.fixes.deletion_issue`
+  read from the label's scores; a deletion logged before that says only "an error": ``any``), described by
   the scores it had *before* the fix (a relabelled label's current scores, if a judge re-ran,
   describe the corrected label). Its percentile in each score is its place among the labels of
   the current run, so a deleted label counts as it ranked when it was reviewed.

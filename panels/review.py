@@ -23,7 +23,7 @@ import pydash
 
 from grader import review
 from grader.review import preview
-from grader.scores import SCORES, get_spec
+from grader.scores import GT_ISSUES, SCORES, get_spec
 
 from ..operators.review import ctx_user
 
@@ -581,8 +581,10 @@ class LabelReviewPanel(foo.Panel):
                             field=q["field"], pred_field=_pred_field(ctx), pred_id=q["pred_id"],
                             **common)
             elif kind == "delete":
+                # the issue the curator filtered by says why; else the label's own scores do
+                why = _ctl(ctx, "issue")
                 rec = _call(review.delete_label, ds, q["sample_id"], q["label_id"],
-                            field=q["field"], **common)
+                            field=q["field"], issue=why if why in GT_ISSUES else None, **common)
             else:
                 raise ValueError(f"unknown action {kind!r}")
         except review.FixConflictError as e:

@@ -443,10 +443,15 @@ def test_review_decisions_teach_the_ensemble(noisy):
     recs = [fixes.replace_box(ds, s, l, field="noisy", box=[0.1, 0.1, 0.2, 0.2])
             for s, l, _ in reviewed_bad[:11]]
     s, l, _ = reviewed_bad[11]
-    fixes.delete_label(ds, s, l, field="noisy")
+    gone = next(d for d in ds[s].noisy.detections if d.id == l)
+    rec = fixes.delete_label(ds, s, l, field="noisy")
+    # no issue given: the likelier deletion by the label's own ensemble scores
+    g = gone.to_dict()
+    why = max(("spurious", "duplicate"), key=lambda i: g.get(f"ensemble_{i}", -1.0))
+    assert rec.extra["issue"] == why and rec.extra["issue_source"] == "scores"
     rep = compute_ensemble(ds, "noisy", truth="tags")
     assert rep.info["reviews"]["accepted"] == 40
-    assert rep.info["reviews"]["fixed"] == {"badloc": 11, "any": 1}
+    assert rep.info["reviews"]["fixed"] == {"badloc": 11, why: 1}
     assert rep.info["trusted_counts"]["badloc"] == {"errors": 11, "clean": 40}
     assert rep.info["trusted_counts"]["any"]["errors"] == 12
     w = rep.info["weights"]["badloc"]
@@ -462,7 +467,7 @@ def test_review_decisions_teach_the_ensemble(noisy):
     # Undone: no longer a decision.
     fixes.undo_fix(ds, recs[0].fix_id)
     rep = compute_ensemble(ds, "noisy", truth="tags")
-    assert rep.info["reviews"]["fixed"] == {"badloc": 10, "any": 1}
+    assert rep.info["reviews"]["fixed"] == {"badloc": 10, why: 1}
     # The panel's hook: a re-ranking once `every` decisions were taken since the last run.
     from grader.ensemble import decisions_since_ensemble, refit_if_due
 

@@ -88,6 +88,31 @@ def test_delete_and_undo_reinserts_at_same_position(ds):
     assert [d.id for d in ds[sid].ground_truth.detections][1] == lid
 
 
+def test_delete_records_why_the_label_went(ds):
+    """The fix log keeps the issue a deletion establishes, so the ensemble learns it as that
+    error: the reviewer's word, else the likelier of spurious / duplicate by the label's
+    scores; an unknown issue is refused before anything is written."""
+    sid, lid = _first_label(ds, k=0)
+    snap = raw_docs(ds)
+    with pytest.raises(ValueError, match="unknown issue"):
+        review.delete_label(ds, sid, lid, issue="blurry")
+    assert raw_docs(ds) == snap and not review.pending_fixes(ds)
+    rec = review.delete_label(ds, sid, lid, issue="duplicate")
+    assert rec.extra["issue"] == "duplicate" and rec.extra["issue_source"] == "reviewer"
+    review.undo_fix(ds, rec.fix_id)
+    # scores decide where the reviewer said nothing
+    ds.set_values("ground_truth.detections.ensemble_duplicate",
+                  [[0.9 if d.id == lid else 0.1 for d in s.ground_truth.detections] for s in ds])
+    ds.set_values("ground_truth.detections.ensemble_spurious",
+                  [[0.2 for _ in s.ground_truth.detections] for s in ds])
+    rec = review.delete_label(ds, sid, lid)
+    assert (rec.extra["issue"], rec.extra["issue_source"]) == ("duplicate", "scores")
+    review.undo_fix(ds, rec.fix_id)
+    sid2, lid2 = _first_label(ds, k=1)
+    rec = review.delete_label(ds, sid2, lid2)
+    assert (rec.extra["issue"], rec.extra["issue_source"]) == ("spurious", "scores")
+
+
 def test_replace_box_takes_matched_prediction(ds):
     sid, lid = _first_label(ds, k=2)
     det = _gt(ds, sid)[lid]

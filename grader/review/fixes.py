@@ -30,7 +30,7 @@ from pymongo import UpdateOne
 
 from grader.fields import detections_path
 from grader.redact import redact
-from grader.scores import REVIEWED_FIXED_TAG, REVIEWED_OK_TAG, REVIEWED_TAGS
+from grader.scores import GT_ISSUES, REVIEWED_FIXED_TAG, REVIEWED_OK_TAG, REVIEWED_TAGS
 
 from . import log as _log
 from .log import FixRecord
@@ -342,11 +342,36 @@ def replace_box(collection, sample_id: str, label_id: str, field: str = "ground_
                      expected_state)
 
 
+#: The issues a deletion can establish: a box with no object in it, or a second box on one.
+DELETE_ISSUES = ("spurious", "duplicate")
+
+
+def deletion_issue(label: dict, issue: str | None = None) -> tuple[str, str]:
+    """Why ``label`` is deleted, and who said so: ``issue`` where the reviewer gave one
+    (``"reviewer"``), else the likelier of :data:`DELETE_ISSUES` by the label's own ensemble
+    scores (``"scores"``; ``"spurious"`` where neither was computed). The fix log keeps it, so
+    the ensemble learns each deletion as the error it was (:mod:`grader.ensemble_reviews`)."""
+    if issue is not None:
+        if issue not in GT_ISSUES:
+            raise ValueError(f"unknown issue {issue!r}; a deletion is one of {list(GT_ISSUES)}")
+        return issue, "reviewer"
+
+    def _p(i: str) -> float:
+        v = label.get(f"ensemble_{i}")
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -1.0
+    return max(DELETE_ISSUES, key=_p), "scores"
+
+
 def delete_label(collection, sample_id: str, label_id: str, field: str = "ground_truth",
-                 user: str | None = None, expected_state: str | None = None) -> FixRecord:
-    """Delete a label (``$pull`` by id; its full document is kept in the fix log for undo)."""
+                 user: str | None = None, expected_state: str | None = None,
+                 issue: str | None = None) -> FixRecord:
+    """Delete a label (``$pull`` by id; its full document is kept in the fix log for undo).
+    ``issue``: why (``"spurious"``, ``"duplicate"``, ...); by default the likelier of the two by
+    the label's ensemble scores (:func:`deletion_issue`), kept in the log's ``extra``."""
     dataset = root_dataset(collection)
     detections_path(dataset, field)
+    if issue is not None:
+        deletion_issue({}, issue)   # an unknown issue fails before anything is written
     soid, loid = _oid(sample_id, "sample_id"), _oid(label_id, "label_id")
     with _Pending(dataset) as p:
         for attempt in range(2):
@@ -355,12 +380,13 @@ def delete_label(collection, sample_id: str, label_id: str, field: str = "ground
             idx, current = _find(labels, label_id, field, sample_id)
             _check_expected(expected_state, current, label_id)
             prev_id = str(labels[idx - 1]["_id"]) if idx > 0 else None
+            why, source = deletion_issue(current, issue)
+            extra = {"prev_id": prev_id, "issue": why, "issue_source": source}
             if p.rec is None:
                 p.rec = _log_pending(dataset, "delete", field, sample_id, label_id, current, None,
-                                     idx, {"prev_id": prev_id}, user)
+                                     idx, extra, user)
             else:
-                _log.update_pending(dataset, p.rec, before=current, index=idx,
-                                    extra={"prev_id": prev_id})
+                _log.update_pending(dataset, p.rec, before=current, index=idx, extra=extra)
             _fault_point("delete:logged")
             res = _coll(dataset).update_one(
                 _cas_label_filter(soid, field, current),
