@@ -289,6 +289,13 @@ def _issue_name(tag: str) -> str:
     return tag.split(":", 1)[-1]
 
 
+def _filter_issue(tag: str | None) -> str | None:
+    """The label issue (``grader.scores.GT_ISSUES``) of the issue filter's suspect tag, by the
+    registry (``suspect:boxgrader_background`` -> ``spurious``); None for "any suspect"."""
+    issue = next((s.issue for s in SCORES if tag and s.tag == tag), None)
+    return issue if issue in GT_ISSUES else None
+
+
 class LabelReviewPanel(foo.Panel):
     @property
     def config(self):
@@ -582,9 +589,8 @@ class LabelReviewPanel(foo.Panel):
                             **common)
             elif kind == "delete":
                 # the issue the curator filtered by says why; else the label's own scores do
-                why = _ctl(ctx, "issue")
                 rec = _call(review.delete_label, ds, q["sample_id"], q["label_id"],
-                            field=q["field"], issue=why if why in GT_ISSUES else None, **common)
+                            field=q["field"], issue=_filter_issue(_ctl(ctx, "issue")), **common)
             else:
                 raise ValueError(f"unknown action {kind!r}")
         except review.FixConflictError as e:

@@ -567,6 +567,29 @@ def test_review_keys_do_not_reload_the_dataset(panel, ds, monkeypatch):
     assert [x.kind for x in review.fix_log(ds, include_undone=True)] == ["delete", "accept"]
 
 
+def test_delete_under_an_issue_filter_records_that_issue(panel, ds):
+    """A deletion made while the queue is filtered to one issue is logged as that error (so
+    the ensemble learns it as one); under "any suspect" the label's scores say which."""
+    from grader.scores import SCORES
+
+    h = Harness(panel, ds)
+    h.call("on_load")
+    tag = next(s.tag for s in SCORES if s.issue == "duplicate" and s.tag)
+    # the synthetic labels carry no duplicate tag: give it to the first label of the queue
+    h.call("on_filter_change", path="controls.issue", value="__all__")
+    h.call("enter_review")
+    first = h.items[0]
+    ds.select(first["sample_id"]).set_label_values(
+        "ground_truth.detections.tags", {first["label_id"]: [tag]})
+    h.call("on_filter_change", path="controls.issue", value=tag)
+    h.call("enter_review")
+    assert h.items and h.items[0]["label_id"] == first["label_id"]
+    h.call("on_hotkey", key="d")
+    rec = review.fix_log(ds)[0]
+    assert rec.kind == "delete" and rec.label_id == first["label_id"]
+    assert (rec.extra["issue"], rec.extra["issue_source"]) == ("duplicate", "reviewer")
+
+
 def test_grade_run_end_refreshes_open_panels(panel, ds):
     """Issue 23.7: a grade run's end reaches each Label review panel open on its dataset
     (``refresh_requests``: one trigger of ``on_grade_done`` per panel), which re-reads the
