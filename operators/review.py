@@ -4,6 +4,7 @@ from __future__ import annotations
 import fiftyone.operators.types as types
 
 from grader import review
+from grader.scores import GT_ISSUES
 
 from ._common import GT_FIELD, GraderOperator, add_detection_field_input, add_target_input
 
@@ -77,6 +78,13 @@ class ApplyFix(GraderOperator):
             inputs.str("new_label", required=False, label="New class",
                        description="Blank: cleanlab's suggested class (cleanlab_swap_label)")
             inputs.bool("allow_new_class", default=False, label="Allow a class not in the class list")
+        if kind == "delete":
+            why = types.Dropdown()
+            for i in GT_ISSUES:
+                why.add_choice(i, label=i)
+            inputs.enum("issue", why.values(), required=False, label="Why (issue)", view=why,
+                        description="Blank: the likelier of spurious / duplicate by the label's "
+                                    "ensemble scores; kept in the fix log for the ensemble")
         if kind == "replace_box":
             add_detection_field_input(ctx, inputs, "pred_field", "Predictions field", "predictions")
             inputs.str("pred_id", required=False, label="Prediction id",
@@ -99,6 +107,8 @@ class ApplyFix(GraderOperator):
                 extra["allow_new_class"] = True
             if p.get("expected_state"):
                 extra["expected_state"] = str(p["expected_state"])
+            if kind == "delete":
+                extra["issue"] = p.get("issue") or None
             if kind == "replace_box":
                 extra["pred_field"] = p.get("pred_field") or "predictions"
                 extra["pred_id"] = p.get("pred_id") or None

@@ -378,6 +378,14 @@ def test_operators_apply_undo_and_save_views(ds):
     res = foo.execute_operator(f"{OP}/undo_fix", ctx={"dataset": ds, "params": {"fix_id": fix_id}})
     assert res.error is None, res.error
     assert _gt(ds, sid)[lid].label != "horse"
+    res = foo.execute_operator(f"{OP}/apply_fix", ctx={"dataset": ds, "params": {
+        "kind": "delete", "sample_id": sid, "label_id": lid, "field": "ground_truth",
+        "issue": "duplicate"}})
+    assert res.error is None, res.error
+    assert res.result["fix"]["extra"]["issue"] == "duplicate" and lid not in _gt(ds, sid)
+    foo.execute_operator(f"{OP}/undo_fix", ctx={"dataset": ds, "params": {
+        "fix_id": res.result["fix"]["fix_id"]}})
+    assert lid in _gt(ds, sid)
     res = foo.execute_operator(f"{OP}/save_review_views", ctx={"dataset": ds, "params": {
         "gt_field": "ground_truth"}})
     assert res.error is None, res.error
