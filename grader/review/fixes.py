@@ -30,6 +30,7 @@ from pymongo import UpdateOne
 
 from grader.fields import detections_path
 from grader.redact import redact
+from grader.score_stats import finite_or
 from grader.scores import GT_ISSUES, REVIEWED_FIXED_TAG, REVIEWED_OK_TAG, REVIEWED_TAGS
 
 from . import log as _log
@@ -355,11 +356,7 @@ def deletion_issue(label: dict, issue: str | None = None) -> tuple[str, str]:
         if issue not in GT_ISSUES:
             raise ValueError(f"unknown issue {issue!r}; a deletion is one of {list(GT_ISSUES)}")
         return issue, "reviewer"
-
-    def _p(i: str) -> float:
-        v = label.get(f"ensemble_{i}")
-        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else -1.0
-    return max(DELETE_ISSUES, key=_p), "scores"
+    return max(DELETE_ISSUES, key=lambda i: finite_or(label.get(f"ensemble_{i}"), -1.0)), "scores"
 
 
 def delete_label(collection, sample_id: str, label_id: str, field: str = "ground_truth",
