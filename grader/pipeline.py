@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .cache import boxgrader_cache_root, label_content_hash  # noqa: F401 (re-exported)
 from .classes import known_class_share
+from .judges.boxgrader import SHIPPED, SHIPPED_CHECKPOINT
 from .report import RunReport
 
 #: Field the default detector's predictions go to when the caller brings none.
@@ -206,8 +207,7 @@ def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
 #: The box grader shipped with the package: trained on coco128's labels (COCO classes) over
 #: YOLOX-Nano features (bench/boxgrader.py; figures in docs/clipgrader.md). grade() uses it when
 #: the caller gives no checkpoint and most labels are of classes it was trained on.
-SHIPPED_BOXGRADER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models",
-                                 "boxgrader-yolox-nano-coco128.pt")
+SHIPPED_BOXGRADER = SHIPPED_CHECKPOINT
 #: Share of the labels that must be of the shipped grader's classes for it to run by default.
 SHIPPED_BOXGRADER_MIN_KNOWN = 0.5
 #: Below either, grade() does not train a box grader on the labels (too little to learn from).
@@ -217,9 +217,12 @@ BOXGRADER_TRAIN_MIN_IMAGES = 8
 #: classes: chosen for speed at kept quality (docs/clipgrader.md, "Training in grade()").
 #: ``boxgrader={"train": {...}}`` overrides any of them.
 BOXGRADER_TRAIN_DEFAULTS: dict[str, Any] = {
-    # 192 px zoom crops (not 256): 1.9x cheaper zoom passes at the same AUROC on coco128 with
-    # renamed classes; examples per label: see BOXGRADER_EXAMPLES_PER_KIND
-    "zoom_size": 192,
+    # The shipped grader's quality probabilities averaged in (attach_prior): it needs the
+    # same features, so the zoom crops are 256 px as its (192 px made training's zoom passes
+    # 1.9x cheaper at the same AUROC on coco128 with renamed classes; at 256 the zoom judge
+    # reads the grader's own crops instead of cutting its own). Examples per label: see
+    # BOXGRADER_EXAMPLES_PER_KIND.
+    "quality_prior": SHIPPED,
     # 100 boosting rounds at twice the rate and 63 bins a feature (not 200 and 255): the tree
     # model's CPU time 4x lower at the same AUROC there
     "quality_model": {"max_iter": 100, "learning_rate": 0.1, "max_bins": 63},
@@ -232,7 +235,7 @@ BOXGRADER_TRAIN_DEFAULTS: dict[str, Any] = {
 #: small datasets get up to 4 + 4 so the tree model has enough examples to split on.
 BOXGRADER_EXAMPLES_PER_KIND = 1000
 #: Bumped when the training recipe changes, so cached graders of an older recipe are retrained.
-BOXGRADER_TRAIN_VERSION = 1
+BOXGRADER_TRAIN_VERSION = 2
 
 
 def boxgrader_train_settings(n_boxes: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -11,8 +11,9 @@ from grader.judges.boxgrader.features import (CORE_GROUPS, DetectorFileError, Yo
                                               load_backbone)
 from grader.judges.boxgrader.grade import (ATTRS, TAG_BACKGROUND, TAG_BAD, evaluate_boxgrader,
                                            grade_boxgrader)
-from grader.judges.boxgrader.model import (BoxGrader, _build_head, decide, fit_quality_model,
-                                           load_boxgrader, quality_proba)
+from grader.judges.boxgrader import SHIPPED, SHIPPED_CHECKPOINT
+from grader.judges.boxgrader.model import (BoxGrader, _build_head, attach_prior, decide,
+                                           fit_quality_model, load_boxgrader, quality_proba)
 from grader.judges.boxgrader.train import train_boxgrader
 
 from conftest import raccoon_subset, shared_path
@@ -145,6 +146,46 @@ def test_checkpoint_round_trip_and_resume(trained, tmp_path):
     assert res2.history[:12] == res.history
 
 
+def test_quality_prior_averages_the_shipped_graders_probabilities(trained, tmp_path):
+    """A grader trained with ``quality_prior="shipped"`` grades with the mean of its own and the
+    shipped grader's quality probabilities; a prior on other features is refused, not used."""
+    ds, train, held, res = trained
+    own = load_boxgrader(res.best_checkpoint)
+    assert own.prior is None and "prior" not in own.meta
+    blended = attach_prior(load_boxgrader(res.best_checkpoint), SHIPPED)
+    assert blended.meta["prior"] == {"used": True, "checkpoint": SHIPPED_CHECKPOINT}
+    assert blended.prior.backbone is blended.backbone   # one feature pass serves both
+    shipped = load_boxgrader(SHIPPED_CHECKPOINT)
+    X = np.random.default_rng(1).normal(size=(6, own.backbone.dim)).astype(np.float32)
+    labels = ["person", "dog", "car", "person", "zebra", "not-a-coco-class"]
+    want = 0.5 * (own.predict(X, labels)["p_quality"] + shipped.predict(X, labels)["p_quality"])
+    got = blended.predict(X, labels)
+    np.testing.assert_allclose(got["p_quality"], want, atol=1e-6)
+    thr = 0.5 * (own.good_threshold + shipped.good_threshold)
+    assert got["quality"].tolist() == decide(want, thr).tolist()
+    # the class head is the grader's own, untouched by the prior
+    np.testing.assert_allclose(got["p_class"], own.predict(X, labels)["p_class"])
+
+    # the config key makes load_boxgrader attach it (what grade()'s trained graders carry)
+    state = torch.load(res.best_checkpoint, map_location="cpu", weights_only=False)
+    state["config"] = {**state["config"], "quality_prior": SHIPPED}
+    torch.save(state, tmp_path / "with_prior.pt")
+    np.testing.assert_allclose(
+        load_boxgrader(str(tmp_path / "with_prior.pt")).predict(X, labels)["p_quality"], want,
+        atol=1e-6)
+    # a prior on other features (zoom crop size) or a missing file: recorded, not used
+    other = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=False)
+    other["config"] = {**other["config"], "zoom_size": 192}
+    torch.save(other, tmp_path / "other.pt")
+    g = attach_prior(load_boxgrader(res.best_checkpoint), str(tmp_path / "other.pt"))
+    assert g.prior is None and g.meta["prior"]["used"] is False
+    assert "zoom_size" in g.meta["prior"]["why"]
+    np.testing.assert_allclose(g.predict(X, labels)["p_quality"],
+                               own.predict(X, labels)["p_quality"])
+    g = attach_prior(load_boxgrader(res.best_checkpoint), str(tmp_path / "missing.pt"))
+    assert g.prior is None and "not found" in g.meta["prior"]["why"]
+
+
 def test_decide_threshold():
     p = np.array([[0.6, 0.3, 0.1], [0.4, 0.2, 0.4], [0.9, 0.05, 0.05]])
     assert decide(p, 0.5).tolist() == [0, 2, 0]
@@ -266,6 +307,8 @@ def test_grade_trains_caches_and_ranks_errors_on_unknown_classes(raccoon24, tmp_
     ckpt = info["checkpoint"]
     assert ckpt.startswith(str(tmp_path / "cache")) and "lg-test-raccoon24--noisy--" in ckpt
     assert rep.reports["boxgrader"].info["checkpoint"] == ckpt
+    # the shipped grader's quality probabilities are averaged into the trained one's
+    assert rep.reports["boxgrader"].info["quality_prior"]["used"] is True
     train_steps = [s for s in seen if s[0] == "boxgrader_train"]
     assert train_steps and train_steps[-1][1] == train_steps[-1][2]   # progress reached the end
     truth = np.array(ds.values("noisy.detections.injected_error", unwind=True))

@@ -21,6 +21,14 @@ result types are ClipGrader's (``grader.judges.clipgrader.synth`` / ``.prompts``
 Figures in docs/clipgrader.md (``bench/boxgrader.py``).
 """
 import importlib
+import os
+
+#: The box grader shipped with the package: trained on coco128's labels (COCO classes) over
+#: YOLOX-Nano features (bench/boxgrader.py; figures in docs/clipgrader.md).
+SHIPPED_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "models", "boxgrader-yolox-nano-coco128.pt")
+#: a checkpoint's ``config["quality_prior"]`` naming :data:`SHIPPED_CHECKPOINT`
+SHIPPED = "shipped"
 
 # Lazy, as grader.judges.clipgrader: importing the package (or .features for a detector path)
 # does not pull in training, scikit-learn or the database layer until they are used.

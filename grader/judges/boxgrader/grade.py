@@ -137,6 +137,8 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
         feats[g] = f
     report.info["images_from_feature_cache"] = len(groups) - len(todo)
     report.info["images_by_fold_grader"] = 0
+    if "prior" in grader.meta:   # which grader's quality probabilities were averaged in
+        report.info["quality_prior"] = grader.meta["prior"]
     cindex = {c: i for i, c in enumerate(grader.classes)}
     scores: dict[tuple[str, str], dict[str, Any]] = {}
     n_fold = 0

@@ -155,6 +155,7 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
                     quality_model: dict[str, Any] | None = None,
                     val_fraction: float = 0.15, max_fpr: float = DEFAULT_MAX_FPR, seed: int = 0,
                     resume: bool = False, num_workers: int = 1, crossfit: int = 0,
+                    quality_prior: str | None = None,
                     progress: Callable[[str, int, int], None] | None = None) -> BoxTrainResult:
     """Train the box grader's head on examples synthesised from ``gt_field``.
 
@@ -174,6 +175,11 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
     ``crossfit`` >= 2: also fit that many quality models, each on the images the others hold
     out (see :func:`_crossfit`); :func:`grade_boxgrader` then grades each training image's
     quality with the one that did not see it (needs the tree quality model).
+
+    ``quality_prior`` (a checkpoint path or ``"shipped"``): a grader trained on the same
+    features whose quality probabilities are averaged with this one's wherever the checkpoint
+    is loaded (:func:`grader.judges.boxgrader.model.attach_prior`); the "good" decision then
+    uses the mean of the two graders' thresholds.
     """
     progress = progress or (lambda stage, d, t: None)
     last_path, best_path, report = start_training(out_dir, seed, "boxgrader_train")
@@ -191,7 +197,8 @@ def train_boxgrader(collection, gt_field: str = "ground_truth", out_dir: str = "
                    min_size=min_size, epochs=epochs, batch_size=batch_size, lr=lr,
                    weight_decay=weight_decay, hidden=hidden, dropout=dropout,
                    input_dropout=input_dropout, class_weight=class_weight,
-                   val_fraction=val_fraction, max_fpr=max_fpr, seed=seed, gt_field=gt_field)
+                   val_fraction=val_fraction, max_fpr=max_fpr, seed=seed, gt_field=gt_field,
+                   quality_prior=quality_prior)
     cfg["epochs"] = epochs  # a resumed run may be asked to go further
     bb = _backbone(cfg, model_path)
     cfg["detector_classes"] = list(bb.classes)
