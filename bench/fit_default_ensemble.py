@@ -809,8 +809,8 @@ def calibrate_any(args) -> None:
     coco128 with injected errors (as ``collect``; per seed ``grade(ds, gt_field="noisy")`` with
     its defaults, the labels kept in a field per seed), stored in the model JSON:
 
-    1. ``duplicate_composition.platt``: ``sigmoid(a (p + d) + b)`` over the model's duplicate
-       probability ``p`` plus the raw ``consistency_duplicate`` ``d``
+    1. ``duplicate_composition.platt``: ``sigmoid(a (w p + d) + b)`` over the model's duplicate
+       probability ``p`` (weighted by ``--dup-p-weight``) plus the raw ``consistency_duplicate`` ``d``
        (grader.ensemble._compose_duplicate), from the ensemble run with neither composition
        nor the cross-class fusion;
     2. ``any_composition.platt``: ``sigmoid(a logit(q) + b)`` over ``ensemble_any`` where it is
@@ -855,13 +855,14 @@ def calibrate_any(args) -> None:
         c = pooled("ensemble_duplicate", ("consistency_duplicate",))
         p, d = c["ensemble_duplicate"], np.clip(np.nan_to_num(c["consistency_duplicate"], nan=0.0), 0, 1)
         ok = np.isfinite(p) | (d > 0)
-        x, y = (np.nan_to_num(p, nan=0.0) + d)[ok], (c["injected_error"] == "duplicate")[ok]
+        w = float(args.dup_p_weight)
+        x, y = (w * np.nan_to_num(p, nan=0.0) + d)[ok], (c["injected_error"] == "duplicate")[ok]
         target = _calibration_rate(model["issues"]["duplicate"]["full+boxgrader"], "duplicate", 0.05)
         a, b = _weighted_platt(x, y, target)
         before = reliability(y, np.nan_to_num(p[ok], nan=0.0))[0]
         after = reliability(y, 1 / (1 + np.exp(-(a * x + b))))[0]
         model["duplicate_composition"] = {"platt": {
-            "a": round(a, 6), "b": round(b, 6), "fitted_on": f"coco128 (dev), seeds {list(args.seeds)}",
+            "a": round(a, 6), "b": round(b, 6), "p_weight": w, "fitted_on": f"coco128 (dev), seeds {list(args.seeds)}",
             "labels": int(len(y)), "errors": int(y.sum()), "error_rate": round(float(target), 4)}}
         print(f"duplicate composition: a {a:.3f} b {b:.3f}; ECE (in sample) model {before:.3f}, "
               f"composed {after:.3f}")
@@ -964,6 +965,8 @@ def main(argv=None) -> int:
     ka = sub.add_parser("calibrate-any")
     ka.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ka.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    ka.add_argument("--dup-p-weight", type=float, default=0.25,
+                    help="w of the duplicate composition sigmoid(a (w p + d) + b)")
     args = ap.parse_args(argv)
     if args.cmd == "calibrate-any":
         calibrate_any(args)

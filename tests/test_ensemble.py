@@ -522,7 +522,7 @@ def test_cross_duplicates_fused_only_where_no_model_reads_them():
 
 
 def test_duplicate_score_orders_the_top_the_percentiles_flatten():
-    """ensemble_duplicate = Platt(p + consistency_duplicate): of a copy (IoU 0.9) and its source
+    """ensemble_duplicate = Platt(w p + consistency_duplicate): of a copy (IoU 0.9) and its source
     (split to 0.45), which the model's percentile inputs score alike, the copy ranks first; a
     label no judge scored but with a duplicate partner gets a score; learners whose output is
     no probability, and models without the scale, are left as they are."""
@@ -536,6 +536,15 @@ def test_duplicate_score_orders_the_top_the_percentiles_flatten():
     np.testing.assert_allclose(got[:4], want[:4])
     assert got[0] > got[1] > got[2] and np.isnan(got[4])
     assert info == {"chosen": "default_model", "composed_with": "consistency:consistency_duplicate"}
+    # p_weight w: sigmoid(a (w p + d) + b); with a small w the pair's raw score leads and p
+    # only breaks its ties (a higher p no longer lifts a lower d above a higher one)
+    wm = {"duplicate_composition": {"platt": {"a": 5.0, "b": -6.0, "p_weight": 0.25}}}
+    p2, d2 = np.array([0.5, 0.1]), np.array([0.5, 0.7])
+    got_1 = _compose_duplicate((p2, {"chosen": "default_model"}), d2, model)[0]
+    assert got_1[0] > got_1[1]   # w = 1 (no p_weight): p's 0.4 outweighs d's 0.2
+    got_w = _compose_duplicate((p2, {"chosen": "default_model"}), d2, wm)[0]
+    np.testing.assert_allclose(got_w, 1 / (1 + np.exp(-(5.0 * (0.25 * p2 + d2) - 6.0))))
+    assert got_w[1] > got_w[0]
     for base, m, raw in (((p, {"chosen": "vote"}), model, d), ((p, {"chosen": "default_model"}), {}, d),
                          ((p, {"chosen": "default_model"}), model, None)):
         assert _compose_duplicate(base, raw, m) is base

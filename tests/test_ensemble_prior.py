@@ -145,7 +145,9 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     dplatt = model["duplicate_composition"]["platt"]
     d = np.clip(raw("consistency_duplicate"), 0, 1)
     assert d.max() > 0.1
-    per["duplicate"] = 1 / (1 + np.exp(-(dplatt["a"] * (per["duplicate"] + d) + dplatt["b"])))
+    w = dplatt["p_weight"]   # the shipped model's: d orders the pairs, p breaks ties
+    assert 0 < w < 1
+    per["duplicate"] = 1 / (1 + np.exp(-(dplatt["a"] * (w * per["duplicate"] + d) + dplatt["b"])))
     assert info["duplicate"]["composed_with"] == "consistency:consistency_duplicate"
     composed = 1 - np.prod([1 - per[i] for i in per], axis=0)
     own = ep.default_model_scores(pct, "any")[0]
