@@ -52,7 +52,10 @@ def crop_window(image_hw: tuple[int, int], box_xyxy: Sequence[float], *, context
     h, w = image_hw
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     bw, bh = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
-    cw, ch = max(int(round(context * bw)), 1), max(int(round(context * bh)), 1)
+    # At least the box's whole-pixel span: a window of integer start and size must be able to
+    # hold the box (1.75..6.25 spans pixels 1..7; round(1.22 * 4.5) = 5 could not).
+    cw = max(int(round(context * bw)), int(math.ceil(x2)) - int(math.floor(x1)), 1)
+    ch = max(int(round(context * bh)), int(math.ceil(y2)) - int(math.floor(y1)), 1)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     if jitter > 0:
         rng = rng if rng is not None else np.random.default_rng()

@@ -1,9 +1,11 @@
 """Rendering geometry: crops land where the box is, context is honoured, decode once per image."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import fiftyone as fo
 
@@ -78,12 +80,17 @@ def test_window_larger_than_image_is_padded():
 @settings(max_examples=60, deadline=None)
 @given(x=st.floats(0, 150), y=st.floats(0, 100), w=st.floats(4, 120), h=st.floats(4, 90),
        context=st.floats(1.2, 1.5), jitter=st.floats(0, 0.5), seed=st.integers(0, 10 ** 6))
+@example(x=1.75, y=0.0, w=4.5, h=4.0, context=1.21875, jitter=0.0, seed=0)   # found in CI
 def test_jittered_window_keeps_box_inside_and_honours_context(x, y, w, h, context, jitter, seed):
     H, W = 200, 260
     box = [x, y, min(x + w, W), min(y + h, H)]
     win = crop_window((H, W), box, context=context, jitter=jitter, rng=np.random.default_rng(seed))
     bw, bh = max(box[2] - box[0], 1), max(box[3] - box[1], 1)
-    assert win.width == max(round(context * bw), 1) and win.height == max(round(context * bh), 1)
+    # context x the box, but never fewer pixels than the box's whole-pixel span
+    span_w = math.ceil(box[2]) - math.floor(box[0])
+    span_h = math.ceil(box[3]) - math.floor(box[1])
+    assert win.width == max(round(context * bw), span_w, 1)
+    assert win.height == max(round(context * bh), span_h, 1)
     bx1, by1, bx2, by2 = win.box_in_crop
     assert bx1 >= 0 and by1 >= 0 and bx2 <= win.width + 1e-9 and by2 <= win.height + 1e-9
 
