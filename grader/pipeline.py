@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 from .cache import boxgrader_cache_root, label_content_hash  # noqa: F401 (re-exported)
 from .classes import known_class_share
-from .judges.boxgrader import SHIPPED, SHIPPED_CHECKPOINT
+# SHIPPED_BOXGRADER: the box grader grade() runs when the caller gives no checkpoint and most
+# labels are of classes it was trained on (the operators and benches import it from here)
+from .judges.boxgrader import SHIPPED, SHIPPED_CHECKPOINT as SHIPPED_BOXGRADER
 from .report import RunReport
 
 #: Field the default detector's predictions go to when the caller brings none.
@@ -204,10 +206,6 @@ def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
                         **{**CLEANLAB_DEFAULTS, **ctx.opt("cleanlab")})
 
 
-#: The box grader shipped with the package: trained on coco128's labels (COCO classes) over
-#: YOLOX-Nano features (bench/boxgrader.py; figures in docs/clipgrader.md). grade() uses it when
-#: the caller gives no checkpoint and most labels are of classes it was trained on.
-SHIPPED_BOXGRADER = SHIPPED_CHECKPOINT
 #: Share of the labels that must be of the shipped grader's classes for it to run by default.
 SHIPPED_BOXGRADER_MIN_KNOWN = 0.5
 #: Below either, grade() does not train a box grader on the labels (too little to learn from).

@@ -154,7 +154,8 @@ def test_quality_prior_averages_the_shipped_graders_probabilities(trained, tmp_p
     assert own.prior is None and "prior" not in own.meta
     blended = attach_prior(load_boxgrader(res.best_checkpoint), SHIPPED)
     assert blended.meta["prior"] == {"used": True, "checkpoint": SHIPPED_CHECKPOINT}
-    assert blended.prior.backbone is blended.backbone   # one feature pass serves both
+    # only the prior's tree quality model is kept: it reads this grader's own feature vectors
+    assert blended.prior.quality_model is not None and not hasattr(blended.prior, "backbone")
     shipped = load_boxgrader(SHIPPED_CHECKPOINT)
     X = np.random.default_rng(1).normal(size=(6, own.backbone.dim)).astype(np.float32)
     labels = ["person", "dog", "car", "person", "zebra", "not-a-coco-class"]

@@ -64,6 +64,16 @@ class BoxGraderHead(nn.Module):
 
 
 @dataclass
+class QualityPrior:
+    """Another grader's tree quality model and threshold, fitted on the same features (and so on
+    the same label inputs) as the grader it is averaged into (:func:`attach_prior`)."""
+
+    quality_model: Any
+    good_threshold: float
+    checkpoint: str
+
+
+@dataclass
 class BoxGrader:
     """A trained head (and quality model) with its backbone settings, classes and threshold."""
 
@@ -75,9 +85,9 @@ class BoxGrader:
     meta: dict[str, Any] = field(default_factory=dict)
     #: the gradient-boosted quality model (None: the MLP's quality head grades)
     quality_model: Any = None
-    #: a grader trained elsewhere on the same features whose quality probabilities are
+    #: a quality model trained elsewhere on the same features whose probabilities are
     #: averaged with this one's (``config["quality_prior"]``; see :func:`attach_prior`)
-    prior: "BoxGrader | None" = None
+    prior: QualityPrior | None = None
 
     @property
     def det_index(self) -> dict[str, int]:
@@ -99,7 +109,7 @@ class BoxGrader:
             pq = quality_proba(self.quality_model, X, lab)
         threshold = self.good_threshold
         if self.prior is not None and len(X):
-            pq = 0.5 * (pq + self.prior.predict(X, labels)["p_quality"])
+            pq = 0.5 * (pq + quality_proba(self.prior.quality_model, X, lab))
             threshold = 0.5 * (threshold + self.prior.good_threshold)
         return {"p_quality": pq, "quality": decide(pq, threshold), "p_class": pc}
 
@@ -190,8 +200,9 @@ def attach_prior(grader: BoxGrader, prior: str) -> BoxGrader:
     """Blend ``prior``'s quality probabilities into ``grader``'s (an equal-weight average).
 
     ``prior``: a checkpoint path or ``"shipped"`` (:data:`SHIPPED_CHECKPOINT`). It must have been
-    trained on the same features (:data:`_PRIOR_KEYS` of its config equal), so it reads the
-    very vectors ``grader`` computes and costs only its tree model. A grader trained on a
+    trained on the same features (:data:`_PRIOR_KEYS` of its config equal), so its tree quality
+    model reads the very vectors and label inputs ``grader`` computes; only that model is kept
+    (its head is not needed). A grader trained on a
     dataset's own (noisy) labels learns that dataset; the shipped one learned what a tight box
     looks like from COCO's ~900 clean labels, and on classes it never saw it still grades
     boxes from the detector's edges and evidence: on raccoon and Penn-Fudan with the class
@@ -209,11 +220,8 @@ def attach_prior(grader: BoxGrader, prior: str) -> BoxGrader:
         why = (f"other features: {differ}" if differ else "no tree quality model")
         grader.meta["prior"] = {"used": False, "why": why, "checkpoint": path}
         return grader
-    head = _build_head(cfg, grader.backbone, len(state["classes"]))
-    head.load_state_dict(state["head"])
-    grader.prior = BoxGrader(head, grader.backbone, list(state["classes"]), cfg,
-                             float(state.get("good_threshold", 0.5)), {"checkpoint": path},
-                             state["quality_model"])
+    grader.prior = QualityPrior(state["quality_model"], float(state.get("good_threshold", 0.5)),
+                                path)
     grader.meta["prior"] = {"used": True, "checkpoint": path}
     return grader
 
