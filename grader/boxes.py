@@ -1,13 +1,14 @@
 """Box geometry: FiftyOne relative ``[x, y, w, h]`` <-> absolute ``[x1, y1, x2, y2]``.
 
-IoU is delegated to ``pycocotools.mask.iou`` (the same routine COCO evaluation uses).
+IoU follows ``pycocotools.mask.iou`` (the routine COCO evaluation uses; a test compares the two)
+in numpy: the box grader compares each box with every anchor's prediction (10^4 per image), where
+pycocotools' list conversion cost 4 s of a 50 s ``grade()`` on 128 images.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 # Status codes returned by :func:`sanitize_rel_boxes`.
 BOX_OK = "ok"
@@ -63,10 +64,14 @@ def sanitize_rel_boxes(boxes) -> tuple[np.ndarray, list[str]]:
 
 
 def iou_matrix(boxes_a_xyxy, boxes_b_xyxy) -> np.ndarray:
-    """Pairwise IoU ``(len(a), len(b))`` of absolute xyxy boxes, via pycocotools."""
+    """Pairwise IoU ``(len(a), len(b))`` of absolute xyxy boxes (pycocotools' non-crowd IoU)."""
     a, b = as_box_array(boxes_a_xyxy), as_box_array(boxes_b_xyxy)
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float64)
-    to_xywh = lambda x: np.stack([x[:, 0], x[:, 1], x[:, 2] - x[:, 0], x[:, 3] - x[:, 1]], 1)
-    iou = mask_utils.iou(to_xywh(a).tolist(), to_xywh(b).tolist(), [0] * len(b))
-    return np.asarray(iou, dtype=np.float64).reshape(len(a), len(b))
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inter > 0, inter / union, 0.0)

@@ -33,6 +33,22 @@ def test_box_conversion_values_and_iou():
     assert boxes.iou_matrix([], b).shape == (0, 3)
 
 
+def test_iou_matrix_matches_pycocotools():
+    # COCO evaluation's IoU is the reference; numpy replaced it for speed, not for new semantics.
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 50, (40, 2))
+    wh = np.where(rng.random((40, 2)) < 0.1, 0.0, rng.uniform(0, 30, (40, 2)))  # some zero-area
+    a = np.c_[xy, xy + wh]
+    b = np.r_[a[:5], a[5:] + rng.normal(0, 3, (35, 4))]      # exact copies and near misses
+    ref = np.asarray(mask_utils.iou(np.c_[a[:, :2], a[:, 2:] - a[:, :2]].tolist(),
+                                    np.c_[b[:, :2], b[:, 2:] - b[:, :2]].tolist(), [0] * len(b)))
+    got = boxes.iou_matrix(a, b)
+    assert got.shape == (40, 40) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_sanitize_boxes_flags_without_mutating():
     raw = [[0.1, 0.1, 0.2, 0.2], [0.9, 0.9, 0.3, 0.3], [0.5, 0.5, 0.0, 0.1],
            [1.2, 0.1, 0.1, 0.1], [np.nan, 0, 0.1, 0.1]]
