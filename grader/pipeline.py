@@ -208,6 +208,12 @@ def _run_cleanlab_step(ctx: GradeContext) -> RunReport:
 
 #: Share of the labels that must be of the shipped grader's classes for it to run by default.
 SHIPPED_BOXGRADER_MIN_KNOWN = 0.5
+#: Where the shipped grader runs but at least this share of the labels is of classes it does not
+#: know, grade() also trains one on the labels for those (each label is graded by the grader
+#: that knows its class): on coco128 with 42 % of the boxes renamed, the shipped grader alone
+#: ranked swaps among the own classes at AUROC 0.665 (bench/custom_classes.py --data
+#: coco128-mixed).
+MIXED_MIN_UNKNOWN = 0.1
 #: Below either, grade() does not train a box grader on the labels (too little to learn from).
 BOXGRADER_TRAIN_MIN_BOXES = 20
 BOXGRADER_TRAIN_MIN_IMAGES = 8
@@ -277,7 +283,10 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
     """(checkpoint, None) to run, or (None, why not).
 
     The caller's checkpoint, else the shipped grader where it knows most labels' classes, else
-    one trained on ``gt_field`` (cached: reused while the labels are unchanged). With
+    one trained on ``gt_field`` (cached: reused while the labels are unchanged). A trained
+    grader is also returned where the shipped one knows most but not all classes (at least
+    :data:`MIXED_MIN_UNKNOWN` of the labels unknown to it); wherever it knows some,
+    ``ctx.resolved["boxgrader_known"]`` names it to grade the labels of its classes. With
     ``train=False`` a grader still to be trained is left in ``ctx.resolved["boxgrader_train"]``
     and its future path returned; :func:`_ensure_trained` trains it."""
     given = ctx.opt("boxgrader").get("checkpoint")
@@ -285,7 +294,7 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
         return given, None
     from .judges.boxgrader.features import default_detector_path
 
-    why = None
+    why, share = None, 0.0
     if not os.path.isfile(SHIPPED_BOXGRADER):
         why = "no shipped box grader"
     else:
@@ -296,10 +305,19 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
         share, counts = known_class_share(ctx.collection, ctx.gt_field, classes)
         if not counts:
             return None, f"no labels in '{ctx.gt_field}'"
+        total = sum(counts.values())
+        knows = f"the shipped box grader knows {round(share * total)}/{total} of these labels' classes"
         if share < SHIPPED_BOXGRADER_MIN_KNOWN:
-            total = sum(counts.values())
-            why = (f"the shipped box grader knows {round(share * total)}/{total} of these "
-                   "labels' classes")
+            why = knows
+        elif share <= 1.0 - MIXED_MIN_UNKNOWN:
+            # it runs; a grader trained here takes the labels of the other classes
+            spec, _ = _train_spec(ctx, knows + "; trained for the others")
+            if spec is not None and os.path.isfile(default_detector_path("yolox-nano")):
+                ctx.resolved["boxgrader_train"] = spec
+                ctx.resolved["boxgrader_known"] = SHIPPED_BOXGRADER
+                if train:
+                    _ensure_trained(ctx)
+                return spec["checkpoint"], None
     if why is None:
         if not os.path.isfile(default_detector_path("yolox-nano")):
             return None, (f"the shipped box grader needs YOLOX-Nano at "
@@ -309,6 +327,8 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
     if spec is None:
         return None, why_not
     ctx.resolved["boxgrader_train"] = spec
+    if share > 0:   # the labels of the classes it does know stay with the shipped grader
+        ctx.resolved["boxgrader_known"] = SHIPPED_BOXGRADER
     if train:
         _ensure_trained(ctx)
     return spec["checkpoint"], None
@@ -402,10 +422,14 @@ def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
     opts = ctx.opt("boxgrader")
     opts.pop("train", None)
     opts.pop("checkpoint", None)
-    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], opts.pop("model_path", None))
+    model_path = opts.pop("model_path", None)
+    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], model_path)
+    known = ctx.resolved.get("boxgrader_known")
+    known = load_boxgrader(known, model_path) if known else None
     # the zoom judge's crops are the box grader's own: one pass serves both (zoom step below)
     zoom = _shared_zoom(ctx, grader.backbone)
     rep = grade_boxgrader(ctx.collection, ctx.gt_field, grader=grader, zoom=zoom,
+                          known_grader=known,
                           progress=lambda d, t: ctx.progress("boxgrader", d, t), **opts)
     if zoom is not None:
         ctx.resolved["zoom_shared"] = (zoom.write(ctx.collection, ctx.gt_field), zoom.covered)
@@ -435,7 +459,12 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
         ss.setdefault("detector", ctx.detector)
         ss.setdefault("zoom_kwargs", ctx.opt("zoom"))
     if ctx.enabled("boxgrader") and ctx.resolved.get("boxgrader_checkpoint"):
-        ss.setdefault("boxgrader", {"checkpoint": ctx.resolved["boxgrader_checkpoint"]})
+        bg: dict[str, Any] = {"checkpoint": ctx.resolved["boxgrader_checkpoint"]}
+        if ctx.resolved.get("boxgrader_known"):   # the copy graded as the labels were
+            from .judges.boxgrader import load_boxgrader
+
+            bg["known_grader"] = load_boxgrader(ctx.resolved["boxgrader_known"])
+        ss.setdefault("boxgrader", bg)
     o["self_supervised"] = ss
     o.setdefault("progress", lambda d, t: ctx.progress("ensemble", d, t))
     return compute_ensemble(ctx.collection, ctx.gt_field, **o)
@@ -452,7 +481,8 @@ STEPS: list[Step] = [
     Step("overlooked", _needs_detector, _run_overlooked_step),
     # The caller's checkpoint (boxgrader={"checkpoint": ".../best.pt"}), else the shipped one
     # where it knows most classes, else one trained on these labels (cached; {"train": False}
-    # opts out of training, boxgrader=False out of the step).
+    # opts out of training, boxgrader=False out of the step). With both, each label goes to
+    # the grader that knows its class (MIXED_MIN_UNKNOWN).
     Step("boxgrader", _can_boxgrade, _run_boxgrader_step),
     # The detector re-run on a crop around every GT box (swap / badloc / spurious evidence):
     # after the box grader, whose crop passes score it where both run the shipped YOLOX-Nano.

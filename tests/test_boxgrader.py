@@ -246,6 +246,46 @@ def test_grade_runs_the_box_grader_step_with_a_checkpoint(trained):
     assert any(v is not None for v in vals)
 
 
+def test_each_label_is_graded_by_the_grader_that_knows_its_class(trained):
+    """``known_grader`` takes the labels of its classes, ``grader`` the rest, each label scored
+    exactly as that grader alone scores it; a known grader on other features is refused."""
+    import copy
+
+    ds, train, held, res = trained
+    own, shipped = load_boxgrader(res.best_checkpoint), load_boxgrader(SHIPPED_CHECKPOINT)
+    path = "ground_truth.detections.label"
+    labels = held.values(path)
+    first = labels[0][0]
+    held.set_values(path, [[("gizmo" if l == first else l) for l in ls] for ls in labels])
+    try:
+        def run(**kw):
+            rep = grade_boxgrader(held, "ground_truth", crossfit=False, feature_cache=False, **kw)
+            cols = {a: np.array(held.values(f"ground_truth.detections.boxgrader_{a}",
+                                            unwind=True), dtype=float)
+                    for a in ("p_good", "p_bad", "p_other_class")}
+            return rep, cols
+
+        _, alone_shipped = run(grader=shipped)
+        _, alone_own = run(grader=own)
+        rep, routed = run(grader=own, known_grader=shipped)
+        gizmo = np.array(held.values(path, unwind=True)) == "gizmo"
+        assert 0 < gizmo.sum() < len(gizmo)
+        for a in ("p_good", "p_bad"):
+            np.testing.assert_allclose(routed[a][~gizmo], alone_shipped[a][~gizmo], atol=1e-9)
+            np.testing.assert_allclose(routed[a][gizmo], alone_own[a][gizmo], atol=1e-9)
+        # a class neither knows: no class evidence, counted
+        assert np.isnan(routed["p_other_class"][gizmo]).all()
+        assert rep.skipped["unknown_class"] == int(gizmo.sum())
+        assert rep.info["labels_by_grader"] == {SHIPPED_CHECKPOINT: int((~gizmo).sum()),
+                                                res.best_checkpoint: int(gizmo.sum())}
+        other = copy.copy(shipped)
+        other.config = {**shipped.config, "zoom_size": 192}
+        with pytest.raises(ValueError, match="other features"):
+            grade_boxgrader(held, "ground_truth", grader=own, known_grader=other)
+    finally:
+        held.set_values(path, labels)
+
+
 def test_operators_train_evaluate_grade(trained, tmp_path):
     """From the App: train on some images, evaluate on others, grade (own and shipped grader)."""
     import fiftyone.operators as foo
@@ -327,6 +367,33 @@ def test_grade_trains_caches_and_ranks_errors_on_unknown_classes(raccoon24, tmp_
     assert info2["cached"] is True and info2["checkpoint"] == ckpt
     assert os.path.getmtime(ckpt) == mtime
     assert np.allclose(ds.values("noisy.detections.boxgrader_p_not_good", unwind=True), p)
+
+
+def test_grade_trains_for_the_classes_the_shipped_grader_does_not_know(coco128_base, tmp_path,
+                                                                        monkeypatch):
+    """COCO classes and an own class in one field (more than half known): the shipped grader keeps the COCO
+    labels, a grader trained on these labels takes the raccoons (their class evidence with it)."""
+    from grader.pipeline import SHIPPED_BOXGRADER, grade, will_train_boxgrader
+
+    monkeypatch.setenv("LABEL_GRADER_CACHE", str(tmp_path / "cache"))
+    ds = raccoon_subset(10, "lg-test-mixed")
+    try:
+        ds.add_samples(coco128_base.select(sorted(coco128_base.values("id"))[:8]))
+        labels = np.array(ds.values("ground_truth.detections.label", unwind=True))
+        own = labels == "raccoon"
+        assert 0.1 <= own.mean() <= 0.5
+        assert will_train_boxgrader(ds, "ground_truth")
+        rep = grade(ds, detector=None, consistency=False, ensemble=False).reports["boxgrader"]
+        trained = rep.info["trained"]
+        assert "trained for the others" in trained["why"] and "raccoon" in trained["classes"]
+        assert rep.info["labels_by_grader"] == {SHIPPED_BOXGRADER: int((~own).sum()),
+                                                trained["checkpoint"]: int(own.sum())}
+        other = np.array(ds.values("ground_truth.detections.boxgrader_p_other_class",
+                                   unwind=True), dtype=float)
+        assert np.isfinite(other).all()          # the raccoons' class is known to their grader
+        assert not will_train_boxgrader(ds, "ground_truth")   # cached for these labels
+    finally:
+        ds.delete()
 
 
 def test_grade_does_not_train_when_told_or_on_too_few_labels(raccoon24, tmp_path, monkeypatch):

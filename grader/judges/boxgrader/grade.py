@@ -20,7 +20,7 @@ from ..clipgrader.synth import synthesize
 from ..zoom import SharedZoom
 from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
                        load_box_features)
-from .model import BoxGrader, _load_folds, load_boxgrader
+from .model import BoxGrader, _load_folds, feature_mismatch, load_boxgrader
 
 TAG_BAD, TAG_BACKGROUND = quality_tags("boxgrader")
 ATTRS = quality_attrs("boxgrader")
@@ -64,7 +64,8 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
                     bad_threshold: float = 0.5, background_threshold: float = 0.5,
                     num_workers: int = 1, progress: Callable[[int, int], None] | None = None,
                     run_key: str = "boxgrader", feature_cache: str | bool = True,
-                    crossfit: bool = True, zoom: SharedZoom | None = None) -> RunReport:
+                    crossfit: bool = True, zoom: SharedZoom | None = None,
+                    known_grader: BoxGrader | None = None) -> RunReport:
     """Grade every detection of ``field`` with a trained box grader; write ``boxgrader_*``.
 
     Per detection: ``boxgrader_p_good``, ``_p_bad``, ``_p_background`` (sum to 1),
@@ -86,6 +87,14 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
 
     ``zoom``: a :class:`grader.judges.zoom.SharedZoom` to score the zoom judge from the same
     crop passes (grade() does, with the shipped YOLOX-Nano); the caller writes it.
+
+    ``known_grader``: a grader on the same features (grade() passes the shipped one beside a
+    grader trained on these labels) that grades the labels of the classes it was trained on;
+    ``grader`` grades the rest. Each label is judged by the grader that learned its class: on
+    coco128 with 42 % of the boxes renamed to own classes, the shipped grader ranked the COCO-
+    named boxes' errors better than the trained one, which alone can tell the own classes
+    apart (``bench/custom_classes.py --data coco128-mixed``). Refused (ValueError) when its
+    features differ.
     """
     if grader is None:
         if checkpoint is None:
@@ -96,6 +105,11 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
         feature_cache = os.path.join(os.path.dirname(ck), BOX_FEATURES_FILE) if ck else False
     cached = load_box_features(feature_cache, grader.backbone) if feature_cache else {}
     fold_of, fold_graders = _load_folds(grader) if crossfit else ({}, [])
+    if known_grader is not None:
+        differ = feature_mismatch(known_grader.config, grader.config)
+        if differ:
+            raise ValueError(f"known_grader reads other features than grader: {differ}")
+        known_folds = _load_folds(known_grader) if crossfit else ({}, [])
     report = RunReport(judge="boxgrader")
     ensure_metadata(collection, report)
     table = read_detections(collection, field)
@@ -139,27 +153,46 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     report.info["images_by_fold_grader"] = 0
     if "prior" in grader.meta:   # which grader's quality probabilities were averaged in
         report.info["quality_prior"] = grader.meta["prior"]
-    cindex = {c: i for i, c in enumerate(grader.classes)}
+    routes = [(grader, fold_of, fold_graders)]
+    if known_grader is not None:
+        routes.insert(0, (known_grader, *known_folds))
+    route_classes = [set(g.classes) for g, _, _ in routes]
     scores: dict[tuple[str, str], dict[str, Any]] = {}
-    n_fold = 0
+    n_fold, by_route = 0, Counter()
     for (path, _), ks, X in zip(groups, keys, feats):
         if X is None:
             continue
-        fk = fold_of.get(path)
-        n_fold += fk is not None
-        p = (grader if fk is None else fold_graders[fk]).predict(X, [k[2] for k in ks])
-        for r, (sid, lid, lab) in enumerate(ks):
-            pq, pc = p["p_quality"][r], p["p_class"][r]
-            known = lab in cindex
-            if not known:
-                report.skip("unknown_class")
-            scores[(sid, lid)] = {
-                "boxgrader_p_good": float(pq[0]), "boxgrader_p_bad": float(pq[1]),
-                "boxgrader_p_background": float(pq[2]), "boxgrader_p_not_good": float(1 - pq[0]),
-                "boxgrader_quality": QUALITIES[int(p["quality"][r])],
-                "boxgrader_class": grader.classes[int(pc.argmax())],
-                "boxgrader_p_other_class": float(1 - pc[cindex[lab]]) if known else None}
+        labels = [k[2] for k in ks]
+        # each label to the first grader that knows its class (else the last: ``grader``)
+        route = np.array([next((i for i, cs in enumerate(route_classes) if lab in cs),
+                               len(routes) - 1) for lab in labels])
+        by_fold = False
+        for i, (g, f_of, f_graders) in enumerate(routes):
+            rows = np.nonzero(route == i)[0]
+            if not len(rows):
+                continue
+            fk = f_of.get(path)
+            by_fold |= fk is not None
+            by_route[g.meta.get("checkpoint") or "boxgrader"] += len(rows)
+            p = (g if fk is None else f_graders[fk]).predict(X[rows], [labels[r] for r in rows])
+            cindex = {c: j for j, c in enumerate(g.classes)}
+            for q, r in enumerate(rows):
+                sid, lid, lab = ks[r]
+                pq, pc = p["p_quality"][q], p["p_class"][q]
+                known = lab in cindex
+                if not known:
+                    report.skip("unknown_class")
+                scores[(sid, lid)] = {
+                    "boxgrader_p_good": float(pq[0]), "boxgrader_p_bad": float(pq[1]),
+                    "boxgrader_p_background": float(pq[2]),
+                    "boxgrader_p_not_good": float(1 - pq[0]),
+                    "boxgrader_quality": QUALITIES[int(p["quality"][q])],
+                    "boxgrader_class": g.classes[int(pc.argmax())],
+                    "boxgrader_p_other_class": float(1 - pc[cindex[lab]]) if known else None}
+        n_fold += by_fold
     report.info["images_by_fold_grader"] = n_fold
+    if known_grader is not None:   # labels graded per checkpoint
+        report.info["labels_by_grader"] = dict(by_route)
     t1 = time.perf_counter()
     all_keys = [(sid, lid) for sid, ids in zip(table.sample_ids, table.ids) for lid in ids]
     write_quality(collection, field, "boxgrader", scores, all_keys, ATTRS, bad_threshold,

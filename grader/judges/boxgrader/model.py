@@ -214,8 +214,7 @@ def attach_prior(grader: BoxGrader, prior: str) -> BoxGrader:
         grader.meta["prior"] = {"used": False, "why": f"not found: {path}"}
         return grader
     state = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = state.get("config") or {}
-    differ = [k for k in _PRIOR_KEYS if _norm(cfg.get(k)) != _norm(grader.config.get(k))]
+    differ = feature_mismatch(state.get("config") or {}, grader.config)
     if state.get("kind") != CHECKPOINT_KIND or differ or state.get("quality_model") is None:
         why = (f"other features: {differ}" if differ else "no tree quality model")
         grader.meta["prior"] = {"used": False, "why": why, "checkpoint": path}
@@ -228,6 +227,12 @@ def attach_prior(grader: BoxGrader, prior: str) -> BoxGrader:
 
 def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
+
+
+def feature_mismatch(config_a: dict[str, Any], config_b: dict[str, Any]) -> list[str]:
+    """The feature settings (:data:`_PRIOR_KEYS`) two graders' configs differ in: empty when
+    both read the very same feature vectors, so one feature pass serves both."""
+    return [k for k in _PRIOR_KEYS if _norm(config_a.get(k)) != _norm(config_b.get(k))]
 
 
 def _load_folds(grader: BoxGrader) -> tuple[dict[str, int], list[BoxGrader]]:
