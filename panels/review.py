@@ -226,6 +226,10 @@ DEFAULT_SORT = ("ensemble_any", "ensemble_swap", "ensemble_badloc", "ensemble_sp
                 "ensemble_duplicate")
 #: Suspect tags that only candidates (boxes missing from GT) carry.
 CANDIDATE_TAGS = frozenset(s.tag for s in SCORES if s.on_candidates and s.tag)
+#: The candidates' sort when the overlooked issue is picked, best first: on coco128 (2 seeds of
+#: 5 % of each error type deleted, bench/eval_judges.py --split dev --repeats 2)
+#: ``overlooked_score`` put 36-44 % of the deleted boxes in its top 2N, cleanlab's 15 %.
+CANDIDATE_SORT = ("overlooked_score", "cleanlab_overlooked")
 
 
 def _stored_score(ctx, gt: str) -> str | None:
@@ -264,6 +268,8 @@ def queue_score(score: str | None, issue: str | None, available: list[str]) -> s
     if issue in CANDIDATE_TAGS and score and not get_spec(score).on_candidates:
         cand = [a for a in available if get_spec(a).on_candidates
                 and (get_spec(a).tag == issue or not get_spec(a).tag)]
+        cand.sort(key=lambda a: CANDIDATE_SORT.index(a) if a in CANDIDATE_SORT
+                  else len(CANDIDATE_SORT))
         return cand[0] if cand else score
     return score
 

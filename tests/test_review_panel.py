@@ -272,6 +272,19 @@ def test_default_sort_is_the_ensemble_and_the_choice_persists(panel, ds):
     assert h3.state["controls"]["score"] == "cleanlab_swap"
 
 
+def test_overlooked_issue_sorts_by_the_stronger_candidates_score(panel):
+    import sys
+
+    queue_score = sys.modules[type(panel).__module__].queue_score
+
+    both = ["ensemble_any", "cleanlab_overlooked", "overlooked_score"]
+    # grade() writes both: its own judge ranks the deleted boxes 3x better than cleanlab's
+    assert queue_score("ensemble_any", "suspect:overlooked", both) == "overlooked_score"
+    assert queue_score("ensemble_any", "suspect:overlooked", both[:2]) == "cleanlab_overlooked"
+    assert queue_score("cleanlab_overlooked", "suspect:overlooked", both) == "cleanlab_overlooked"
+    assert queue_score("ensemble_any", "suspect:badloc", both) == "ensemble_any"
+
+
 def test_review_mode_by_keys_with_checked_state(panel, ds):
     h = Harness(panel, ds)
     h.call("on_load")
