@@ -4,16 +4,44 @@ from __future__ import annotations
 from typing import Sequence
 
 
+#: Other spellings of COCO class names (PASCAL VOC's, Darknet's ``coco.names``) -> COCO's. The
+#: shipped models name their classes COCO's way; a dataset that spells one of these VOC's way
+#: means the same class.
+COCO_SPELLINGS = {"tvmonitor": "tv", "motorbike": "motorcycle", "aeroplane": "airplane",
+                  "sofa": "couch", "diningtable": "dining table", "pottedplant": "potted plant"}
+
+
+def with_spellings(classes: Sequence[str]) -> set[str]:
+    """``classes`` and the other spellings of those that are COCO names."""
+    known = set(classes)
+    return known | {alt for alt, coco in COCO_SPELLINGS.items() if coco in known}
+
+
+def dataset_spellings(collection, field: str) -> dict[str, str]:
+    """``{COCO name: the spelling field's labels use}`` for the classes ``field`` spells only
+    another way (VOC's ``aeroplane``, never ``airplane``); empty for COCO-spelled labels. One
+    aggregation. Models' class lists renamed with it (:func:`respell`) speak the dataset's
+    vocabulary: their predictions, class probabilities and class lookups match its labels."""
+    labels = {c for c in collection.distinct(f"{field}.detections.label") if c is not None}
+    return {coco: alt for alt, coco in COCO_SPELLINGS.items()
+            if alt in labels and coco not in labels}
+
+
+def respell(classes: Sequence[str], spellings: dict[str, str]) -> list[str]:
+    """``classes`` with each name in ``spellings`` replaced by its spelling there."""
+    return [spellings.get(c, c) for c in classes]
+
+
 def known_class_share(collection, field: str,
                       known: Sequence[str]) -> tuple[float, dict[str, int]]:
-    """(share of ``field``'s labels whose class is in ``known``, label count per class): one
-    aggregation. Whether a model fitted on other classes applies here (the shipped box grader,
-    the shipped ensemble, the detector's class names for overlooked candidates). Labels with no
-    class count in neither; no labels gives share 0."""
+    """(share of ``field``'s labels whose class is in ``known`` or another spelling of one,
+    label count per class): one aggregation. Whether a model fitted on other classes applies
+    here (the shipped box grader, the shipped ensemble, the detector's class names for
+    overlooked candidates). Labels with no class count in neither; no labels gives share 0."""
     counts = {c: n for c, n in collection.count_values(f"{field}.detections.label").items()
               if c is not None}
     total = sum(counts.values())
-    known = set(known)
+    known = with_spellings(known)
     return (sum(n for c, n in counts.items() if c in known) / total if total else 0.0), counts
 
 

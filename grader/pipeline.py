@@ -9,12 +9,13 @@ otherwise runs its judge and returns the judge's :class:`RunReport`.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .cache import boxgrader_cache_root, label_content_hash  # noqa: F401 (re-exported)
-from .classes import known_class_share
+from .classes import dataset_spellings, known_class_share, respell
 # SHIPPED_BOXGRADER: the box grader grade() runs when the caller gives no checkpoint and most
 # labels are of classes it was trained on (the operators and benches import it from here)
 from .judges.boxgrader import SHIPPED, SHIPPED_CHECKPOINT as SHIPPED_BOXGRADER
@@ -423,9 +424,11 @@ def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
     opts.pop("train", None)
     opts.pop("checkpoint", None)
     model_path = opts.pop("model_path", None)
-    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], model_path)
+    spellings = ctx.resolved.get("spellings") or {}
+    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], model_path).respell(spellings)
     known = ctx.resolved.get("boxgrader_known")
-    known = load_boxgrader(known, model_path) if known else None
+    known = load_boxgrader(known, model_path).respell(spellings) if known else None
+    ctx.resolved["boxgrader_graders"] = (grader, known)
     # the zoom judge's crops are the box grader's own: one pass serves both (zoom step below)
     zoom = _shared_zoom(ctx, grader.backbone)
     rep = grade_boxgrader(ctx.collection, ctx.gt_field, grader=grader, zoom=zoom,
@@ -458,13 +461,10 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
     if ctx.enabled("zoom") and ctx.detector is not None:
         ss.setdefault("detector", ctx.detector)
         ss.setdefault("zoom_kwargs", ctx.opt("zoom"))
-    if ctx.enabled("boxgrader") and ctx.resolved.get("boxgrader_checkpoint"):
-        bg: dict[str, Any] = {"checkpoint": ctx.resolved["boxgrader_checkpoint"]}
-        if ctx.resolved.get("boxgrader_known"):   # the copy graded as the labels were
-            from .judges.boxgrader import load_boxgrader
-
-            bg["known_grader"] = load_boxgrader(ctx.resolved["boxgrader_known"])
-        ss.setdefault("boxgrader", bg)
+    if ctx.enabled("boxgrader") and ctx.resolved.get("boxgrader_graders"):
+        # the copy graded as the labels were: the same graders, routing and spellings
+        grader, known = ctx.resolved["boxgrader_graders"]
+        ss.setdefault("boxgrader", {"grader": grader, "known_grader": known})
     o["self_supervised"] = ss
     o.setdefault("progress", lambda d, t: ctx.progress("ensemble", d, t))
     return compute_ensemble(ctx.collection, ctx.gt_field, **o)
@@ -531,11 +531,18 @@ def grade(collection, gt_field: str = "ground_truth", pred_field: str | None = N
     options = dict(options)
     classes = options.pop("detector_classes", None)
     det = None
+    spellings = dataset_spellings(collection, gt_field)
     if detector is not None and detector is not False:
         # Loaded once (files checked here, before any write) and shared by every step.
         det = load_detector(detector, classes=classes)
+        if spellings and any(c in spellings for c in det.classes):
+            # labels spelled VOC's way: the detector predicts in the labels' vocabulary (a copy;
+            # the caller's detector keeps its names)
+            det = copy.copy(det)
+            det.classes = respell(det.classes, spellings)
     ctx = GradeContext(collection, gt_field, pred_field, options,
                        progress or (lambda step, done, total: None), det)
+    ctx.resolved["spellings"] = spellings
     out = GradeReport()
     for step in STEPS:
         if not ctx.enabled(step.name):

@@ -13,15 +13,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-# coco.names differs from COCO's category names in a few places.
-_NAME_FIXES = {"tvmonitor": "tv", "motorbike": "motorcycle", "aeroplane": "airplane",
-               "sofa": "couch", "diningtable": "dining table", "pottedplant": "potted plant"}
-
+from ..classes import COCO_SPELLINGS
 
 def read_names(path: str) -> list[str]:
-    """Class names, one per line (Darknet ``coco.names`` style), mapped to COCO's spelling."""
+    """Class names, one per line (Darknet ``coco.names`` style), mapped to COCO's spelling
+    (coco.names says VOC's ``tvmonitor`` and the like: :data:`grader.classes.COCO_SPELLINGS`)."""
     with open(path) as f:
-        return [_NAME_FIXES.get(n.strip(), n.strip()) for n in f if n.strip()]
+        return [COCO_SPELLINGS.get(n.strip(), n.strip()) for n in f if n.strip()]
 
 
 class ArrayDetector:

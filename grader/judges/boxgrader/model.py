@@ -93,6 +93,18 @@ class BoxGrader:
     def det_index(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.config["detector_classes"])}
 
+    def respell(self, spellings: dict[str, str]) -> "BoxGrader":
+        """Name the class head's and the detector's classes as a dataset spells them
+        (:func:`grader.classes.dataset_spellings`), so its labels are looked up as the same
+        classes; features and predictions are unchanged."""
+        from ...classes import respell
+
+        if spellings:
+            self.classes = respell(self.classes, spellings)
+            self.config = {**self.config, "detector_classes": respell(
+                self.config.get("detector_classes") or [], spellings)}
+        return self
+
     def label_inputs(self, X: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         return label_inputs(X, labels, self.det_index, self.backbone.det_class_slices())
 
