@@ -11,20 +11,25 @@ COCO_SPELLINGS = {"tvmonitor": "tv", "motorbike": "motorcycle", "aeroplane": "ai
                   "sofa": "couch", "diningtable": "dining table", "pottedplant": "potted plant"}
 
 
-def with_spellings(classes: Sequence[str]) -> set[str]:
-    """``classes`` and the other spellings of those that are COCO names."""
-    known = set(classes)
-    return known | {alt for alt, coco in COCO_SPELLINGS.items() if coco in known}
+def canonical(name: str) -> str:
+    """A class name as compared with a model's: case, ``_`` / ``-`` for spaces and VOC's
+    spellings aside (``Traffic_Light`` is ``traffic light``, ``TV-Monitor`` is ``tv``)."""
+    n = " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+    return COCO_SPELLINGS.get(n.replace(" ", ""), n)
 
 
-def dataset_spellings(collection, field: str) -> dict[str, str]:
-    """``{COCO name: the spelling field's labels use}`` for the classes ``field`` spells only
-    another way (VOC's ``aeroplane``, never ``airplane``); empty for COCO-spelled labels. One
-    aggregation. Models' class lists renamed with it (:func:`respell`) speak the dataset's
-    vocabulary: their predictions, class probabilities and class lookups match its labels."""
-    labels = {c for c in collection.distinct(f"{field}.detections.label") if c is not None}
-    return {coco: alt for alt, coco in COCO_SPELLINGS.items()
-            if alt in labels and coco not in labels}
+def dataset_spellings(classes: Sequence[str], labels: Sequence[str]) -> dict[str, str]:
+    """``{model class: the labels' spelling}`` for each of a model's ``classes`` that the
+    ``labels`` (a field's distinct classes) spell only another way (``Person``, ``aeroplane``,
+    ``traffic_light``); empty when they spell them the model's way. A model's class list
+    renamed with it (:func:`respell`) speaks the dataset's vocabulary: its predictions, class
+    probabilities and class lookups match the labels."""
+    labels = {c for c in labels if c is not None}
+    by_canon: dict[str, list[str]] = {}
+    for lab in sorted(labels):
+        by_canon.setdefault(canonical(lab), []).append(lab)
+    return {c: by_canon[canonical(c)][0] for c in classes
+            if c not in labels and canonical(c) in by_canon}
 
 
 def respell(classes: Sequence[str], spellings: dict[str, str]) -> list[str]:
@@ -34,15 +39,16 @@ def respell(classes: Sequence[str], spellings: dict[str, str]) -> list[str]:
 
 def known_class_share(collection, field: str,
                       known: Sequence[str]) -> tuple[float, dict[str, int]]:
-    """(share of ``field``'s labels whose class is in ``known`` or another spelling of one,
+    """(share of ``field``'s labels whose class is in ``known`` (as :func:`canonical` compares),
     label count per class): one aggregation. Whether a model fitted on other classes applies
     here (the shipped box grader, the shipped ensemble, the detector's class names for
     overlooked candidates). Labels with no class count in neither; no labels gives share 0."""
     counts = {c: n for c, n in collection.count_values(f"{field}.detections.label").items()
               if c is not None}
     total = sum(counts.values())
-    known = with_spellings(known)
-    return (sum(n for c, n in counts.items() if c in known) / total if total else 0.0), counts
+    known = {canonical(c) for c in known}
+    return (sum(n for c, n in counts.items() if canonical(c) in known) / total
+            if total else 0.0), counts
 
 
 def resolve_classes(collection, fields: Sequence[str], classes: Sequence[str] | None = None,

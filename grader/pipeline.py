@@ -424,10 +424,10 @@ def _run_boxgrader_step(ctx: GradeContext) -> RunReport:
     opts.pop("train", None)
     opts.pop("checkpoint", None)
     model_path = opts.pop("model_path", None)
-    spellings = ctx.resolved.get("spellings") or {}
-    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], model_path).respell(spellings)
+    labels = ctx.resolved.get("labels") or []
+    grader = load_boxgrader(ctx.resolved["boxgrader_checkpoint"], model_path).respell(labels)
     known = ctx.resolved.get("boxgrader_known")
-    known = load_boxgrader(known, model_path).respell(spellings) if known else None
+    known = load_boxgrader(known, model_path).respell(labels) if known else None
     ctx.resolved["boxgrader_graders"] = (grader, known)
     # the zoom judge's crops are the box grader's own: one pass serves both (zoom step below)
     zoom = _shared_zoom(ctx, grader.backbone)
@@ -531,18 +531,19 @@ def grade(collection, gt_field: str = "ground_truth", pred_field: str | None = N
     options = dict(options)
     classes = options.pop("detector_classes", None)
     det = None
-    spellings = dataset_spellings(collection, gt_field)
+    labels = collection.distinct(f"{gt_field}.detections.label")
     if detector is not None and detector is not False:
         # Loaded once (files checked here, before any write) and shared by every step.
         det = load_detector(detector, classes=classes)
-        if spellings and any(c in spellings for c in det.classes):
-            # labels spelled VOC's way: the detector predicts in the labels' vocabulary (a copy;
-            # the caller's detector keeps its names)
+        spellings = dataset_spellings(det.classes, labels)
+        if spellings:
+            # labels that spell the detector's classes another way ("Person", "aeroplane"):
+            # it predicts in the labels' vocabulary (a copy; the caller's keeps its names)
             det = copy.copy(det)
             det.classes = respell(det.classes, spellings)
     ctx = GradeContext(collection, gt_field, pred_field, options,
                        progress or (lambda step, done, total: None), det)
-    ctx.resolved["spellings"] = spellings
+    ctx.resolved["labels"] = labels
     out = GradeReport()
     for step in STEPS:
         if not ctx.enabled(step.name):

@@ -121,32 +121,37 @@ def test_shipped_box_grader_runs_only_on_classes_it_knows(coco8):
     assert "training disabled" in rep.not_run["boxgrader"]
 
 
-def test_labels_spelled_the_voc_way_are_the_detectors_classes(coco8):
-    """A dataset that says ``pottedplant`` (PASCAL VOC) for COCO's ``potted plant``: the models
-    speak its vocabulary, so those labels are judged as their class, not as an unknown one,
-    and the predictions carry its spelling. The caller's detector keeps its own names."""
+def test_labels_spelled_another_way_are_the_detectors_classes(coco8):
+    """A dataset that says ``pottedplant`` (PASCAL VOC) for COCO's ``potted plant`` and
+    ``Person`` for ``person``: the models speak its vocabulary, so those labels are judged as
+    their class, not as unknown ones, and the predictions carry its spelling. The caller's
+    detector keeps its own names."""
     from grader.classes import dataset_spellings, known_class_share
     from grader.detectors import load_detector
 
     ds = coco8
+    ours = {"potted plant": "pottedplant", "person": "Person"}
     labels = ds.values("ground_truth.detections.label")
     ds.set_values("ground_truth.detections.label",
-                  [[("pottedplant" if c == "potted plant" else c) for c in ls or []]
-                   for ls in labels])
-    if ds.default_classes:   # its class list spelled the same way, as a VOC dataset's is
-        ds.default_classes = [("pottedplant" if c == "potted plant" else c)
-                              for c in ds.default_classes]
-    assert dataset_spellings(ds, "ground_truth") == {"potted plant": "pottedplant"}
+                  [[ours.get(c, c) for c in ls or []] for ls in labels])
+    if ds.default_classes:   # its class list spelled the same way, as such a dataset's is
+        ds.default_classes = [ours.get(c, c) for c in ds.default_classes]
+    labels = ds.distinct("ground_truth.detections.label")
+    assert dataset_spellings(["potted plant", "person", "tv"], labels) == ours
+    assert dataset_spellings(["traffic light", "tv"], ["traffic_light", "TV-Monitor"]) == {
+        "traffic light": "traffic_light", "tv": "TV-Monitor"}
     det = load_detector("yolox-nano")
     assert known_class_share(ds, "ground_truth", det.classes)[0] == 1.0
     rep = grade(ds, "ground_truth", detector=det, overlooked=False, ensemble=False)
     assert "potted plant" in det.classes and "pottedplant" not in det.classes
     pred = set(ds.distinct("lg_predictions.detections.label"))
-    assert "potted plant" not in pred
-    plants = ds.filter_labels("ground_truth", fo.ViewField("label") == "pottedplant")
-    assert plants.count("ground_truth.detections") == 2
-    for attr in ("zoom_label_prob", "boxgrader_p_other_class", "cleanlab_swap"):
-        vals = plants.values(f"ground_truth.detections.{attr}", unwind=True)
-        assert all(v is not None for v in vals), (attr, vals)
+    assert "Person" in pred and not pred & set(ours)
+    for name, n in (("pottedplant", 2), ("Person", 10)):
+        ours_view = ds.filter_labels("ground_truth", fo.ViewField("label") == name)
+        assert ours_view.count("ground_truth.detections") == n
+        for attr in ("zoom_label_prob", "boxgrader_p_other_class", "cleanlab_swap"):
+            vals = ours_view.values(f"ground_truth.detections.{attr}", unwind=True)
+            assert all(v is not None for v in vals), (name, attr, vals)
+    assert rep.reports["boxgrader"].info["checkpoint"].endswith("coco128.pt")   # the shipped one
     assert "unknown_class" not in rep.reports["boxgrader"].skipped
     assert not {k: v for k, v in rep.reports["zoom"].skipped.items() if "unknown" in k}

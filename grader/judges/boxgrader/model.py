@@ -93,16 +93,18 @@ class BoxGrader:
     def det_index(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.config["detector_classes"])}
 
-    def respell(self, spellings: dict[str, str]) -> "BoxGrader":
-        """Name the class head's and the detector's classes as a dataset spells them
-        (:func:`grader.classes.dataset_spellings`), so its labels are looked up as the same
-        classes; features and predictions are unchanged."""
-        from ...classes import respell
+    def respell(self, labels: Sequence[str]) -> "BoxGrader":
+        """Name the class head's and the detector's classes as ``labels`` (a field's distinct
+        classes) spell them (``Person``, ``aeroplane``: :func:`grader.classes.dataset_spellings`),
+        so those labels are looked up as the same classes; features and predictions are
+        unchanged."""
+        from ...classes import dataset_spellings, respell
 
+        det = list(self.config.get("detector_classes") or [])
+        spellings = dataset_spellings([*self.classes, *det], labels)
         if spellings:
             self.classes = respell(self.classes, spellings)
-            self.config = {**self.config, "detector_classes": respell(
-                self.config.get("detector_classes") or [], spellings)}
+            self.config = {**self.config, "detector_classes": respell(det, spellings)}
         return self
 
     def label_inputs(self, X: np.ndarray, labels: Sequence[str]) -> np.ndarray:
