@@ -407,6 +407,25 @@ def test_auto_fits_the_ensemble_on_unknown_classes(unknown_classes):
     assert got >= 0.8 and got > old + 0.05, (got, old)
 
 
+def test_shipped_model_is_checked_unless_nine_in_ten_labels_are_its_classes():
+    from grader.ensemble import shipped_model_fit
+
+    ds = fo.Dataset()
+    try:
+        def field(labels):
+            ds.clear()
+            ds.add_sample(fo.Sample(filepath="/x.jpg", gt=fo.Detections(detections=[
+                fo.Detection(label=l, bounding_box=[0.1, 0.1, 0.2, 0.2]) for l in labels])))
+            return shipped_model_fit(ds, "gt", {"classes": ["cat", "dog"]})
+
+        mixed = field(["cat"] * 6 + ["Dog"] + ["widget"] * 3)   # "Dog" is the model's dog
+        assert mixed["fits"] is False and mixed["known_share"] == 0.7
+        assert field(["cat"] * 9 + ["widget"])["fits"] is True
+        assert shipped_model_fit(ds, "gt", None)["fits"] is False
+    finally:
+        ds.delete()
+
+
 def test_auto_keeps_the_shipped_model_on_coco_classes(noisy):
     from grader.judges.consistency import run_consistency
 
