@@ -28,8 +28,8 @@ def dataset_spellings(classes: Sequence[str], labels: Sequence[str]) -> dict[str
     by_canon: dict[str, list[str]] = {}
     for lab in sorted(labels):
         by_canon.setdefault(canonical(lab), []).append(lab)
-    return {c: by_canon[canonical(c)][0] for c in classes
-            if c not in labels and canonical(c) in by_canon}
+    return {c: by_canon[k][0] for c in classes
+            if c not in labels and (k := canonical(c)) in by_canon}
 
 
 def respell(classes: Sequence[str], spellings: dict[str, str]) -> list[str]:

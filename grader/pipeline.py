@@ -295,7 +295,7 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
         return given, None
     from .judges.boxgrader.features import default_detector_path
 
-    why, share = None, 0.0
+    why, mixed, share = None, None, 0.0
     if not os.path.isfile(SHIPPED_BOXGRADER):
         why = "no shipped box grader"
     else:
@@ -311,22 +311,18 @@ def _boxgrader_checkpoint(ctx: GradeContext, train: bool = True) -> tuple[str | 
         if share < SHIPPED_BOXGRADER_MIN_KNOWN:
             why = knows
         elif share <= 1.0 - MIXED_MIN_UNKNOWN:
-            # it runs; a grader trained here takes the labels of the other classes
-            spec, _ = _train_spec(ctx, knows + "; trained for the others")
-            if spec is not None and os.path.isfile(default_detector_path("yolox-nano")):
-                ctx.resolved["boxgrader_train"] = spec
-                ctx.resolved["boxgrader_known"] = SHIPPED_BOXGRADER
-                if train:
-                    _ensure_trained(ctx)
-                return spec["checkpoint"], None
-    if why is None:
+            # it runs; a grader trained here, where one can be, takes the other classes' labels
+            mixed = knows + "; trained for the others"
+    spec = None
+    if why is not None or mixed is not None:
+        spec, why_not = _train_spec(ctx, why or mixed)
+        if spec is None and why is not None:
+            return None, why_not
+    if spec is None:   # the shipped grader for every label
         if not os.path.isfile(default_detector_path("yolox-nano")):
             return None, (f"the shipped box grader needs YOLOX-Nano at "
                           f"{default_detector_path('yolox-nano')} (set LABEL_GRADER_DETECTORS)")
         return SHIPPED_BOXGRADER, None
-    spec, why_not = _train_spec(ctx, why)
-    if spec is None:
-        return None, why_not
     ctx.resolved["boxgrader_train"] = spec
     if share > 0:   # the labels of the classes it does know stay with the shipped grader
         ctx.resolved["boxgrader_known"] = SHIPPED_BOXGRADER

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..classes import COCO_SPELLINGS
 
+
 def read_names(path: str) -> list[str]:
     """Class names, one per line (Darknet ``coco.names`` style), mapped to COCO's spelling
     (coco.names says VOC's ``tvmonitor`` and the like: :data:`grader.classes.COCO_SPELLINGS`)."""

@@ -156,7 +156,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     routes = [(grader, fold_of, fold_graders)]
     if known_grader is not None:
         routes.insert(0, (known_grader, *known_folds))
-    route_classes = [set(g.classes) for g, _, _ in routes]
+    route_index = [{c: j for j, c in enumerate(g.classes)} for g, _, _ in routes]
     scores: dict[tuple[str, str], dict[str, Any]] = {}
     n_fold, by_route = 0, Counter()
     for (path, _), ks, X in zip(groups, keys, feats):
@@ -164,7 +164,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
             continue
         labels = [k[2] for k in ks]
         # each label to the first grader that knows its class (else the last: ``grader``)
-        route = np.array([next((i for i, cs in enumerate(route_classes) if lab in cs),
+        route = np.array([next((i for i, ci in enumerate(route_index) if lab in ci),
                                len(routes) - 1) for lab in labels])
         by_fold = False
         for i, (g, f_of, f_graders) in enumerate(routes):
@@ -175,7 +175,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
             by_fold |= fk is not None
             by_route[g.meta.get("checkpoint") or "boxgrader"] += len(rows)
             p = (g if fk is None else f_graders[fk]).predict(X[rows], [labels[r] for r in rows])
-            cindex = {c: j for j, c in enumerate(g.classes)}
+            cindex = route_index[i]
             for q, r in enumerate(rows):
                 sid, lid, lab = ks[r]
                 pq, pc = p["p_quality"][q], p["p_class"][q]
