@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from grader.evaluate import auroc
-from grader.judges.zoom import ZOOM_ATTRS, run_zoom, square_window
+from grader.judges.zoom import (ZOOM_ATTRS, _features, explained_elsewhere, image_others, run_zoom,
+                               square_window)
 from grader.noise import inject_errors
 
 from conftest import shared_path
@@ -18,6 +19,42 @@ def test_square_window_is_square_with_min_size():
     assert 0 <= x1 < x2 <= w.width and 0 <= y1 < y2 <= w.height
     w = square_window((480, 640), (10, 10, 14, 14), context=2.0, min_crop=64)
     assert w.width == 64 and w.x0 == 0 and w.y0 == 0  # moved inside the image
+
+
+def _probs(k: int, n: int = 3, p: float = 0.9) -> np.ndarray:
+    out = np.full(n, (1 - p) / (n - 1))
+    out[k] = p
+    return out
+
+
+def test_class_evidence_of_another_labelled_object_is_not_a_swap():
+    """A couch with a person sitting on it: the person prediction overlapping the couch box is
+    the labelled person's evidence, so the couch is not scored as a swap to person; with the
+    person unlabelled, or labelled on the same extent as the couch (two labels on one object),
+    the same prediction still says 'person'."""
+    classes = ["couch", "person", "dog"]
+    couch = np.array([0.0, 100.0, 300.0, 300.0])
+    person = np.array([60.0, 20.0, 260.0, 280.0])            # IoU with the couch ~0.4
+    preds = np.array([[62.0, 22.0, 258.0, 282.0]])
+    probs, conf = _probs(1)[None], np.array([0.9])
+    kw = dict(conf_threshold=0.25, low_threshold=0.05, match_iou=0.3, classes=classes)
+
+    alone = _features(couch, preds, conf, probs, 0, **kw)
+    assert alone["zoom_other_label"] == "person" and alone["zoom_swap"] > 0.8
+    others = image_others(np.stack([couch, person]), [0, 1])
+    assert np.allclose(others[0][0], person[None]) and list(others[0][1]) == [1]
+    assert explained_elsewhere(couch, preds, probs, 0, *others[0]).tolist() == [True]
+    seen = _features(couch, preds, conf, probs, 0, **kw, others=others[0])
+    assert seen["zoom_other_prob"] == 0.0 and seen["zoom_swap"] == 0.0
+    # The person box keeps its own prediction as evidence for its class.
+    own = _features(person, preds, conf, probs, 1, **kw, others=others[1])
+    assert own["zoom_label_prob"] == pytest.approx(0.9)
+    # Two labels on one object (IoU >= 0.5): the prediction's class still speaks against one.
+    twin = np.array([[2.0, 102.0, 298.0, 298.0]])
+    assert not explained_elsewhere(couch, preds, probs, 0, twin, np.array([1])).any()
+    # A dog prediction is nobody else's: still evidence against the couch label.
+    dog = _features(couch, preds, conf, _probs(2)[None], 0, **kw, others=others[0])
+    assert dog["zoom_other_label"] == "dog" and dog["zoom_swap"] > 0.8
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,12 @@ pixels and compared with the box:
 - ``zoom_swap``: ``zoom_other_prob - zoom_label_prob`` (-1..1, high = another class fits better)
 - ``zoom_evidence``: ``max_j IoU_j * conf_j`` over all crop predictions (low = nothing there)
 
+A prediction whose class is that of another labelled box of the image, which it covers at least
+as well, is that box's evidence and is not matched for ``zoom_label_prob`` / ``zoom_other_prob``
+(:func:`explained_elsewhere`): on coco128's own labels, couches, benches, beds and tables with a
+person or food on them, bags and bats held by a labelled person were the top "swaps" a curator
+found to be correct labels (``bench/real_errors.py``).
+
 On coco128 (dev, 5% of each error injected, ``bench/zoom_dev.py``) these scored best per type
 among the variants tried: badloc ``zoom_badloc``, swap ``zoom_swap``, spurious ``zoom_evidence``.
 
@@ -98,10 +104,44 @@ def _render(job: _Job, *, context: float, min_crop: int, out_size: int | None):
     return job, (h, w), items, skips
 
 
+#: Another labelled box of the image overlapping this one below this IoU is a distinct object
+#: (above it, a twin: a duplicate, whose class evidence stays this box's).
+DISTINCT_IOU = 0.5
+
+
+def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
+                        label_idx: int | None, others_xyxy: np.ndarray,
+                        others_idx: np.ndarray, iou: np.ndarray | None = None) -> np.ndarray:
+    """Per prediction: True where its class is another labelled box's, which it covers at
+    least as well as it covers ``box`` — the person sitting on a couch, the pizza on a table,
+    the bat in a batter's hands. Such a prediction is that box's evidence, not a sign that
+    ``box`` has the wrong class. Boxes overlapping ``box`` at IoU >= :data:`DISTINCT_IOU`
+    explain nothing: two labels on one object are a duplicate, and the prediction's class is
+    what decides which of them is right."""
+    out = np.zeros(len(xyxy), dtype=bool)
+    if not len(xyxy) or not len(others_xyxy):
+        return out
+    distinct = iou_matrix(box[None], others_xyxy)[0] < DISTINCT_IOU
+    if not distinct.any():
+        return out
+    o_xyxy, o_idx = others_xyxy[distinct], np.asarray(others_idx)[distinct]
+    top = probs.argmax(1)
+    own = iou_matrix(box[None], xyxy)[0] if iou is None else iou
+    cover = iou_matrix(xyxy, o_xyxy)                                   # (P, G)
+    same = (o_idx[None, :] == top[:, None]) & (o_idx[None, :] >= 0)
+    out = (same & (cover >= own[:, None])).any(1)
+    if label_idx is not None:
+        out &= top != label_idx
+    return out
+
+
 def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.ndarray,
               label_idx: int | None, conf_threshold: float, low_threshold: float,
-              match_iou: float, classes: list[str]) -> dict[str, Any]:
-    """Per-box zoom attributes from the crop's predictions (image pixels)."""
+              match_iou: float, classes: list[str],
+              others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Per-box zoom attributes from the crop's predictions (image pixels); ``others``: the
+    image's other labelled boxes (xyxy, detector class index or -1), whose objects' predictions
+    do not count as class evidence for this box (:func:`explained_elsewhere`)."""
     if len(xyxy) == 0:
         return {"zoom_support": 0.0, "zoom_label_prob": 0.0 if label_idx is not None else None,
                 "zoom_other_label": None, "zoom_other_prob": 0.0, "zoom_iou": 0.0,
@@ -111,6 +151,8 @@ def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.nda
     confident = conf >= conf_threshold
     support = float(iou[confident].max()) if confident.any() else 0.0
     m = iou >= match_iou
+    if others is not None and m.any():
+        m &= ~explained_elsewhere(box, xyxy, probs, label_idx, others[0], others[1], iou)
     out: dict[str, Any] = {"zoom_support": support,
                            "zoom_evidence": float((iou * probs.max(1)).max())}
     if m.any():
@@ -162,16 +204,33 @@ class ZoomSettings:
 
 
 def crop_attrs(box_xyxy: np.ndarray, rows: np.ndarray, win: CropWindow, crop_side: int,
-               label_idx: int | None, classes: list[str], s: ZoomSettings) -> dict[str, Any]:
+               label_idx: int | None, classes: list[str], s: ZoomSettings,
+               others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """The ``zoom_*`` attributes of one box from the detector's rows on its crop (``rows``:
-    ``(A, 4 + K)`` in the pixels of the ``crop_side`` input the window was resized to). Shared
-    by :func:`run_zoom` and the box grader, which runs the same crops for its own features."""
+    ``(A, 4 + K)`` in the pixels of the ``crop_side`` input the window was resized to; ``others``:
+    :func:`image_others`). Shared by :func:`run_zoom` and the box grader, which runs the same
+    crops for its own features."""
     b = postprocess(rows, len(classes), s.low_threshold, s.nms_iou)
     # crop pixels -> window pixels -> image pixels
     xyxy = b.xyxy * (win.width / crop_side) + np.array([win.x0, win.y0, win.x0, win.y0],
                                                         dtype=np.float64)
     return _features(np.asarray(box_xyxy, dtype=np.float64), xyxy, b.conf, b.probs, label_idx,
-                     s.conf_threshold, s.low_threshold, s.match_iou, classes)
+                     s.conf_threshold, s.low_threshold, s.match_iou, classes, others)
+
+
+def image_others(boxes_xyxy: np.ndarray, label_idx: Sequence[int | None]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per box of one image: the image's other boxes and their detector class indices (-1 for
+    a class the detector lacks), the ``others`` of :func:`crop_attrs`."""
+    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    idx = np.array([-1 if i is None else int(i) for i in label_idx], dtype=np.int64)
+    keep = np.ones(len(b), dtype=bool)
+    out = []
+    for k in range(len(b)):
+        keep[k] = False
+        out.append((b[keep], idx[keep]))
+        keep[k] = True
+    return out
 
 
 class SharedZoom:
@@ -203,14 +262,15 @@ class SharedZoom:
         self.report.samples_seen += 1
         self.report.samples_scored += 1
         self.report.skip("degenerate_box", degenerate)
-        for lid, label, box, (win, rows) in zip(label_ids, labels, boxes_xyxy, crops):
+        others = image_others(boxes_xyxy, [self.index.get(l) for l in labels])
+        for lid, label, box, (win, rows), oth in zip(label_ids, labels, boxes_xyxy, crops, others):
             if label is None:
                 self.report.skip("missing_label")
                 continue
             li = self.index.get(label)
             if li is None:
                 self.report.skip("class_unknown_to_detector")
-            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings)
+            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings, oth)
             for a in ZOOM_ATTRS:
                 self.values[a][(sample_id, lid)] = feats[a]
             self.report.labels_scored += 1
@@ -266,7 +326,7 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
     work = partial(_render, context=settings.context, min_crop=settings.min_crop, out_size=out_size)
     workers = default_workers() if num_workers is None else num_workers
     values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}
-    pending: list[tuple[_Job, tuple[int, int], int, np.ndarray, CropWindow, np.ndarray]] = []
+    pending: list[tuple[_Job, tuple[int, int], int, np.ndarray, CropWindow, np.ndarray, tuple]] = []
 
     def flush() -> None:
         nonlocal forward_s
@@ -275,11 +335,11 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
         t0 = time.perf_counter()
         rows = det.predict([p[5] for p in pending])
         forward_s += time.perf_counter() - t0
-        for (job, hw, i, box, win, crop), r in zip(pending, rows):
+        for (job, hw, i, box, win, crop, oth), r in zip(pending, rows):
             li = index.get(job.labels[i])
             if li is None:
                 report.skip("class_unknown_to_detector")
-            feats = crop_attrs(box, r, win, crop.shape[1], li, classes, settings)
+            feats = crop_attrs(box, r, win, crop.shape[1], li, classes, settings, oth)
             key = (job.sample_id, job.label_ids[i])
             for a in ZOOM_ATTRS:
                 values[a][key] = feats[a]
@@ -293,8 +353,10 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
             report.skip(key, v)
         if hw is not None or not job.label_ids:
             report.samples_scored += 1
-        for i, box, win, crop in items:
-            pending.append((job, hw, i, box, win, crop))
+        others = image_others(np.array([it[1] for it in items]).reshape(-1, 4),
+                              [index.get(job.labels[it[0]]) for it in items])
+        for (i, box, win, crop), oth in zip(items, others):
+            pending.append((job, hw, i, box, win, crop, oth))
             if len(pending) >= batch_size:
                 flush()
         if progress:
