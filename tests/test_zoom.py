@@ -52,6 +52,9 @@ def test_class_evidence_of_another_labelled_object_is_not_a_swap():
     # Two labels on one object (IoU >= 0.5): the prediction's class still speaks against one.
     twin = np.array([[2.0, 102.0, 298.0, 298.0]])
     assert not explained_elsewhere(couch, preds, probs, 0, twin, np.array([1])).any()
+    # A prediction only loosely over the person (IoU < 0.5) is not assigned to it.
+    loose = np.array([[120.0, 10.0, 320.0, 250.0]])   # IoU 0.47 with the person, 0.33 with the couch
+    assert not explained_elsewhere(couch, loose, probs, 0, *others[0]).any()
     # A dog prediction is nobody else's: still evidence against the couch label.
     dog = _features(couch, preds, conf, _probs(2)[None], 0, **kw, others=others[0])
     assert dog["zoom_other_label"] == "dog" and dog["zoom_swap"] > 0.8
