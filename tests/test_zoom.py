@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from grader.evaluate import auroc
-from grader.judges.zoom import (ZOOM_ATTRS, _features, explained_elsewhere, image_others, run_zoom,
+from grader.judges.zoom import (ZOOM_ATTRS, _features, explained_elsewhere, image_boxes, run_zoom,
                                square_window)
 from grader.noise import inject_errors
 
@@ -41,22 +41,22 @@ def test_class_evidence_of_another_labelled_object_is_not_a_swap():
 
     alone = _features(couch, preds, conf, probs, 0, **kw)
     assert alone["zoom_other_label"] == "person" and alone["zoom_swap"] > 0.8
-    others = image_others(np.stack([couch, person]), [0, 1])
-    assert np.allclose(others[0][0], person[None]) and list(others[0][1]) == [1]
-    assert explained_elsewhere(couch, preds, probs, 0, *others[0]).tolist() == [True]
-    seen = _features(couch, preds, conf, probs, 0, **kw, others=others[0])
+    others = image_boxes(np.stack([couch, person]), [0, 1])
+    assert np.allclose(others[0], np.stack([couch, person])) and list(others[1]) == [0, 1]
+    assert explained_elsewhere(couch, preds, probs, 0, *others).tolist() == [True]
+    seen = _features(couch, preds, conf, probs, 0, **kw, others=others)
     assert seen["zoom_other_prob"] == 0.0 and seen["zoom_swap"] == 0.0
     # The person box keeps its own prediction as evidence for its class.
-    own = _features(person, preds, conf, probs, 1, **kw, others=others[1])
+    own = _features(person, preds, conf, probs, 1, **kw, others=others)
     assert own["zoom_label_prob"] == pytest.approx(0.9)
     # Two labels on one object (IoU >= 0.5): the prediction's class still speaks against one.
     twin = np.array([[2.0, 102.0, 298.0, 298.0]])
     assert not explained_elsewhere(couch, preds, probs, 0, twin, np.array([1])).any()
     # A prediction only loosely over the person (IoU < 0.5) is not assigned to it.
     loose = np.array([[120.0, 10.0, 320.0, 250.0]])   # IoU 0.47 with the person, 0.33 with the couch
-    assert not explained_elsewhere(couch, loose, probs, 0, *others[0]).any()
+    assert not explained_elsewhere(couch, loose, probs, 0, *others).any()
     # A dog prediction is nobody else's: still evidence against the couch label.
-    dog = _features(couch, preds, conf, _probs(2)[None], 0, **kw, others=others[0])
+    dog = _features(couch, preds, conf, _probs(2)[None], 0, **kw, others=others)
     assert dog["zoom_other_label"] == "dog" and dog["zoom_swap"] > 0.8
 
 

@@ -18,9 +18,9 @@ pixels and compared with the box:
 - ``zoom_swap``: ``zoom_other_prob - zoom_label_prob`` (-1..1, high = another class fits better)
 - ``zoom_evidence``: ``max_j IoU_j * conf_j`` over all crop predictions (low = nothing there)
 
-A prediction whose class is that of another labelled box of the image, which it covers at IoU >=
-0.5 and at least as well, is that box's evidence and is not matched for ``zoom_label_prob`` / ``zoom_other_prob``
-(:func:`explained_elsewhere`): on coco128's own labels, couches, benches, beds and tables with a
+A prediction whose class is that of another labelled box of the image, which it covers at IoU
+>= 0.5 and at least as well, is that box's evidence and is not matched for ``zoom_label_prob`` /
+``zoom_other_prob`` (:func:`explained_elsewhere`): on coco128's own labels, couches, benches, beds and tables with a
 person or food on them, bags and bats held by a labelled person were the top "swaps" a curator
 found to be correct labels (``bench/real_errors.py``).
 
@@ -115,21 +115,22 @@ EXPLAINED_IOU = 0.5
 
 
 def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
-                        label_idx: int | None, others_xyxy: np.ndarray,
-                        others_idx: np.ndarray, iou: np.ndarray | None = None) -> np.ndarray:
-    """Per prediction: True where its class is another labelled box's, which it covers at
-    IoU >= :data:`EXPLAINED_IOU` and at least as well as it covers ``box`` — the person sitting on a couch, the pizza on a table,
+                        label_idx: int | None, image_xyxy: np.ndarray,
+                        image_idx: np.ndarray, iou: np.ndarray | None = None) -> np.ndarray:
+    """Per prediction: True where its class is another labelled box's (of ``image_xyxy`` /
+    ``image_idx``, :func:`image_boxes`), which it covers at IoU >= :data:`EXPLAINED_IOU` and at
+    least as well as it covers ``box``: the person sitting on a couch, the pizza on a table,
     the bat in a batter's hands. Such a prediction is that box's evidence, not a sign that
     ``box`` has the wrong class. Boxes overlapping ``box`` at IoU >= :data:`DISTINCT_IOU`
     explain nothing: two labels on one object are a duplicate, and the prediction's class is
-    what decides which of them is right."""
+    what decides which of them is right (``box`` itself, among the image's boxes, is one)."""
     out = np.zeros(len(xyxy), dtype=bool)
-    if not len(xyxy) or not len(others_xyxy):
+    if not len(xyxy) or not len(image_xyxy):
         return out
-    distinct = iou_matrix(box[None], others_xyxy)[0] < DISTINCT_IOU
+    distinct = iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU
     if not distinct.any():
         return out
-    o_xyxy, o_idx = others_xyxy[distinct], np.asarray(others_idx)[distinct]
+    o_xyxy, o_idx = image_xyxy[distinct], np.asarray(image_idx)[distinct]
     top = probs.argmax(1)
     own = iou_matrix(box[None], xyxy)[0] if iou is None else iou
     cover = iou_matrix(xyxy, o_xyxy)                                   # (P, G)
@@ -145,8 +146,8 @@ def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.nda
               match_iou: float, classes: list[str],
               others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Per-box zoom attributes from the crop's predictions (image pixels); ``others``: the
-    image's other labelled boxes (xyxy, detector class index or -1), whose objects' predictions
-    do not count as class evidence for this box (:func:`explained_elsewhere`)."""
+    image's labelled boxes (:func:`image_boxes`), whose objects' predictions do not count as
+    class evidence for this box (:func:`explained_elsewhere`)."""
     if len(xyxy) == 0:
         return {"zoom_support": 0.0, "zoom_label_prob": 0.0 if label_idx is not None else None,
                 "zoom_other_label": None, "zoom_other_prob": 0.0, "zoom_iou": 0.0,
@@ -213,7 +214,7 @@ def crop_attrs(box_xyxy: np.ndarray, rows: np.ndarray, win: CropWindow, crop_sid
                others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """The ``zoom_*`` attributes of one box from the detector's rows on its crop (``rows``:
     ``(A, 4 + K)`` in the pixels of the ``crop_side`` input the window was resized to; ``others``:
-    :func:`image_others`). Shared by :func:`run_zoom` and the box grader, which runs the same
+    :func:`image_boxes`). Shared by :func:`run_zoom` and the box grader, which runs the same
     crops for its own features."""
     b = postprocess(rows, len(classes), s.low_threshold, s.nms_iou)
     # crop pixels -> window pixels -> image pixels
@@ -223,19 +224,13 @@ def crop_attrs(box_xyxy: np.ndarray, rows: np.ndarray, win: CropWindow, crop_sid
                      s.conf_threshold, s.low_threshold, s.match_iou, classes, others)
 
 
-def image_others(boxes_xyxy: np.ndarray, label_idx: Sequence[int | None]
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per box of one image: the image's other boxes and their detector class indices (-1 for
-    a class the detector lacks), the ``others`` of :func:`crop_attrs`."""
-    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    idx = np.array([-1 if i is None else int(i) for i in label_idx], dtype=np.int64)
-    keep = np.ones(len(b), dtype=bool)
-    out = []
-    for k in range(len(b)):
-        keep[k] = False
-        out.append((b[keep], idx[keep]))
-        keep[k] = True
-    return out
+def image_boxes(boxes_xyxy: np.ndarray, label_idx: Sequence[int | None]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One image's labelled boxes and their detector class indices (-1 for a class the detector
+    lacks): the ``others`` of :func:`crop_attrs` for every box of the image (each box excludes
+    itself, as a box at IoU 1)."""
+    return (np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4),
+            np.array([-1 if i is None else int(i) for i in label_idx], dtype=np.int64))
 
 
 class SharedZoom:
@@ -267,15 +262,15 @@ class SharedZoom:
         self.report.samples_seen += 1
         self.report.samples_scored += 1
         self.report.skip("degenerate_box", degenerate)
-        others = image_others(boxes_xyxy, [self.index.get(l) for l in labels])
-        for lid, label, box, (win, rows), oth in zip(label_ids, labels, boxes_xyxy, crops, others):
+        idx = [self.index.get(l) for l in labels]
+        others = image_boxes(boxes_xyxy, idx)
+        for lid, label, li, box, (win, rows) in zip(label_ids, labels, idx, boxes_xyxy, crops):
             if label is None:
                 self.report.skip("missing_label")
                 continue
-            li = self.index.get(label)
             if li is None:
                 self.report.skip("class_unknown_to_detector")
-            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings, oth)
+            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings, others)
             for a in ZOOM_ATTRS:
                 self.values[a][(sample_id, lid)] = feats[a]
             self.report.labels_scored += 1
@@ -358,10 +353,10 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
             report.skip(key, v)
         if hw is not None or not job.label_ids:
             report.samples_scored += 1
-        others = image_others(np.array([it[1] for it in items]).reshape(-1, 4),
-                              [index.get(job.labels[it[0]]) for it in items])
-        for (i, box, win, crop), oth in zip(items, others):
-            pending.append((job, hw, i, box, win, crop, oth))
+        others = image_boxes(np.array([it[1] for it in items]).reshape(-1, 4),
+                             [index.get(job.labels[it[0]]) for it in items])
+        for i, box, win, crop in items:
+            pending.append((job, hw, i, box, win, crop, others))
             if len(pending) >= batch_size:
                 flush()
         if progress:
