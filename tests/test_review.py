@@ -325,6 +325,53 @@ def test_histogram(ds):
     assert empty["counts"] == [] and empty["n"] == 0
 
 
+def test_counts_histogram_and_page_match_a_python_pass(ds):
+    """The aggregations filter labels inside each sample before unwinding and run side by side
+    in review_snapshot: same counts, bins and order as one Python pass over the labels, with
+    reviewed labels, labels without the score and a score outside 0-1 present."""
+    import numpy as np
+
+    rows = [(sid, d) for sid, dets in zip(*ds.values(["id", "ground_truth.detections"]))
+            for d in (dets or [])]
+    # one reviewed suspect, one label without its swap score, badloc on a 0-40 scale
+    reviewed = next(d for _, d in rows if any(t.startswith("suspect:") for t in d.tags))
+    ds.select_labels(ids=[reviewed.id]).tag_labels(REVIEWED_OK_TAG, label_fields="ground_truth")
+    no_swap = rows[-1][1].id
+    ids, swap, badloc = ds.values(["ground_truth.detections.id",
+                                   "ground_truth.detections.cleanlab_swap",
+                                   "ground_truth.detections.cleanlab_badloc"])
+    ds.set_values("ground_truth.detections.cleanlab_swap",
+                  [[None if i == no_swap else v for i, v in zip(li, lv)] for li, lv in zip(ids, swap)])
+    ds.set_values("ground_truth.detections.cleanlab_badloc",
+                  [[40.0 * v for v in lv] for lv in badloc])
+    rows = [(sid, d) for sid, dets in zip(*ds.values(["id", "ground_truth.detections"]))
+            for d in (dets or [])]
+    live = [(sid, d) for sid, d in rows if REVIEWED_OK_TAG not in d.tags]
+    cands = [d for dets in ds.values("ground_truth_overlooked.detections") for d in (dets or [])]
+    assert cands    # the counts cover the candidates field too
+    counts = {}
+    for d in [d for _, d in live] + cands:
+        for t in d.tags:
+            if t.startswith("suspect:"):
+                counts[t] = counts.get(t, 0) + 1
+
+    snap = review.review_snapshot(ds, score="cleanlab_badloc", limit=50, bins=8)
+    assert {k: v for k, v in snap["counts"].items() if v} == counts
+    b = np.array([d["cleanlab_badloc"] for _, d in live])
+    assert snap["hist"]["edges"][0] == pytest.approx(b.min())
+    assert snap["hist"]["edges"][-1] == pytest.approx(b.max())
+    assert snap["hist"]["counts"] == np.histogram(b, bins=8, range=(b.min(), b.max()))[0].tolist()
+    queued = sorted((d for _, d in live if any(t.startswith("suspect:") for t in d.tags)),
+                    key=lambda d: (d["cleanlab_badloc"], d.id))
+    assert snap["page"].total == len(queued)
+    assert [it.label_id for it in snap["page"].items] == [d.id for d in queued][:50]
+
+    h = review.score_histogram(ds, "cleanlab_swap", bins=4)
+    sw = [d["cleanlab_swap"] for _, d in live if d["cleanlab_swap"] is not None]
+    assert h["n"] == len(sw) == len(live) - 1 and h["edges"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert h["counts"] == np.histogram(sw, bins=4, range=(0, 1))[0].tolist()
+
+
 def test_queue_without_scores_is_empty(synthetic_dataset):
     assert review.available_scores(synthetic_dataset) == []
     assert review.review_queue(synthetic_dataset) == []
