@@ -171,7 +171,8 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
     """A ``SharedZoom`` when the zoom step would run the box grader's own model on the same
     crops (the shipped YOLOX-Nano file, the box grader's zoom input size), else None."""
     from .detectors.cvdnn import YoloXNano
-    from .judges.zoom import SharedZoom, ZoomSettings
+    from .fields import read_detections
+    from .judges.zoom import SharedZoom, ZoomSettings, legit_partners
 
     o = ctx.opt("zoom")
     det = ctx.detector
@@ -181,7 +182,8 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
         return None
     fields = ZoomSettings.__dataclass_fields__
     return SharedZoom(ZoomSettings(**{k: v for k, v in o.items() if k in fields}),
-                      det.classes, det.name)
+                      det.classes, det.name,
+                      legit_partners(read_detections(ctx.collection, ctx.gt_field)))
 
 
 def _run_overlooked_step(ctx: GradeContext) -> RunReport:

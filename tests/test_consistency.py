@@ -283,6 +283,30 @@ def test_cross_class_duplicates_discounted_by_the_datasets_own_overlaps():
     assert iou / 2 < ev_[0][0] < iou and ev_[0][1] == pytest.approx(iou)
 
 
+def test_legit_partner_classes_name_the_datasets_own_on_in_pairs():
+    """A box lists the classes of the other-class boxes on or in it where the dataset holds
+    that pair legitimately (person/chair overlapping in other images); a never-seen pair
+    (car/truck twins) is a likely duplicate: not listed, and its boxes list nothing at all."""
+    from grader.judges.consistency import legit_partner_classes
+
+    twin = np.array([[0.1, 0.1, 0.2, 0.2], [0.11, 0.1, 0.2, 0.2]])       # IoU 0.905
+    on = np.array([[0.1, 0.1, 0.3, 0.5], [0.1, 0.3, 0.3, 0.3]])          # chair inside person
+    apart = np.array([[0.1, 0.1, 0.2, 0.2], [0.6, 0.6, 0.2, 0.2]])
+    # image 0: a car/truck twin with a person box lying in the car box as well
+    first = np.vstack([twin, [[0.12, 0.12, 0.1, 0.1]]])
+    boxes = [first, on, on, on, on, apart]
+    labels = [["car", "truck", "person"]] + [["person", "chair"]] * 4 + [["car", "truck"]]
+    got = legit_partner_classes(boxes, labels)
+    assert len(got) == 3 + 2 * 5
+    assert got[0] == set() and got[1] == set()     # the twins: a likely duplicate pair
+    assert got[3] == {"chair"} and got[4] == {"person"}    # person on chair, both ways
+    assert all(g == set() for g in got[-2:])       # apart: no overlap
+    assert got[2] == {"car", "truck"}       # person/car never overlap elsewhere, IoU 0.25
+    # Only one image with person/chair (IoU 0.6): its own overlap is no evidence of legitimacy.
+    assert legit_partner_classes([on], [["person", "chair"]]) == [set(), set()]
+    assert legit_partner_classes([], []) == []
+
+
 def test_cross_class_duplicates_on_coco128(coco128):
     """coco128's real cross-class duplicates (bench/chair, truck/car twice, backpack/handbag,
     checked by eye: bench/data/real_errors_coco128.json) reach the tag threshold; the

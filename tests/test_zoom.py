@@ -60,6 +60,47 @@ def test_class_evidence_of_another_labelled_object_is_not_a_swap():
     assert dog["zoom_other_label"] == "dog" and dog["zoom_swap"] > 0.8
 
 
+def test_a_twin_the_dataset_holds_legitimately_explains_its_prediction():
+    """A close-up pizza filling most of its labelled table (IoU >= 0.5, a "twin"): where the
+    dataset's labels show pizzas on tables (legit_partners), the pizza prediction is the pizza
+    box's evidence, not a swap of the table; a twin of a pair never seen overlapping (a truck
+    boxed again as car) still speaks against the label, and so does a prediction that fits
+    the table box itself better than the twin."""
+    from types import SimpleNamespace
+
+    from grader.judges.zoom import legit_partners
+
+    classes = ["dining table", "pizza", "car", "truck"]
+    table = np.array([0.0, 0.0, 400.0, 300.0])
+    pizza = np.array([20.0, 10.0, 390.0, 290.0])              # IoU with the table 0.86
+    preds = np.array([[22.0, 12.0, 388.0, 288.0]])            # the pizza
+    probs, conf = _probs(1, n=4)[None], np.array([0.9])
+    others = image_boxes(np.stack([table, pizza]), [0, 1])
+    kw = dict(conf_threshold=0.25, low_threshold=0.05, match_iou=0.3, classes=classes)
+    assert not explained_elsewhere(table, preds, probs, 0, *others).any()     # a twin
+    assert explained_elsewhere(table, preds, probs, 0, *others, twins=[1]).tolist() == [True]
+    seen = _features(table, preds, conf, probs, 0, **kw, others=others, twins=[1])
+    assert seen["zoom_other_prob"] == 0.0
+    # the pizza box keeps its own evidence; its own class in twins changes nothing
+    own = _features(pizza, preds, conf, probs, 1, **kw, others=others, twins=[1])
+    assert own["zoom_label_prob"] == pytest.approx(0.9)
+    # a prediction on the table's own extent is the table's, twin or not
+    whole = np.array([[1.0, 1.0, 399.0, 299.0]])
+    assert not explained_elsewhere(table, whole, probs, 0, *others, twins=[1]).any()
+
+    # legit_partners: pizza-on-table in the other images makes the pair legitimate; a
+    # car/truck twin never seen overlapping elsewhere is a likely duplicate.
+    rel = lambda b: [b[0] / 400, b[1] / 300, (b[2] - b[0]) / 400, (b[3] - b[1]) / 300]
+    on_table = [rel(table), [0.3, 0.3, 0.3, 0.3]]
+    boxes = ([[rel(table), rel(pizza)], [[0.8, 0.1, 0.1, 0.1], [0.81, 0.1, 0.1, 0.1]]]
+             + [on_table] * 4)
+    labels = [["dining table", "pizza"], ["car", "truck"]] + [["dining table", "pizza"]] * 4
+    ids = [[f"{s}-{j}" for j in range(len(b))] for s, b in enumerate(boxes)]
+    got = legit_partners(SimpleNamespace(boxes=boxes, labels=labels, ids=ids))
+    assert got["0-0"] == {"pizza"} and got["0-1"] == {"dining table"}
+    assert "1-0" not in got and "1-1" not in got
+
+
 @pytest.fixture(scope="module")
 def zoomed(coco128_base):
     if shared_path("detectors") is None:

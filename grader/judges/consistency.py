@@ -177,6 +177,31 @@ def pair_cooccurrence(codes: np.ndarray, image_of: np.ndarray, ci: np.ndarray,
     return np.where(keys[pos] == want, n[pos], 0)
 
 
+def pair_legitimacy(pairs: dict[str, np.ndarray], cooc: np.ndarray,
+                    overlap_ioa: float = XDUP_OVERLAP_IOA,
+                    prior_images: float = XDUP_PRIOR_IMAGES) -> np.ndarray:
+    """Per overlapping different-class pair (see :func:`cross_class_scores`): how legitimately
+    its two classes overlap in this dataset, the share of the *other* images holding both
+    where a box of one lies mostly inside a box of the other (IoA >= ``overlap_ioa``), with
+    ``prior_images`` pseudo-images of no overlap."""
+    img, ci, cj = pairs["img"], pairs["ci"], pairs["cj"]
+    if not len(ci):
+        return np.zeros(0)
+    ov = pairs["ioa"] >= overlap_ioa
+    k = int(max(ci.max(), cj.max())) + 1
+    pair_key = np.minimum(ci, cj).astype(np.int64) * k + np.maximum(ci, cj)
+    # Images where the class pair overlaps: (image, class pair) once each, however many of
+    # the image's boxes overlap.
+    seen = np.unique(img[ov].astype(np.int64) * (k * k) + pair_key[ov]) % (k * k)
+    keys, n_ov = np.unique(seen, return_counts=True)
+    O = np.zeros(len(pair_key), dtype=np.int64)   # images where the class pair overlaps
+    if len(keys):
+        pos = np.clip(np.searchsorted(keys, pair_key), 0, len(keys) - 1)
+        O = np.where(keys[pos] == pair_key, n_ov[pos], 0)
+    # Leave the pair's own image out (exact for an overlapping pair: its image counts once).
+    return np.clip((O - ov) / np.maximum(cooc - 1 + prior_images, 1e-9), 0.0, 1.0)
+
+
 def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: int,
                        weakness: np.ndarray | None = None, margin: float = DEFAULT_MARGIN,
                        overlap_ioa: float = XDUP_OVERLAP_IOA,
@@ -201,21 +226,8 @@ def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: 
     partner = np.full(n_boxes, -1, dtype=np.int64)
     if not len(pairs["i"]):
         return out, partner
-    img, i, j, ci, cj = (pairs[k] for k in ("img", "i", "j", "ci", "cj"))
-    ov = pairs["ioa"] >= overlap_ioa
-    k = int(max(ci.max(), cj.max())) + 1
-    pair_key = np.minimum(ci, cj).astype(np.int64) * k + np.maximum(ci, cj)
-    # Images where the class pair overlaps: (image, class pair) once each, however many of
-    # the image's boxes overlap.
-    seen = np.unique(img[ov].astype(np.int64) * (k * k) + pair_key[ov]) % (k * k)
-    keys, n_ov = np.unique(seen, return_counts=True)
-    O = np.zeros(len(pair_key), dtype=np.int64)   # images where the class pair overlaps
-    if len(keys):
-        pos = np.clip(np.searchsorted(keys, pair_key), 0, len(keys) - 1)
-        O = np.where(keys[pos] == pair_key, n_ov[pos], 0)
-    # Leave the pair's own image out (exact for an overlapping pair: its image counts once).
-    legit = np.clip((O - ov) / np.maximum(cooc - 1 + prior_images, 1e-9), 0.0, 1.0)
-    raw = pairs["iou"] * (1.0 - legit)
+    i, j = pairs["i"], pairs["j"]
+    raw = pairs["iou"] * (1.0 - pair_legitimacy(pairs, cooc, overlap_ioa, prior_images))
     order = np.lexsort((-raw, i))
     first = order[np.r_[True, i[order][1:] != i[order][:-1]]]
     bi, bj, braw = i[first], j[first], raw[first]
@@ -235,6 +247,39 @@ def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: 
     out[bi] = braw * split
     partner[bi] = bj
     return out, partner
+
+
+def legit_partner_classes(boxes: list[np.ndarray], labels: list[list[str]],
+                          overlap_ioa: float = XDUP_OVERLAP_IOA,
+                          prior_images: float = XDUP_PRIOR_IMAGES,
+                          max_xdup: float = XDUP_TAG_SCORE) -> list[set[str]]:
+    """Per box (flat, image order): the classes of the other-class boxes of its image that lie
+    mostly on or in it (IoA >= ``overlap_ioa``) as a pair this dataset holds legitimately,
+    i.e. the pair's cross-class duplicate score ``IoU (1 - legit)`` stays below ``max_xdup``
+    (:func:`cross_class_scores`): the person on a couch, the pizza on a table. A pair at or
+    above it is a likely duplicate: not listed, and its boxes list nothing."""
+    sizes = np.array([len(b) for b in boxes], dtype=int)
+    out: list[set[str]] = [set() for _ in range(int(sizes.sum()))]
+    if not sizes.sum():
+        return out
+    flat_labels = np.asarray([l for ls in labels for l in ls], dtype=object).astype(str)
+    names, flat_codes = np.unique(flat_labels, return_inverse=True)
+    cross: dict[str, list] = {}
+    for chunk, b, codes, w in _image_batches(boxes, sizes, flat_codes):
+        part: dict[str, list] = {}
+        _pairwise_batch(b, codes, w, sizes[chunk], cross=part)
+        _add_cross(cross, part, chunk, codes, sizes)
+    pairs, cooc = _cross_pairs(cross, flat_codes, sizes)
+    if not len(pairs["i"]):
+        return out
+    raw = pairs["iou"] * (1.0 - pair_legitimacy(pairs, cooc, overlap_ioa, prior_images))
+    # A box in a likely duplicate pair has its class in question: nothing explains its evidence.
+    in_dup = np.zeros(len(out), dtype=bool)
+    in_dup[pairs["i"][raw >= max_xdup]] = True
+    keep = (pairs["ioa"] >= overlap_ioa) & (raw < max_xdup) & ~in_dup[pairs["i"]]
+    for i, cj in zip(pairs["i"][keep], pairs["cj"][keep]):
+        out[int(i)].add(str(names[cj]))
+    return out
 
 
 def duplicate_scores(boxes: np.ndarray, labels: Sequence[str],
@@ -289,6 +334,55 @@ def geometry_features(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray
                      np.log(bw * bh)], axis=1)
 
 
+def _image_batches(boxes: list[np.ndarray], sizes: np.ndarray, flat_codes: np.ndarray,
+                   weakness: list[np.ndarray] | None = None):
+    """Images with 2+ boxes batched by box count: yields ``(chunk, b, codes, w)`` with the
+    image indices and their boxes (G, m, 4), class codes and weakness padded to m boxes.
+    A batch is capped at ~4M pair entries to bound memory on images with hundreds of boxes."""
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    bucket = np.where(sizes > 1, sizes, 0)
+    for m in np.unique(bucket[bucket > 0]):
+        imgs = np.nonzero(bucket == m)[0]
+        step = max(1, int(4_000_000 // (m * m)))
+        for c0 in range(0, len(imgs), step):
+            chunk = imgs[c0:c0 + step]
+            G = len(chunk)
+            b = np.zeros((G, m, 4))
+            codes = np.full((G, m), -1, dtype=np.int64)
+            w = np.full((G, m), np.nan)
+            for g, i in enumerate(chunk):
+                k = sizes[i]
+                b[g, :k] = boxes[i]
+                codes[g, :k] = flat_codes[starts[i]:starts[i] + k]
+                if weakness is not None:
+                    w[g, :k] = weakness[i]
+            yield chunk, b, codes, w
+
+
+def _add_cross(cross: dict, part: dict, chunk: np.ndarray, codes: np.ndarray,
+               sizes: np.ndarray) -> None:
+    """Append one batch's different-class pairs (``part``, from :func:`_pairwise_batch`, in
+    batch-local indices) to ``cross`` as image and flat box indices with class codes."""
+    if not part:
+        return
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    g, i, j = (np.concatenate(part[k]) for k in ("g", "i", "j"))
+    img = chunk[g]
+    for k, v in (("img", img), ("i", starts[img] + i), ("j", starts[img] + j),
+                 ("ci", codes[g, i]), ("cj", codes[g, j]), ("iou", np.concatenate(part["iou"])),
+                 ("ioa", np.concatenate(part["ioa"]))):
+        cross.setdefault(k, []).append(v)
+
+
+def _cross_pairs(cross: dict, flat_codes: np.ndarray, sizes: np.ndarray):
+    """The collected different-class pairs as arrays, and each pair's class co-occurrence."""
+    pairs = {k: (np.concatenate(cross[k]) if k in cross else np.zeros(0, dtype=np.int64))
+             for k in ("img", "i", "j", "ci", "cj", "iou", "ioa")}
+    cooc = pair_cooccurrence(flat_codes, np.repeat(np.arange(len(sizes)), sizes), pairs["ci"],
+                             pairs["cj"])
+    return pairs, cooc
+
+
 def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
                        widths: Sequence[float | None], heights: Sequence[float | None],
                        weakness: list[np.ndarray] | None = None,
@@ -309,44 +403,17 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
         return out
     flat_labels = np.asarray([l for ls in labels for l in ls], dtype=object).astype(str)
     _, flat_codes = np.unique(flat_labels, return_inverse=True)
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    bucket = np.where(sizes > 1, sizes, 0)
     cross: dict[str, list] = {}
-    # Cap a batch at ~4M pair entries to bound memory on images with hundreds of boxes.
-    for m in np.unique(bucket[bucket > 0]):
-        imgs = np.nonzero(bucket == m)[0]
-        step = max(1, int(4_000_000 // (m * m)))
-        for c0 in range(0, len(imgs), step):
-            chunk = imgs[c0:c0 + step]
-            G = len(chunk)
-            b = np.zeros((G, m, 4))
-            codes = np.full((G, m), -1, dtype=np.int64)
-            w = np.full((G, m), np.nan)
-            for g, i in enumerate(chunk):
-                k = sizes[i]
-                b[g, :k] = boxes[i]
-                codes[g, :k] = flat_codes[starts[i]:starts[i] + k]
-                if weakness is not None:
-                    w[g, :k] = weakness[i]
-            part: dict[str, list] = {}
-            same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk], margin, cross=part)
-            if part:
-                g, i, j = (np.concatenate(part[k]) for k in ("g", "i", "j"))
-                img = chunk[g]
-                for k, v in (("img", img), ("i", starts[img] + i), ("j", starts[img] + j),
-                             ("ci", codes[g, i]), ("cj", codes[g, j]),
-                             ("iou", np.concatenate(part["iou"])),
-                             ("ioa", np.concatenate(part["ioa"]))):
-                    cross.setdefault(k, []).append(v)
-            for g, i in enumerate(chunk):
-                k = sizes[i]
-                out["consistency_dup_iou"][i] = same[g, :k]
-                out["consistency_dup_iou_any"][i] = anyc[g, :k]
-                out["consistency_duplicate"][i] = dup[g, :k]
-    pairs = {k: (np.concatenate(cross[k]) if k in cross else np.zeros(0, dtype=np.int64))
-             for k in ("img", "i", "j", "ci", "cj", "iou", "ioa")}
-    cooc = pair_cooccurrence(flat_codes, np.repeat(np.arange(len(sizes)), sizes), pairs["ci"],
-                             pairs["cj"])
+    for chunk, b, codes, w in _image_batches(boxes, sizes, flat_codes, weakness):
+        part: dict[str, list] = {}
+        same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk], margin, cross=part)
+        _add_cross(cross, part, chunk, codes, sizes)
+        for g, i in enumerate(chunk):
+            k = sizes[i]
+            out["consistency_dup_iou"][i] = same[g, :k]
+            out["consistency_dup_iou_any"][i] = anyc[g, :k]
+            out["consistency_duplicate"][i] = dup[g, :k]
+    pairs, cooc = _cross_pairs(cross, flat_codes, sizes)
     xw = np.concatenate(xdup_weakness) if xdup_weakness is not None else None
     xdup, _ = cross_class_scores(pairs, cooc, int(sizes.sum()), xw, margin, xdup_overlap_ioa,
                                  xdup_prior_images)

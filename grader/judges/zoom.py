@@ -22,7 +22,9 @@ A prediction whose class is that of another labelled box of the image, which it 
 >= 0.5 and at least as well, is that box's evidence and is not matched for ``zoom_label_prob`` /
 ``zoom_other_prob`` (:func:`explained_elsewhere`): on coco128's own labels, couches, benches, beds and tables with a
 person or food on them, bags and bats held by a labelled person were the top "swaps" a curator
-found to be correct labels (``bench/real_errors.py``).
+found to be correct labels (``bench/real_errors.py``). A box overlapping this one at IoU >= 0.5
+does so only when the dataset's labels hold that class pair legitimately (:func:`legit_partners`:
+a close-up pizza filling its table), not as a likely cross-class duplicate.
 
 On coco128 (dev, 5% of each error injected, ``bench/zoom_dev.py``) these scored best per type
 among the variants tried: badloc ``zoom_badloc``, swap ``zoom_swap``, spurious ``zoom_evidence``.
@@ -37,7 +39,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import cv2
 import numpy as np
@@ -116,21 +118,27 @@ EXPLAINED_IOU = 0.5
 
 def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
                         label_idx: int | None, image_xyxy: np.ndarray,
-                        image_idx: np.ndarray, iou: np.ndarray | None = None) -> np.ndarray:
+                        image_idx: np.ndarray, iou: np.ndarray | None = None,
+                        twins: Collection[int] = ()) -> np.ndarray:
     """Per prediction: True where its class is another labelled box's (of ``image_xyxy`` /
     ``image_idx``, :func:`image_boxes`), which it covers at IoU >= :data:`EXPLAINED_IOU` and at
     least as well as it covers ``box``: the person sitting on a couch, the pizza on a table,
     the bat in a batter's hands. Such a prediction is that box's evidence, not a sign that
     ``box`` has the wrong class. Boxes overlapping ``box`` at IoU >= :data:`DISTINCT_IOU`
     explain nothing: two labels on one object are a duplicate, and the prediction's class is
-    what decides which of them is right (``box`` itself, among the image's boxes, is one)."""
+    what decides which of them is right (``box`` itself, among the image's boxes, is one) --
+    unless their class is in ``twins``: classes this dataset's labels show lying on or in
+    ``box``'s class legitimately (:func:`legit_partners`: a pizza filling most of its table)."""
     out = np.zeros(len(xyxy), dtype=bool)
     if not len(xyxy) or not len(image_xyxy):
         return out
-    distinct = iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU
-    if not distinct.any():
+    image_idx = np.asarray(image_idx)
+    may = iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU
+    if len(twins):
+        may |= np.isin(image_idx, list(twins)) & (image_idx != (-1 if label_idx is None else label_idx))
+    if not may.any():
         return out
-    o_xyxy, o_idx = image_xyxy[distinct], np.asarray(image_idx)[distinct]
+    o_xyxy, o_idx = image_xyxy[may], image_idx[may]
     top = probs.argmax(1)
     own = iou_matrix(box[None], xyxy)[0] if iou is None else iou
     cover = iou_matrix(xyxy, o_xyxy)                                   # (P, G)
@@ -141,13 +149,28 @@ def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
     return out
 
 
+def legit_partners(table) -> dict[str, set[str]]:
+    """Per label id of a :func:`grader.fields.read_detections` table: the classes that lie on or
+    in it as a pair the dataset holds legitimately
+    (:func:`grader.judges.consistency.legit_partner_classes`); labels without any are left out."""
+    from .consistency import legit_partner_classes
+
+    boxes = [np.asarray([b if b is not None else [np.nan] * 4 for b in (per or [])],
+                        dtype=float).reshape(-1, 4) for per in table.boxes]
+    labels = [[str(l) for l in (per or [])] for per in table.labels]
+    got = legit_partner_classes(boxes, labels)
+    ids = [i for per in table.ids for i in (per or [])]
+    return {i: g for i, g in zip(ids, got) if g}
+
+
 def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.ndarray,
               label_idx: int | None, conf_threshold: float, low_threshold: float,
               match_iou: float, classes: list[str],
-              others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+              others: tuple[np.ndarray, np.ndarray] | None = None,
+              twins: Collection[int] = ()) -> dict[str, Any]:
     """Per-box zoom attributes from the crop's predictions (image pixels); ``others``: the
     image's labelled boxes (:func:`image_boxes`), whose objects' predictions do not count as
-    class evidence for this box (:func:`explained_elsewhere`)."""
+    class evidence for this box (:func:`explained_elsewhere`, with ``twins``)."""
     if len(xyxy) == 0:
         return {"zoom_support": 0.0, "zoom_label_prob": 0.0 if label_idx is not None else None,
                 "zoom_other_label": None, "zoom_other_prob": 0.0, "zoom_iou": 0.0,
@@ -158,7 +181,7 @@ def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.nda
     support = float(iou[confident].max()) if confident.any() else 0.0
     m = iou >= match_iou
     if others is not None and m.any():
-        m &= ~explained_elsewhere(box, xyxy, probs, label_idx, others[0], others[1], iou)
+        m &= ~explained_elsewhere(box, xyxy, probs, label_idx, others[0], others[1], iou, twins)
     out: dict[str, Any] = {"zoom_support": support,
                            "zoom_evidence": float((iou * probs.max(1)).max())}
     if m.any():
@@ -211,17 +234,18 @@ class ZoomSettings:
 
 def crop_attrs(box_xyxy: np.ndarray, rows: np.ndarray, win: CropWindow, crop_side: int,
                label_idx: int | None, classes: list[str], s: ZoomSettings,
-               others: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+               others: tuple[np.ndarray, np.ndarray] | None = None,
+               twins: Collection[int] = ()) -> dict[str, Any]:
     """The ``zoom_*`` attributes of one box from the detector's rows on its crop (``rows``:
     ``(A, 4 + K)`` in the pixels of the ``crop_side`` input the window was resized to; ``others``:
-    :func:`image_boxes`). Shared by :func:`run_zoom` and the box grader, which runs the same
-    crops for its own features."""
+    :func:`image_boxes`; ``twins``: see :func:`explained_elsewhere`). Shared by :func:`run_zoom`
+    and the box grader, which runs the same crops for its own features."""
     b = postprocess(rows, len(classes), s.low_threshold, s.nms_iou)
     # crop pixels -> window pixels -> image pixels
     xyxy = b.xyxy * (win.width / crop_side) + np.array([win.x0, win.y0, win.x0, win.y0],
                                                         dtype=np.float64)
     return _features(np.asarray(box_xyxy, dtype=np.float64), xyxy, b.conf, b.probs, label_idx,
-                     s.conf_threshold, s.low_threshold, s.match_iou, classes, others)
+                     s.conf_threshold, s.low_threshold, s.match_iou, classes, others, twins)
 
 
 def image_boxes(boxes_xyxy: np.ndarray, label_idx: Sequence[int | None]
@@ -233,16 +257,22 @@ def image_boxes(boxes_xyxy: np.ndarray, label_idx: Sequence[int | None]
             np.array([-1 if i is None else int(i) for i in label_idx], dtype=np.int64))
 
 
+def _twins(classes: set[str] | None, index: dict[str, int]) -> list[int]:
+    return [index[c] for c in classes if c in index] if classes else []
+
+
 class SharedZoom:
     """The zoom judge scored inside another step's crop passes (grade()'s box grader runs the
     same YOLOX-Nano on a crop around every box): that step calls :meth:`add` per image, then
     :meth:`write` once. Samples it did not cover (unreadable, no metadata, features read from
     a cache, no labels) are left for :func:`run_zoom` on the rest (:attr:`covered`)."""
 
-    def __init__(self, settings: ZoomSettings, classes: Sequence[str], detector: str = "yolox-nano"):
+    def __init__(self, settings: ZoomSettings, classes: Sequence[str], detector: str = "yolox-nano",
+                 partners: dict[str, set[str]] | None = None):
         settings.check()
         self.settings, self.classes = settings, list(classes)
         self.index = {c: i for i, c in enumerate(self.classes)}
+        self.partners = partners or {}    # legit_partners() of the labels being graded
         self.report = RunReport(judge=f"zoom:{detector}")
         self.report.info.update(shared_with="boxgrader", detector=detector)
         self.values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}
@@ -270,7 +300,8 @@ class SharedZoom:
                 continue
             if li is None:
                 self.report.skip("class_unknown_to_detector")
-            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings, others)
+            feats = crop_attrs(box, rows, win, crop_side, li, self.classes, self.settings, others,
+                               _twins(self.partners.get(lid), self.index))
             for a in ZOOM_ATTRS:
                 self.values[a][(sample_id, lid)] = feats[a]
             self.report.labels_scored += 1
@@ -323,6 +354,7 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
     forward_s = 0.0
     jobs = [_Job(*r) for r in zip(table.sample_ids, table.filepaths, table.ids, table.labels,
                                   table.boxes)]
+    partners = legit_partners(table)
     work = partial(_render, context=settings.context, min_crop=settings.min_crop, out_size=out_size)
     workers = default_workers() if num_workers is None else num_workers
     values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}
@@ -339,7 +371,8 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
             li = index.get(job.labels[i])
             if li is None:
                 report.skip("class_unknown_to_detector")
-            feats = crop_attrs(box, r, win, crop.shape[1], li, classes, settings, oth)
+            feats = crop_attrs(box, r, win, crop.shape[1], li, classes, settings, oth,
+                               _twins(partners.get(job.label_ids[i]), index))
             key = (job.sample_id, job.label_ids[i])
             for a in ZOOM_ATTRS:
                 values[a][key] = feats[a]
