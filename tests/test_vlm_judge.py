@@ -293,3 +293,39 @@ def test_operator_form_offers_backend_specific_inputs(synthetic_dataset):
         assert {"model", "mode", "prompt", "custom_prompt", "threshold", "label_field"} <= set(props)
         assert not any(k in props for k in ("api_key", "key", "token"))  # never a key parameter
     assert op.config.allow_delegated_execution
+
+
+def test_requests_are_closed_in_the_caller_when_the_backend_stops():
+    """A backend that stops early (an exception mid-stream) leaves the request generator (and
+    the renderer's thread pool inside it) closed right there, not to the garbage collector:
+    finalized later, from inside another thread's start-up, it deadlocked a CI run."""
+    from PIL import Image
+
+    from grader.judges.vlm.backends import VLMRequest
+    from grader.judges.vlm.judge import _Counter, _ask
+    from grader.report import RunReport
+
+    closed = []
+
+    def requests():
+        try:
+            for i in range(10):
+                yield i, VLMRequest(Image.new("RGB", (4, 4)), "q")
+        finally:
+            closed.append("requests")
+
+    class Stops:
+        model_id = "stops"
+
+        def stream(self, reqs):
+            try:
+                for _ in reqs:
+                    raise RuntimeError("backend down")
+                yield None
+            finally:
+                closed.append("stream")
+
+    with pytest.raises(RuntimeError, match="backend down") as exc:
+        _ask(Stops(), requests(), {}, None, {}, RunReport("vlm"), _Counter(10, None), "err")
+    assert closed == ["stream", "requests"]
+    assert exc.value is not None    # the traceback (which holds the frames) is still alive here

@@ -67,17 +67,27 @@ def _ask(backend: VLMBackend, requests, keys: dict, cache: VLMCache | None,
          failed: set | None = None) -> None:
     """Stream ``requests`` through the backend; cache and collect every answer as it arrives.
     Items the backend could not answer go to ``failed`` (their earlier verdicts are kept)."""
-    for item_id, resp in backend.stream(requests):
-        if resp.error is not None or resp.text is None:
-            report.skip(error_reason)
-            report.info.setdefault("last_backend_error", redact(resp.error))
-            if failed is not None:
-                failed.add(item_id)
-        else:
-            answers[item_id] = (resp.text, resp.yes_prob)
-            if cache is not None:
-                cache.put(keys[item_id], resp.text, resp.yes_prob, backend.model_id)
-            report.info["model_calls"] = report.info.get("model_calls", 0) + 1
+    stream = backend.stream(requests)
+    try:
+        for item_id, resp in stream:
+            if resp.error is not None or resp.text is None:
+                report.skip(error_reason)
+                report.info.setdefault("last_backend_error", redact(resp.error))
+                if failed is not None:
+                    failed.add(item_id)
+            else:
+                answers[item_id] = (resp.text, resp.yes_prob)
+                if cache is not None:
+                    cache.put(keys[item_id], resp.text, resp.yes_prob, backend.model_id)
+                report.info["model_calls"] = report.info.get("model_calls", 0) + 1
+    finally:
+        # Close both generators here, in this thread: left to the garbage collector, the
+        # renderer's thread pool (grader.parallel.prefetch_map) was shut down -- joining its
+        # threads -- from inside another thread's start-up, which deadlocked a CI run.
+        for gen in (stream, requests):
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
         counter.step()
 
 
