@@ -22,9 +22,9 @@ def prefetch_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, pref
     if workers <= 0:
         yield from map(fn, items)
         return
-    executor = (ThreadPoolExecutor(max_workers=workers) if pool == "threads" else
-                ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
-    with executor as ex:
+    ex = (ThreadPoolExecutor(max_workers=workers) if pool == "threads" else
+          ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
+    try:
         it = iter(items)
         pending = [ex.submit(fn, x) for _, x in zip(range(max(prefetch, 1)), it)]
         while pending:
@@ -33,6 +33,14 @@ def prefetch_map(fn: Callable[[T], R], items: Iterable[T], *, workers: int, pref
             if nxt is not _END:
                 pending.append(ex.submit(fn, nxt))
             yield result
+    except BaseException:
+        # Closed early or failed: cancel what is queued and do not join the workers (they end
+        # after their current item). A generator the consumer dropped is closed by the garbage
+        # collector in whatever thread it runs, once inside another thread's start-up, where
+        # joining threads deadlocked a CI run.
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
 
 
 _END = object()

@@ -184,3 +184,30 @@ def test_process_pool_renders_the_same_crops(coco128):
                                 num_workers=2, pool="processes"))
     assert [(c.sample_id, c.label_id) for c in procs] == [(c.sample_id, c.label_id) for c in serial]
     assert all(np.array_equal(np.asarray(a.image), np.asarray(b.image)) for a, b in zip(serial, procs))
+
+
+def test_prefetch_map_closed_early_does_not_wait_for_its_workers():
+    """A consumer that stops early closes the look-ahead without joining the workers (queued
+    items are cancelled, the running one ends on its own): the garbage collector may close a
+    dropped one inside another thread's start-up, where a join deadlocks."""
+    import time
+
+    from grader.parallel import prefetch_map
+
+    started = []
+
+    def slow(i):
+        started.append(i)
+        time.sleep(0.05 if i == 0 else 1.0)
+        return i
+
+    gen = prefetch_map(slow, range(8), workers=2, prefetch=4)
+    assert next(gen) == 0
+    t = time.perf_counter()
+    gen.close()
+    assert time.perf_counter() - t < 0.5
+    time.sleep(0.1)
+    assert len(started) <= 3          # the queued items were cancelled, never started
+    # run to the end, the results keep their order
+    assert list(prefetch_map(lambda i: i * i, range(20), workers=2, prefetch=3)) == [
+        i * i for i in range(20)]
