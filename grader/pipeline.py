@@ -172,7 +172,8 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
     crops (the shipped YOLOX-Nano file, the box grader's zoom input size), else None."""
     from .detectors.cvdnn import YoloXNano
     from .fields import read_detections
-    from .judges.zoom import SharedZoom, ZoomSettings, legit_partners
+    from .judges.consistency import legit_partners
+    from .judges.zoom import SharedZoom, ZoomSettings
 
     o = ctx.opt("zoom")
     det = ctx.detector

@@ -68,7 +68,7 @@ def test_a_twin_the_dataset_holds_legitimately_explains_its_prediction():
     the table box itself better than the twin."""
     from types import SimpleNamespace
 
-    from grader.judges.zoom import legit_partners
+    from grader.judges.consistency import legit_partners
 
     classes = ["dining table", "pizza", "car", "truck"]
     table = np.array([0.0, 0.0, 400.0, 300.0])
@@ -96,7 +96,8 @@ def test_a_twin_the_dataset_holds_legitimately_explains_its_prediction():
              + [on_table] * 4)
     labels = [["dining table", "pizza"], ["car", "truck"]] + [["dining table", "pizza"]] * 4
     ids = [[f"{s}-{j}" for j in range(len(b))] for s, b in enumerate(boxes)]
-    got = legit_partners(SimpleNamespace(boxes=boxes, labels=labels, ids=ids))
+    got = legit_partners(SimpleNamespace(boxes=boxes, labels=labels, ids=ids,
+                                         sample_ids=[str(k) for k in range(len(ids))]))
     assert got["0-0"] == {"pizza"} and got["0-1"] == {"dining table"}
     assert "1-0" not in got and "1-1" not in got
 

@@ -265,10 +265,8 @@ def legit_partner_classes(boxes: list[np.ndarray], labels: list[list[str]],
     flat_labels = np.asarray([l for ls in labels for l in ls], dtype=object).astype(str)
     names, flat_codes = np.unique(flat_labels, return_inverse=True)
     cross: dict[str, list] = {}
-    for chunk, b, codes, w in _image_batches(boxes, sizes, flat_codes):
-        part: dict[str, list] = {}
-        _pairwise_batch(b, codes, w, sizes[chunk], cross=part)
-        _add_cross(cross, part, chunk, codes, sizes)
+    for _ in _scan_pairs(boxes, sizes, flat_codes, cross):
+        pass
     pairs, cooc = _cross_pairs(cross, flat_codes, sizes)
     if not len(pairs["i"]):
         return out
@@ -374,6 +372,17 @@ def _add_cross(cross: dict, part: dict, chunk: np.ndarray, codes: np.ndarray,
         cross.setdefault(k, []).append(v)
 
 
+def _scan_pairs(boxes: list[np.ndarray], sizes: np.ndarray, flat_codes: np.ndarray,
+                cross: dict, weakness: list[np.ndarray] | None = None, margin: float = 0.0):
+    """Every image batch's pairwise scores (:func:`_pairwise_batch`): yields ``(chunk, (same,
+    any, dup))`` and collects the different-class pairs into ``cross``."""
+    for chunk, b, codes, w in _image_batches(boxes, sizes, flat_codes, weakness):
+        part: dict[str, list] = {}
+        got = _pairwise_batch(b, codes, w, sizes[chunk], margin, cross=part)
+        _add_cross(cross, part, chunk, codes, sizes)
+        yield chunk, got
+
+
 def _cross_pairs(cross: dict, flat_codes: np.ndarray, sizes: np.ndarray):
     """The collected different-class pairs as arrays, and each pair's class co-occurrence."""
     pairs = {k: (np.concatenate(cross[k]) if k in cross else np.zeros(0, dtype=np.int64))
@@ -404,10 +413,7 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
     flat_labels = np.asarray([l for ls in labels for l in ls], dtype=object).astype(str)
     _, flat_codes = np.unique(flat_labels, return_inverse=True)
     cross: dict[str, list] = {}
-    for chunk, b, codes, w in _image_batches(boxes, sizes, flat_codes, weakness):
-        part: dict[str, list] = {}
-        same, anyc, dup = _pairwise_batch(b, codes, w, sizes[chunk], margin, cross=part)
-        _add_cross(cross, part, chunk, codes, sizes)
+    for chunk, (same, anyc, dup) in _scan_pairs(boxes, sizes, flat_codes, cross, weakness, margin):
         for g, i in enumerate(chunk):
             k = sizes[i]
             out["consistency_dup_iou"][i] = same[g, :k]
@@ -424,6 +430,37 @@ def consistency_arrays(boxes: list[np.ndarray], labels: list[list[str]],
     o = outlier_scores(geometry_features(allb, wv, hv), flat_labels, min_class_size)
     out["consistency_outlier"] = np.split(o, np.cumsum(sizes)[:-1])
     return out
+
+
+def scorable_boxes(tab, report: RunReport | None = None):
+    """Per image of a :func:`grader.fields.read_detections` table: the boxes the consistency
+    scores read (clipped to the image), their labels and ``(sample id, label id)`` keys;
+    degenerate boxes and boxes without a label are left out (counted in ``report``) and listed
+    as the fourth value."""
+    unscorable = []
+    boxes, labels, keys = [], [], []
+    for i, ids in enumerate(tab.ids):
+        b, status = sanitize_rel_boxes(tab.boxes[i])
+        has_box = np.array([s != BOX_DEGENERATE for s in status], dtype=bool)
+        has_label = np.array([v is not None for v in tab.labels[i]], dtype=bool)
+        ok = has_box & has_label
+        if report is not None:
+            report.skip("degenerate_box", int((~has_box).sum()))
+            report.skip("missing_label", int((has_box & ~has_label).sum()))
+        unscorable += [(tab.sample_ids[i], ids[j]) for j in np.nonzero(~ok)[0]]
+        boxes.append(b[ok] if len(b) else b)
+        labels.append([tab.labels[i][j] for j in np.nonzero(ok)[0]])
+        keys.append([(tab.sample_ids[i], ids[j]) for j in np.nonzero(ok)[0]])
+    return boxes, labels, keys, unscorable
+
+
+def legit_partners(tab) -> dict[str, set[str]]:
+    """Per label id of a :func:`grader.fields.read_detections` table: the classes that lie on or
+    in it as a pair the dataset holds legitimately (:func:`legit_partner_classes`, on the boxes
+    :func:`run_consistency` scores); labels without any are left out."""
+    boxes, labels, keys, _ = scorable_boxes(tab)
+    got = legit_partner_classes(boxes, labels)
+    return {k[1]: g for k, g in zip((k for ks in keys for k in ks), got) if g}
 
 
 def _weakness(specs, tab) -> list[np.ndarray] | None:
@@ -502,19 +539,7 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
     tab = lgf.read_detections(collection, gt_field,
                               attrs=sorted({s.attr for s in specs + xspecs}))
     report.samples_seen = len(tab)
-    unscorable = []
-    boxes, labels, keys = [], [], []
-    for i, ids in enumerate(tab.ids):
-        b, status = sanitize_rel_boxes(tab.boxes[i])
-        has_box = np.array([s != BOX_DEGENERATE for s in status], dtype=bool)
-        has_label = np.array([v is not None for v in tab.labels[i]], dtype=bool)
-        ok = has_box & has_label
-        report.skip("degenerate_box", int((~has_box).sum()))
-        report.skip("missing_label", int((has_box & ~has_label).sum()))
-        unscorable += [(tab.sample_ids[i], ids[j]) for j in np.nonzero(~ok)[0]]
-        boxes.append(b[ok] if len(b) else b)
-        labels.append([tab.labels[i][j] for j in np.nonzero(ok)[0]])
-        keys.append([(tab.sample_ids[i], ids[j]) for j in np.nonzero(ok)[0]])
+    boxes, labels, keys, unscorable = scorable_boxes(tab, report)
     def kept(full):
         if full is None:
             return None

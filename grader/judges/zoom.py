@@ -23,8 +23,9 @@ A prediction whose class is that of another labelled box of the image, which it 
 ``zoom_other_prob`` (:func:`explained_elsewhere`): on coco128's own labels, couches, benches, beds and tables with a
 person or food on them, bags and bats held by a labelled person were the top "swaps" a curator
 found to be correct labels (``bench/real_errors.py``). A box overlapping this one at IoU >= 0.5
-does so only when the dataset's labels hold that class pair legitimately (:func:`legit_partners`:
-a close-up pizza filling its table), not as a likely cross-class duplicate.
+does so only when the dataset's labels hold that class pair legitimately
+(:func:`grader.judges.consistency.legit_partners`: a close-up pizza filling its table), not as a
+likely cross-class duplicate.
 
 On coco128 (dev, 5% of each error injected, ``bench/zoom_dev.py``) these scored best per type
 among the variants tried: badloc ``zoom_badloc``, swap ``zoom_swap``, spurious ``zoom_evidence``.
@@ -51,6 +52,7 @@ from ..images import ImageReadError, load_rgb
 from ..parallel import prefetch_map
 from ..render import CropWindow, cut_window, default_workers
 from ..report import RunReport
+from .consistency import legit_partners
 
 ZOOM_ATTRS = ("zoom_support", "zoom_label_prob", "zoom_other_label", "zoom_other_prob", "zoom_iou",
               "zoom_badloc", "zoom_swap", "zoom_evidence")
@@ -128,7 +130,8 @@ def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
     explain nothing: two labels on one object are a duplicate, and the prediction's class is
     what decides which of them is right (``box`` itself, among the image's boxes, is one) --
     unless their class is in ``twins``: classes this dataset's labels show lying on or in
-    ``box``'s class legitimately (:func:`legit_partners`: a pizza filling most of its table)."""
+    ``box``'s class legitimately (:func:`grader.judges.consistency.legit_partners`: a pizza
+    filling most of its table)."""
     out = np.zeros(len(xyxy), dtype=bool)
     if not len(xyxy) or not len(image_xyxy):
         return out
@@ -147,20 +150,6 @@ def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
     if label_idx is not None:
         out &= top != label_idx
     return out
-
-
-def legit_partners(table) -> dict[str, set[str]]:
-    """Per label id of a :func:`grader.fields.read_detections` table: the classes that lie on or
-    in it as a pair the dataset holds legitimately
-    (:func:`grader.judges.consistency.legit_partner_classes`); labels without any are left out."""
-    from .consistency import legit_partner_classes
-
-    boxes = [np.asarray([b if b is not None else [np.nan] * 4 for b in (per or [])],
-                        dtype=float).reshape(-1, 4) for per in table.boxes]
-    labels = [[str(l) for l in (per or [])] for per in table.labels]
-    got = legit_partner_classes(boxes, labels)
-    ids = [i for per in table.ids for i in (per or [])]
-    return {i: g for i, g in zip(ids, got) if g}
 
 
 def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.ndarray,
@@ -354,7 +343,7 @@ def _run(collection, gt_field, table, det, settings: ZoomSettings, *, batch_size
     forward_s = 0.0
     jobs = [_Job(*r) for r in zip(table.sample_ids, table.filepaths, table.ids, table.labels,
                                   table.boxes)]
-    partners = legit_partners(table)
+    partners = legit_partners(table)   # the dataset's own on/in class pairs
     work = partial(_render, context=settings.context, min_crop=settings.min_crop, out_size=out_size)
     workers = default_workers() if num_workers is None else num_workers
     values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}
