@@ -426,3 +426,40 @@ def test_onnxruntime_features_match_cv2_dnn(coco128_base):
     np.testing.assert_allclose(out["onnxruntime"], out["cv2"], atol=5e-3)
     with pytest.raises(ValueError, match="backend"):
         YoloxFeatures(backend="tensorrt")
+
+
+def test_other_class_prob_leaves_out_the_classes_of_objects_on_the_box():
+    from grader.judges.boxgrader.grade import other_class_prob
+
+    pc = np.array([0.07, 0.90, 0.02, 0.01])     # table, pizza, bowl, cup
+    assert other_class_prob(pc, 0, []) == pytest.approx(0.93)
+    # the pizza on the table explains the head's belief: 1 - 0.07 / (1 - 0.90)
+    assert other_class_prob(pc, 0, [1]) == pytest.approx(0.30)
+    assert other_class_prob(pc, 0, [1, 3]) == pytest.approx(1 - 0.07 / 0.09)
+    assert other_class_prob(pc, 0, [0, 1, 1]) == pytest.approx(0.30)   # own class, repeats ignored
+    assert other_class_prob(np.array([0.0, 1.0]), 0, [1]) == 0.0         # nothing left to judge
+
+
+def test_a_labelled_object_on_a_box_does_not_make_it_a_swap(coco128_base):
+    """coco128's pizzas on dining tables: the class head sees the pizza in the table's crop;
+    the dataset holds that pair legitimately, so the table's p_other_class leaves it out."""
+    from grader.judges.consistency import legit_partners
+    from grader.fields import read_detections
+
+    ids, labels = coco128_base.values(["id", "ground_truth.detections.label"])
+    ids = [i for i, ls in zip(ids, labels) if {"pizza", "dining table"} <= set(ls or ())]
+    assert len(ids) >= 3
+    ds = coco128_base.select(ids).clone()
+    try:
+        grader = load_boxgrader(SHIPPED_CHECKPOINT)
+        grade_boxgrader(ds, "ground_truth", grader=grader, feature_cache=False)
+        partners = legit_partners(read_detections(ds, "ground_truth"))
+        tables = [d for s in ds for d in s.ground_truth.detections
+                  if d.label == "dining table" and "pizza" in partners.get(d.id, ())]
+        assert tables
+        # Without the rule a table whose crop the head reads as pizza (p(table) <= 1/2) would
+        # score p_other_class >= 1/2; the pizza on it explains that belief.
+        explained = [d for d in tables if d["boxgrader_class"] == "pizza"]
+        assert explained and all(d["boxgrader_p_other_class"] < 0.5 for d in explained)
+    finally:
+        ds.delete()

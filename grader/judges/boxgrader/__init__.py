@@ -10,7 +10,8 @@ its own zoom crop; features cached) and the trainable part is:
   (spurious), ``_p_not_good`` (any). On a coco128 image split it graded 3-way at 0.84 against
   0.78 for the MLP's own quality head on the same features;
 - **class** (which of the training classes is in the box), a small MLP →
-  ``boxgrader_p_other_class`` = 1 - p(labelled class) (swap). Its quality head is trained
+  ``boxgrader_p_other_class`` = 1 - p(labelled class) (swap), without the classes of other
+  labelled objects on or in the box (:func:`.grade.other_class_prob`). Its quality head is trained
   alongside (it picks the best epoch) and grades only checkpoints without the tree model.
 
 Modules: :mod:`.features` (the frozen detector's per-box features and their caches),

@@ -17,6 +17,7 @@ from ..clipgrader.evaluate import EvalResult
 from ..clipgrader.outputs import quality_attrs, quality_tags, write_quality
 from ..clipgrader.prompts import QUALITIES
 from ..clipgrader.synth import synthesize
+from ..consistency import legit_partners
 from ..zoom import SharedZoom
 from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
                        load_box_features)
@@ -59,6 +60,20 @@ def evaluate_boxgrader(collection, gt_field: str = "ground_truth", *, checkpoint
         report=report.to_dict())
 
 
+def other_class_prob(p_class: np.ndarray, label: int, explained: list[int]) -> float:
+    """``1 - p(label)`` among the classes the crop is not explained by: a box with another
+    labelled object on or in it (``explained``: its classes, a pair the dataset holds
+    legitimately, :func:`grader.judges.consistency.legit_partners`) shows that object too, so
+    the class head's belief in it says nothing against this box's class (a close-up pizza
+    filling its table, a person on a bench). Renormalised without those classes, as the zoom
+    judge leaves their predictions unmatched (:func:`grader.judges.zoom.explained_elsewhere`)."""
+    p_lab = float(p_class[label])
+    rest = 1.0 - float(np.sum(p_class[[c for c in set(explained) if c != label]]))
+    if rest <= 1e-9:
+        return 0.0
+    return float(np.clip(1.0 - p_lab / rest, 0.0, 1.0))
+
+
 def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str | None = None,
                     grader: BoxGrader | None = None, model_path: str | None = None,
                     bad_threshold: float = 0.5, background_threshold: float = 0.5,
@@ -71,8 +86,9 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     Per detection: ``boxgrader_p_good``, ``_p_bad``, ``_p_background`` (sum to 1),
     ``_p_not_good`` (1 - p_good), ``_quality`` (decided with the checkpoint's
     ``good_threshold``), ``_class`` (the class head's pick) and ``_p_other_class`` (1 - the class
-    head's probability of the labelled class; None for a class the grader was not trained on,
-    counted ``unknown_class``). Tags ``suspect:boxgrader_bad`` / ``suspect:boxgrader_background``
+    head's probability of the labelled class, without the classes of other labelled objects
+    on or in the box: :func:`other_class_prob`; None for a class the grader was not trained
+    on, counted ``unknown_class``). Tags ``suspect:boxgrader_bad`` / ``suspect:boxgrader_background``
     past the thresholds. Labels that cannot be scored (unreadable image, degenerate box,
     missing metadata) get None and are counted; labels and boxes are never changed.
 
@@ -114,6 +130,7 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     ensure_metadata(collection, report)
     table = read_detections(collection, field)
     report.samples_seen = len(table)
+    partners = legit_partners(table)   # the dataset's own on/in class pairs
     groups, keys, degenerate = [], [], []
     for i in range(len(table)):
         W, H = table.widths[i], table.heights[i]
@@ -188,7 +205,9 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
                     "boxgrader_p_not_good": float(1 - pq[0]),
                     "boxgrader_quality": QUALITIES[int(p["quality"][q])],
                     "boxgrader_class": g.classes[int(pc.argmax())],
-                    "boxgrader_p_other_class": float(1 - pc[cindex[lab]]) if known else None}
+                    "boxgrader_p_other_class": (other_class_prob(pc, cindex[lab], [
+                        cindex[c] for c in partners.get(lid, ()) if c in cindex])
+                        if known else None)}
         n_fold += by_fold
     report.info["images_by_fold_grader"] = n_fold
     if known_grader is not None:   # labels graded per checkpoint
