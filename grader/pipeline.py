@@ -171,8 +171,6 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
     """A ``SharedZoom`` when the zoom step would run the box grader's own model on the same
     crops (the shipped YOLOX-Nano file, the box grader's zoom input size), else None."""
     from .detectors.cvdnn import YoloXNano
-    from .fields import read_detections
-    from .judges.consistency import legit_partners
     from .judges.zoom import SharedZoom, ZoomSettings
 
     o = ctx.opt("zoom")
@@ -182,9 +180,9 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
             or o.get("input_size", 256) != backbone.zoom_size):
         return None
     fields = ZoomSettings.__dataclass_fields__
+    # (its legit partners come from the box grader's read of the labels: grade_boxgrader)
     return SharedZoom(ZoomSettings(**{k: v for k, v in o.items() if k in fields}),
-                      det.classes, det.name,
-                      legit_partners(read_detections(ctx.collection, ctx.gt_field)))
+                      det.classes, det.name)
 
 
 def _run_overlooked_step(ctx: GradeContext) -> RunReport:

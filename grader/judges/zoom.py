@@ -261,7 +261,8 @@ class SharedZoom:
         settings.check()
         self.settings, self.classes = settings, list(classes)
         self.index = {c: i for i, c in enumerate(self.classes)}
-        self.partners = partners or {}    # legit_partners() of the labels being graded
+        # legit_partners() of the labels being graded (grade_boxgrader sets them from its read)
+        self.partners = partners or {}
         self.report = RunReport(judge=f"zoom:{detector}")
         self.report.info.update(shared_with="boxgrader", detector=detector)
         self.values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}

@@ -131,6 +131,8 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     table = read_detections(collection, field)
     report.samples_seen = len(table)
     partners = legit_partners(table)   # the dataset's own on/in class pairs
+    if zoom is not None:   # the zoom judge scored from these crops reads the same labels
+        zoom.partners = partners
     groups, keys, degenerate = [], [], []
     for i in range(len(table)):
         W, H = table.widths[i], table.heights[i]
