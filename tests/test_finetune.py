@@ -75,7 +75,9 @@ def test_training_fits_the_labels(tmp_path):
         data = load_training_images(ds, "ground_truth", ["raccoon"], 224)
         assert len(data.ids) == 6 and sum(len(b) for b in data.boxes) >= 6
         losses: list[float] = []
-        st = FinetuneSettings(epochs=10, batch_size=2, input_size=224, min_size=224, lr=2e-4,
+        # 20 epochs: at 10 the outcome hung on the machine's float rounding (>= 5 of 6 boxes
+        # found on earlier CI machines, 3-4 on a later one); at 15 and 20 all 6 were found
+        st = FinetuneSettings(epochs=20, batch_size=2, input_size=224, min_size=224, lr=2e-4,
                               device="cpu")
         state = train_fold(data, 1, st, str(_yolox_dir()), losses=losses)
         assert losses[-1] < 0.7 * losses[0], losses
