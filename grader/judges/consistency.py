@@ -254,10 +254,11 @@ def legit_partner_classes(boxes: list[np.ndarray], labels: list[list[str]],
                           prior_images: float = XDUP_PRIOR_IMAGES,
                           max_xdup: float = XDUP_TAG_SCORE) -> list[set[str]]:
     """Per box (flat, image order): the classes of the other-class boxes of its image that lie
-    mostly on or in it (IoA >= ``overlap_ioa``) as a pair this dataset holds legitimately,
-    i.e. the pair's cross-class duplicate score ``IoU (1 - legit)`` stays below ``max_xdup``
-    (:func:`cross_class_scores`): the person on a couch, the pizza on a table. A pair at or
-    above it is a likely duplicate: not listed, and its boxes list nothing."""
+    mostly on or in it (IoA >= ``overlap_ioa``) as a pair this dataset holds legitimately:
+    seen on/in in another image (``legit`` > 0, :func:`pair_legitimacy`) and its cross-class
+    duplicate score ``IoU (1 - legit)`` below ``max_xdup`` (:func:`cross_class_scores`): the
+    person on a couch, the pizza on a table. A pair at or above it is a likely duplicate: not
+    listed, and its boxes list nothing."""
     sizes = np.array([len(b) for b in boxes], dtype=int)
     out: list[set[str]] = [set() for _ in range(int(sizes.sum()))]
     if not sizes.sum():
@@ -270,11 +271,14 @@ def legit_partner_classes(boxes: list[np.ndarray], labels: list[list[str]],
     pairs, cooc = _cross_pairs(cross, flat_codes, sizes)
     if not len(pairs["i"]):
         return out
-    raw = pairs["iou"] * (1.0 - pair_legitimacy(pairs, cooc, overlap_ioa, prior_images))
+    legit = pair_legitimacy(pairs, cooc, overlap_ioa, prior_images)
+    raw = pairs["iou"] * (1.0 - legit)
     # A box in a likely duplicate pair has its class in question: nothing explains its evidence.
     in_dup = np.zeros(len(out), dtype=bool)
     in_dup[pairs["i"][raw >= max_xdup]] = True
-    keep = (pairs["ioa"] >= overlap_ioa) & (raw < max_xdup) & ~in_dup[pairs["i"]]
+    # ... and a pair no other image holds on/in is not known to be legitimate: a box over a
+    # part of another (a sink box on the rim of a bowl-shaped basin) is no evidence either.
+    keep = (pairs["ioa"] >= overlap_ioa) & (raw < max_xdup) & ~in_dup[pairs["i"]] & (legit > 0)
     for i, cj in zip(pairs["i"][keep], pairs["cj"][keep]):
         out[int(i)].add(str(names[cj]))
     return out
