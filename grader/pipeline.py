@@ -180,7 +180,6 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
             or o.get("input_size", 256) != backbone.zoom_size):
         return None
     fields = ZoomSettings.__dataclass_fields__
-    # (its legit partners come from the box grader's read of the labels: grade_boxgrader)
     return SharedZoom(ZoomSettings(**{k: v for k, v in o.items() if k in fields}),
                       det.classes, det.name)
 

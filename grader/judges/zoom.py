@@ -256,13 +256,12 @@ class SharedZoom:
     :meth:`write` once. Samples it did not cover (unreadable, no metadata, features read from
     a cache, no labels) are left for :func:`run_zoom` on the rest (:attr:`covered`)."""
 
-    def __init__(self, settings: ZoomSettings, classes: Sequence[str], detector: str = "yolox-nano",
-                 partners: dict[str, set[str]] | None = None):
+    def __init__(self, settings: ZoomSettings, classes: Sequence[str], detector: str = "yolox-nano"):
         settings.check()
         self.settings, self.classes = settings, list(classes)
         self.index = {c: i for i, c in enumerate(self.classes)}
-        # legit_partners() of the labels being graded (grade_boxgrader sets them from its read)
-        self.partners = partners or {}
+        # legit_partners() of the labels being graded: set by grade_boxgrader from its own read
+        self.partners: dict[str, set[str]] = {}
         self.report = RunReport(judge=f"zoom:{detector}")
         self.report.info.update(shared_with="boxgrader", detector=detector)
         self.values: dict[str, dict[tuple[str, str], Any]] = {a: {} for a in ZOOM_ATTRS}

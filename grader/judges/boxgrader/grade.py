@@ -102,7 +102,8 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     the training saw with the fold grader that held it out (other images: the full grader).
 
     ``zoom``: a :class:`grader.judges.zoom.SharedZoom` to score the zoom judge from the same
-    crop passes (grade() does, with the shipped YOLOX-Nano); the caller writes it.
+    crop passes (grade() does, with the shipped YOLOX-Nano); its legit partners are set from
+    this function's read of the labels; the caller writes it.
 
     ``known_grader``: a grader on the same features (grade() passes the shipped one beside a
     grader trained on these labels) that grades the labels of the classes it was trained on;
