@@ -283,6 +283,30 @@ def test_cross_class_duplicates_discounted_by_the_datasets_own_overlaps():
     assert iou / 2 < ev_[0][0] < iou and ev_[0][1] == pytest.approx(iou)
 
 
+def test_a_box_lying_whole_inside_another_is_no_cross_class_duplicate():
+    """Two boxes drawn around one object disagree on every side, so neither holds the other
+    unless they are nearly the same box; a clearly smaller box lying whole inside a box of
+    another class (a cat in a person's lap, a banana on a sandwich) keeps XDUP_NESTED_FACTOR
+    of its pair's score, an overlap at the same IoU that crosses the larger box's edges and a
+    near-identical copy clipped inside its source keep it all."""
+    from grader.judges.consistency import (XDUP_NESTED_FACTOR, XDUP_NESTED_IOA,
+                                           XDUP_NESTED_MAX_IOU, XDUP_TAG_SCORE,
+                                           consistency_arrays, legit_partner_classes)
+
+    assert 0 < XDUP_NESTED_FACTOR < 1 and XDUP_NESTED_IOA > 0.9
+    nested = np.array([[0.1, 0.1, 0.4, 0.4], [0.15, 0.15, 0.3, 0.3]])     # IoU 0.5625, IoA 1
+    crossing = np.array([[0.1, 0.1, 0.4, 0.4], [0.05, 0.1, 0.3, 0.4]])    # IoU 0.556, IoA 0.83
+    clipped = np.array([[0.0, 0.1, 0.4, 0.4], [0.0, 0.1, 0.38, 0.4]])     # IoU 0.95, IoA 1
+    x = consistency_arrays([nested, crossing, clipped],
+                           [["person", "cat"], ["bus", "truck"], ["car", "truck"]],
+                           [100] * 3, [100] * 3)["consistency_xdup"]
+    assert x[0] == pytest.approx([0.5625 * XDUP_NESTED_FACTOR] * 2)
+    assert x[1] == pytest.approx([0.1 / 0.18] * 2) and x[1][0] >= XDUP_TAG_SCORE
+    assert 0.95 > XDUP_NESTED_MAX_IOU and x[2] == pytest.approx([0.95, 0.95])
+    # Nesting is no legitimacy: a pair no other image holds still explains nothing.
+    assert legit_partner_classes([nested], [["person", "cat"]]) == [set(), set()]
+
+
 def test_legit_partner_classes_name_the_datasets_own_on_in_pairs():
     """A box lists the classes of the other-class boxes on or in it where the dataset holds
     that pair legitimately (person/chair overlapping in other images); a never-seen pair
@@ -334,8 +358,10 @@ def test_cross_class_duplicates_on_coco128(coco128):
     for key in (("000623", "bench", "chair"), ("000071", "truck", "car"),
                 ("000540", "car", "truck"), ("000257", "backpack", "handbag")):
         assert got[key][0] >= XDUP_TAG_SCORE and got[key][1], key
+    # 443: a man holding a cat on a couch; the cat box lies whole inside his (IoU 0.58) and
+    # raised him to 0.58 before nested pairs were discounted
     for key in (("000450", "pizza", "dining table"), ("000536", "chair", "person"),
-                ("000599", "cat", "couch")):
+                ("000599", "cat", "couch"), ("000443", "person", "couch")):
         assert got[key][0] < XDUP_TAG_SCORE, key
     with pytest.raises(ValueError, match="xdup_tag_score"):
         run_consistency(coco128, "ground_truth", xdup_tag_score=0)

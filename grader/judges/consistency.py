@@ -26,7 +26,9 @@ Scores written on every GT detection (all HIGH = suspect):
   pair scores its IoU x (1 - how legitimately the two classes overlap in *this* dataset): of
   the other images holding both classes, the share where a box of one lies mostly inside a box
   of the other (a person on a chair, a pizza on a table, a cat on a couch), learned from the
-  labels themselves with the pair's own image left out (:func:`cross_class_scores`). Class
+  labels themselves with the pair's own image left out (:func:`cross_class_scores`); a clearly
+  smaller box lying whole inside the other keeps a quarter of it (an object on or in another:
+  two boxes drawn around one object differ on every side, :data:`XDUP_NESTED_FACTOR`). Class
   evidence (:data:`XDUP_EVIDENCE`: the registered swap scores, e.g. ``cleanlab_swap``,
   ``zoom_label_prob``, ``boxgrader_p_other_class``) says which box's class fits worse: that
   box keeps the pair's score, its partner drops towards half. Boxes reaching
@@ -84,6 +86,14 @@ XDUP_OVERLAP_IOA = 0.5
 #: Pseudo-images of "no overlap" added to each class pair's co-occurrence count: a pair seen
 #: overlapping in 1 of 1 other image is half-legitimate, in 4 of 6 ~0.57.
 XDUP_PRIOR_IMAGES = 1.0
+#: A pair whose smaller box lies whole inside the larger one (intersection over the smaller box
+#: at least XDUP_NESTED_IOA) while clearly smaller (IoU at most XDUP_NESTED_MAX_IOU) is one
+#: object on or in another far more often than one object boxed twice: two boxes drawn around
+#: one object differ on every side, so one holds the other by chance only when they are nearly
+#: the same box. Such a pair keeps XDUP_NESTED_FACTOR of its cross-class duplicate score.
+XDUP_NESTED_IOA = 0.98
+XDUP_NESTED_MAX_IOU = 0.8
+XDUP_NESTED_FACTOR = 0.25
 
 
 def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarray,
@@ -202,6 +212,19 @@ def pair_legitimacy(pairs: dict[str, np.ndarray], cooc: np.ndarray,
     return np.clip((O - ov) / np.maximum(cooc - 1 + prior_images, 1e-9), 0.0, 1.0)
 
 
+def pair_duplicate_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray,
+                          overlap_ioa: float = XDUP_OVERLAP_IOA,
+                          prior_images: float = XDUP_PRIOR_IMAGES) -> tuple[np.ndarray, np.ndarray]:
+    """Per overlapping different-class pair: (its cross-class duplicate score
+    ``IoU (1 - legit) n``, ``legit`` of :func:`pair_legitimacy`), with ``n`` =
+    :data:`XDUP_NESTED_FACTOR` where the smaller box lies whole inside the larger one (IoA >=
+    :data:`XDUP_NESTED_IOA`) and is clearly smaller (IoU <= :data:`XDUP_NESTED_MAX_IOU`), else 1."""
+    legit = pair_legitimacy(pairs, cooc, overlap_ioa, prior_images)
+    nested = np.where((pairs["ioa"] >= XDUP_NESTED_IOA) & (pairs["iou"] <= XDUP_NESTED_MAX_IOU),
+                      XDUP_NESTED_FACTOR, 1.0)
+    return pairs["iou"] * (1.0 - legit) * nested, legit
+
+
 def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: int,
                        weakness: np.ndarray | None = None, margin: float = DEFAULT_MARGIN,
                        overlap_ioa: float = XDUP_OVERLAP_IOA,
@@ -218,7 +241,8 @@ def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: 
     (IoA >= ``overlap_ioa``: a person on a chair, a pizza on a table), with ``prior_images``
     pseudo-images of no overlap (a pair seen in no other image is not legitimate). The pair's
     own image is left out, so a duplicate never vouches for itself. A pair scores
-    ``IoU (1 - legit)`` and each box keeps its best partner's; ``weakness`` (evidence that the
+    ``IoU (1 - legit)``, a quarter of it where the smaller box lies whole inside the larger
+    and is clearly smaller (:func:`pair_duplicate_scores`), and each box keeps its best partner's; ``weakness`` (evidence that the
     box's class is wrong) lowers the better-fitting box of the pair towards half of it:
     ``min(1, 3/2 - sigmoid((w_partner - w) / margin))`` (``margin`` = 0: exactly half).
     """
@@ -227,7 +251,7 @@ def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: 
     if not len(pairs["i"]):
         return out, partner
     i, j = pairs["i"], pairs["j"]
-    raw = pairs["iou"] * (1.0 - pair_legitimacy(pairs, cooc, overlap_ioa, prior_images))
+    raw, _ = pair_duplicate_scores(pairs, cooc, overlap_ioa, prior_images)
     order = np.lexsort((-raw, i))
     first = order[np.r_[True, i[order][1:] != i[order][:-1]]]
     bi, bj, braw = i[first], j[first], raw[first]
@@ -271,8 +295,7 @@ def legit_partner_classes(boxes: list[np.ndarray], labels: list[list[str]],
     pairs, cooc = _cross_pairs(cross, flat_codes, sizes)
     if not len(pairs["i"]):
         return out
-    legit = pair_legitimacy(pairs, cooc, overlap_ioa, prior_images)
-    raw = pairs["iou"] * (1.0 - legit)
+    raw, legit = pair_duplicate_scores(pairs, cooc, overlap_ioa, prior_images)
     # A box in a likely duplicate pair has its class in question: nothing explains its evidence.
     in_dup = np.zeros(len(out), dtype=bool)
     in_dup[pairs["i"][raw >= max_xdup]] = True
