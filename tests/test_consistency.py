@@ -303,6 +303,15 @@ def test_a_box_lying_whole_inside_another_is_no_cross_class_duplicate():
     assert x[0] == pytest.approx([0.5625 * XDUP_NESTED_FACTOR] * 2)
     assert x[1] == pytest.approx([0.1 / 0.18] * 2) and x[1][0] >= XDUP_TAG_SCORE
     assert 0.95 > XDUP_NESTED_MAX_IOU and x[2] == pytest.approx([0.95, 0.95])
+    # The same for two boxes of one class (a netbook on a stack of laptops): the duplicate
+    # score takes the discount, the raw IoU column does not.
+    same = consistency_arrays([nested, crossing, clipped], [["laptop"] * 2] * 3,
+                              [100] * 3, [100] * 3)
+    assert same["consistency_dup_iou"][0] == pytest.approx([0.5625] * 2)
+    d = same["consistency_duplicate"]
+    assert max(d[0]) == pytest.approx(0.5625 * XDUP_NESTED_FACTOR, abs=2e-3)
+    assert max(d[1]) == pytest.approx(0.1 / 0.18, abs=2e-3)
+    assert max(d[2]) == pytest.approx(0.95, abs=2e-3)
     # Nesting is no legitimacy: a pair no other image holds still explains nothing.
     assert legit_partner_classes([nested], [["person", "cat"]]) == [set(), set()]
 

@@ -8,7 +8,9 @@ Scores written on every GT detection (all HIGH = suspect):
 
 - ``consistency_dup_iou``: max IoU with another box of the *same* class in the image (0 = none);
 - ``consistency_dup_iou_any``: the same over boxes of *any* class;
-- ``consistency_duplicate``: the duplicate score. Of a pair of near-identical boxes only one is
+- ``consistency_duplicate``: the duplicate score (a clearly smaller box lying whole inside its
+  partner counts a quarter of the pair's IoU, as for ``consistency_xdup`` below). Of a pair of
+  near-identical boxes only one is
   the slip, so the pair's IoU is split by the evidence against each box: ``w`` = the mean
   percentile suspicion of the other judges' registered scores present on the field (e.g. a box
   that no prediction supports, ``cleanlab_support`` low, is weaker; ``evidence=`` picks a subset
@@ -125,7 +127,14 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
             cross.setdefault(k, []).append(v)
     best_same = iou_same.max(axis=2)
     best_any = iou.max(axis=2)
+    # A clearly smaller box lying whole inside its partner is an object on another (a netbook
+    # on a stack of laptops, a foal under its mare), not one object boxed twice: the same
+    # discount as a cross-class pair's (pair_duplicate_scores). consistency_dup_iou stays raw.
+    ioa = inter / np.maximum(np.minimum(area[:, :, None], area[:, None, :]), 1e-12)
+    iou_same = iou_same * np.where((ioa >= XDUP_NESTED_IOA) & (iou_same <= XDUP_NESTED_MAX_IOU),
+                                   XDUP_NESTED_FACTOR, 1.0)
     partner = iou_same.argmax(axis=2)
+    scored = iou_same.max(axis=2)
     wj = np.take_along_axis(w, partner, axis=1)
     both = np.isfinite(w) & np.isfinite(wj) & (w != wj)
     # Without evidence on both boxes: the later box in the list (the one drawn second).
@@ -133,13 +142,13 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
     weaker = np.where(both, w > wj, later)
     # Evidence decides: the better-supported box of the pair drops to half its IoU. Without
     # it the pair stays tied, but for a hair (1e-3) that puts the later box first.
-    drop = np.where(both, 0.5 * best_same, 1e-3)
-    dup = np.where(weaker, best_same, np.maximum(best_same - drop, 0.0))
+    drop = np.where(both, 0.5 * scored, 1e-3)
+    dup = np.where(weaker, scored, np.maximum(scored - drop, 0.0))
     if margin > 0:
         # Soft: a small evidence gap splits the pair little (both near 3/4 of the IoU), a
         # large one as the hard rule does.
         gap = np.clip((w - wj) / margin, -50, 50)
-        soft = best_same * (0.5 + 0.5 / (1.0 + np.exp(-gap)))
+        soft = scored * (0.5 + 0.5 / (1.0 + np.exp(-gap)))
         dup = np.where(np.isfinite(w) & np.isfinite(wj), soft, dup)
     return best_same, best_any, dup
 
