@@ -10,11 +10,11 @@ Scores written on every GT detection (all HIGH = suspect):
 - ``consistency_dup_iou_any``: the same over boxes of *any* class;
 - ``consistency_duplicate``: the duplicate score (a clearly smaller box lying whole inside its
   partner counts a quarter of the pair's IoU, as for ``consistency_xdup`` below). Of a pair of
-  near-identical boxes only one is
-  the slip, so the pair's IoU is split by the evidence against each box: ``w`` = the mean
-  percentile suspicion of the other judges' registered scores present on the field (e.g. a box
-  that no prediction supports, ``cleanlab_support`` low, is weaker; ``evidence=`` picks a subset
-  by the registry's issue mapping, :data:`EVIDENCE_RULES`). A box gets
+  near-identical boxes only one is the slip, so the pair's IoU is split by the evidence
+  against each box: ``w`` = the mean percentile suspicion of the other judges' registered
+  scores present on the field (e.g. a box that no prediction supports, ``cleanlab_support``
+  low, is weaker; ``evidence=`` picks a subset by the registry's issue mapping,
+  :data:`EVIDENCE_RULES`). A box gets
   ``IoU (1/2 + 1/2 sigmoid((w - w_partner) / evidence_margin))``: a clear gap gives the weaker
   box the IoU and its partner half of it, a small gap leaves both near 3/4 of it (a wrong call
   on a close pair no longer buries the copy below unrelated overlaps). ``evidence_margin=0``:
@@ -98,6 +98,14 @@ XDUP_NESTED_MAX_IOU = 0.8
 XDUP_NESTED_FACTOR = 0.25
 
 
+def nested_discount(ioa: np.ndarray, iou: np.ndarray) -> np.ndarray:
+    """Per pair, what its duplicate score keeps: :data:`XDUP_NESTED_FACTOR` where the smaller
+    box lies whole inside the larger (``ioa`` >= :data:`XDUP_NESTED_IOA`) and is clearly
+    smaller (``iou`` <= :data:`XDUP_NESTED_MAX_IOU`), else 1."""
+    nested = (ioa >= XDUP_NESTED_IOA) & (iou <= XDUP_NESTED_MAX_IOU)
+    return np.where(nested, XDUP_NESTED_FACTOR, 1.0)
+
+
 def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarray,
                     margin: float = 0.0, cross: dict | None = None):
     """Duplicate scores for G images padded to M boxes: ``b`` (G, M, 4) xywh, ``codes`` (G, M)
@@ -119,20 +127,18 @@ def _pairwise_batch(b: np.ndarray, codes: np.ndarray, w: np.ndarray, n: np.ndarr
     iou = iou * (valid[:, :, None] & valid[:, None, :])
     iou[:, idx, idx] = 0.0
     iou_same = np.where(codes[:, :, None] == codes[:, None, :], iou, 0.0)
+    # intersection over the smaller box of every pair
+    ioa = inter / np.maximum(np.minimum(area[:, :, None], area[:, None, :]), 1e-12)
     if cross is not None:
         g, i, j = np.nonzero((iou > 0) & (codes[:, :, None] != codes[:, None, :]))
-        small = np.minimum(area[g, i], area[g, j])
-        for k, v in (("g", g), ("i", i), ("j", j), ("iou", iou[g, i, j]),
-                     ("ioa", inter[g, i, j] / np.maximum(small, 1e-12))):
+        for k, v in (("g", g), ("i", i), ("j", j), ("iou", iou[g, i, j]), ("ioa", ioa[g, i, j])):
             cross.setdefault(k, []).append(v)
     best_same = iou_same.max(axis=2)
     best_any = iou.max(axis=2)
     # A clearly smaller box lying whole inside its partner is an object on another (a netbook
     # on a stack of laptops, a foal under its mare), not one object boxed twice: the same
-    # discount as a cross-class pair's (pair_duplicate_scores). consistency_dup_iou stays raw.
-    ioa = inter / np.maximum(np.minimum(area[:, :, None], area[:, None, :]), 1e-12)
-    iou_same = iou_same * np.where((ioa >= XDUP_NESTED_IOA) & (iou_same <= XDUP_NESTED_MAX_IOU),
-                                   XDUP_NESTED_FACTOR, 1.0)
+    # discount as a cross-class pair's. consistency_dup_iou stays raw.
+    iou_same = iou_same * nested_discount(ioa, iou_same)
     partner = iou_same.argmax(axis=2)
     scored = iou_same.max(axis=2)
     wj = np.take_along_axis(w, partner, axis=1)
@@ -225,13 +231,10 @@ def pair_duplicate_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray,
                           overlap_ioa: float = XDUP_OVERLAP_IOA,
                           prior_images: float = XDUP_PRIOR_IMAGES) -> tuple[np.ndarray, np.ndarray]:
     """Per overlapping different-class pair: (its cross-class duplicate score
-    ``IoU (1 - legit) n``, ``legit`` of :func:`pair_legitimacy`), with ``n`` =
-    :data:`XDUP_NESTED_FACTOR` where the smaller box lies whole inside the larger one (IoA >=
-    :data:`XDUP_NESTED_IOA`) and is clearly smaller (IoU <= :data:`XDUP_NESTED_MAX_IOU`), else 1."""
+    ``IoU (1 - legit) n``, ``legit`` of :func:`pair_legitimacy`), ``n`` of
+    :func:`nested_discount`."""
     legit = pair_legitimacy(pairs, cooc, overlap_ioa, prior_images)
-    nested = np.where((pairs["ioa"] >= XDUP_NESTED_IOA) & (pairs["iou"] <= XDUP_NESTED_MAX_IOU),
-                      XDUP_NESTED_FACTOR, 1.0)
-    return pairs["iou"] * (1.0 - legit) * nested, legit
+    return pairs["iou"] * (1.0 - legit) * nested_discount(pairs["ioa"], pairs["iou"]), legit
 
 
 def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: int,
@@ -251,8 +254,9 @@ def cross_class_scores(pairs: dict[str, np.ndarray], cooc: np.ndarray, n_boxes: 
     pseudo-images of no overlap (a pair seen in no other image is not legitimate). The pair's
     own image is left out, so a duplicate never vouches for itself. A pair scores
     ``IoU (1 - legit)``, a quarter of it where the smaller box lies whole inside the larger
-    and is clearly smaller (:func:`pair_duplicate_scores`), and each box keeps its best partner's; ``weakness`` (evidence that the
-    box's class is wrong) lowers the better-fitting box of the pair towards half of it:
+    and is clearly smaller (:func:`pair_duplicate_scores`), and each box keeps its best
+    partner's; ``weakness`` (evidence that the box's class is wrong) lowers the better-fitting
+    box of the pair towards half of it:
     ``min(1, 3/2 - sigmoid((w_partner - w) / margin))`` (``margin`` = 0: exactly half).
     """
     out = np.zeros(n_boxes)
