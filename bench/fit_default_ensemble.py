@@ -22,6 +22,13 @@ Issue 22 (what the shipped ``any`` entries are today; R=out/dev_real):
         --today-only --transfer-from <old json> --model <new json>
     .venv/bin/python -u bench/fit_default_ensemble.py eval --cache-dir <val caches> --fuse --model ...
 
+Reference distributions (what the shipped model reads at any share of errors;
+``grader.ensemble_prior.reference_percentiles``), from dev caches collected as the model's
+training runs were (out-of-fold box graders, rates drawn in 3-10 %):
+
+    .venv/bin/python -u bench/fit_default_ensemble.py collect --split dev --seeds 0 1 2 --out-dir $B
+    .venv/bin/python -u bench/fit_default_ensemble.py reference --cache-dir $B
+
 ``anchor`` adds scores to fitted entries (see its docstring); ``fit --kind-weights/--hinges``
 refits from scratch on the real mix (measured, not shipped: it cost today's injected figures).
 
@@ -898,6 +905,47 @@ def _calibration_rate(entry: dict, issue: str, rate: float) -> float:
     return 1 - (1 - rate) ** 4 if issue == "any" else rate
 
 
+def reference(args) -> None:
+    """Write ``reference`` into the model JSON: per score the model reads, ``--levels``
+    quantiles of its raw values (abstention floor applied per run, as ``compute_ensemble``
+    does) pooled over the dev caches' runs, i.e. where each score fell on the training runs."""
+    from grader.score_stats import floor_as_abstention
+
+    runs = _load("dev", args.cache_dir)
+    if not runs:
+        raise SystemExit(f"no dev caches in {args.cache_dir}: run `collect --split dev` first")
+    with open(args.model) as fh:
+        model = json.load(fh)
+    names = sorted({b for entries in model["issues"].values() for e in entries.values()
+                    for b in _base(e["features"])})
+    levels = np.linspace(0.0, 1.0, args.levels)
+    quantiles, counts = {}, {}
+    for name in names:
+        cols = [floor_as_abstention(np.asarray(r["raw"][name], dtype=float), 0.5)
+                for r in runs if name in r["raw"]]
+        x = np.concatenate(cols) if cols else np.array([])
+        x = x[np.isfinite(x)]
+        if len(x) < 50:
+            print(f"{name}: {len(x)} values, no reference (dataset percentiles stay)")
+            continue
+        quantiles[name] = [float(f"{v:.6g}") for v in np.quantile(x, levels)]
+        counts[name] = int(len(x))
+    model["reference"] = {
+        "built_from": f"{len(runs)} dev caches (seeds {[r['seed'] for r in runs]}; boxgrader "
+                      f"{sorted({r.get('boxgrader') for r in runs})}), rates "
+                      f"{[r['rates'] for r in runs]}",
+        "levels": int(args.levels), "values": counts, "quantiles": quantiles}
+    out = args.out or args.model
+    Path(out).write_text(json.dumps(model, indent=1) + "\n")
+    print(f"reference of {len(quantiles)} scores ({args.levels} quantiles each) -> {out}")
+
+
+def _base(features):
+    from grader.ensemble_prior import base_scores
+
+    return base_scores(features)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -967,8 +1015,15 @@ def main(argv=None) -> int:
     ka.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
     ka.add_argument("--dup-p-weight", type=float, default=0.25,
                     help="w of the duplicate composition sigmoid(a (w p + d) + b)")
+    r = sub.add_parser("reference")
+    r.add_argument("--cache-dir", default=str(CACHE), help="dev caches (out-of-fold box graders)")
+    r.add_argument("--levels", type=int, default=1001)
+    r.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
+    r.add_argument("--out", default=None, help="default: --model")
     args = ap.parse_args(argv)
-    if args.cmd == "calibrate-any":
+    if args.cmd == "reference":
+        reference(args)
+    elif args.cmd == "calibrate-any":
         calibrate_any(args)
     elif args.cmd == "calibrate":
         calibrate(args)

@@ -350,6 +350,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     n_labels = len(ls.label_ids)
     from_reviews = False
     dup_raw = ls.columns.get(DUP_SCORE)   # + a row per review fix below (its score before it)
+    raw = dict(ls.columns)                # the shipped model reads these (+ review rows too)
     if reviews and tags is not None:
         # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
         # are clean, fixed ones errors, described by their scores before the fix.
@@ -362,8 +363,10 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             trusted = np.concatenate([(trusted & ~fixed_now) | acc, np.ones(len(rev), bool)])
             labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
             pct = extend_with_reviews(pct, ls.columns, rev)
-            if dup_raw is not None and len(rev):
-                dup_raw = np.concatenate([dup_raw, rev.raw.get(DUP_SCORE, np.full(len(rev), np.nan))])
+            if len(rev):
+                raw = {k: np.concatenate([c, rev.raw.get(k, np.full(len(rev), np.nan))])
+                       for k, c in raw.items()}
+                dup_raw = raw.get(DUP_SCORE)
             from_reviews = bool(len(rev) or rev.accepted)
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
@@ -406,7 +409,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         if issue in selection:
             base = apply_selection(selection[issue], pct, prior)
         if base is None and fallback_prior is not None:
-            base = default_model_scores(pct, issue, fallback_prior)
+            base = default_model_scores(pct, issue, fallback_prior, raw=raw)
         if issue == "duplicate" and base is not None:
             base = _compose_duplicate(base, dup_raw, prior)
         if issue == "any" and base is not None:

@@ -15,6 +15,12 @@ detector pass (``cleanlab+boxgrader+consistency``, ``boxgrader+consistency``) an
 without the box grader, for classes it does not know or when it is skipped (``full``,
 ``cleanlab+consistency``, ``consistency``). :func:`choose_variant` picks the richest variant
 whose judges all ran, else none (the caller falls back to the vote).
+
+Where ``compute_ensemble`` applies the model to a dataset of COCO classes, it reads each raw
+score against the model's ``reference`` (where that score fell on the model's own training
+runs) instead of its percentile within the dataset, so the features, the probabilities and the
+ranking do not assume the share of errors the model was fitted at
+(:func:`reference_percentiles`; ``bench/error_rates.py``).
 """
 from __future__ import annotations
 
@@ -129,10 +135,61 @@ def choose_variant(model: Mapping, issue: str, present: Sequence[str]) -> str | 
     return max(ok)[1] if ok else None
 
 
+def reference_position(values: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """Where each value sits in a reference distribution given by its ``quantiles`` (at evenly
+    spaced levels 0..1): the level, linearly interpolated between neighbouring quantiles; a
+    value equal to a run of equal quantiles (a point mass) gets the middle of the run, as tied
+    values get their average rank in :func:`grader.score_stats.percentiles`. NaN stays NaN."""
+    q = np.asarray(quantiles, dtype=float)
+    v = np.asarray(values, dtype=float)
+    out = np.full(len(v), np.nan)
+    ok = np.isfinite(v)
+    m = len(q) - 1
+    if m < 1 or not ok.any():
+        return out
+    x = v[ok]
+    lo = np.searchsorted(q, x, side="left")
+    hi = np.searchsorted(q, x, side="right")
+    tied = hi > lo
+    i = np.clip(lo, 1, m)
+    gap = q[i] - q[i - 1]
+    frac = np.where(gap > 0, (x - q[i - 1]) / np.where(gap > 0, gap, 1.0), 0.5)
+    pos = np.where(tied, (lo + hi - 1) / 2.0, i - 1 + np.clip(frac, 0.0, 1.0))
+    pos = np.where(x < q[0], 0.0, np.where(x > q[-1], m, pos))
+    out[ok] = np.clip(pos / m, 0.5 / m, 1.0)
+    return out
+
+
+def reference_percentiles(pct: Mapping[str, np.ndarray], raw: Mapping[str, np.ndarray],
+                          model: Mapping) -> dict[str, np.ndarray]:
+    """``pct`` with each score the model has a reference distribution for (``reference``)
+    re-read as its raw value's place in that distribution, where the label has a percentile
+    (a judge abstaining on a label still abstains).
+
+    Percentiles within the dataset are the same whatever share of its labels is wrong, so a
+    model reading them assumes the share it was fitted at (3-10 % of each error type): with 15 %
+    of each type its per-issue probabilities fell to a tenth of the observed share and
+    ``ensemble_any`` ranked below the best single score (``bench/error_rates.py``). The
+    reference is where each raw score fell on the model's own training runs (coco128 graded
+    with out-of-fold box graders, errors drawn as in training: ``bench/fit_default_ensemble.py
+    reference``), so the features mean what they meant in training at any share of errors."""
+    ref = (model.get("reference") or {}).get("quantiles") or {}
+    out = dict(pct)
+    for name, q in ref.items():
+        if name in pct and name in raw:
+            r = np.asarray(raw[name], dtype=float)
+            out[name] = np.where(np.isfinite(pct[name]), reference_position(r, q), np.nan)
+    return out
+
+
 def default_model_scores(pct: Mapping[str, np.ndarray], issue: str,
-                         model: Mapping | None = None) -> tuple[np.ndarray, dict] | None:
+                         model: Mapping | None = None,
+                         raw: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict] | None:
     """Suspicion of every label for ``issue`` from the shipped model, with what was used.
 
+    ``raw``: the scores' raw columns (same rows as ``pct``); where given and the model carries
+    reference distributions, the model reads each score's place in its training runs instead
+    of its percentile in this dataset (:func:`reference_percentiles`).
     Returns None when there is no shipped model or no variant whose scores are all present
     (the caller then uses the vote). Labels no used judge scored get NaN, as with the vote.
     """
@@ -146,6 +203,9 @@ def default_model_scores(pct: Mapping[str, np.ndarray], issue: str,
     used = base_scores(entry["features"])
     n = len(next(iter(pct.values())))
     absent = [u for u in used if u not in pct]
+    referenced = raw is not None and bool((model.get("reference") or {}).get("quantiles"))
+    if referenced:
+        pct = reference_percentiles(pct, raw, model)
     pct = {**pct, **{u: np.full(n, np.nan) for u in absent}}   # abstains everywhere
     s = apply_logistic(entry, pct)
     scored = np.zeros(len(s), dtype=bool)
@@ -153,6 +213,7 @@ def default_model_scores(pct: Mapping[str, np.ndarray], issue: str,
         scored |= np.isfinite(pct[name])
     s = np.where(scored, s, np.nan)
     info = {"chosen": "default_model", "variant": variant, "inputs": used,
+            "feature_space": "reference" if referenced else "dataset percentiles",
             "absent": absent, "ignored": sorted(set(pct) - set(used)),
             "cv_auroc": entry.get("cv_auroc"), "trained_on": model.get("training_data", "")[:80]}
     return s, info

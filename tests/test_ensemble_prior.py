@@ -10,6 +10,7 @@ import pytest
 from grader import ensemble_prior as ep
 from grader.fields import write_label_attr
 from grader.noise import TRUTH_ATTR, inject_errors
+from grader.score_stats import percentiles
 
 
 def test_shipped_model_loads_and_is_complete():
@@ -118,7 +119,12 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     assert {info[i]["chosen"] for i in info} == {"default_model"}
     assert info["badloc"]["variant"] == "full"
     pct, ls = ep.label_percentiles(ds, "noisy")
-    want = dict(zip(ls.label_ids, ep.apply_logistic(full, pct)))
+    # the model reads each raw score's place in its training runs (its reference), not the
+    # score's percentile in this dataset
+    assert model["reference"]["quantiles"]
+    want = dict(zip(ls.label_ids, ep.apply_logistic(full, ep.reference_percentiles(
+        pct, ls.columns, model))))
+    assert not np.allclose(list(want.values()), ep.apply_logistic(full, pct))
     got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
     assert set(got) == set(want)
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
@@ -135,7 +141,9 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     # noisy-OR, Platt-scaled (any_composition), then the cross-class duplicates fused in
     assert info["any"]["variant"] == "max(full+boxgrader, noisy_or)"
     pct, ls = ep.label_percentiles(ds, "noisy")
-    per = {i: ep.default_model_scores(pct, i)[0] for i in ("badloc", "swap", "spurious", "duplicate")}
+    per = {i: ep.default_model_scores(pct, i, raw=ls.columns)[0]
+           for i in ("badloc", "swap", "spurious", "duplicate")}
+    assert info["badloc"]["feature_space"] == "reference"
     def raw(attr):
         got = dict(zip(*ds.values(["noisy.detections.id", f"noisy.detections.{attr}"], unwind=True)))
         return np.array([got.get(l) or 0.0 for l in ls.label_ids], dtype=float)
@@ -150,7 +158,7 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     per["duplicate"] = 1 / (1 + np.exp(-(dplatt["a"] * (w * per["duplicate"] + d) + dplatt["b"])))
     assert info["duplicate"]["composed_with"] == "consistency:consistency_duplicate"
     composed = 1 - np.prod([1 - per[i] for i in per], axis=0)
-    own = ep.default_model_scores(pct, "any")[0]
+    own = ep.default_model_scores(pct, "any", raw=ls.columns)[0]
     x = raw("consistency_xdup")
     x = np.where(x >= 0.5, x, 0.0)
     got_dup = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_duplicate"],
@@ -168,7 +176,8 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
                                   unwind=True)))
     np.testing.assert_allclose([got_any[l] for l in ls.label_ids], want_any, rtol=1e-9)
     pct, ls = ep.label_percentiles(ds, "noisy")
-    want = dict(zip(ls.label_ids, ep.apply_logistic(box, pct)))
+    want = dict(zip(ls.label_ids, ep.apply_logistic(box, ep.reference_percentiles(
+        pct, ls.columns, model))))
     got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
     np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-9)
     # learner="vote" stays available explicitly.
@@ -213,3 +222,49 @@ def test_shipped_any_reads_cross_duplicates_and_duplicate_keeps_the_fusion():
     assert "platt" in model["issues"]["any"]["full+boxgrader"]
     for e in model["issues"]["duplicate"].values():
         assert "consistency:consistency_xdup" not in ep.base_scores(e["features"])
+
+
+def test_reference_position_reads_a_value_against_stored_quantiles():
+    """Levels interpolate between quantiles; a point mass (a run of equal quantiles) gives its
+    middle, as tied values share their average rank; outside the range: the ends."""
+    q = [0.0, 0.0, 0.0, 1.0, 2.0, 3.0]        # levels 0, 0.2, ..., 1
+    got = ep.reference_position(np.array([0.0, 1.5, 2.0, -1.0, 5.0, np.nan]), q)
+    np.testing.assert_allclose(got[:5], [0.2, 0.7, 0.8, 0.1, 1.0])
+    assert np.isnan(got[5])
+
+
+def test_reference_features_do_not_depend_on_the_share_of_errors():
+    """The point of the reference: with dataset percentiles a label's score falls as more of
+    the other labels look suspect (the model then assumes the share of errors it was fitted
+    at); read against the training runs' distribution it stays. A judge abstaining on a label
+    (NaN percentile) still abstains."""
+    entry = {"features": ["j:s"], "interactions": [], "coef": [8.0], "intercept": -6.0}
+    model = {"issues": {"badloc": {"v": entry}},
+             "reference": {"quantiles": {"j:s": list(np.linspace(0.0, 1.0, 101))}}}
+    few = np.r_[np.full(95, 0.1), np.full(5, 0.95)]        # 5 % suspect
+    many = np.r_[np.full(70, 0.1), np.full(30, 0.95)]      # 30 % suspect
+    scores = {}
+    for name, raw in (("few", few), ("many", many)):
+        pct = {"j:s": percentiles(raw)}
+        on_ref, info = ep.default_model_scores(pct, "badloc", model, raw={"j:s": raw})
+        on_pct, _ = ep.default_model_scores(pct, "badloc", model)
+        assert info["feature_space"] == "reference"
+        scores[name] = (on_ref[-1], on_pct[-1])
+    assert scores["few"][0] == pytest.approx(scores["many"][0])          # same raw, same score
+    assert scores["many"][1] < scores["few"][1] - 0.1                    # percentiles: it fell
+    pct = {"j:s": np.array([np.nan, 0.5])}
+    got = ep.reference_percentiles(pct, {"j:s": np.array([0.9, 0.9])}, model)["j:s"]
+    assert np.isnan(got[0]) and got[1] == pytest.approx(0.9)
+    # a score the reference lacks keeps its dataset percentile
+    assert ep.reference_percentiles({"k:t": pct["j:s"]}, {"k:t": np.ones(2)}, model)["k:t"] is pct["j:s"]
+
+
+def test_shipped_model_has_a_reference_for_every_score_its_box_grader_variant_reads():
+    model = ep.load_default_model()
+    ref = model["reference"]
+    for issue, entries in model["issues"].items():
+        for name in ep.base_scores(entries["full+boxgrader"]["features"]):
+            q = np.asarray(ref["quantiles"][name], dtype=float)
+            assert len(q) == ref["levels"] and np.isfinite(q).all(), name
+            assert (np.diff(q) >= 0).all(), name
+    assert "out-of-fold" in ref["built_from"]
