@@ -28,6 +28,8 @@ training runs were (out-of-fold box graders, rates drawn in 3-10 %):
 
     .venv/bin/python -u bench/fit_default_ensemble.py collect --split dev --seeds 0 1 2 --out-dir $B
     .venv/bin/python -u bench/fit_default_ensemble.py reference --cache-dir $B
+    .venv/bin/python -u bench/fit_default_ensemble.py calibrate --cache-dir $B --reference \
+        --issues badloc swap spurious duplicate     # per-issue scales on what the model now reads
 
 ``anchor`` adds scores to fitted entries (see its docstring); ``fit --kind-weights/--hinges``
 refits from scratch on the real mix (measured, not shipped: it cost today's injected figures).
@@ -734,8 +736,15 @@ def calibrate(args) -> None:
         runs = _load("dev", args.cache_dir)
         if not runs:
             raise SystemExit(f"no dev caches in {args.cache_dir}")
-        pct = {n: np.concatenate([r["pct"][n] for r in runs])
-               for n in set.intersection(*[set(r["pct"]) for r in runs])}
+        if args.reference:
+            # what compute_ensemble gives the model now: each raw score against the reference
+            from grader.ensemble_prior import reference_percentiles
+
+            feats = [reference_percentiles(r["pct"], r["raw"], model) for r in runs]
+        else:
+            feats = [r["pct"] for r in runs]
+        pct = {n: np.concatenate([f[n] for f in feats])
+               for n in set.intersection(*[set(f) for f in feats])}
         truth = np.concatenate([r["truth"] for r in runs])
         if args.today_only:
             # The real-looking kinds left out: the scale is read as grade() is measured, on
@@ -1007,6 +1016,9 @@ def main(argv=None) -> int:
                         "variant) by least squares instead of fitting the scale again")
     k.add_argument("--today-only", action="store_true",
                    help="with --cache-dir: leave the real-looking kinds' labels out")
+    k.add_argument("--reference", action="store_true",
+                   help="with --cache-dir: the model reads the raw scores against its reference "
+                        "(as compute_ensemble does), not the caches' percentiles")
     k.add_argument("--rate", type=float, default=0.05,
                    help="with --cache-dir: error share per issue where the entry records none")
     k.add_argument("--model", default=str(REPO / "grader" / "models" / "default_ensemble.json"))
