@@ -276,6 +276,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      tag_fraction: float = 0.05, default_model: bool | str = True,
                      min_gain: float = MIN_GAIN_OVER_DEFAULT, reviews: bool = True,
                      write: bool = True, fuse_cross_duplicates: bool | float = True,
+                     reference_judges: Sequence[str] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
@@ -311,6 +312,12 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     error seen by eye, and no model fitted on injected errors weighs it: ``ensemble_duplicate``
     and ``ensemble_any`` take ``consistency_xdup`` in by a noisy-OR (see
     :func:`_fuse_cross_duplicates`; a number: the least ``consistency_xdup`` fused).
+    ``reference_judges``: the judges whose raw scores the shipped model reads against where
+    they fell on its training runs (:func:`grader.ensemble_prior.reference_percentiles`); the
+    others' scores it reads as percentiles within these labels. None: every judge the
+    reference covers. Scores from other models than the ones it was fitted with (your own
+    predictions for cleanlab, another detector for zoom, your own box grader checkpoint) are
+    distributed otherwise: leave those judges out (``grade()`` does).
     ``progress(done, total)``: called as the work advances (the self-supervised copies are
     most of it).
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
@@ -350,7 +357,9 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     n_labels = len(ls.label_ids)
     from_reviews = False
     dup_raw = ls.columns.get(DUP_SCORE)   # + a row per review fix below (its score before it)
-    raw = dict(ls.columns)                # the shipped model reads these (+ review rows too)
+    raw = {k: c for k, c in ls.columns.items()   # the shipped model reads these (+ review rows)
+           if reference_judges is None or k.split(":", 1)[0] in reference_judges}
+    report.info["reference_judges"] = sorted({k.split(":", 1)[0] for k in raw})
     if reviews and tags is not None:
         # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
         # are clean, fixed ones errors, described by their scores before the fix.
@@ -364,9 +373,12 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
             pct = extend_with_reviews(pct, ls.columns, rev)
             if len(rev):
-                raw = {k: np.concatenate([c, rev.raw.get(k, np.full(len(rev), np.nan))])
-                       for k, c in raw.items()}
-                dup_raw = raw.get(DUP_SCORE)
+                def ext(k: str, c: np.ndarray) -> np.ndarray:
+                    return np.concatenate([c, rev.raw.get(k, np.full(len(rev), np.nan))])
+
+                raw = {k: ext(k, c) for k, c in raw.items()}
+                if dup_raw is not None:
+                    dup_raw = ext(DUP_SCORE, dup_raw)
             from_reviews = bool(len(rev) or rev.accepted)
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
@@ -482,6 +494,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                       min_stack_positives=min_stack_positives, cv_folds=cv_folds,
                       tag_fraction=tag_fraction, reviews=reviews,
                       fuse_cross_duplicates=fuse_cross_duplicates,
+                      reference_judges=None if reference_judges is None else list(reference_judges),
                       default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report

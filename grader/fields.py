@@ -243,6 +243,20 @@ def _set_field_info(collection, field_name: str, key: str, value: Any) -> None:
         fld.save()
 
 
+#: in a predictions field's ``info``: the detector and settings that wrote it (run_detector)
+MODEL_INFO_KEY = "label_grader_model"
+
+
+def record_field_model(collection, field_name: str, model: dict[str, Any]) -> None:
+    """Record in ``field_name``'s ``info`` which model (and settings) wrote its predictions."""
+    _set_field_info(collection, field_name, MODEL_INFO_KEY, dict(model))
+
+
+def field_model(collection, field_name: str) -> dict[str, Any] | None:
+    """What :func:`record_field_model` recorded on ``field_name`` (None if unknown/absent)."""
+    return _field_info(collection, field_name, MODEL_INFO_KEY)
+
+
 def field_owner(collection, field_name: str) -> str | None:
     """The label-grader writer recorded as the creator of ``field_name`` (None if unknown/absent)."""
     return _field_info(collection, field_name, OWNER_INFO_KEY)

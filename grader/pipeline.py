@@ -445,11 +445,43 @@ def _run_consistency_step(ctx: GradeContext) -> RunReport:
                            **ctx.opt("consistency"))
 
 
+#: options that change how a step works through its data, not what it scores
+_BATCHING_KEYS = {"batch_size", "num_workers", "overwrite", "progress"}
+
+
+def reference_judges(ctx: GradeContext) -> list[str]:
+    """The judges of this run whose scores come from the models the shipped ensemble was
+    fitted with, so it may read them against its training runs (``reference_judges`` of
+    :func:`grader.ensemble.compute_ensemble`): consistency always; the box grader unless the
+    caller gave a checkpoint; zoom with the shipped YOLOX-Nano at its defaults; cleanlab on
+    predictions ``run_detector`` wrote with YOLOX-Nano at its defaults (recorded on the field:
+    :func:`grader.fields.field_model`), at grade()'s thresholds. Your own predictions, another
+    detector or a grader of your own score on other scales: their percentiles are read."""
+    from . import fields as lgf
+
+    out = ["consistency"]
+    if not ctx.opt("boxgrader").get("checkpoint"):
+        out.append("boxgrader")
+    if (getattr(ctx.detector, "name", None) == DEFAULT_DETECTOR
+            and not set(ctx.opt("zoom")) - _BATCHING_KEYS):
+        out.append("zoom")
+    if ctx.pred_field and not ctx.opt("cleanlab") and (
+            lgf.field_model(ctx.collection, ctx.pred_field) == SHIPPED_PREDICTIONS):
+        out.append("cleanlab")
+    return sorted(out)
+
+
+#: what run_detector records on predictions of the shipped YOLOX-Nano at its defaults
+SHIPPED_PREDICTIONS = {"model": DEFAULT_DETECTOR, "input_size": None, "conf_threshold": 0.05,
+                       "nms_iou": 0.45}
+
+
 def _run_ensemble_step(ctx: GradeContext) -> RunReport:
     from .ensemble import compute_ensemble
 
     o = ctx.opt("ensemble")
     o.setdefault("pred_field", ctx.pred_field)
+    o.setdefault("reference_judges", reference_judges(ctx))
     # Where the shipped model does not fit (classes it never saw) the ensemble is fitted on
     # errors injected into a copy, re-scored with the very models this run used.
     ss = dict(o.get("self_supervised") or {})

@@ -41,6 +41,11 @@ def test_detector_predictions_match_ground_truth(coco128, model, thr, min_tp, n_
 
     order = probs_classes(coco128, "pred")
     assert len(order) == 80 and all(d.label == order[int(np.argmax(d.probs))] for d in dets[:200])
+    # and which model wrote them, with its settings (the ensemble's reference_judges reads it)
+    from grader.fields import field_model
+
+    assert field_model(coco128, "pred") == {"model": model, "input_size": None,
+                                            "conf_threshold": thr, "nms_iou": 0.45}
     coco128.evaluate_detections("pred", gt_field="ground_truth", eval_key="ev", iou=0.5)
     tp = sum(coco128.values("ev_tp"))
     # Measured on coco128 (bench/zoom_dev.py decoder): YOLOX-Nano 603 predictions, 424 correct;

@@ -268,3 +268,57 @@ def test_shipped_model_has_a_reference_for_every_score_its_box_grader_variant_re
             assert len(q) == ref["levels"] and np.isfinite(q).all(), name
             assert (np.diff(q) >= 0).all(), name
     assert "out-of-fold" in ref["built_from"]
+
+
+def test_compute_ensemble_reads_only_the_named_judges_against_the_reference(unverified):
+    """Scores from other models than the shipped ones (the caller's predictions for cleanlab)
+    are read as percentiles; the rest against the reference."""
+    from grader.ensemble import compute_ensemble
+
+    ds = unverified
+    model = ep.load_default_model()
+    box = model["issues"]["badloc"]["full+boxgrader"]
+    for i, name in enumerate(ep.base_scores(box["features"])):
+        _write_random(ds, name, 200 + i)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR,
+                           reference_judges=["boxgrader", "consistency", "zoom"])
+    assert rep.info["reference_judges"] == ["boxgrader", "consistency", "zoom"]
+    pct, ls = ep.label_percentiles(ds, "noisy")
+    raw = {k: c for k, c in ls.columns.items() if not k.startswith("cleanlab:")}
+    want = ep.apply_logistic(box, ep.reference_percentiles(pct, raw, model))
+    got = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_badloc"], unwind=True)))
+    np.testing.assert_allclose([got[k] for k in ls.label_ids], want, rtol=1e-9)
+    everything = ep.apply_logistic(box, ep.reference_percentiles(pct, ls.columns, model))
+    assert not np.allclose(want, everything)
+
+
+def test_grade_names_the_judges_that_ran_with_the_shipped_models():
+    """cleanlab's scores count as the shipped model's only on predictions run_detector wrote with
+    YOLOX-Nano at its defaults (recorded on the field), zoom's with the shipped detector, the box
+    grader's without a checkpoint of the caller's."""
+    from types import SimpleNamespace
+
+    from grader.fields import record_field_model
+    from grader.pipeline import SHIPPED_PREDICTIONS, GradeContext, reference_judges
+
+    ds = fo.Dataset()
+    ds.add_sample_field("p", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    ds.add_sample_field("mine", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    record_field_model(ds, "p", SHIPPED_PREDICTIONS)
+
+    def ctx(detector="yolox-nano", pred="p", **options):
+        return GradeContext(collection=ds, gt_field="gt", pred_field=pred, options=options,
+                            progress=lambda *a: None, detector=SimpleNamespace(name=detector))
+
+    every = ["boxgrader", "cleanlab", "consistency", "zoom"]
+    assert reference_judges(ctx()) == every
+    assert reference_judges(ctx(zoom={"batch_size": 64})) == every
+    assert reference_judges(ctx(pred="mine")) == ["boxgrader", "consistency", "zoom"]   # caller's predictions
+    assert reference_judges(ctx(detector="yolov3-tiny")) == ["boxgrader", "cleanlab", "consistency"]
+    assert reference_judges(ctx(zoom={"context": 3.0})) == ["boxgrader", "cleanlab", "consistency"]
+    assert reference_judges(ctx(cleanlab={"high_probability_threshold": 0.9})) == \
+        ["boxgrader", "consistency", "zoom"]
+    assert reference_judges(ctx(boxgrader={"checkpoint": "mine.pt"})) == ["cleanlab", "consistency", "zoom"]
+    record_field_model(ds, "p", {**SHIPPED_PREDICTIONS, "input_size": 640})   # another input size
+    assert reference_judges(ctx()) == ["boxgrader", "consistency", "zoom"]
+    ds.delete()

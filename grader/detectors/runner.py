@@ -176,6 +176,11 @@ def run_detector(collection, model: Any = DEFAULT_DETECTOR, label_field: str = "
     lgf.write_sample_field(collection, label_field, out)
     if det.has_probs:
         lgf.set_probs_classes(collection, label_field, det.classes)
+    # which model wrote these (the ensemble reads cleanlab's scores on the shipped detector's
+    # predictions against its training runs, grader.pipeline.reference_judges)
+    lgf.record_field_model(collection, label_field, {
+        "model": det.name, "input_size": input_size, "conf_threshold": float(conf_threshold),
+        "nms_iou": float(nms_iou)})
     report.fields = [label_field]
     if ds_classes and det.classes != ds_classes:
         report.info["note"] = "detector classes differ from the dataset's class list"
