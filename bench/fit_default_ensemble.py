@@ -918,15 +918,15 @@ def reference(args) -> None:
     """Write ``reference`` into the model JSON: per score the model reads, ``--levels``
     quantiles of its raw values (abstention floor applied per run, as ``compute_ensemble``
     does) pooled over the dev caches' runs, i.e. where each score fell on the training runs."""
+    from grader.ensemble_prior import base_scores
     from grader.score_stats import floor_as_abstention
 
     runs = _load("dev", args.cache_dir)
     if not runs:
         raise SystemExit(f"no dev caches in {args.cache_dir}: run `collect --split dev` first")
-    with open(args.model) as fh:
-        model = json.load(fh)
+    model = json.loads(Path(args.model).read_text())
     names = sorted({b for entries in model["issues"].values() for e in entries.values()
-                    for b in _base(e["features"])})
+                    for b in base_scores(e["features"])})
     levels = np.linspace(0.0, 1.0, args.levels)
     quantiles, counts = {}, {}
     for name in names:
@@ -947,12 +947,6 @@ def reference(args) -> None:
     out = args.out or args.model
     Path(out).write_text(json.dumps(model, indent=1) + "\n")
     print(f"reference of {len(quantiles)} scores ({args.levels} quantiles each) -> {out}")
-
-
-def _base(features):
-    from grader.ensemble_prior import base_scores
-
-    return base_scores(features)
 
 
 def main(argv=None) -> int:

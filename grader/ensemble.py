@@ -356,10 +356,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     trusted = ls.trusted
     n_labels = len(ls.label_ids)
     from_reviews = False
-    dup_raw = ls.columns.get(DUP_SCORE)   # + a row per review fix below (its score before it)
-    raw = {k: c for k, c in ls.columns.items()   # the shipped model reads these (+ review rows)
-           if reference_judges is None or k.split(":", 1)[0] in reference_judges}
-    report.info["reference_judges"] = sorted({k.split(":", 1)[0] for k in raw})
+    raw = dict(ls.columns)   # + a row per review fix below (its scores before the fix)
     if reviews and tags is not None:
         # Every review decision is a verified label (grader.ensemble_reviews): accepted labels
         # are clean, fixed ones errors, described by their scores before the fix.
@@ -373,13 +370,14 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             labels_truth = np.concatenate([labels_truth, np.array(rev.issues, dtype=object)])
             pct = extend_with_reviews(pct, ls.columns, rev)
             if len(rev):
-                def ext(k: str, c: np.ndarray) -> np.ndarray:
-                    return np.concatenate([c, rev.raw.get(k, np.full(len(rev), np.nan))])
-
-                raw = {k: ext(k, c) for k, c in raw.items()}
-                if dup_raw is not None:
-                    dup_raw = ext(DUP_SCORE, dup_raw)
+                raw = {k: np.concatenate([c, rev.raw.get(k, np.full(len(rev), np.nan))])
+                       for k, c in raw.items()}
             from_reviews = bool(len(rev) or rev.accepted)
+    dup_raw = raw.get(DUP_SCORE)
+    # the scores the shipped model reads against its training runs (the rest as percentiles)
+    ref_raw = {k: c for k, c in raw.items()
+               if reference_judges is None or k.split(":", 1)[0] in reference_judges}
+    report.info["reference_judges"] = sorted({k.split(":", 1)[0] for k in ref_raw})
     report.info["trusted_samples"] = len({s for s, t in zip(ls.sample_ids, trusted) if t})
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
@@ -421,7 +419,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         if issue in selection:
             base = apply_selection(selection[issue], pct, prior)
         if base is None and fallback_prior is not None:
-            base = default_model_scores(pct, issue, fallback_prior, raw=raw)
+            base = default_model_scores(pct, issue, fallback_prior, raw=ref_raw)
         if issue == "duplicate" and base is not None:
             base = _compose_duplicate(base, dup_raw, prior)
         if issue == "any" and base is not None:

@@ -458,6 +458,7 @@ def reference_judges(ctx: GradeContext) -> list[str]:
     :func:`grader.fields.field_model`), at grade()'s thresholds. Your own predictions, another
     detector or a grader of your own score on other scales: their percentiles are read."""
     from . import fields as lgf
+    from .detectors.runner import SHIPPED_PREDICTIONS
 
     out = ["consistency"]
     if not ctx.opt("boxgrader").get("checkpoint"):
@@ -470,10 +471,6 @@ def reference_judges(ctx: GradeContext) -> list[str]:
         out.append("cleanlab")
     return sorted(out)
 
-
-#: what run_detector records on predictions of the shipped YOLOX-Nano at its defaults
-SHIPPED_PREDICTIONS = {"model": DEFAULT_DETECTOR, "input_size": None, "conf_threshold": 0.05,
-                       "nms_iou": 0.45}
 
 
 def _run_ensemble_step(ctx: GradeContext) -> RunReport:

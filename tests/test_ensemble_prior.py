@@ -298,8 +298,9 @@ def test_grade_names_the_judges_that_ran_with_the_shipped_models():
     grader's without a checkpoint of the caller's."""
     from types import SimpleNamespace
 
+    from grader.detectors.runner import SHIPPED_PREDICTIONS
     from grader.fields import record_field_model
-    from grader.pipeline import SHIPPED_PREDICTIONS, GradeContext, reference_judges
+    from grader.pipeline import GradeContext, reference_judges
 
     ds = fo.Dataset()
     ds.add_sample_field("p", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)

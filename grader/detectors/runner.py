@@ -17,6 +17,23 @@ DEFAULT_DETECTOR = "yolox-nano"
 SHIPPED = ("yolox-nano", "yolov3-tiny", "yolo-fastestv2")
 #: owner recorded on the fields run_detector writes (it may rewrite those without overwrite=True)
 _OWNER = "detector"
+#: run_detector's defaults: minimum confidence kept, NMS IoU
+DEFAULT_CONF_THRESHOLD = 0.05
+DEFAULT_NMS_IOU = 0.45
+
+
+def prediction_record(model: str, input_size: int | None, conf_threshold: float,
+                      nms_iou: float) -> dict[str, Any]:
+    """What run_detector records on the field it writes (:func:`grader.fields.field_model`):
+    the model and the settings its predictions depend on."""
+    return {"model": model, "input_size": input_size, "conf_threshold": float(conf_threshold),
+            "nms_iou": float(nms_iou)}
+
+
+#: the record of the shipped YOLOX-Nano's predictions at run_detector's defaults (the shipped
+#: ensemble reads cleanlab's scores on them against its training runs)
+SHIPPED_PREDICTIONS = prediction_record(DEFAULT_DETECTOR, None, DEFAULT_CONF_THRESHOLD,
+                                        DEFAULT_NMS_IOU)
 
 
 def _detectors_dir(detectors_dir: str | None) -> str:
@@ -105,8 +122,8 @@ def predict_boxes(det: ArrayDetector, images: Sequence[np.ndarray], conf_thresho
 
 
 def run_detector(collection, model: Any = DEFAULT_DETECTOR, label_field: str = "predictions",
-                 detectors_dir: str | None = None, conf_threshold: float = 0.05,
-                 nms_iou: float = 0.45, classes: list[str] | None = None,
+                 detectors_dir: str | None = None, conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+                 nms_iou: float = DEFAULT_NMS_IOU, classes: list[str] | None = None,
                  progress: Callable[[int, int], None] | None = None, *,
                  overwrite: bool = False, gt_field: str | Sequence[str] = "ground_truth",
                  batch_size: int = 8, workers: int | None = None,
@@ -178,9 +195,8 @@ def run_detector(collection, model: Any = DEFAULT_DETECTOR, label_field: str = "
         lgf.set_probs_classes(collection, label_field, det.classes)
     # which model wrote these (the ensemble reads cleanlab's scores on the shipped detector's
     # predictions against its training runs, grader.pipeline.reference_judges)
-    lgf.record_field_model(collection, label_field, {
-        "model": det.name, "input_size": input_size, "conf_threshold": float(conf_threshold),
-        "nms_iou": float(nms_iou)})
+    lgf.record_field_model(collection, label_field,
+                           prediction_record(det.name, input_size, conf_threshold, nms_iou))
     report.fields = [label_field]
     if ds_classes and det.classes != ds_classes:
         report.info["note"] = "detector classes differ from the dataset's class list"
