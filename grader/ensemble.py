@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .classes import known_class_share
-from .ensemble_prior import default_model_scores
+from .ensemble_prior import adapt_to_prevalence, default_model_scores, training_rate
 from .ensemble_reviews import extend_with_reviews, review_rows, summary
 from .ensemble_selfsup import apply_selection, collect_injected, select_models
 from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstention, logit,
@@ -277,6 +277,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      min_gain: float = MIN_GAIN_OVER_DEFAULT, reviews: bool = True,
                      write: bool = True, fuse_cross_duplicates: bool | float = True,
                      reference_judges: Sequence[str] | None = None,
+                     adapt_prevalence: bool = True,
                      progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
@@ -318,6 +319,10 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     reference covers. Scores from other models than the ones it was fitted with (your own
     predictions for cleanlab, another detector for zoom, your own box grader checkpoint) are
     distributed otherwise: leave those judges out (``grade()`` does).
+    ``adapt_prevalence``: the shipped model's per-issue probabilities assume the share of
+    errors it was fitted at (about 5 % per issue); re-read them at this dataset's share,
+    estimated from the probabilities themselves (:func:`grader.ensemble_prior.adapt_to_prevalence`;
+    ``info["learner"][issue]["prevalence"]`` says both).
     ``progress(done, total)``: called as the work advances (the self-supervised copies are
     most of it).
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
@@ -422,6 +427,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             base = default_model_scores(pct, issue, fallback_prior, raw=ref_raw)
         if issue == "duplicate" and base is not None:
             base = _compose_duplicate(base, dup_raw, prior)
+        if base is not None and issue != "any" and adapt_prevalence:
+            base = _at_this_prevalence(base, issue, prior)
         if issue == "any" and base is not None:
             n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label")
                              if c is not None])
@@ -493,6 +500,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                       tag_fraction=tag_fraction, reviews=reviews,
                       fuse_cross_duplicates=fuse_cross_duplicates,
                       reference_judges=None if reference_judges is None else list(reference_judges),
+                      adapt_prevalence=adapt_prevalence,
                       default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
@@ -557,6 +565,24 @@ def _compose_duplicate(base: tuple[np.ndarray, dict], raw: np.ndarray | None,
     seen = np.isfinite(p) | (d > 0)
     out = np.where(seen, 1.0 / (1.0 + np.exp(-z)), np.nan)
     return out, {**info, "composed_with": DUP_SCORE}
+
+
+#: Issues whose probabilities are not re-read at the dataset's share: a duplicate's copy and
+#: its source both score high, so the estimate counts each pair twice.
+PREVALENCE_KEPT = ("duplicate",)
+
+
+def _at_this_prevalence(base: tuple[np.ndarray, dict], issue: str,
+                        model: dict | None) -> tuple[np.ndarray, dict]:
+    """The shipped model's probabilities for ``issue`` re-read at this dataset's share of the
+    issue (:func:`grader.ensemble_prior.adapt_to_prevalence`); other learners' as they are."""
+    p, info = base
+    rate = training_rate(model or {}, issue, info) if info.get("chosen") == "default_model" else None
+    if rate is None or issue in PREVALENCE_KEPT:
+        return base
+    q, est = adapt_to_prevalence(p, rate)
+    record = {"trained_at": round(rate, 4), "estimated": round(est, 4), "applied": est > rate}
+    return (q if est > rate else p), {**info, "prevalence": record}
 
 
 def _calibrate_composed(p: np.ndarray, model: dict) -> np.ndarray:

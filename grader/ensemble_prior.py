@@ -217,3 +217,61 @@ def default_model_scores(pct: Mapping[str, np.ndarray], issue: str,
             "absent": absent, "ignored": sorted(set(pct) - set(used)),
             "cv_auroc": entry.get("cv_auroc"), "trained_on": model.get("training_data", "")[:80]}
     return s, info
+
+
+def training_rate(model: Mapping, issue: str, info: Mapping) -> float | None:
+    """The share of ``issue``'s errors the shipped model's output for it assumes: the rate its
+    Platt scale was fitted at (``platt.error_rate``; the duplicate composition's own where
+    ``info`` says the output was composed with the raw duplicate score), else the training
+    counts' (``n_train``); None where neither is recorded."""
+    if info.get("composed_with"):
+        platt = (model.get("duplicate_composition") or {}).get("platt") or {}
+    else:
+        entry = ((model.get("issues") or {}).get(issue) or {}).get(info.get("variant")) or {}
+        platt = entry.get("platt") or {}
+        if not platt.get("error_rate"):
+            n = entry.get("n_train") or {}
+            if n.get("errors") and n.get("clean"):
+                return float(n["errors"]) / (float(n["errors"]) + float(n["clean"]))
+    rate = platt.get("error_rate")
+    return float(rate) if rate else None
+
+
+#: Bounds of the share of errors :func:`adapt_to_prevalence` may settle on.
+PREVALENCE_BOUNDS = (1e-4, 0.9)
+
+
+def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
+                        tol: float = 1e-6) -> tuple[np.ndarray, float]:
+    """``p`` (probabilities of an issue at the training share ``train_rate``) re-read at this
+    dataset's share of that issue, estimated from ``p`` itself by EM (Saerens, Latinne &
+    Decaestecker, "Adjusting the outputs of a classifier to new a priori probabilities", 2002):
+    each output's odds scaled by ``(q / train_rate) / ((1 - q) / (1 - train_rate))`` and ``q``
+    set to the mean adjusted output until it settles. Returns (adjusted ``p``, ``q``); NaN stays
+    NaN and ranks are unchanged.
+
+    Why: a model fitted where 3-10 % of each issue's labels were wrong says "5 %" for a label
+    that is wrong with 40 % chance on a dataset where a quarter of the labels are wrong
+    (``bench/error_rates.py``); the noisy-OR behind ``ensemble_any`` then lets an issue whose
+    probabilities stayed low fall behind another's."""
+    p = np.asarray(p, dtype=float)
+    ok = np.isfinite(p)
+    if not ok.any() or not 0 < train_rate < 1:
+        return p, float(train_rate)
+    x = np.clip(p[ok], 1e-9, 1 - 1e-9)
+    lo, hi = PREVALENCE_BOUNDS
+    q = float(np.clip(train_rate, lo, hi))
+    adj = x
+    for _ in range(max_iter):
+        a1 = q / train_rate
+        a0 = (1.0 - q) / (1.0 - train_rate)
+        adj = a1 * x / (a1 * x + a0 * (1.0 - x))
+        new = float(np.clip(adj.mean(), lo, hi))
+        if abs(new - q) < tol:
+            q = new
+            break
+        q = new
+    a1, a0 = q / train_rate, (1.0 - q) / (1.0 - train_rate)
+    out = p.copy()
+    out[ok] = a1 * x / (a1 * x + a0 * (1.0 - x))
+    return out, q

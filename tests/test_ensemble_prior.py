@@ -323,3 +323,75 @@ def test_grade_names_the_judges_that_ran_with_the_shipped_models():
     record_field_model(ds, "p", {**SHIPPED_PREDICTIONS, "input_size": 640})   # another input size
     assert reference_judges(ctx()) == ["boxgrader", "consistency", "zoom"]
     ds.delete()
+
+
+def _calibrated(n: int, share: float, trained_at: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (True = error) at ``share`` and a calibrated model's probabilities for them at
+    ``trained_at``: errors' scores ~ N(1.5, 1), clean ~ N(-1.5, 1)."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < share
+    s = np.where(y, rng.normal(1.5, 1, n), rng.normal(-1.5, 1, n))
+    l1, l0 = np.exp(-(s - 1.5) ** 2 / 2), np.exp(-(s + 1.5) ** 2 / 2)
+    return y, trained_at * l1 / (trained_at * l1 + (1 - trained_at) * l0)
+
+
+def test_probabilities_are_re_read_at_the_datasets_share_of_errors():
+    for share in (0.25, 0.5):
+        y, p = _calibrated(20000, share, 0.05, seed=int(share * 100))
+        p[:10] = np.nan
+        q, est = ep.adapt_to_prevalence(p, 0.05)
+        assert est == pytest.approx(y[10:].mean(), abs=0.02)
+        assert np.nanmean(q) == pytest.approx(y[10:].mean(), abs=0.02)
+        assert np.isnan(q[:10]).all()
+        ok = np.isfinite(p)
+        assert (np.argsort(q[ok], kind="stable") == np.argsort(p[ok], kind="stable")).all()
+        assert np.nanmean(p) < share - 0.05                    # before: the training share
+    y, p = _calibrated(20000, 0.05, 0.05, seed=1)                # at the training share: kept
+    q, est = ep.adapt_to_prevalence(p, 0.05)
+    assert est == pytest.approx(0.05, abs=0.01) and np.abs(q - p).max() < 0.02
+
+
+def test_training_rate_is_the_share_the_scale_was_fitted_at():
+    model = ep.load_default_model()
+    entry = model["issues"]["badloc"]["full+boxgrader"]
+    info = {"chosen": "default_model", "variant": "full+boxgrader"}
+    assert ep.training_rate(model, "badloc", info) == entry["platt"]["error_rate"]
+    assert ep.training_rate(model, "duplicate", {**info, "composed_with": "x"}) == \
+        model["duplicate_composition"]["platt"]["error_rate"]
+    n = model["issues"]["badloc"]["full"]["n_train"]
+    assert ep.training_rate(model, "badloc", {**info, "variant": "full"}) == pytest.approx(
+        n["errors"] / (n["errors"] + n["clean"]))
+
+
+def test_the_shipped_probabilities_rise_with_a_higher_share_of_errors_only():
+    """More errors than the model was fitted at: its probabilities are re-read at the share
+    estimated here. Fewer, a duplicate (copy and source both score), or another learner: kept."""
+    from grader.ensemble import _at_this_prevalence
+
+    model = ep.load_default_model()
+    rate = model["issues"]["badloc"]["full+boxgrader"]["platt"]["error_rate"]
+    info = {"chosen": "default_model", "variant": "full+boxgrader"}
+    y, p = _calibrated(5000, 0.3, rate, seed=2)
+    q, got = _at_this_prevalence((p, info), "badloc", model)
+    assert got["prevalence"]["applied"] and got["prevalence"]["estimated"] == pytest.approx(0.3, abs=0.03)
+    assert q.mean() == pytest.approx(y.mean(), abs=0.03) and p.mean() < y.mean() - 0.05
+    _, p_few = _calibrated(5000, 0.01, rate, seed=3)
+    q, got = _at_this_prevalence((p_few, info), "badloc", model)
+    assert q is p_few and not got["prevalence"]["applied"]
+    assert _at_this_prevalence((p, info), "duplicate", model)[0] is p
+    assert _at_this_prevalence((p, {**info, "chosen": "self:hgb"}), "badloc", model)[0] is p
+
+
+def test_compute_ensemble_records_the_share_it_read_the_model_at(unverified):
+    from grader.ensemble import compute_ensemble
+
+    ds = unverified
+    model = ep.load_default_model()
+    box = model["issues"]["badloc"]["full+boxgrader"]
+    for i, name in enumerate(ep.base_scores(box["features"])):
+        _write_random(ds, name, 300 + i)
+    info = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR).info["learner"]
+    assert {"trained_at", "estimated", "applied"} <= set(info["badloc"]["prevalence"])
+    assert "prevalence" not in info["duplicate"]
+    off = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, adapt_prevalence=False)
+    assert "prevalence" not in off.info["learner"]["badloc"]
