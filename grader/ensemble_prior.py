@@ -242,13 +242,15 @@ PREVALENCE_BOUNDS = (1e-4, 0.9)
 
 
 def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
-                        tol: float = 1e-6) -> tuple[np.ndarray, float]:
+                        tol: float = 1e-6, n_estimate: int | None = None) -> tuple[np.ndarray, float]:
     """``p`` (probabilities of an issue at the training share ``train_rate``) re-read at this
     dataset's share of that issue, estimated from ``p`` itself by EM (Saerens, Latinne &
     Decaestecker, "Adjusting the outputs of a classifier to new a priori probabilities", 2002):
     each output's odds scaled by ``(q / train_rate) / ((1 - q) / (1 - train_rate))`` and ``q``
     set to the mean adjusted output until it settles. Returns (adjusted ``p``, ``q``); NaN stays
-    NaN and ranks are unchanged.
+    NaN and ranks are unchanged. ``n_estimate``: estimate ``q`` on the first ``n_estimate``
+    rows only (the dataset's labels; rows after them, such as labels a reviewer already fixed,
+    are adjusted but do not count).
 
     Why: a model fitted where 3-10 % of each issue's labels were wrong says "5 %" for a label
     that is wrong with 40 % chance on a dataset where a quarter of the labels are wrong
@@ -259,13 +261,18 @@ def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
     if not ok.any() or not 0 < train_rate < 1:
         return p, float(train_rate)
     x = np.clip(p[ok], 1e-9, 1 - 1e-9)
+    fit = ok.copy()
+    if n_estimate is not None:
+        fit[n_estimate:] = False
+    xf = np.clip(p[fit], 1e-9, 1 - 1e-9)
+    if not len(xf):
+        return p, float(train_rate)
     lo, hi = PREVALENCE_BOUNDS
     q = float(np.clip(train_rate, lo, hi))
-    adj = x
     for _ in range(max_iter):
         a1 = q / train_rate
         a0 = (1.0 - q) / (1.0 - train_rate)
-        adj = a1 * x / (a1 * x + a0 * (1.0 - x))
+        adj = a1 * xf / (a1 * xf + a0 * (1.0 - xf))
         new = float(np.clip(adj.mean(), lo, hi))
         if abs(new - q) < tol:
             q = new

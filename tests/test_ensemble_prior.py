@@ -172,6 +172,7 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     scaled = 1 / (1 + np.exp(-(platt["a"] * np.log(q / (1 - q)) + platt["b"])))
     np.testing.assert_allclose(_calibrate_composed(np.maximum(composed, own), model), scaled)
     want_any = 1 - (1 - scaled) * (1 - x)
+    assert "prevalence" not in info["any"]
     got_any = dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_any"],
                                   unwind=True)))
     np.testing.assert_allclose([got_any[l] for l in ls.label_ids], want_any, rtol=1e-9)
@@ -349,6 +350,10 @@ def test_probabilities_are_re_read_at_the_datasets_share_of_errors():
     y, p = _calibrated(20000, 0.05, 0.05, seed=1)                # at the training share: kept
     q, est = ep.adapt_to_prevalence(p, 0.05)
     assert est == pytest.approx(0.05, abs=0.01) and np.abs(q - p).max() < 0.02
+    # rows after n_estimate (labels a reviewer fixed) are adjusted but do not count
+    q2, est2 = ep.adapt_to_prevalence(np.r_[p, np.full(5000, 0.99)], 0.05, n_estimate=len(p))
+    assert est2 == pytest.approx(est) and np.allclose(q2[:len(p)], q) and (q2[len(p):] > 0.9).all()
+    assert ep.adapt_to_prevalence(np.r_[p, np.full(5000, 0.99)], 0.05)[1] > est + 0.1
 
 
 def test_training_rate_is_the_share_the_scale_was_fitted_at():
