@@ -250,7 +250,7 @@ def print_table(name: str, acc: dict, args) -> None:
         print(H.recall_line(f"overlooked {key[1]:34s}", v, width=0))
     split = [(k, v) for k, v in acc.items() if len(k) == 2 and k[1] in ("known", "unknown")]
     if split:
-        print(f"-- ensemble_* AUROC (AP) [errors per seed] by the label's class: COCO name "
+        print("-- ensemble_* AUROC (AP) [errors per seed] by the label's class: COCO name "
               f"(known) or the user's own (unknown), mean over seeds --")
         for err in list(GT_ISSUES) + ["any"]:
             cells = []
