@@ -251,7 +251,7 @@ def print_table(name: str, acc: dict, args) -> None:
     split = [(k, v) for k, v in acc.items() if len(k) == 2 and k[1] in ("known", "unknown")]
     if split:
         print("-- ensemble_* AUROC (AP) [errors per seed] by the label's class: COCO name "
-              f"(known) or the user's own (unknown), mean over seeds --")
+              "(known) or the user's own (unknown), mean over seeds --")
         for err in list(GT_ISSUES) + ["any"]:
             cells = []
             for part in ("known", "unknown"):
