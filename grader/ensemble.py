@@ -420,14 +420,16 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                                                                "clean": int(neg.sum())}
         # The answer without verified labels: the choice made on the injected copy, else the
         # shipped model where it fits, else (None) the vote.
-        base = None
+        base, shipped = None, False
         if issue in selection:
             base = apply_selection(selection[issue], pct, prior)
         if base is None and fallback_prior is not None:
             base = default_model_scores(pct, issue, fallback_prior, raw=ref_raw)
+            shipped = base is not None
         if issue == "duplicate" and base is not None:
             base = _compose_duplicate(base, dup_raw, prior)
-        if base is not None and issue != "any" and adapt_prevalence:
+        if shipped and issue != "any" and adapt_prevalence:
+            # (a choice made on the copy, the shipped model included, is scaled on the copy)
             base = _at_this_prevalence(base, issue, prior, n_labels)
         if issue == "any" and base is not None:
             n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label")

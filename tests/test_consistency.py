@@ -164,6 +164,10 @@ def test_self_supervised_stacker_on_coco128(coco128):
     # The best candidate on the copy's injected errors (a fitted model or the best score).
     assert chosen["chosen"] in ("self:logistic", "self:hgb", "single", "default_model")
     assert chosen["cv_auroc"][chosen["chosen"]] > 0.9
+    # its probabilities are scaled on the copy: not re-read at a share the shipped model's
+    # scales assume (compute_ensemble's adapt_prevalence is for the shipped model only)
+    assert rep.info["selection"]
+    assert not any("prevalence" in rep.info["learner"][i] for i in rep.info["selection"])
     assert len(fo.list_datasets()) == n_datasets
     assert ds.values("noisy.detections.label", unwind=True) == before
     assert "lg_selfsup" not in ds.get_field_schema()
