@@ -321,8 +321,10 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     distributed otherwise: leave those judges out (``grade()`` does).
     ``adapt_prevalence``: the shipped model's per-issue probabilities assume the share of
     errors it was fitted at (about 5 % per issue); re-read them at this dataset's share,
-    estimated from the probabilities themselves (:func:`grader.ensemble_prior.adapt_to_prevalence`;
-    ``info["learner"][issue]["prevalence"]`` says both).
+    estimated from the probabilities themselves (:func:`grader.ensemble_prior.adapt_to_prevalence`),
+    where that estimate is above the training share; duplicates (:data:`PREVALENCE_KEPT`),
+    ``ensemble_any`` itself and models fitted here keep theirs
+    (``info["learner"][issue]["prevalence"]`` says both shares and whether it applied).
     ``progress(done, total)``: called as the work advances (the self-supervised copies are
     most of it).
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
