@@ -135,6 +135,11 @@ class ComputeEnsemble(GraderOperator):
         inputs.enum("learner", learner.values(), default="auto", label="Learner", view=learner)
         inputs.int("min_stack_positives", default=10, min=1,
                    label="Min trusted errors per issue to fit a learned model")
+        inputs.bool("adapt_prevalence", default=True,
+                    label="Read the shipped model's probabilities at this dataset's share of errors",
+                    description="Where more labels look wrong than in the model's training runs "
+                                "(about 5 % per issue), its probabilities are re-read at the share "
+                                "estimated here (README: 'At your dataset's share of errors')")
 
     def run(self, ctx, view, p):
         report = compute_ensemble(
@@ -144,6 +149,7 @@ class ComputeEnsemble(GraderOperator):
             min_positives=int(p.get("min_positives", 3)), method=p.get("method") or "stouffer",
             learner=p.get("learner") or "auto",
             min_stack_positives=int(p.get("min_stack_positives", 10)),
+            adapt_prevalence=bool(p.get("adapt_prevalence", True)),
         )
         return _json_safe(report.to_dict())
 

@@ -190,6 +190,14 @@ def test_operators_inject_evaluate_ensemble(tmp_path):
         assert res.error is None, res.error
         assert res.result["info"]["weights_source"]["swap"] == "trusted"
         assert ds.count("noisy.detections.ensemble_swap") == ds.count("noisy.detections")
+        from grader.ensemble import decisions_since_ensemble
+
+        assert decisions_since_ensemble(ds, "noisy")[1]["adapt_prevalence"] is True
+        res = foo.execute_operator(uri + "compute_ensemble", ctx={"dataset": ds, "params": {
+            "target": "DATASET", "gt_field": "noisy", "truth": TRUTH_ATTR, "min_positives": 2,
+            "adapt_prevalence": False}})
+        assert res.error is None, res.error
+        assert decisions_since_ensemble(ds, "noisy")[1]["adapt_prevalence"] is False
         res = foo.execute_operator(uri + "evaluate_judges", ctx={"dataset": ds, "params": {
             "target": "DATASET", "gt_field": "noisy", "pred_field": "predictions", "run_brain": False}})
         assert res.error is None, res.error
