@@ -246,7 +246,7 @@ def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
     """``p`` (probabilities of an issue at the training share ``train_rate``) re-read at this
     dataset's share of that issue, estimated from ``p`` itself by EM (Saerens, Latinne &
     Decaestecker, "Adjusting the outputs of a classifier to new a priori probabilities", 2002):
-    each output's odds scaled by ``(q / train_rate) / ((1 - q) / (1 - train_rate))`` and ``q``
+    each output's log-odds shifted by ``logit(q) - logit(train_rate)`` and ``q``
     set to the mean adjusted output until it settles. Returns (adjusted ``p``, ``q``); NaN stays
     NaN and ranks are unchanged. ``n_estimate``: estimate ``q`` on the first ``n_estimate``
     rows only (the dataset's labels; rows after them, such as labels a reviewer already fixed,
@@ -258,27 +258,23 @@ def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
     probabilities stayed low fall behind another's."""
     p = np.asarray(p, dtype=float)
     ok = np.isfinite(p)
-    if not ok.any() or not 0 < train_rate < 1:
-        return p, float(train_rate)
-    x = np.clip(p[ok], 1e-9, 1 - 1e-9)
     fit = ok.copy()
     if n_estimate is not None:
         fit[n_estimate:] = False
-    xf = np.clip(p[fit], 1e-9, 1 - 1e-9)
-    if not len(xf):
+    if not fit.any() or not 0 < train_rate < 1:
         return p, float(train_rate)
+    x = np.clip(p[ok], 1e-9, 1 - 1e-9)
+    z = np.log(x / (1.0 - x))
+    zf = z[fit[ok]]
+    z_train = np.log(train_rate / (1.0 - train_rate))
     lo, hi = PREVALENCE_BOUNDS
     q = float(np.clip(train_rate, lo, hi))
     for _ in range(max_iter):
-        a1 = q / train_rate
-        a0 = (1.0 - q) / (1.0 - train_rate)
-        adj = a1 * xf / (a1 * xf + a0 * (1.0 - xf))
-        new = float(np.clip(adj.mean(), lo, hi))
-        if abs(new - q) < tol:
-            q = new
-            break
+        new = float(np.clip(_sigmoid(zf + np.log(q / (1.0 - q)) - z_train).mean(), lo, hi))
+        converged = abs(new - q) < tol
         q = new
-    a1, a0 = q / train_rate, (1.0 - q) / (1.0 - train_rate)
+        if converged:
+            break
     out = p.copy()
-    out[ok] = a1 * x / (a1 * x + a0 * (1.0 - x))
+    out[ok] = _sigmoid(z + np.log(q / (1.0 - q)) - z_train)
     return out, q
