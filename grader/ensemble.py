@@ -46,7 +46,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .classes import known_class_share
-from .ensemble_prior import adapt_to_prevalence, default_model_scores, training_rate
+from .ensemble_prior import (adapt_to_prevalence, default_model_scores, one_issue_each,
+                             training_rate)
 from .ensemble_reviews import extend_with_reviews, review_rows, summary
 from .ensemble_selfsup import apply_selection, collect_injected, select_models
 from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstention, logit,
@@ -277,7 +278,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      min_gain: float = MIN_GAIN_OVER_DEFAULT, reviews: bool = True,
                      write: bool = True, fuse_cross_duplicates: bool | float = True,
                      reference_judges: Sequence[str] | None = None,
-                     adapt_prevalence: bool = True,
+                     adapt_prevalence: bool = True, one_issue_per_label: bool = True,
                      progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
@@ -325,6 +326,12 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     where that estimate is above the training share; duplicates (:data:`PREVALENCE_KEPT`),
     ``ensemble_any`` itself and models fitted here keep theirs
     (``info["learner"][issue]["prevalence"]`` says both shares and whether it applied).
+    ``one_issue_per_label``: the probabilities of badloc, swap and spurious read as one
+    distribution (a label has at most one of them: :data:`EXCLUSIVE_ISSUES`,
+    :func:`grader.ensemble_prior.one_issue_each`), where they are probabilities
+    (``info["one_issue_each"]`` lists the issues read together); a box the spurious model is
+    sure of then leaves the top of the badloc and swap queues. Duplicates and
+    ``ensemble_any`` are not changed.
     ``progress(done, total)``: called as the work advances (the self-supervised copies are
     most of it).
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
@@ -389,6 +396,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     vote_kwargs = dict(min_positives=min_positives, min_negatives=min_negatives,
                        sharpness=sharpness, prior_auroc=prior_auroc, prior_strength=prior_strength)
 
+    n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label") if c is not None])
     selection: dict[str, dict] = {}
     model_fit = shipped_model_fit(collection, gt_field, prior)
     report.info["default_model_fit"] = model_fit
@@ -434,8 +442,6 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             # (a choice made on the copy, the shipped model included, is scaled on the copy)
             base = _at_this_prevalence(base, issue, prior, n_labels)
         if issue == "any" and base is not None:
-            n_classes = len([c for c in collection.distinct(f"{gt_field}.detections.label")
-                             if c is not None])
             composed = _any_from_issues(scores, learners, issues, n_classes)
             if composed is not None:
                 any_, inputs = composed
@@ -485,6 +491,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         _fuse_cross_duplicates(scores, ls.columns, report,
                                None if fuse_cross_duplicates is True else float(fuse_cross_duplicates),
                                learners)
+    if one_issue_per_label:
+        _one_issue_each(scores, learners, issues, n_classes, report)
     report.info["learner"] = learners
     report.info["weights"] = {i: {k: round(v, 4) for k, v in w.items() if v > 0}
                               for i, w in weights_all.items()}
@@ -504,7 +512,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                       tag_fraction=tag_fraction, reviews=reviews,
                       fuse_cross_duplicates=fuse_cross_duplicates,
                       reference_judges=None if reference_judges is None else list(reference_judges),
-                      adapt_prevalence=adapt_prevalence,
+                      adapt_prevalence=adapt_prevalence, one_issue_per_label=one_issue_per_label,
                       default_model=default_model if isinstance(default_model, bool) else str(default_model))
         record_run(collection, RUN_KEY, params, report.to_dict())
     return report
@@ -537,6 +545,31 @@ def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
     seen = np.isfinite(P).any(axis=1)
     any_ = 1.0 - np.prod(1.0 - np.clip(np.nan_to_num(P, nan=0.0), 0.0, 1.0), axis=1)
     return np.where(seen, any_, np.nan), [f"ensemble_{i}" for i in used]
+
+
+#: Issues a label has at most one of (a box on nothing is not also badly placed or of the
+#: wrong class). Duplicates are a relation between two boxes and come with the others: a copy
+#: under a confusable class is a duplicate whose class is also wrong; read together with swap,
+#: injected cross-class copies fell from AP 0.43 / 0.68 to 0.22 / 0.28 in ensemble_duplicate
+#: (coco128, ``bench/error_rates.py --mix real``, 2 seeds), so duplicates keep their own.
+EXCLUSIVE_ISSUES = ("badloc", "swap", "spurious")
+
+
+def _one_issue_each(scores: dict[str, np.ndarray], learners: dict[str, dict],
+                    issues: Sequence[str], n_classes: int, report: RunReport) -> None:
+    """The :data:`EXCLUSIVE_ISSUES` whose scores are probabilities (:data:`PROBABILITY_LEARNERS`),
+    read together as exclusive (:func:`grader.ensemble_prior.one_issue_each`), in place; the
+    others (the vote, models fitted on verified labels) as they are. With one class no label
+    can carry another, so swap is left out (as :func:`_any_from_issues` does)."""
+    used = [i for i in issues if i in EXCLUSIVE_ISSUES and i in scores
+            and learners.get(i, {}).get("chosen") in PROBABILITY_LEARNERS
+            and not (i == "swap" and n_classes < 2)]
+    report.info["one_issue_each"] = used if len(used) > 1 else []
+    if len(used) < 2:
+        return
+    q = one_issue_each(np.stack([scores[i] for i in used], axis=1))
+    for k, issue in enumerate(used):
+        scores[issue] = q[:, k]
 
 
 #: The same-class duplicate score (grader.judges.consistency), composed into ensemble_duplicate.

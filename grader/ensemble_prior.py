@@ -278,3 +278,24 @@ def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
     out = p.copy()
     out[ok] = _sigmoid(z + np.log(q / (1.0 - q)) - z_train)
     return out, q
+
+
+def one_issue_each(p: np.ndarray) -> np.ndarray:
+    """Per-issue probabilities ``p`` ``(n_labels, n_issues)``, each from its own one-vs-rest
+    model, read as one distribution over "clean" and the issues, which exclude each other (a
+    box on nothing is spurious, not also badly placed): each issue's odds ``o_k = p_k / (1 -
+    p_k)`` against the label being clean, ``q_k = o_k / (1 + sum_j o_j)``. NaN (an issue no
+    judge spoke to) adds no odds and stays NaN. Ranks within an issue change only where
+    another issue explains the label better.
+
+    Why: every one-vs-rest model scores the boxes the others are sure of as well, since the
+    same evidence (the box grader's ``p_not_good``, no detection on the box) speaks to
+    several issues. On coco128 (5 % of each type, 2 seeds) 89 of the 184 labels at the top of
+    ``ensemble_badloc`` were injected spurious boxes whose ``ensemble_spurious`` was near 1;
+    badloc, swap and spurious read together: AP of badloc 0.617 -> 0.788 and of swap 0.911 ->
+    0.936 (docs/evaluation.md)."""
+    p = np.asarray(p, dtype=float)
+    x = np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0 - 1e-9)
+    odds = x / (1.0 - x)
+    q = odds / (1.0 + odds.sum(axis=1, keepdims=True))
+    return np.where(np.isfinite(p), q, np.nan)

@@ -140,6 +140,11 @@ class ComputeEnsemble(GraderOperator):
                     description="Where more labels look wrong than in the model's training runs "
                                 "(about 5 % per issue), its probabilities are re-read at the share "
                                 "estimated here (README: 'At your dataset's share of errors')")
+        inputs.bool("one_issue_per_label", default=True,
+                    label="Read badloc, swap and spurious as exclusive issues",
+                    description="A label has at most one of them: a box the spurious model is "
+                                "sure of leaves the badloc and swap queues (README: 'One issue "
+                                "per label')")
 
     def run(self, ctx, view, p):
         report = compute_ensemble(
@@ -150,6 +155,7 @@ class ComputeEnsemble(GraderOperator):
             learner=p.get("learner") or "auto",
             min_stack_positives=int(p.get("min_stack_positives", 10)),
             adapt_prevalence=bool(p.get("adapt_prevalence", True)),
+            one_issue_per_label=bool(p.get("one_issue_per_label", True)),
         )
         return _json_safe(report.to_dict())
 

@@ -193,11 +193,13 @@ def test_operators_inject_evaluate_ensemble(tmp_path):
         from grader.ensemble import decisions_since_ensemble
 
         assert decisions_since_ensemble(ds, "noisy")[1]["adapt_prevalence"] is True
+        assert decisions_since_ensemble(ds, "noisy")[1]["one_issue_per_label"] is True
         res = foo.execute_operator(uri + "compute_ensemble", ctx={"dataset": ds, "params": {
             "target": "DATASET", "gt_field": "noisy", "truth": TRUTH_ATTR, "min_positives": 2,
-            "adapt_prevalence": False}})
+            "adapt_prevalence": False, "one_issue_per_label": False}})
         assert res.error is None, res.error
         assert decisions_since_ensemble(ds, "noisy")[1]["adapt_prevalence"] is False
+        assert decisions_since_ensemble(ds, "noisy")[1]["one_issue_per_label"] is False
         res = foo.execute_operator(uri + "evaluate_judges", ctx={"dataset": ds, "params": {
             "target": "DATASET", "gt_field": "noisy", "pred_field": "predictions", "run_brain": False}})
         assert res.error is None, res.error
@@ -400,8 +402,16 @@ def test_auto_fits_the_ensemble_on_unknown_classes(unknown_classes):
     col = lambda a: np.array([np.nan if v is None else v
                               for v in ds.values(f"noisy.detections.{a}", unwind=True)], float)
     x = np.nan_to_num(col("consistency_xdup"), nan=0.0)
-    want = 1 - np.prod([1 - np.nan_to_num(col(f"ensemble_{i}"), nan=0.0) for i in used], axis=0)
-    np.testing.assert_allclose(col("ensemble_any")[x < 0.5], want[x < 0.5], rtol=1e-9)
+    # the per-issue columns were then read together as exclusive issues (one_issue_each):
+    # each one's probability before that is its odds against "clean", q_k / (1 - sum q)
+    together = rep.info["one_issue_each"]
+    assert together and "duplicate" not in together
+    q = {i: np.nan_to_num(col(f"ensemble_{i}"), nan=0.0) for i in together}
+    clean = 1 - sum(q.values())
+    per = {i: (q[i] / clean) / (1 + q[i] / clean) if i in together
+           else np.nan_to_num(col(f"ensemble_{i}"), nan=0.0) for i in used}
+    want = 1 - np.prod([1 - per[i] for i in used], axis=0)
+    np.testing.assert_allclose(col("ensemble_any")[x < 0.5], want[x < 0.5], rtol=1e-6)
     assert ds.values("noisy.detections.label", unwind=True) == before
     assert len(fo.list_datasets()) == n_datasets
     assert "lg_selfsup" not in ds.get_field_schema()

@@ -92,6 +92,16 @@ def unverified(tmp_path):
     ds.delete()
 
 
+def _write_box_variant(ds, seed: int):
+    """Random values of every score the shipped model's box grader variant reads; returns the
+    model and that variant's badloc entry."""
+    model = ep.load_default_model()
+    box = model["issues"]["badloc"]["full+boxgrader"]
+    for i, name in enumerate(ep.base_scores(box["features"])):
+        _write_random(ds, name, seed + i)
+    return model, box
+
+
 def _write_random(ds, score: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     ids, lids = ds.values(["id", "noisy.detections.id"])
@@ -114,7 +124,8 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     # Every score of the full variant present -> the shipped model, for every issue.
     for i, name in enumerate(ep.base_scores(full["features"])):
         _write_random(ds, name, i)
-    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    # (the model's own outputs: not read together as exclusive issues, see the test below)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, one_issue_per_label=False)
     info = rep.info["learner"]
     assert {info[i]["chosen"] for i in info} == {"default_model"}
     assert info["badloc"]["variant"] == "full"
@@ -133,7 +144,7 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     for i, name in enumerate(ep.base_scores(box["features"])):
         if name.startswith("boxgrader:"):
             _write_random(ds, name, 100 + i)
-    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, one_issue_per_label=False)
     info = rep.info["learner"]
     assert {info[i]["variant"] for i in info if i != "any"} == {"full+boxgrader"}
     assert not [s for s in info["badloc"]["ignored"] if s.startswith("boxgrader:")]
@@ -189,7 +200,8 @@ def test_compute_ensemble_uses_default_model_without_verified_images(unverified)
     # Verified images with enough errors: the default model competes with the fitted ones
     # (a margin no fitted model can clear keeps it, with its own scores).
     ds.tag_samples("verified")
-    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, min_stack_positives=5, min_gain=1.0)
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, min_stack_positives=5, min_gain=1.0,
+                           one_issue_per_label=False)
     info = rep.info["learner"]["badloc"]
     assert "default_model" in info["cv_auroc"] and info["folds"] >= 2
     assert info["chosen"] == "default_model" and info["variant"] == "full+boxgrader"
@@ -277,12 +289,10 @@ def test_compute_ensemble_reads_only_the_named_judges_against_the_reference(unve
     from grader.ensemble import compute_ensemble
 
     ds = unverified
-    model = ep.load_default_model()
-    box = model["issues"]["badloc"]["full+boxgrader"]
-    for i, name in enumerate(ep.base_scores(box["features"])):
-        _write_random(ds, name, 200 + i)
+    model, box = _write_box_variant(ds, 200)
     rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR,
-                           reference_judges=["boxgrader", "consistency", "zoom"])
+                           reference_judges=["boxgrader", "consistency", "zoom"],
+                           one_issue_per_label=False)
     assert rep.info["reference_judges"] == ["boxgrader", "consistency", "zoom"]
     pct, ls = ep.label_percentiles(ds, "noisy")
     raw = {k: c for k, c in ls.columns.items() if not k.startswith("cleanlab:")}
@@ -391,12 +401,50 @@ def test_compute_ensemble_records_the_share_it_read_the_model_at(unverified):
     from grader.ensemble import compute_ensemble
 
     ds = unverified
-    model = ep.load_default_model()
-    box = model["issues"]["badloc"]["full+boxgrader"]
-    for i, name in enumerate(ep.base_scores(box["features"])):
-        _write_random(ds, name, 300 + i)
+    model, box = _write_box_variant(ds, 300)
     info = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR).info["learner"]
     assert {"trained_at", "estimated", "applied"} <= set(info["badloc"]["prevalence"])
     assert "prevalence" not in info["duplicate"]
     off = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, adapt_prevalence=False)
     assert "prevalence" not in off.info["learner"]["badloc"]
+
+
+def test_one_issue_each_reads_the_issues_as_exclusive():
+    p = np.array([[0.8, 0.01, 0.99, 0.01],     # sure it is spurious: not also badly placed
+                  [0.8, 0.01, 0.01, 0.01],     # only badloc speaks: stays near its own
+                  [0.3, np.nan, 0.2, 0.1],     # swap unknown
+                  [0.0, 0.0, 0.0, 0.0]])
+    q = ep.one_issue_each(p)
+    assert q[0, 0] < 0.05 and q[0, 2] > 0.95
+    assert abs(q[1, 0] - 0.8) < 0.02
+    assert q[1, 0] > q[0, 0]                   # the spurious box falls behind in the badloc queue
+    assert np.isnan(q[2, 1]) and np.all(np.isfinite(q[2, [0, 2, 3]]))
+    assert np.all(np.nansum(q, axis=1) < 1) and np.all(q[3] == 0)
+    # each issue's odds against "clean" are kept: q_k / q_clean = p_k / (1 - p_k)
+    clean = 1 - np.nansum(q[2])
+    np.testing.assert_allclose(q[2, 0] / clean, 0.3 / 0.7)
+    # one issue alone keeps its order
+    col = np.array([[0.1, 0.0], [0.5, 0.0], [0.9, 0.0]])
+    assert list(np.argsort(ep.one_issue_each(col)[:, 0])) == [0, 1, 2]
+
+
+def test_compute_ensemble_reads_the_shipped_issues_as_exclusive(unverified):
+    from grader.ensemble import compute_ensemble
+
+    ds = unverified
+    model, box = _write_box_variant(ds, 500)
+    fields = ["noisy.detections.ensemble_" + i for i in ("badloc", "swap", "spurious", "duplicate", "any")]
+    off = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR, one_issue_per_label=False)
+    assert "one_issue_each" not in off.info
+    before = np.array(ds.values(fields, unwind=True), dtype=float).T
+    rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
+    after = np.array(ds.values(fields, unwind=True), dtype=float).T
+    assert rep.info["one_issue_each"] == ["badloc", "swap", "spurious"]
+    np.testing.assert_allclose(after[:, :3], ep.one_issue_each(before[:, :3]), rtol=1e-9)
+    # duplicates (a relation between two boxes, which comes with the others) and
+    # ensemble_any are unchanged
+    np.testing.assert_allclose(after[:, 3:], before[:, 3:])
+    assert (after[:, :3] <= before[:, :3] + 1e-12).all() and (after[:, :3] < before[:, :3]).any()
+    from grader.ensemble import decisions_since_ensemble
+
+    assert decisions_since_ensemble(ds, "noisy")[1]["one_issue_per_label"] is True
