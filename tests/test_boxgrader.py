@@ -463,3 +463,33 @@ def test_a_labelled_object_on_a_box_does_not_make_it_a_swap(coco128_base):
         assert explained and all(d["boxgrader_p_other_class"] < 0.5 for d in explained)
     finally:
         ds.delete()
+
+
+def test_one_thread_holds_the_limits_once_when_nested(monkeypatch):
+    """Grading enters one_thread around every image's head: nested entries must not pay
+    threadpoolctl's library scan again, and the outermost exit restores torch's threads."""
+    import threadpoolctl
+    import torch
+
+    from grader.judges.boxgrader.features import one_thread
+
+    calls = []
+    real = threadpoolctl.threadpool_limits
+
+    def counting(*a, **k):
+        calls.append(a or k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", counting)
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+        for _ in range(5):
+            with one_thread():
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1     # an inner exit leaves the outer limits on
+    assert len(calls) == 1
+    assert torch.get_num_threads() == before
+    with one_thread():                          # and a later entry limits again
+        pass
+    assert len(calls) == 2

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -480,16 +481,29 @@ def one_thread():
     OpenMP threads spinning made a 234-example tree fit take 30 CPU-s against 3.5 on one; two OpenMP threads waiting at barriers
     made one epoch 17x slower in wall time (60 s vs 3.6 s), and a (12, 3549) x (3549, 80)
     float64 product (the detector's class evidence per box) took 75 ms on two OpenBLAS
-    threads against 1 ms on one."""
+    threads against 1 ms on one.
+
+    Inside another ``one_thread`` of the same thread it does nothing: threadpoolctl scans the
+    loaded libraries on every entry (3-5 ms), which grading paid once per image (0.6 s of
+    grade() on 128 images)."""
+    if getattr(_ONE_THREAD, "held", False):
+        yield
+        return
     from threadpoolctl import threadpool_limits
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
+    _ONE_THREAD.held = True
     try:
         with threadpool_limits(1):   # BLAS and OpenMP (scikit-learn's trees) alike
             yield
     finally:
+        _ONE_THREAD.held = False
         torch.set_num_threads(n)
+
+
+#: whether this thread is inside :func:`one_thread`
+_ONE_THREAD = threading.local()
 
 
 def _decode(path: str):

@@ -20,7 +20,7 @@ from ..clipgrader.synth import synthesize
 from ..consistency import legit_partners
 from ..zoom import SharedZoom
 from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
-                       load_box_features)
+                       load_box_features, one_thread)
 from .model import BoxGrader, _load_folds, feature_mismatch, load_boxgrader
 
 TAG_BAD, TAG_BACKGROUND = quality_tags("boxgrader")
@@ -179,39 +179,40 @@ def grade_boxgrader(collection, field: str = "ground_truth", *, checkpoint: str 
     route_index = [{c: j for j, c in enumerate(g.classes)} for g, _, _ in routes]
     scores: dict[tuple[str, str], dict[str, Any]] = {}
     n_fold, by_route = 0, Counter()
-    for (path, _), ks, X in zip(groups, keys, feats):
-        if X is None:
-            continue
-        labels = [k[2] for k in ks]
-        # each label to the first grader that knows its class (else the last: ``grader``)
-        route = np.array([next((i for i, ci in enumerate(route_index) if lab in ci),
-                               len(routes) - 1) for lab in labels])
-        by_fold = False
-        for i, (g, f_of, f_graders) in enumerate(routes):
-            rows = np.nonzero(route == i)[0]
-            if not len(rows):
+    with one_thread():   # once for every image's head and tree model (see one_thread)
+        for (path, _), ks, X in zip(groups, keys, feats):
+            if X is None:
                 continue
-            fk = f_of.get(path)
-            by_fold |= fk is not None
-            by_route[g.meta.get("checkpoint") or "boxgrader"] += len(rows)
-            p = (g if fk is None else f_graders[fk]).predict(X[rows], [labels[r] for r in rows])
-            cindex = route_index[i]
-            for q, r in enumerate(rows):
-                sid, lid, lab = ks[r]
-                pq, pc = p["p_quality"][q], p["p_class"][q]
-                known = lab in cindex
-                if not known:
-                    report.skip("unknown_class")
-                scores[(sid, lid)] = {
-                    "boxgrader_p_good": float(pq[0]), "boxgrader_p_bad": float(pq[1]),
-                    "boxgrader_p_background": float(pq[2]),
-                    "boxgrader_p_not_good": float(1 - pq[0]),
-                    "boxgrader_quality": QUALITIES[int(p["quality"][q])],
-                    "boxgrader_class": g.classes[int(pc.argmax())],
-                    "boxgrader_p_other_class": (other_class_prob(pc, cindex[lab], [
-                        cindex[c] for c in partners.get(lid, ()) if c in cindex])
-                        if known else None)}
-        n_fold += by_fold
+            labels = [k[2] for k in ks]
+            # each label to the first grader that knows its class (else the last: ``grader``)
+            route = np.array([next((i for i, ci in enumerate(route_index) if lab in ci),
+                                   len(routes) - 1) for lab in labels])
+            by_fold = False
+            for i, (g, f_of, f_graders) in enumerate(routes):
+                rows = np.nonzero(route == i)[0]
+                if not len(rows):
+                    continue
+                fk = f_of.get(path)
+                by_fold |= fk is not None
+                by_route[g.meta.get("checkpoint") or "boxgrader"] += len(rows)
+                p = (g if fk is None else f_graders[fk]).predict(X[rows], [labels[r] for r in rows])
+                cindex = route_index[i]
+                for q, r in enumerate(rows):
+                    sid, lid, lab = ks[r]
+                    pq, pc = p["p_quality"][q], p["p_class"][q]
+                    known = lab in cindex
+                    if not known:
+                        report.skip("unknown_class")
+                    scores[(sid, lid)] = {
+                        "boxgrader_p_good": float(pq[0]), "boxgrader_p_bad": float(pq[1]),
+                        "boxgrader_p_background": float(pq[2]),
+                        "boxgrader_p_not_good": float(1 - pq[0]),
+                        "boxgrader_quality": QUALITIES[int(p["quality"][q])],
+                        "boxgrader_class": g.classes[int(pc.argmax())],
+                        "boxgrader_p_other_class": (other_class_prob(pc, cindex[lab], [
+                            cindex[c] for c in partners.get(lid, ()) if c in cindex])
+                            if known else None)}
+            n_fold += by_fold
     report.info["images_by_fold_grader"] = n_fold
     if known_grader is not None:   # labels graded per checkpoint
         report.info["labels_by_grader"] = dict(by_route)
