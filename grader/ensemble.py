@@ -59,7 +59,7 @@ from .evaluate import TRUSTED_TAG, auroc, present_score_specs, read_label_scores
 from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
-from .scores import GT_ISSUES, REVIEWED_TAGS, SCORES, ScoreSpec
+from .scores import EXCLUSIVE_ISSUES, GT_ISSUES, REVIEWED_TAGS, SCORES, ScoreSpec
 
 JUDGE = "ensemble"
 RUN_KEY = "label_grader_ensemble"
@@ -327,7 +327,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     ``ensemble_any`` itself and models fitted here keep theirs
     (``info["learner"][issue]["prevalence"]`` says both shares and whether it applied).
     ``one_issue_per_label``: the probabilities of badloc, swap and spurious read as one
-    distribution (a label has at most one of them: :data:`EXCLUSIVE_ISSUES`,
+    distribution (a label has at most one of them: :data:`grader.scores.EXCLUSIVE_ISSUES`,
     :func:`grader.ensemble_prior.one_issue_each`), where they are probabilities
     (``info["one_issue_each"]`` lists the issues read together); a box the spurious model is
     sure of then leaves the top of the badloc and swap queues. Duplicates and
@@ -547,20 +547,13 @@ def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
     return np.where(seen, any_, np.nan), [f"ensemble_{i}" for i in used]
 
 
-#: Issues a label has at most one of (a box on nothing is not also badly placed or of the
-#: wrong class). Duplicates are a relation between two boxes and come with the others: a copy
-#: under a confusable class is a duplicate whose class is also wrong; read together with swap,
-#: injected cross-class copies fell from AP 0.43 / 0.68 to 0.22 / 0.28 in ensemble_duplicate
-#: (coco128, ``bench/error_rates.py --mix real``, 2 seeds), so duplicates keep their own.
-EXCLUSIVE_ISSUES = ("badloc", "swap", "spurious")
-
-
 def _one_issue_each(scores: dict[str, np.ndarray], learners: dict[str, dict],
                     issues: Sequence[str], n_classes: int, report: RunReport) -> None:
-    """The :data:`EXCLUSIVE_ISSUES` whose scores are probabilities (:data:`PROBABILITY_LEARNERS`),
-    read together as exclusive (:func:`grader.ensemble_prior.one_issue_each`), in place; the
-    others (the vote, models fitted on verified labels) as they are. With one class no label
-    can carry another, so swap is left out (as :func:`_any_from_issues` does)."""
+    """The :data:`grader.scores.EXCLUSIVE_ISSUES` whose scores are probabilities
+    (:data:`PROBABILITY_LEARNERS`), read together as exclusive
+    (:func:`grader.ensemble_prior.one_issue_each`), in place; the others (the vote, models
+    fitted on verified labels) as they are. With one class no label can carry another, so
+    swap is left out (as :func:`_any_from_issues` does)."""
     used = [i for i in issues if i in EXCLUSIVE_ISSUES and i in scores
             and learners.get(i, {}).get("chosen") in PROBABILITY_LEARNERS
             and not (i == "swap" and n_classes < 2)]

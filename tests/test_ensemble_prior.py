@@ -439,7 +439,10 @@ def test_compute_ensemble_reads_the_shipped_issues_as_exclusive(unverified):
     before = np.array(ds.values(fields, unwind=True), dtype=float).T
     rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
     after = np.array(ds.values(fields, unwind=True), dtype=float).T
-    assert rep.info["one_issue_each"] == ["badloc", "swap", "spurious"]
+    from grader.scores import EXCLUSIVE_ISSUES, GT_ISSUES
+
+    assert rep.info["one_issue_each"] == ["badloc", "swap", "spurious"] == list(EXCLUSIVE_ISSUES)
+    assert set(EXCLUSIVE_ISSUES) < set(GT_ISSUES)
     np.testing.assert_allclose(after[:, :3], ep.one_issue_each(before[:, :3]), rtol=1e-9)
     # duplicates (a relation between two boxes, which comes with the others) and
     # ensemble_any are unchanged
