@@ -523,6 +523,12 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
 PROBABILITY_LEARNERS = ("default_model", "self:logistic", "self:hgb", "single")
 
 
+def _possible_issues(issues: Sequence[str], n_classes: int) -> list[str]:
+    """``issues`` a label of this field can have: with one class none carries another, so
+    swap is not one of them."""
+    return [i for i in issues if not (i == "swap" and n_classes < 2)]
+
+
 def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
                      issues: Sequence[str], n_classes: int
                      ) -> tuple[np.ndarray, list[str]] | None:
@@ -535,9 +541,7 @@ def _any_from_issues(scores: dict[str, np.ndarray], learners: dict[str, dict],
     off COCO's images its weights carry worse than the per-issue models' do (Penn-Fudan
     pedestrians, 2 seeds: AP 0.66 against 0.75 composed; docs/evaluation.md "ensemble_any").
     With one class in the field no label can carry another class, so swap is left out."""
-    if n_classes < 2:
-        issues = [i for i in issues if i != "swap"]
-    used = [i for i in issues if i in scores]
+    used = [i for i in _possible_issues(issues, n_classes) if i in scores]
     if not used or any(learners.get(i, {}).get("chosen") not in PROBABILITY_LEARNERS
                        for i in used):
         return None
@@ -552,11 +556,9 @@ def _one_issue_each(scores: dict[str, np.ndarray], learners: dict[str, dict],
     """The :data:`grader.scores.EXCLUSIVE_ISSUES` whose scores are probabilities
     (:data:`PROBABILITY_LEARNERS`), read together as exclusive
     (:func:`grader.ensemble_prior.one_issue_each`), in place; the others (the vote, models
-    fitted on verified labels) as they are. With one class no label can carry another, so
-    swap is left out (as :func:`_any_from_issues` does)."""
-    used = [i for i in issues if i in EXCLUSIVE_ISSUES and i in scores
-            and learners.get(i, {}).get("chosen") in PROBABILITY_LEARNERS
-            and not (i == "swap" and n_classes < 2)]
+    fitted on verified labels) as they are; only :func:`_possible_issues`."""
+    used = [i for i in _possible_issues(issues, n_classes) if i in EXCLUSIVE_ISSUES
+            and i in scores and learners.get(i, {}).get("chosen") in PROBABILITY_LEARNERS]
     report.info["one_issue_each"] = used if len(used) > 1 else []
     if len(used) < 2:
         return
