@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/odd_inputs.py
 
-40 raccoon photos re-written as: grayscale JPEG, RGBA PNG, 16-bit PNG, a 6x upscale, a 40x30
+40 raccoon photos re-written as: grayscale JPEG, RGBA PNG, 16-bit PNG (colour, and
+12-bit grayscale), a 6x upscale, a 40x30
 image, a missing file, a truncated file, boxes out of the image / of zero width / without a
 class, samples with no boxes and with no label field, under two class names no model knows
 (one with a space, one non-ASCII). Prints the run's summary, each judge's counted skips, and
@@ -39,7 +40,10 @@ def odd_sample(i: int, src, out: Path):
         cv2.imwrite(str(path), cv2.cvtColor(im, cv2.COLOR_BGR2BGRA))
     elif kind == 3:
         path = path.with_suffix(".png")
-        cv2.imwrite(str(path), im.astype(np.uint16) * 257)
+        if (i // 10) % 2:   # a 12-bit grayscale scan in a 16-bit PNG (X-ray, microscopy)
+            cv2.imwrite(str(path), cv2.cvtColor(im, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 16)
+        else:
+            cv2.imwrite(str(path), im.astype(np.uint16) * 257)
     elif kind == 4:
         cv2.imwrite(str(path), cv2.resize(im, None, fx=6, fy=6))
     elif kind == 5:

@@ -211,3 +211,28 @@ def test_prefetch_map_closed_early_does_not_wait_for_its_workers():
     # run to the end, the results keep their order
     assert list(prefetch_map(lambda i: i * i, range(20), workers=2, prefetch=3)) == [
         i * i for i in range(20)]
+
+
+def test_wide_single_channel_images_keep_their_contrast(tmp_path):
+    """A 12-bit scan in a 16-bit PNG and a float TIFF decode with their range stretched to
+    0-255 (PIL's convert("RGB") clipped them at 255: a white image); 8-bit files unchanged."""
+    import cv2
+    from PIL import Image
+
+    from grader.images import load_rgb
+
+    scan = np.full((60, 80), 300, np.uint16)        # 12-bit values, as X-ray / microscopy
+    scan[20:40, 30:60] = 4000
+    scan[0, 0] = 100
+    cv2.imwrite(str(tmp_path / "scan16.png"), scan)
+    Image.fromarray(scan.astype(np.float32) / 7.0).save(tmp_path / "scan.tif")
+    for name in ("scan16.png", "scan.tif"):
+        rgb = load_rgb(str(tmp_path / name))
+        assert rgb.dtype == np.uint8 and rgb.shape == (60, 80, 3)
+        assert rgb.min() == 0 and rgb.max() == 255
+        assert (rgb[..., 0] == rgb[..., 2]).all()
+        assert rgb[30, 40, 0] == 255 and rgb[5, 5, 0] == round((300 - 100) * 255 / 3900)
+    rgba = np.random.default_rng(0).integers(0, 255, (20, 30, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
+    assert (load_rgb(str(tmp_path / "c.png"))
+            == np.asarray(Image.open(tmp_path / "c.png").convert("RGB"))).all()
