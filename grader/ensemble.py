@@ -54,7 +54,7 @@ from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstent
                           percentiles, stack_features)
 from .score_stats import finite_or as _finite_or
 from .score_stats import make_model as _make_model
-from .score_stats import one_thread as _one_thread
+from .parallel import one_thread as _one_thread
 from .evaluate import TRUSTED_TAG, auroc, present_score_specs, read_label_scores
 from .fields import read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN

@@ -31,7 +31,7 @@ import numpy as np
 from .score_stats import finite_or as _finite_or
 from .score_stats import abstaining_percentiles, logit, stack_features
 from .score_stats import make_model as _make_model
-from .score_stats import one_thread as _one_thread
+from .parallel import one_thread as _one_thread
 from .evaluate import auroc, present_score_specs, read_label_scores
 from .fields import read_detections, write_label_attrs
 from .noise import CLEAN, DEFAULT_RATES, TRUTH_ATTR, inject_errors

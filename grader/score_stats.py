@@ -98,14 +98,6 @@ def feature_base(name: str) -> tuple[str, float | None]:
     return name, None
 
 
-def one_thread():
-    """Fit the small models single-threaded: on a few thousand labels OpenMP's thread pool
-    costs more than it saves, and on a busy machine it can slow a fit down many times."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1)
-
-
 #: The learned candidate that starts from the shipped model: a logistic regression on the
 #: default model's log-odds and the scores' percentiles, kept close to the default by a
 #: stronger penalty (a verified subset drawn from the top of the queue is small and biased).

@@ -467,11 +467,18 @@ def test_a_labelled_object_on_a_box_does_not_make_it_a_swap(coco128_base):
 
 def test_one_thread_holds_the_limits_once_when_nested(monkeypatch):
     """Grading enters one_thread around every image's head: nested entries must not pay
-    threadpoolctl's library scan again, and the outermost exit restores torch's threads."""
+    threadpoolctl's library scan again, and the outermost exit restores torch's threads. The
+    box grader and the ensemble's fits use this one helper."""
     import threadpoolctl
     import torch
 
-    from grader.judges.boxgrader.features import one_thread
+    import grader.ensemble
+    import grader.ensemble_selfsup
+    from grader.judges.boxgrader import features
+    from grader.parallel import one_thread
+
+    assert features.one_thread is grader.ensemble._one_thread is one_thread
+    assert grader.ensemble_selfsup._one_thread is one_thread
 
     calls = []
     real = threadpoolctl.threadpool_limits

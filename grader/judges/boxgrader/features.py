@@ -34,8 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -46,7 +44,7 @@ from torchvision.ops import roi_align
 
 from ...boxes import iou_matrix
 from ...images import ImageReadError, load_rgb
-from ...parallel import prefetch_map
+from ...parallel import one_thread, prefetch_map
 from ...render import CropWindow, cut_window
 from ...report import RunReport
 from ..clipgrader.synth import SynthItem
@@ -474,36 +472,6 @@ def load_backbone(name: str = "yolox-nano", model_path: str | None = None, **kw)
 
 # --- box features of many images, and their caches ----------------------------------------
 
-@contextmanager
-def one_thread():
-    """Run the (tiny) head, the per-box feature maths and the tree model on one thread (torch's
-    intra-op pool, numpy's BLAS, scikit-learn's OpenMP): on the busy 2-core machine here, two
-    OpenMP threads spinning made a 234-example tree fit take 30 CPU-s against 3.5 on one; two OpenMP threads waiting at barriers
-    made one epoch 17x slower in wall time (60 s vs 3.6 s), and a (12, 3549) x (3549, 80)
-    float64 product (the detector's class evidence per box) took 75 ms on two OpenBLAS
-    threads against 1 ms on one.
-
-    Inside another ``one_thread`` of the same thread it does nothing: threadpoolctl scans the
-    loaded libraries on every entry (3-5 ms), which grading paid once per image (0.6 s of
-    grade() on 128 images)."""
-    if getattr(_ONE_THREAD, "held", False):
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    _ONE_THREAD.held = True
-    try:
-        with threadpool_limits(1):   # BLAS and OpenMP (scikit-learn's trees) alike
-            yield
-    finally:
-        _ONE_THREAD.held = False
-        torch.set_num_threads(n)
-
-
-#: whether this thread is inside :func:`one_thread`
-_ONE_THREAD = threading.local()
 
 
 def _decode(path: str):
