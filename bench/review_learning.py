@@ -10,11 +10,14 @@ clean label is accepted; a swapped one relabelled to its true class; a moved box
 spurious box or a duplicate deleted. Two arms over the same start:
 
 - **static**: the order ``grade()`` wrote, never changed;
-- **learning**: after every ``--batch`` decisions ``compute_ensemble`` runs again (as the
-  review panel does) and the items not yet seen are re-ordered by the new ``ensemble_any``.
+- **learning**: after every ``--batch`` decisions the queue is re-ranked as the review panel
+  does it (:func:`grader.ensemble.refit_if_due`: the labels-only consistency judge re-scored,
+  so a deleted duplicate's partner loses its pair, then the ensemble re-fitted on the
+  decisions) and the items not yet seen are re-ordered by the new ``ensemble_any``.
 
 Printed: precision (share of errors) of each successive block of ``--block`` items in both
-arms and their ratio, and the reliability diagram / ECE of the first ``ensemble_any``.
+arms and their ratio, the errors found by every 100th item (finding errors sooner leaves
+fewer for the later blocks), and the reliability diagram / ECE of the first ``ensemble_any``.
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
                          "reuse it on the next run with the same split and seed")
     args = ap.parse_args(argv)
     with bench_db():
-        from grader.ensemble import compute_ensemble
+        from grader.ensemble import refit_if_due
         from grader.evaluate import reliability
         from grader.noise import CLEAN, DEFAULT_RATES, inject_errors
         from grader.pipeline import grade
@@ -114,7 +117,6 @@ def main(argv=None) -> int:
                 if fo.dataset_exists(kept):
                     fo.delete_dataset(kept)
                 ds.clone(kept, persistent=True)
-        opts = {}   # compute_ensemble as grade() called it (its defaults)
         start = _queue(ds)
         y0 = np.array([t != CLEAN for _, _, t, _ in start])
         ece, rows = reliability(y0, [s for *_, s in start])
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
         static = [int(t != CLEAN) for _, _, t, _ in start[:args.items]]
 
         clear_fix_log(ds)
-        hits, refits, t_refit = [], 0, []
+        hits, refits, t_refit, er = [], 0, [], g.reports["ensemble"] if not args.reuse else None
         queue = start
         while len(hits) < args.items and queue:
             for sid, lid, truth, _ in queue[:args.batch]:
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
                 if len(hits) >= args.items:
                     break
             t1 = time.time()
-            er = compute_ensemble(ds, FIELD, **opts)
+            # as the review panel re-ranks: the labels-only judge re-scored, then the ensemble
+            er = refit_if_due(ds, FIELD, every=1) or er
             t_refit.append(time.time() - t1)
             refits += 1
             print(f"  after {len(hits)} decisions: " + ", ".join(
@@ -153,6 +156,10 @@ def main(argv=None) -> int:
             print(f"items {k0 + 1}-{k1}: static {a:.3f}, learning {b:.3f}, ratio "
                   f"{b / a if a else float('inf'):.2f}")
         print(f"errors found in the first {len(hits)}: static {sum(static)}, learning {sum(hits)}")
+        # finding errors sooner empties later blocks: the running count says what a curator gets
+        print("errors found by item " + ", ".join(
+            f"{k}: {sum(static[:k])} vs {sum(hits[:k])}" for k in range(100, len(hits) + 1, 100))
+              + " (static vs learning)")
         ds.delete()
     return 0
 

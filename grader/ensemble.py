@@ -56,7 +56,7 @@ from .score_stats import finite_or as _finite_or
 from .score_stats import make_model as _make_model
 from .parallel import one_thread as _one_thread
 from .evaluate import TRUSTED_TAG, auroc, present_score_specs, read_label_scores
-from .fields import read_detections, record_run, set_label_tag, write_label_attrs
+from .fields import last_run, read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
 from .scores import EXCLUSIVE_ISSUES, GT_ISSUES, REVIEWED_TAGS, SCORES, ScoreSpec
@@ -732,14 +732,7 @@ REFIT_EVERY = 25
 
 def _last_run(collection, gt_field: str) -> tuple[dict, dict] | None:
     """(params, report info) of the last ensemble run on ``gt_field``; None if there is none."""
-    dataset = collection._root_dataset
-    if RUN_KEY not in dataset.list_runs():
-        return None
-    cfg = dataset.get_run_info(RUN_KEY).config.serialize()
-    params = {k: v for k, v in cfg.items() if k not in ("report", "type", "method", "cls")}
-    if params.get("gt_field") != gt_field:
-        return None
-    return params, (cfg.get("report") or {}).get("info") or {}
+    return last_run(collection, RUN_KEY, gt_field)
 
 
 def _decisions_since(collection, gt_field: str, info: dict) -> int:
@@ -782,4 +775,23 @@ def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **override
     if _decisions_since(collection, gt_field, info) < every:
         return None
     params.update(overrides)
+    rescore_labels_only(collection, gt_field)
     return compute_ensemble(collection._root_dataset, **params)
+
+
+def rescore_labels_only(collection, gt_field: str):
+    """Re-run the judge that reads only the labels (consistency: duplicate pairs, class
+    outliers) with the parameters of its last run on ``gt_field``, so the queue re-ordered
+    after review decisions sees the fixes: a deleted copy leaves its partner with no pair (it
+    kept its duplicate score and tag until the next grade()), a relabelled box no longer makes a
+    cross-class pair. Its report, or None where it never ran on ``gt_field``."""
+    import inspect
+
+    from .judges.consistency import RUN_KEY as CONSISTENCY_KEY, run_consistency
+
+    run = last_run(collection, CONSISTENCY_KEY, gt_field)
+    if run is None:
+        return None
+    accepted = inspect.signature(run_consistency).parameters
+    params = {k: v for k, v in run[0].items() if k in accepted}
+    return run_consistency(collection._root_dataset, **params)

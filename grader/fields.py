@@ -222,6 +222,20 @@ def record_run(collection, run_key: str, params: Mapping[str, Any],
     collection.register_run(run_key, config, overwrite=True, cleanup=False)
 
 
+def last_run(collection, run_key: str, gt_field: str | None = None) -> tuple[dict, dict] | None:
+    """(params, report info) of the run :func:`record_run` kept under ``run_key`` on the
+    collection's dataset; None where there is none (or, with ``gt_field``, it ran on another
+    field)."""
+    dataset = collection._root_dataset
+    if run_key not in dataset.list_runs():
+        return None
+    cfg = dataset.get_run_info(run_key).config.serialize()
+    params = {k: v for k, v in cfg.items() if k not in ("report", "type", "method", "cls")}
+    if gt_field is not None and params.get("gt_field") != gt_field:
+        return None
+    return params, (cfg.get("report") or {}).get("info") or {}
+
+
 OWNER_INFO_KEY = "label_grader_owner"  # in a field's ``info``: which of our writers created it
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fiftyone import ViewField as F
+
 from grader import evaluate as ev
 from grader.fields import write_label_attr
 from grader.judges.consistency import (TAG_DUPLICATE, duplicate_scores, outlier_scores,
@@ -450,3 +452,46 @@ def test_cross_class_cooccurrence_without_a_dense_matrix(monkeypatch):
     sparse = c.consistency_arrays(boxes, labels, [640] * 300, [480] * 300)["consistency_xdup"]
     assert np.concatenate(dense).max() > 0.3
     assert np.allclose(np.concatenate(dense), np.concatenate(sparse))
+
+
+def test_queue_refit_after_reviews_rescores_duplicate_partners(coco128):
+    """After the curator deletes duplicates, the queue's re-ranking (refit_if_due, as the review
+    panel calls it) re-runs the labels-only judge with its last parameters: the boxes the
+    deleted copies were made from lose their pair score and tag (before, they kept both until
+    the next grade() and sat high in the queue as duplicates of nothing)."""
+    from grader.ensemble import compute_ensemble, refit_if_due
+    from grader.review import fixes
+
+    ds = coco128
+    inject_errors(ds, "ground_truth", "noisy", rates={"duplicate": 0.05}, seed=0)
+    run_consistency(ds, "noisy", evidence_margin=0.0)
+    compute_ensemble(ds, "noisy")
+    sids, lids, truth, src = ds.values(["id", "noisy.detections.id",
+                                        f"noisy.detections.{TRUTH_ATTR}",
+                                        "noisy.detections.injected_source"])
+    copies = [(s, l, so) for s, ls_, ts, ss in zip(sids, lids, truth, src)
+              for l, t, so in zip(ls_ or [], ts or [], ss or []) if t == "duplicate"]
+    deleted, kept = copies[:12], copies[12:]
+    ids, _, dup = _column(ds, "noisy", "consistency_duplicate")
+    before = dict(zip(ids, dup))
+    gone = [so for _, _, so in deleted]
+    assert np.mean([before[so] > 0.3 for so in gone]) >= 0.5
+    for s, l, _ in deleted:
+        fixes.delete_label(ds, s, l, field="noisy", issue="duplicate")
+    assert refit_if_due(ds, "noisy", every=13) is None          # not due yet: nothing re-run
+    assert dict(zip(*_column(ds, "noisy", "consistency_duplicate")[::2])) == pytest.approx(
+        {k: v for k, v in before.items() if k not in {l for _, l, _ in deleted}}, nan_ok=True)
+    rep = refit_if_due(ds, "noisy", every=12)
+    assert rep is not None
+    ids, _, dup = _column(ds, "noisy", "consistency_duplicate")
+    after = dict(zip(ids, dup))
+    alone = [so for so in gone if so not in {k for _, _, k in kept}]   # no copy left
+    assert all(after[so] < before[so] for so in alone if before[so] > 0.05)
+    assert np.mean([after[so] < 0.05 for so in alone]) >= 0.7   # the rest overlap other boxes
+    tagged = set(ds.filter_labels("noisy", F("tags").contains(TAG_DUPLICATE)).values(
+        "noisy.detections.id", unwind=True))
+    xdup = dict(zip(*_column(ds, "noisy", "consistency_xdup")[::2]))
+    freed = {so for so in alone if after[so] < 0.05 and xdup[so] < 0.5}  # not in a cross pair
+    assert freed and not tagged & freed
+    # the pairs nobody reviewed keep their scores (the same parameters: hard split)
+    assert np.mean([after[l] == pytest.approx(before[l]) for _, l, _ in kept]) >= 0.9
