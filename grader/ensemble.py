@@ -737,15 +737,10 @@ def _last_run(collection, gt_field: str) -> tuple[dict, dict] | None:
 
 def _decisions_since(collection, gt_field: str, info: dict) -> int:
     """Review decisions on ``gt_field`` newer than the fix-log entry a run with ``info`` read."""
-    from .review.log import iter_fixes
+    from .review.log import count_fixes
 
     last = int((info.get("reviews") or {}).get("last_seq", 0))
-    n = 0
-    for rec in iter_fixes(collection._root_dataset, undone=False, state="done"):
-        if int(rec.seq or 0) <= last:
-            break   # newest first
-        n += rec.field == gt_field
-    return n
+    return count_fixes(collection._root_dataset, after_seq=last, field=gt_field)
 
 
 def decisions_since_ensemble(collection, gt_field: str) -> tuple[int, dict | None]:

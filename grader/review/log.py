@@ -192,8 +192,7 @@ def pending(dataset) -> list[FixRecord]:
     return [FixRecord.from_doc(d) for d in _coll().find(q, sort=[("seq", 1)])]
 
 
-def iter_fixes(dataset, undone: bool | None = None, state: str | None = None):
-    """Records newest first, optionally filtered by ``undone`` and ``state``."""
+def _query(dataset, undone: bool | None, state: str | None) -> dict[str, Any]:
     q: dict[str, Any] = {"dataset_id": _did(dataset)}
     if undone is not None:
         q["undone"] = undone
@@ -201,7 +200,12 @@ def iter_fixes(dataset, undone: bool | None = None, state: str | None = None):
         q["state"] = {"$ne": "pending"}
     elif state is not None:
         q["state"] = state
-    for d in _coll().find(q, sort=[("seq", -1)]):
+    return q
+
+
+def iter_fixes(dataset, undone: bool | None = None, state: str | None = None):
+    """Records newest first, optionally filtered by ``undone`` and ``state``."""
+    for d in _coll().find(_query(dataset, undone, state), sort=[("seq", -1)]):
         yield FixRecord.from_doc(d)
 
 
@@ -247,12 +251,16 @@ def fix_log(dataset, limit: int | None = None, include_undone: bool = True,
     return [FixRecord.from_doc(d) for d in cur]
 
 
-def count_fixes(dataset, include_undone: bool = False) -> int:
-    """Number of applied fixes (pending ones are not counted)."""
-    q: dict[str, Any] = {"dataset_id": _did(dataset), "state": {"$ne": "pending"}}
-    if not include_undone:
-        q["undone"] = False
-    return _coll().count_documents(q)
+def count_fixes(dataset, include_undone: bool = False, *, after_seq: int = 0,
+                field: str | None = None) -> int:
+    """Number of applied fixes (pending ones are not counted); only those newer than sequence
+    number ``after_seq`` and, with ``field``, on that label field. Counted by the database."""
+    q = _query(dataset, None if include_undone else False, "done")
+    if after_seq:
+        q["seq"] = {"$gt": int(after_seq)}
+    if field is not None:
+        q["field"] = field
+    return int(_coll().count_documents(q))
 
 
 def clear_fix_log(dataset) -> int:
