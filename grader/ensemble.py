@@ -41,7 +41,7 @@ from a detection attribute instead (``injected_error`` after :func:`grader.noise
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -49,7 +49,8 @@ from .classes import known_class_share
 from .ensemble_prior import (adapt_to_prevalence, default_model_scores, one_issue_each,
                              training_rate)
 from .ensemble_reviews import extend_with_reviews, review_rows, summary
-from .ensemble_selfsup import apply_selection, collect_injected, select_models
+from .ensemble_selfsup import (apply_selection, collect_injected, select_models,
+                               selection_from_json, selection_to_json)
 from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstention, logit,
                           percentiles, stack_features)
 from .score_stats import finite_or as _finite_or
@@ -279,6 +280,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                      write: bool = True, fuse_cross_duplicates: bool | float = True,
                      reference_judges: Sequence[str] | None = None,
                      adapt_prevalence: bool = True, one_issue_per_label: bool = True,
+                     reuse_selection: Mapping[str, Any] | None = None,
                      progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Write ``ensemble_<issue>`` (0-1, high = suspect) and ``ensemble_any`` on ``gt_field``'s labels.
 
@@ -326,6 +328,11 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     where that estimate is above the training share; duplicates (:data:`PREVALENCE_KEPT`),
     ``ensemble_any`` itself and models fitted here keep theirs
     (``info["learner"][issue]["prevalence"]`` says both shares and whether it applied).
+    ``reuse_selection``: the choice a self-supervised run made on its copy (its report's
+    ``info["selection_models"]``), applied to the scores as they are now instead of injecting
+    errors into a new copy and re-scoring it (which needs the run's detector and box grader):
+    what :func:`refit_if_due` passes when the review panel re-ranks on classes the shipped
+    model never saw.
     ``one_issue_per_label``: the probabilities of badloc, swap and spurious read as one
     distribution (a label has at most one of them: :data:`grader.scores.EXCLUSIVE_ISSUES`,
     :func:`grader.ensemble_prior.one_issue_each`), where they are probabilities
@@ -400,7 +407,11 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     selection: dict[str, dict] = {}
     model_fit = shipped_model_fit(collection, gt_field, prior)
     report.info["default_model_fit"] = model_fit
-    if learner == "self" or (learner == "auto" and prior is not None and not model_fit["fits"]):
+    if reuse_selection:
+        selection = selection_from_json(reuse_selection)
+        report.info["self_supervised"] = {"reused": "the last run's choice, made on its copy"}
+        report.info["selection"] = {i: e["cv_auroc"] for i, e in selection.items()}
+    elif learner == "self" or (learner == "auto" and prior is not None and not model_fit["fits"]):
         try:
             data = collect_injected(collection, gt_field, pred_field, seed=seed,
                                     abstain_floor=abstain_floor, progress=progress,
@@ -412,6 +423,8 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
             report.info["self_supervised"] = {"judges": data["judges"], "rounds": data["rounds"],
                                               "injected": data["injected"]}
             report.info["selection"] = {i: e["cv_auroc"] for i, e in selection.items()}
+    if selection:   # kept with the run, so a re-ranking after review decisions can apply it
+        report.info["selection_models"] = selection_to_json(selection)
     # Where the copy gave no choice for an issue: the shipped model only where it fits.
     fallback_prior = prior if (learner != "auto" or model_fit["fits"]) else None
     scores: dict[str, np.ndarray] = {}
@@ -441,7 +454,7 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         if shipped and issue != "any" and adapt_prevalence:
             # (a choice made on the copy, the shipped model included, is scaled on the copy)
             base = _at_this_prevalence(base, issue, prior, n_labels)
-        if issue == "any" and base is not None:
+        if issue == "any" and (base is not None or issue in selection):
             composed = _any_from_issues(scores, learners, issues, n_classes)
             if composed is not None:
                 any_, inputs = composed
@@ -449,9 +462,13 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
                 if issue in selection:
                     # fitted on the copy: its "any" model (trees over four error signatures,
                     # a few dozen injected errors each) ranked below the composition on every
-                    # run measured (raccoon, coco128-custom; docs/evaluation.md)
-                    base = (any_, {**base[1], "chosen": "self:noisy_or", "variant": "noisy_or",
-                                   "inputs": inputs, "copy_choice": base[1].get("chosen")})
+                    # run measured (raccoon, coco128-custom; docs/evaluation.md); a choice
+                    # re-applied from the run record (reuse_selection) keeps no tree model
+                    was = base[1] if base is not None else {
+                        "chosen": selection[issue]["chosen"],
+                        "cv_auroc": dict(selection[issue]["cv_auroc"])}
+                    base = (any_, {**was, "chosen": "self:noisy_or", "variant": "noisy_or",
+                                   "inputs": inputs, "copy_choice": was.get("chosen")})
                 elif base[1].get("chosen") == "default_model":
                     # the higher of the two readings: the model's own "any" (which weighs the
                     # cross-class duplicates real datasets hold) and the per-issue composition
@@ -758,15 +775,19 @@ def refit_if_due(collection, gt_field: str, every: int = REFIT_EVERY, **override
 
     A last run that fitted the ensemble on an injected copy (classes the shipped model never
     saw) re-scored the copy with the run's detector and box grader, which a re-run from the
-    panel does not have: it is not repeated without them (pass ``self_supervised=...``), as
-    a copy scored by fewer judges would choose a weaker combination.
+    panel does not have: its choice per issue, kept in the run record, is applied again to the
+    current scores (``reuse_selection``) rather than chosen anew on a copy scored by fewer
+    judges; pass ``self_supervised=...`` to choose anew. A run recorded before the choices
+    were kept is not re-run.
     """
     run = _last_run(collection, gt_field)
     if run is None:
         return None
     params, info = run
     if info.get("selection") and "self_supervised" not in overrides:
-        return None
+        if not info.get("selection_models"):
+            return None
+        overrides = {"reuse_selection": info["selection_models"], **overrides}
     if _decisions_since(collection, gt_field, info) < every:
         return None
     params.update(overrides)

@@ -265,10 +265,50 @@ def _calibrated(entry: Mapping[str, Any], s: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(s), out, np.nan)
 
 
+class StoredLogistic:
+    """A fitted binary logistic regression read back from its coefficients (``predict_proba``
+    as scikit-learn's), so a choice made on a copy can be applied again without the copy."""
+
+    def __init__(self, coef: Sequence[float], intercept: float):
+        self.coef = np.asarray(coef, dtype=float)
+        self.intercept = float(intercept)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-(np.asarray(X, dtype=float) @ self.coef + self.intercept)))
+        return np.stack([1.0 - p, p], 1)
+
+
+def selection_to_json(selection: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """:func:`select_models`' choices as plain JSON (kept in the ensemble run's record): the
+    logistic models as coefficients; a tree model is not kept (only ``any`` may choose one,
+    and there the composition of the per-issue probabilities is applied instead)."""
+    out: dict[str, dict] = {}
+    for issue, e in selection.items():
+        j = {k: v for k, v in e.items() if k not in ("model", "platt")}
+        j["platt"] = [float(x) for x in e.get("platt", (1.0, 0.0))]
+        m = e.get("model")
+        if m is not None and hasattr(m, "coef_") and np.shape(m.coef_)[0] == 1:
+            j["logistic"] = {"coef": [float(x) for x in m.coef_[0]],
+                             "intercept": float(np.ravel(m.intercept_)[0])}
+        out[issue] = j
+    return out
+
+
+def selection_from_json(stored: Mapping[str, Mapping[str, Any]]) -> dict[str, dict]:
+    """The choices :func:`selection_to_json` kept, ready for :func:`apply_selection`."""
+    out: dict[str, dict] = {}
+    for issue, j in stored.items():
+        e = {k: v for k, v in j.items() if k != "logistic"}
+        if j.get("logistic"):
+            e["model"] = StoredLogistic(j["logistic"]["coef"], j["logistic"]["intercept"])
+        out[issue] = e
+    return out
+
+
 def apply_selection(entry: Mapping[str, Any], pct: Mapping[str, np.ndarray],
                     prior: Mapping | None = None) -> tuple[np.ndarray, dict] | None:
     """The chosen candidate's suspicion of every label of the user's run (None: not possible,
-    e.g. the chosen score is absent there)."""
+    e.g. the chosen score is absent there, or a fitted model that was not kept)."""
     from .ensemble_prior import default_model_scores
 
     info = {"chosen": entry["chosen"], "cv_auroc": dict(entry["cv_auroc"]),
@@ -286,6 +326,8 @@ def apply_selection(entry: Mapping[str, Any], pct: Mapping[str, np.ndarray],
             return None
         info["variant"] = got[1]["variant"]
         return _calibrated(entry, got[0]), info
+    if entry.get("model") is None:
+        return None
     X, _ = stack_features(dict(pct), entry["features"])
     n = len(X)
     scored = np.zeros(n, dtype=bool)

@@ -1,6 +1,7 @@
 """Ensemble: weights follow the trusted subset, documented fallback, writes fields/tags, beats inputs."""
 from __future__ import annotations
 
+import json
 import math
 
 import fiftyone as fo
@@ -521,21 +522,48 @@ def test_review_decisions_teach_the_ensemble(noisy):
     assert "reviews" not in rep.info and rep.info["trusted_counts"]["badloc"]["errors"] == 0
 
 
-def test_refit_is_not_repeated_without_the_models_of_a_self_supervised_run(unknown_classes):
-    """On classes the shipped model never saw, the last run chose on a copy re-scored with the
-    detector; a re-ranking from the panel (no detector at hand) must not redo that choice with
-    fewer judges."""
+def test_refit_reapplies_the_choice_of_a_self_supervised_run(unknown_classes):
+    """On classes the shipped model never saw, the last run chose per issue on a copy re-scored
+    with the detector. A re-ranking from the panel (no detector at hand) applies that choice,
+    kept in the run record, to the current scores instead of choosing anew with fewer judges:
+    with nothing changed it writes the same suspicion; after a duplicate is deleted its
+    partner's re-scored pair lowers its rank; self_supervised= still chooses anew."""
     from grader.ensemble import decisions_since_ensemble, refit_if_due
+    from grader.noise import TRUTH_ATTR
     from grader.review import fixes
 
     ds, det = unknown_classes
-    compute_ensemble(ds, "noisy", self_supervised={"detector": det})
+    first = compute_ensemble(ds, "noisy", self_supervised={"detector": det})
+    kept = first.info["selection_models"]
+    assert set(kept) == set(first.info["selection"])
+    json.dumps(kept)   # plain JSON in the run record
+    assert any("logistic" in e for e in kept.values())
+    cols = [f"noisy.detections.ensemble_{i}" for i in ("badloc", "spurious", "duplicate", "any")]
+    before = ds.values(["noisy.detections.id", *cols], unwind=True)
     sids, lids = ds.values(["id", "noisy.detections.id"])
     for s_, ls_ in list(zip(sids, lids))[:2]:
         fixes.accept_label(ds, s_, ls_[0], field="noisy")
     assert decisions_since_ensemble(ds, "noisy")[0] == 2
-    assert refit_if_due(ds, "noisy", every=2) is None
-    rep = refit_if_due(ds, "noisy", every=2, self_supervised={"detector": det})
+    rep = refit_if_due(ds, "noisy", every=2)
+    assert rep is not None and "reused" in rep.info["self_supervised"]
+    assert rep.info["selection"] == first.info["selection"]
+    assert {i: v["chosen"] for i, v in rep.info["learner"].items()} == {
+        i: v["chosen"] for i, v in first.info["learner"].items()}
+    after = ds.values(["noisy.detections.id", *cols], unwind=True)
+    for b, a in zip(before[1:], after[1:]):
+        assert np.allclose(np.array(b, float), np.array(a, float), atol=1e-9, equal_nan=True)
+    # a deleted duplicate: the refit re-scores its partner's pair and its duplicate suspicion falls
+    lid, truth, src, dup = ds.values(["noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}",
+                                      "noisy.detections.injected_source",
+                                      "noisy.detections.ensemble_duplicate"], unwind=True)
+    by_id = dict(zip(lid, dup))
+    copy = max((i for i, t in enumerate(truth) if t == "duplicate"), key=lambda i: by_id[src[i]])
+    sample = ds.match_labels(ids=[lid[copy]], fields="noisy").first()
+    fixes.delete_label(ds, sample.id, lid[copy], field="noisy", issue="duplicate")
+    assert refit_if_due(ds, "noisy", every=1) is not None
+    assert dict(zip(*ds.values(["noisy.detections.id", "noisy.detections.ensemble_duplicate"],
+                               unwind=True)))[src[copy]] < by_id[src[copy]]
+    rep = refit_if_due(ds, "noisy", every=0, self_supervised={"detector": det})
     assert rep is not None and rep.info["self_supervised"]["judges"] == ["consistency", "zoom"]
 
 
