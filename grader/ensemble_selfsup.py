@@ -266,15 +266,17 @@ def _calibrated(entry: Mapping[str, Any], s: np.ndarray) -> np.ndarray:
 
 
 class StoredLogistic:
-    """A fitted binary logistic regression read back from its coefficients (``predict_proba``
-    as scikit-learn's), so a choice made on a copy can be applied again without the copy."""
+    """A fitted binary logistic regression read back from its coefficients (``coef_``,
+    ``intercept_`` and ``predict_proba`` as scikit-learn's, so it is kept again the same way),
+    so a choice made on a copy can be applied again without the copy."""
 
     def __init__(self, coef: Sequence[float], intercept: float):
-        self.coef = np.asarray(coef, dtype=float)
-        self.intercept = float(intercept)
+        self.coef_ = np.asarray(coef, dtype=float).reshape(1, -1)
+        self.intercept_ = np.array([float(intercept)])
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-(np.asarray(X, dtype=float) @ self.coef + self.intercept)))
+        z = np.asarray(X, dtype=float) @ self.coef_[0] + self.intercept_[0]
+        p = 1.0 / (1.0 + np.exp(-z))
         return np.stack([1.0 - p, p], 1)
 
 

@@ -552,6 +552,13 @@ def test_refit_reapplies_the_choice_of_a_self_supervised_run(unknown_classes):
     after = ds.values(["noisy.detections.id", *cols], unwind=True)
     for b, a in zip(before[1:], after[1:]):
         assert np.allclose(np.array(b, float), np.array(a, float), atol=1e-9, equal_nan=True)
+    # the re-ranking keeps the choice for the next one, models and all (a second generation)
+    assert rep.info["selection_models"] == kept
+    fixes.accept_label(ds, sids[2], lids[2][0], field="noisy")
+    rep2 = refit_if_due(ds, "noisy", every=1)
+    assert rep2.info["selection_models"] == kept
+    assert {i: v["chosen"] for i, v in rep2.info["learner"].items()} == {
+        i: v["chosen"] for i, v in first.info["learner"].items()}
     # a deleted duplicate: the refit re-scores its partner's pair and its duplicate suspicion falls
     lid, truth, src, dup = ds.values(["noisy.detections.id", f"noisy.detections.{TRUTH_ATTR}",
                                       "noisy.detections.injected_source",
