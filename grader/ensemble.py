@@ -189,7 +189,7 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
                 pos: np.ndarray, neg: np.ndarray, vote_kwargs: dict, method: str = "stouffer",
                 candidates: Sequence[str] = ("logistic", "hgb"), cv_folds: int = 5,
                 seed: int = 0, prior_scores: np.ndarray | None = None,
-                min_gain: float = 0.0) -> dict:
+                min_gain: float = 0.0, vote: bool = True) -> dict:
     """Choose among the vote and learned models by cross-validated AUROC on the trusted labels.
 
     Each fold re-fits the vote's weights and every model on the training part only; the
@@ -197,7 +197,8 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
     shipped default model's scores, which need no fitting) join as candidate
     ``"default_model"``, kept unless another candidate beats its AUROC on the same folds by
     more than ``min_gain``: with tens of verified errors the folds' AUROCs are noisy, and the
-    best of several noisy estimates is biased upwards. Returns ``{"chosen", "cv_auroc":
+    best of several noisy estimates is biased upwards. ``vote=False``: the vote (weights fitted
+    freely on the trusted labels) is no candidate. Returns ``{"chosen", "cv_auroc":
     {candidate: auroc}, "scores": suspicion of every label (chosen candidate, fitted on all
     trusted labels)}``.
     """
@@ -210,7 +211,9 @@ def fit_stacker(pct: dict[str, np.ndarray], specs: dict[str, ScoreSpec], issue: 
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     if prior_scores is not None:
         candidates = (*candidates, DEFAULT_PLUS)
-    cv = {c: [] for c in ("vote", *candidates)}
+    cv = {c: [] for c in (*(("vote",) if vote else ()), *candidates)}
+    if not cv:
+        raise ValueError("fit_stacker needs a candidate: the vote, a model or prior_scores")
     if prior_scores is not None:
         cv["default_model"] = []
     with _one_thread():
@@ -232,9 +235,10 @@ def _fit_stacker_body(pct, specs, issue, pos, neg, vote_kwargs, method, candidat
             cv["default_model"].append(auroc(y[te], np.where(np.isfinite(ps), ps, -1.0)))
         tr_mask = np.zeros(len(pos), dtype=bool)
         tr_mask[sel[tr]] = True
-        w, _, _ = vote_weights(pct, specs, issue, pos & tr_mask, neg & tr_mask, **vote_kwargs)
-        v = combine(pct, w, method)[sel[te]]
-        cv["vote"].append(auroc(y[te], np.where(np.isfinite(v), v, -1.0)))
+        if "vote" in cv:
+            w, _, _ = vote_weights(pct, specs, issue, pos & tr_mask, neg & tr_mask, **vote_kwargs)
+            v = combine(pct, w, method)[sel[te]]
+            cv["vote"].append(auroc(y[te], np.where(np.isfinite(v), v, -1.0)))
         for c in candidates:
             Xc = _with_prior(X, prior_scores) if c == DEFAULT_PLUS else X
             m = _make_model(c, seed).fit(Xc[sel[tr]], y[tr])
@@ -480,10 +484,13 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
         if learner != "vote" and pos.sum() >= min_stack_positives and neg.sum() >= min_negatives:
             # Review decisions come from the top of the queue, not from random images: a
             # model fitted freely on them ranks that top well and the rest badly, so with an
-            # answer at hand only its anchored refinement (DEFAULT_PLUS) competes with it.
+            # answer at hand only its anchored refinement (DEFAULT_PLUS) competes with it --
+            # not the vote either, whose weights are fitted as freely (on coco128-custom it
+            # replaced the copy's choice for duplicates after 75 decisions: items 51-100 of
+            # bench/review_learning.py fell from 0.82 to 0.54 of errors)
             biased = from_reviews and base is not None
             fit = fit_stacker(pct, ls.specs, issue, pos, neg, vote_kwargs, method,
-                              candidates=() if biased else ("logistic", "hgb"),
+                              candidates=() if biased else ("logistic", "hgb"), vote=not biased,
                               cv_folds=cv_folds, seed=seed,
                               prior_scores=base[0] if base is not None else None,
                               min_gain=min_gain)
