@@ -315,6 +315,13 @@ def test_the_default_model_stays_unless_a_fitted_one_clearly_beats_it():
     # a margin no fitted model can clear keeps the default model whatever the folds say
     fit = fit_stacker(pct, specs, "badloc", pos, neg, kw, prior_scores=useless, min_gain=1.0)
     assert fit["chosen"] == "default_model"
+    # review decisions (a biased sample) against an answer at hand: the vote, which beats the
+    # useless prior here, is no candidate; only the prior and its refinement are
+    fit = fit_stacker(pct, specs, "badloc", pos, neg, kw, candidates=(), prior_scores=useless,
+                      min_gain=0.02, vote=False)
+    assert "vote" not in fit["cv_auroc"] and fit["chosen"] in ("default_model", "default+")
+    with pytest.raises(ValueError, match="candidate"):
+        fit_stacker(pct, specs, "badloc", pos, neg, kw, candidates=(), vote=False)
 
 
 # --- classes the shipped model never saw: the self-supervised choice ---------------------------
