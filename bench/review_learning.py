@@ -161,7 +161,7 @@ def main(argv=None) -> int:
             lo, hi = i * args.block + 1, (i + 1) * args.block
             print(f"{lo:>4d}-{hi:<5d} {a:8.3f} {b:9.3f} {b / a if a else float('inf'):7.2f}")
         k0, k1 = 200, min(300, args.items)
-        if len(hits) >= k1:
+        if k1 > k0 and len(hits) >= k1:
             a, b = np.mean(static[k0:k1]), np.mean(hits[k0:k1])
             print(f"items {k0 + 1}-{k1}: static {a:.3f}, learning {b:.3f}, ratio "
                   f"{b / a if a else float('inf'):.2f}")
