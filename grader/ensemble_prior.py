@@ -31,6 +31,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .score_stats import sigmoid
+
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / "default_ensemble.json"
 
 
@@ -47,10 +49,6 @@ def label_percentiles(collection, gt_field: str, truth_attr: str | None = None,
                            trusted_tag=trusted_tag)
     pct = {name: abstaining_percentiles(col, abstain_floor) for name, col in ls.columns.items()}
     return pct, ls
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
 def base_scores(features: Sequence[str]) -> list[str]:
@@ -91,11 +89,11 @@ def apply_logistic(entry: Mapping, pct: Mapping[str, np.ndarray]) -> np.ndarray:
     z = X @ np.asarray(entry["coef"], dtype=float) + float(entry["intercept"])
     if entry.get("platt"):
         # Measured on graded coco128 (bench/fit_default_ensemble.py calibrate).
-        return _sigmoid(float(entry["platt"]["a"]) * z + float(entry["platt"]["b"]))
+        return sigmoid(float(entry["platt"]["a"]) * z + float(entry["platt"]["b"]))
     n = entry.get("n_train") or {}
     if n.get("errors") and n.get("clean"):
         z = z + float(np.log(n["errors"] / n["clean"]))
-    return _sigmoid(z)
+    return sigmoid(z)
 
 
 @lru_cache(maxsize=4)
@@ -270,13 +268,13 @@ def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
     lo, hi = PREVALENCE_BOUNDS
     q = float(np.clip(train_rate, lo, hi))
     for _ in range(max_iter):
-        new = float(np.clip(_sigmoid(zf + np.log(q / (1.0 - q)) - z_train).mean(), lo, hi))
+        new = float(np.clip(sigmoid(zf + np.log(q / (1.0 - q)) - z_train).mean(), lo, hi))
         converged = abs(new - q) < tol
         q = new
         if converged:
             break
     out = p.copy()
-    out[ok] = _sigmoid(z + np.log(q / (1.0 - q)) - z_train)
+    out[ok] = sigmoid(z + np.log(q / (1.0 - q)) - z_train)
     return out, q
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .score_stats import finite_or as _finite_or
-from .score_stats import abstaining_percentiles, logit, stack_features
+from .score_stats import abstaining_percentiles, logit, sigmoid, stack_features
 from .score_stats import make_model as _make_model
 from .parallel import one_thread as _one_thread
 from .evaluate import auroc, present_score_specs, read_label_scores
@@ -261,7 +261,7 @@ def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _calibrated(entry: Mapping[str, Any], s: np.ndarray) -> np.ndarray:
     a, b = entry.get("platt", (1.0, 0.0))
-    out = 1.0 / (1.0 + np.exp(-(a * logit(s) + b)))
+    out = sigmoid(a * logit(s) + b)
     return np.where(np.isfinite(s), out, np.nan)
 
 
@@ -275,8 +275,7 @@ class StoredLogistic:
         self.intercept_ = np.array([float(intercept)])
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        z = np.asarray(X, dtype=float) @ self.coef_[0] + self.intercept_[0]
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = sigmoid(np.asarray(X, dtype=float) @ self.coef_[0] + self.intercept_[0])
         return np.stack([1.0 - p, p], 1)
 
 

@@ -48,6 +48,11 @@ def abstaining_percentiles(col: np.ndarray, abstain_floor: float | None = 0.5) -
     return percentiles(floor_as_abstention(col, abstain_floor) if abstain_floor else col)
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, its argument clipped to [-50, 50] (no overflow warnings)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+
 def logit(p: np.ndarray) -> np.ndarray:
     """Log-odds of probabilities clipped to [1e-4, 1 - 1e-4]; NaN (no opinion) counts as 0.5."""
     p = np.clip(np.where(np.isfinite(p), p, 0.5), 1e-4, 1 - 1e-4)

@@ -19,8 +19,9 @@ from ..clipgrader.prompts import QUALITIES
 from ..clipgrader.synth import synthesize
 from ..consistency import legit_partners
 from ..zoom import SharedZoom
+from ...parallel import one_thread
 from .features import (BOX_FEATURES_FILE, _box_keys, extract_features, item_features,
-                       load_box_features, one_thread)
+                       load_box_features)
 from .model import BoxGrader, _load_folds, feature_mismatch, load_boxgrader
 
 TAG_BAD, TAG_BACKGROUND = quality_tags("boxgrader")

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...parallel import one_thread
 from . import SHIPPED, SHIPPED_CHECKPOINT
-from .features import DEFAULT_GROUPS, YoloxFeatures, load_backbone, one_thread
+from .features import DEFAULT_GROUPS, YoloxFeatures, load_backbone
 
 CHECKPOINT_KIND = "label-grader/boxgrader"
 #: the backbone settings a prior must share with the grader it is blended into (same features)

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from ...classes import resolve_classes
+from ...parallel import one_thread
 from ..clipgrader.prompts import QUALITIES
 from ..clipgrader.synth import SynthItem, split_by_image, synthesize
 from ..clipgrader.train import TrainResult, start_training
 from .features import (BOX_FEATURES_FILE, DEFAULT_GROUPS, _feature_cache, item_features,
                        save_box_features)
 from .model import (CHECKPOINT_KIND, FOLDS_FILE, BoxGrader, BoxGraderHead, _backbone, _build_head,
-                    decide, fit_quality_model, load_boxgrader, one_thread, quality_proba)
+                    decide, fit_quality_model, load_boxgrader, quality_proba)
 
 
 #: the rate of bad/background boxes graded good that the threshold aims at on the validation
