@@ -11,7 +11,7 @@ import fiftyone as fo
 from grader.boxes import iou_matrix
 from grader.detectors import ArrayDetector, Boxes
 from grader.judges.overlooked import (Candidates, _at_input_size, _predict_image, find_overlooked,
-                                       greedy_nmm, in_crowd_region, learn_class_map, rank_candidates, score_image,
+                                       greedy_nmm, learn_class_map, rank_candidates, score_image,
                                        slice_windows, suppress_other_class, unmatched_candidates)
 from grader.noise import deleted_field_name, inject_errors
 
@@ -261,54 +261,6 @@ def test_a_candidate_on_a_labelled_box_of_another_class_is_suppressed():
     assert idx.tolist() == [2, 3] and labels == ["car", "truck"]
     idx, _, _ = score_image(cands, ["car", "truck"], gt, gl, other_iou=None)
     assert idx.tolist() == [1, 2, 3]
-
-
-def test_a_candidate_inside_a_crowd_region_of_its_class_is_covered():
-    """COCO's iscrowd boxes cover every object of their class inside them (pycocotools ignores
-    detections there, by intersection over the detection's area)."""
-    gt = np.array([[0, 0, 200, 100], [300, 0, 340, 40.]])
-    gl, crowd = ["person", "person"], np.array([True, False])
-    # a person inside the crowd region, one half in it, a car inside it, a person far from both
-    c = np.array([[10, 10, 40, 90], [180, 10, 220, 90], [50, 10, 90, 50], [500, 0, 540, 60.]])
-    inside = in_crowd_region(c, ["person", "person", "car", "person"], gt[crowd], ["person"])
-    assert inside.tolist() == [True, True, False, False]
-    cands = _cands(c, np.eye(2)[[0, 0, 1, 0]], [0.9, 0.8, 0.7, 0.6])
-    idx, labels, score = score_image(cands, ["person", "car"], gt, gl, gt_crowd=crowd)
-    assert idx.tolist() == [2, 3] and labels == ["car", "person"]
-    # without the flag the crowd box is an ordinary box, which the small people inside it
-    # overlap too little (IoU 0.12 and 0.08) to be matched to it
-    idx, _, _ = score_image(cands, ["person", "car"], gt, gl)
-    assert idx.tolist() == [0, 1, 2, 3]
-
-
-def test_find_overlooked_reads_cocos_crowd_regions(coco128_base):
-    """Real image 000000000257.jpg: people walking inside a labelled person crowd region are
-    not proposed; with the crowd flag cleared they are."""
-    if shared_path("detectors") is None:
-        pytest.skip("../shared/data/detectors is not present")
-    ds = coco128_base.match(fo.ViewField("filepath").ends_with("000000000257.jpg")).clone()
-    try:
-        dets = ds.first().ground_truth.detections
-        crowd = [d for d in dets if d.get_field("iscrowd")]
-        assert [d.label for d in crowd] == ["person"]
-        cb = _xyxy([crowd[0].bounding_box])
-
-        def people_in_crowd():
-            find_overlooked(ds, "ground_truth", "yolox-nano", overwrite=True)
-            cs = [c for c in ds.first().ground_truth_overlooked.detections if c.label == "person"]
-            if not cs:
-                return 0
-            return int(in_crowd_region(_xyxy([c.bounding_box for c in cs]), ["person"] * len(cs),
-                                       cb, ["person"]).sum())
-
-        assert people_in_crowd() == 0
-        sample = ds.first()
-        for d in sample.ground_truth.detections:
-            d["iscrowd"] = 0
-        sample.save()
-        assert people_in_crowd() >= 2
-    finally:
-        ds.delete()
 
 
 def test_class_map_names_candidates_by_the_dataset_classes():

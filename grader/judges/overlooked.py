@@ -339,29 +339,10 @@ def suppress_other_class(cand_xyxy: np.ndarray, cand_labels, gt_xyxy: np.ndarray
     return np.where(other, iou_matrix(cand_xyxy, gt_xyxy), 0.0).max(1) < other_iou
 
 
-def in_crowd_region(cand_xyxy: np.ndarray, cand_labels, crowd_xyxy: np.ndarray, crowd_labels,
-                    min_ioa: float = 0.5) -> np.ndarray:
-    """Which candidates lie in a crowd region of their class (bool mask): the share of the
-    candidate's area inside a GT box marked ``iscrowd`` of the same class is >= ``min_ioa``.
-    COCO's convention: a crowd box covers every object of its class inside it, and
-    pycocotools' evaluation ignores detections matched to one by this overlap (intersection
-    over the detection's area)."""
-    n = len(cand_xyxy)
-    if not n or not len(crowd_xyxy):
-        return np.zeros(n, dtype=bool)
-    a, b = np.asarray(cand_xyxy, float), np.asarray(crowd_xyxy, float)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    ioa = iw * ih / np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)[:, None]
-    same = np.asarray(cand_labels, dtype=object)[:, None] == np.asarray(crowd_labels, dtype=object)[None, :]
-    return (np.where(same, ioa, 0.0) >= min_ioa).any(1)
-
-
 def score_image(cands: Candidates, det_classes: Sequence[str], gt_xyxy: np.ndarray, gt_labels,
                 *, class_map: ClassMap | None = None, class_probs: np.ndarray | None = None,
                 gt_iou: float = 0.3, dup_iou: float = 0.7, one_to_one: bool = True,
                 rank: str = "duplicate-aware", other_iou: float | None = 0.5,
-                gt_crowd: np.ndarray | None = None, crowd_ioa: float = 0.5,
                 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """One image's proposals: (indices into ``cands``, their labels, ``overlooked_score``).
 
@@ -372,15 +353,7 @@ def score_image(cands: Candidates, det_classes: Sequence[str], gt_xyxy: np.ndarr
     overlap by ``dup_iou`` (one raccoon seen as a dog and as a cat) count once.
     ``class_probs`` (with ``class_map``; ``(n, C)`` over ``class_map.classes``, e.g. a box
     grader's class head) picks the class instead; the relevance still ranks.
-    ``gt_crowd`` (one bool per GT box, COCO's ``iscrowd``): crowd boxes take no part in the
-    matching and ranking; a candidate inside one of its class is dropped (:func:`in_crowd_region`).
     """
-    crowd = np.zeros(len(gt_xyxy), dtype=bool) if gt_crowd is None else np.asarray(gt_crowd, bool)
-    gl_all = list(gt_labels or [])
-    crowd_xyxy = np.asarray(gt_xyxy, float).reshape(-1, 4)[crowd]
-    crowd_labels = [l for l, c in zip(gl_all, crowd) if c]
-    gt_xyxy = np.asarray(gt_xyxy, float).reshape(-1, 4)[~crowd]
-    gt_labels = [l for l, c in zip(gl_all, crowd) if not c]
     keep = unmatched_candidates(cands.xyxy, cands.score, gt_xyxy, gt_iou, dup_iou, one_to_one)
     score = cands.score.copy()
     if class_map is None:
@@ -395,7 +368,6 @@ def score_image(cands: Candidates, det_classes: Sequence[str], gt_xyxy: np.ndarr
         score = rank_candidates(cands.xyxy, labels, score, gt_xyxy, gl)
     if other_iou is not None:
         keep &= suppress_other_class(cands.xyxy, labels, gt_xyxy, gl, other_iou)
-    keep &= ~in_crowd_region(cands.xyxy, labels, crowd_xyxy, crowd_labels, crowd_ioa)
     idx = np.flatnonzero(keep)
     if class_map is not None and len(idx) > 1:
         idx = idx[np.argsort(-score[idx], kind="stable")]
@@ -517,8 +489,7 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
     if overlap >= 1:
         raise ValueError("overlap must be < 1")
     ov_field = overlooked_field or f"{gt_field}_overlooked"
-    # clear error on a missing/wrong field; iscrowd: COCO's crowd regions (None elsewhere)
-    gt = lgf.read_detections(collection, gt_field, ["iscrowd"])
+    gt = lgf.read_detections(collection, gt_field)  # clear error on a missing/wrong field
     det = detector or load_detector(model, detectors_dir)
     sized = _at_input_size(det, input_size)
     mode, gt_classes = dataset_label_mode(collection, gt_field, det.classes)
@@ -541,8 +512,6 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
     workers = default_workers() if num_workers is None else num_workers
     jobs = list(zip(gt.sample_ids, gt.filepaths))
     gt_labels = dict(zip(gt.sample_ids, gt.labels))
-    gt_crowd = {sid: np.asarray([bool(c) for c in flags], dtype=bool)
-                for sid, flags in zip(gt.sample_ids, gt.attrs["iscrowd"])}
     # 1. the detector's candidates per image (independent of the labels)
     seen: list[tuple[str, int, int, Candidates, np.ndarray]] = []
     head_probs: dict[str, np.ndarray] = {}
@@ -580,7 +549,7 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
         idx, labels, scores = score_image(
             cands, det.classes, g, gt_labels[sid], class_map=class_map,
             class_probs=head_probs.get(sid), gt_iou=gt_iou, dup_iou=dup_iou,
-            one_to_one=one_to_one, rank=rank, other_iou=other_iou, gt_crowd=gt_crowd[sid])
+            one_to_one=one_to_one, rank=rank, other_iou=other_iou)
         old = list(existing.get(sid, []))
         old_rel = np.asarray([d.bounding_box for d in old], dtype=np.float64).reshape(-1, 4)
         old_xyxy = rel_xywh_to_abs_xyxy(old_rel, w, h)
