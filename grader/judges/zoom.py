@@ -12,9 +12,10 @@ pixels and compared with the box:
 - ``zoom_other_label`` / ``zoom_other_prob``: the best other class there and its score
 - ``zoom_iou``: best IoU with a prediction of the labeled class (``conf >= low_threshold``)
 - ``zoom_badloc``: ``p(label) * (1 - IoU)`` of the prediction most sure of the labeled class
-  among those overlapping the box (IoU >= 0.1): high when the detector is sure of an object of
-  this class that the box only partly covers; a box with no detection near it is *not* suspect
-  of bad location (unlike ``zoom_iou``, which is 0 there)
+  among those overlapping the box (IoU >= 0.1) that no neighbouring label of its class claims
+  (:func:`claimed_by_neighbour`): high when the detector is sure of an object of this class
+  that the box only partly covers; a box with no detection near it is *not* suspect of bad
+  location (unlike ``zoom_iou``, which is 0 there)
 - ``zoom_swap``: ``zoom_other_prob - zoom_label_prob`` (-1..1, high = another class fits better)
 - ``zoom_evidence``: ``max_j IoU_j * conf_j`` over all crop predictions (low = nothing there)
 
@@ -152,6 +153,25 @@ def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
     return out
 
 
+def claimed_by_neighbour(box: np.ndarray, xyxy: np.ndarray, label_idx: int, image_xyxy: np.ndarray,
+                         image_idx: np.ndarray, iou: np.ndarray | None = None) -> np.ndarray:
+    """Per prediction: True where another labelled box of ``box``'s class (a distinct object:
+    IoU with ``box`` below :data:`DISTINCT_IOU`) covers it at IoU >= :data:`EXPLAINED_IOU` and
+    better than ``box`` does: that neighbour's detection, which says nothing about where
+    ``box`` should be. A moved box keeps the detection of the object it left, which no other
+    label claims."""
+    out = np.zeros(len(xyxy), dtype=bool)
+    if not len(xyxy) or not len(image_xyxy):
+        return out
+    nb = ((np.asarray(image_idx) == label_idx)
+          & (iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU))
+    if not nb.any():
+        return out
+    own = iou_matrix(box[None], xyxy)[0] if iou is None else iou
+    cover = iou_matrix(xyxy, image_xyxy[nb]).max(1)
+    return (cover >= EXPLAINED_IOU) & (cover > own)
+
+
 def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.ndarray,
               label_idx: int | None, conf_threshold: float, low_threshold: float,
               match_iou: float, classes: list[str],
@@ -187,7 +207,10 @@ def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.nda
     if label_idx is not None:
         same = (probs[:, label_idx] >= low_threshold)
         out["zoom_iou"] = float(iou[same].max()) if same.any() else 0.0
-        near = np.flatnonzero(iou >= 0.1)
+        near = iou >= 0.1
+        if others is not None and near.any():
+            near &= ~claimed_by_neighbour(box, xyxy, label_idx, others[0], others[1], iou)
+        near = np.flatnonzero(near)
         if len(near):
             j = near[np.argmax(probs[near, label_idx])]
             out["zoom_badloc"] = float(probs[j, label_idx] * (1 - iou[j]))
