@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from grader.evaluate import auroc
-from grader.judges.zoom import (ZOOM_ATTRS, _features, explained_elsewhere, image_boxes, run_zoom,
-                               square_window)
+from grader.judges.zoom import (ZOOM_ATTRS, _features, claimed_by_neighbour, explained_elsewhere,
+                               image_boxes, run_zoom, square_window)
 from grader.noise import inject_errors
 
 from conftest import shared_path
@@ -58,6 +58,30 @@ def test_class_evidence_of_another_labelled_object_is_not_a_swap():
     # A dog prediction is nobody else's: still evidence against the couch label.
     dog = _features(couch, preds, conf, _probs(2)[None], 0, **kw, others=others)
     assert dog["zoom_other_label"] == "dog" and dog["zoom_swap"] > 0.8
+
+
+def test_a_neighbours_detection_is_not_evidence_of_bad_location():
+    """Two people side by side, both labelled and both detected: the right one's detection
+    overlaps the left box a little (IoU ~0.2) and is surer than the left one's own. It is the
+    right label's, so the left box is not suspect of bad location; a box moved off its person
+    keeps that person's detection, which no label claims."""
+    classes = ["person", "dog"]
+    left, right = np.array([0.0, 0.0, 100.0, 200.0]), np.array([70.0, 0.0, 170.0, 200.0])
+    preds = np.array([[2.0, 2.0, 98.0, 198.0], [72.0, 0.0, 172.0, 200.0]])
+    conf = np.array([0.6, 0.95])
+    probs = np.stack([_probs(0, 2, 0.6), _probs(0, 2, 0.95)])
+    kw = dict(conf_threshold=0.25, low_threshold=0.05, match_iou=0.3, classes=classes)
+    others = image_boxes(np.stack([left, right]), [0, 0])
+    assert claimed_by_neighbour(left, preds, 0, *others).tolist() == [False, True]
+    alone = _features(left, preds, conf, probs, 0, **kw)          # the neighbour's counts
+    assert alone["zoom_badloc"] > 0.7
+    seen = _features(left, preds, conf, probs, 0, **kw, others=others)
+    assert seen["zoom_badloc"] < 0.05                              # its own, IoU 0.92
+    # the left box moved half off its person: that person's detection is still its evidence
+    moved = np.array([50.0, 0.0, 150.0, 200.0])
+    others = image_boxes(np.stack([moved, right]), [0, 0])
+    got = _features(moved, preds[:1], conf[:1], probs[:1], 0, **kw, others=others)
+    assert got["zoom_badloc"] > 0.3
 
 
 def test_a_twin_the_dataset_holds_legitimately_explains_its_prediction():
