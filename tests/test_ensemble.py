@@ -400,26 +400,23 @@ def test_auto_fits_the_ensemble_on_unknown_classes(unknown_classes):
         # The winner is the best candidate on the injected errors.
         name = chosen.get("copy_choice", chosen["chosen"])
         assert cv[name] >= max(cv.values()) - 5e-4, (issue, chosen, cv)
-    # Each issue's choice reads as a probability, so ensemble_any is their noisy-OR (the copy's
-    # own "any" model ranked below it on raccoon and coco128-custom); labels without a
-    # cross-class partner are not raised by the fusion, so they show the formula as it is.
+    # Each issue's choice reads as a probability, so ensemble_any is composed from them (the
+    # copy's own "any" model ranked below it on raccoon and coco128-custom): the issues read
+    # together as exclusive (one_issue_each) as one chance, their sum, noisy-OR the others'
+    # (duplicate, with the cross-class duplicates fused in), as written.
     info_any = rep.info["learner"]["any"]
     assert info_any["chosen"] == "self:noisy_or", info_any
     used = [i.removeprefix("ensemble_") for i in info_any["inputs"]]
     assert {"badloc", "spurious", "duplicate"} <= set(used)
     col = lambda a: np.array([np.nan if v is None else v
                               for v in ds.values(f"noisy.detections.{a}", unwind=True)], float)
-    x = np.nan_to_num(col("consistency_xdup"), nan=0.0)
-    # the per-issue columns were then read together as exclusive issues (one_issue_each):
-    # each one's probability before that is its odds against "clean", q_k / (1 - sum q)
     together = rep.info["one_issue_each"]
     assert together and "duplicate" not in together
-    q = {i: np.nan_to_num(col(f"ensemble_{i}"), nan=0.0) for i in together}
-    clean = 1 - sum(q.values())
-    per = {i: (q[i] / clean) / (1 + q[i] / clean) if i in together
-           else np.nan_to_num(col(f"ensemble_{i}"), nan=0.0) for i in used}
-    want = 1 - np.prod([1 - per[i] for i in used], axis=0)
-    np.testing.assert_allclose(col("ensemble_any")[x < 0.5], want[x < 0.5], rtol=1e-6)
+    assert info_any["variant"] == f"noisy_or(sum({', '.join(together)}), duplicate)"
+    q = {i: np.nan_to_num(col(f"ensemble_{i}"), nan=0.0) for i in used}
+    want = 1 - (1 - np.clip(sum(q[i] for i in together), 0, 1)) * np.prod(
+        [1 - q[i] for i in used if i not in together], axis=0)
+    np.testing.assert_allclose(col("ensemble_any"), want, rtol=1e-6)
     assert ds.values("noisy.detections.label", unwind=True) == before
     assert len(fo.list_datasets()) == n_datasets
     assert "lg_selfsup" not in ds.get_field_schema()
