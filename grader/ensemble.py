@@ -60,7 +60,7 @@ from .evaluate import TRUSTED_TAG, auroc, present_score_specs, read_label_scores
 from .fields import last_run, read_detections, record_run, set_label_tag, write_label_attrs
 from .noise import CLEAN
 from .report import RunReport
-from .scores import EXCLUSIVE_ISSUES, GT_ISSUES, REVIEWED_TAGS, SCORES, ScoreSpec
+from .scores import EXCLUSIVE_ISSUES, GT_ISSUES, NO_OBJECT_ISSUE, REVIEWED_TAGS, SCORES, ScoreSpec
 
 JUDGE = "ensemble"
 RUN_KEY = "label_grader_ensemble"
@@ -619,7 +619,8 @@ def _one_issue_each(scores: dict[str, np.ndarray], learners: dict[str, dict],
     report.info["one_issue_each"] = used if len(used) > 1 else []
     if len(used) < 2:
         return
-    q = one_issue_each(np.stack([scores[i] for i in used], axis=1))
+    q = one_issue_each(np.stack([scores[i] for i in used], axis=1),
+                       no_object=used.index(NO_OBJECT_ISSUE) if NO_OBJECT_ISSUE in used else None)
     for k, issue in enumerate(used):
         scores[issue] = q[:, k]
 

@@ -136,6 +136,10 @@ ISSUE_TYPES: tuple[str, ...] = GT_ISSUES + ("overlooked",)
 #: cross-class copies fell from AP 0.43 / 0.68 to 0.22 / 0.28 in ensemble_duplicate (coco128,
 #: ``bench/error_rates.py --mix real``, 2 seeds), so duplicates keep their own.
 EXCLUSIVE_ISSUES: tuple[str, ...] = ("badloc", "swap", "spurious")
+#: Of the exclusive issues, the one that says there is no object at all: read first, the others
+#: (errors of an object's label) share what it leaves. A box on nothing also looks like a wrong
+#: class, so read flat beside swap its probability fell wherever the swap model was surer.
+NO_OBJECT_ISSUE = "spurious"
 
 SUSPECT_TAGS = sorted({s.tag for s in SCORES if s.tag})
 REVIEWED_OK_TAG = "reviewed:ok"

@@ -431,6 +431,19 @@ def test_one_issue_each_reads_the_issues_as_exclusive():
     # one issue alone keeps its order
     col = np.array([[0.1, 0.0], [0.5, 0.0], [0.9, 0.0]])
     assert list(np.argsort(ep.one_issue_each(col)[:, 0])) == [0, 1, 2]
+    # "no object" read first: a box on nothing, which the swap model is even surer of (a
+    # random class), stays at the top of the spurious queue; flat, a clean box with a middling
+    # spurious score would pass it
+    p = np.array([[0.01, 0.99, 0.90],          # badloc, swap, spurious
+                  [0.01, 0.01, 0.40]])
+    flat, tree = ep.one_issue_each(p), ep.one_issue_each(p, no_object=2)
+    assert flat[0, 2] < flat[1, 2]
+    np.testing.assert_allclose(tree[:, 2], p[:, 2])
+    assert tree[0, 2] > tree[1, 2]
+    # the issues of an object's label share what "no object" leaves, exclusive among themselves
+    o = p[:, :2] / (1 - p[:, :2])
+    np.testing.assert_allclose(tree[:, :2], (1 - p[:, [2]]) * o / (1 + o.sum(1, keepdims=True)))
+    assert np.all(tree.sum(1) <= 1)
 
 
 def test_compute_ensemble_reads_the_shipped_issues_as_exclusive(unverified):
@@ -444,11 +457,14 @@ def test_compute_ensemble_reads_the_shipped_issues_as_exclusive(unverified):
     before = np.array(ds.values(fields, unwind=True), dtype=float).T
     rep = compute_ensemble(ds, "noisy", truth=TRUTH_ATTR)
     after = np.array(ds.values(fields, unwind=True), dtype=float).T
-    from grader.scores import EXCLUSIVE_ISSUES, GT_ISSUES
+    from grader.scores import EXCLUSIVE_ISSUES, GT_ISSUES, NO_OBJECT_ISSUE
 
     assert rep.info["one_issue_each"] == ["badloc", "swap", "spurious"] == list(EXCLUSIVE_ISSUES)
-    assert set(EXCLUSIVE_ISSUES) < set(GT_ISSUES)
-    np.testing.assert_allclose(after[:, :3], ep.one_issue_each(before[:, :3]), rtol=1e-9)
+    assert set(EXCLUSIVE_ISSUES) < set(GT_ISSUES) and NO_OBJECT_ISSUE == "spurious"
+    np.testing.assert_allclose(after[:, :3], ep.one_issue_each(before[:, :3], no_object=2),
+                               rtol=1e-9)
+    # spurious ("no object") keeps its own probability; badloc and swap share what it leaves
+    np.testing.assert_allclose(after[:, 2], before[:, 2])
     # duplicates (a relation between two boxes, which comes with the others) are unchanged;
     # ensemble_any reads the three together as one chance, their sum, noisy-OR the duplicate's
     np.testing.assert_allclose(after[:, 3], before[:, 3])
