@@ -341,8 +341,10 @@ def compute_ensemble(collection, gt_field: str = "ground_truth", trusted_tag: st
     distribution (a label has at most one of them: :data:`grader.scores.EXCLUSIVE_ISSUES`,
     :func:`grader.ensemble_prior.one_issue_each`), where they are probabilities
     (``info["one_issue_each"]`` lists the issues read together); a box the spurious model is
-    sure of then leaves the top of the badloc and swap queues. Duplicates and
-    ``ensemble_any`` are not changed.
+    sure of then leaves the top of the badloc and swap queues. Spurious is read first and keeps
+    its own probability (:data:`grader.scores.NO_OBJECT_ISSUE`); duplicates are not changed.
+    Where ``ensemble_any`` is a composition of the issues' probabilities it is composed from
+    the columns as written (:func:`_recompose_any`).
     ``progress(done, total)``: called as the work advances (the self-supervised copies are
     most of it).
     ``exclude_judges``: judges whose scores are not inputs (e.g. ``["brain"]`` to keep a
@@ -592,8 +594,9 @@ def _recompose_any(scores: dict[str, np.ndarray], learners: dict[str, dict],
     Why: composed earlier, from the per-issue probabilities before they were read together and
     as the higher of that and the shipped model's own "any" entry, a label one issue's model
     was unsure of ranked alongside labels every model gave a little; read from the final
-    scores, AP of ``ensemble_any`` on coco128 (5 % of each type, 2 seeds) 0.888 -> 0.902, the
-    real-looking mix 0.874 -> 0.886; AUROC +0.002, ECE unchanged (docs/evaluation.md)."""
+    scores, AP of ``ensemble_any`` on coco128 (5 % of each type, 2 seeds,
+    ``bench/eval_judges.py``) 0.888 -> 0.902, AUROC +0.002, ECE unchanged (README,
+    "ensemble_any from the per-issue scores as written")."""
     info = learners.get("any")
     if not info or "any" not in scores or "noisy_or" not in str(info.get("variant", "")):
         return
