@@ -495,3 +495,52 @@ def test_queue_refit_after_reviews_rescores_duplicate_partners(coco128):
     assert freed and not tagged & freed
     # the pairs nobody reviewed keep their scores (the same parameters: hard split)
     assert np.mean([after[l] == pytest.approx(before[l]) for _, l, _ in kept]) >= 0.9
+
+
+def test_an_accepted_box_hands_its_pair_score_to_its_partner():
+    """A box the curator accepted is the least suspect of its pair: re-run after the decision,
+    the pair's score goes to the partner the judges doubted less (a duplicate copy whose source
+    the split had put first), same-class and cross-class pairs alike; pairs nobody reviewed
+    keep their split."""
+    import fiftyone as fo
+
+    from grader.review import fixes
+    from grader.scores import REVIEWED_OK_TAG
+
+    ds = fo.Dataset()
+    doubted, spared = [], []
+    kinds = [("cat", "cat"), ("dog", "dog"), ("car", "truck"), ("cup", "bowl")] * 2
+    for i, (ca, cb) in enumerate(kinds):
+        x = 0.1 + 0.04 * i
+        # the judges doubt `a` (box fit and class), though `b` is the slip
+        a = fo.Detection(label=ca, bounding_box=[x, 0.2, 0.3, 0.3], boxgrader_p_bad=0.9,
+                         cleanlab_swap=0.05)
+        b = fo.Detection(label=cb, bounding_box=[x + 0.01, 0.21, 0.3, 0.3], boxgrader_p_bad=0.1,
+                         cleanlab_swap=0.95)
+        doubted.append(a.id)
+        spared.append(b.id)
+        ds.add_sample(fo.Sample(filepath=f"/nonexistent/{i}.jpg",
+                                gt=fo.Detections(detections=[b, a] if i % 2 else [a, b])))
+    try:
+        def scores():
+            ids, d, x = ds.values(["gt.detections.id", "gt.detections.consistency_duplicate",
+                                   "gt.detections.consistency_xdup"], unwind=True)
+            return {i: max(u or 0, v or 0) for i, u, v in zip(ids, d, x)}
+
+        run_consistency(ds, "gt", evidence_margin=0.0)
+        before = scores()
+        assert all(before[a] > before[b] for a, b in zip(doubted, spared))
+        sids = ds.values("id")
+        reviewed = range(0, len(kinds), 2)            # one pair of each kind accepted per two
+        for k in reviewed:
+            fixes.accept_label(ds, sids[k], doubted[k], field="gt")
+        assert ds.count_label_tags("gt")[REVIEWED_OK_TAG] == len(reviewed)
+        run_consistency(ds, "gt", evidence_margin=0.0)
+        after = scores()
+        for k, (a, b) in enumerate(zip(doubted, spared)):
+            if k in reviewed:
+                assert after[b] == pytest.approx(before[a]) and after[a] < after[b], kinds[k]
+            else:
+                assert (after[a], after[b]) == pytest.approx((before[a], before[b])), kinds[k]
+    finally:
+        ds.delete()

@@ -14,7 +14,8 @@ Scores written on every GT detection (all HIGH = suspect):
   against each box: ``w`` = the mean percentile suspicion of the other judges' registered
   scores present on the field (e.g. a box that no prediction supports, ``cleanlab_support``
   low, is weaker; ``evidence=`` picks a subset by the registry's issue mapping,
-  :data:`EVIDENCE_RULES`). A box gets
+  :data:`EVIDENCE_RULES`; a box a reviewer accepted or set, tagged ``reviewed:*``, is the
+  least suspect of all). A box gets
   ``IoU (1/2 + 1/2 sigmoid((w - w_partner) / evidence_margin))``: a clear gap gives the weaker
   box the IoU and its partner half of it, a small gap leaves both near 3/4 of it (a wrong call
   on a close pair no longer buries the copy below unrelated overlaps). ``evidence_margin=0``:
@@ -503,8 +504,19 @@ def legit_partners(tab) -> dict[str, set[str]]:
     return {k[1]: g for k, g in zip((k for ks in keys for k in ks), got) if g}
 
 
+def _reviewed(tab) -> np.ndarray:
+    """Per box (flat): whether a reviewer accepted or set it (a ``reviewed:*`` tag)."""
+    from ..scores import REVIEWED_TAGS
+
+    return np.array([bool(set(t or ()) & set(REVIEWED_TAGS))
+                     for row in tab.attrs.get("tags", ()) for t in row], dtype=bool)
+
+
 def _weakness(specs, tab) -> list[np.ndarray] | None:
-    """Mean percentile suspicion of the other judges' present scores, per box (NaN if none)."""
+    """Mean percentile suspicion of the other judges' present scores, per box (NaN if none).
+    A box a reviewer accepted or set (``reviewed:*``) is the least suspect of all (0): of a
+    pair whose other box the judges doubted less, the accepted one no longer takes the pair's
+    score, so its partner rises in the queue re-ordered after the decision."""
     from ..score_stats import percentiles
     from ..evaluate import suspicion_column
 
@@ -519,6 +531,9 @@ def _weakness(specs, tab) -> list[np.ndarray] | None:
         num[ok] += p[ok]
         den[ok] += 1
     mean = np.where(den > 0, num / np.maximum(den, 1), np.nan)
+    reviewed = _reviewed(tab)
+    if len(reviewed) == n:
+        mean[reviewed] = 0.0
     return np.split(mean, np.cumsum(sizes)[:-1]) if sizes else []
 
 
@@ -577,7 +592,7 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
         xspecs = evidence_specs(collection, gt_field, XDUP_EVIDENCE)
     # One read: boxes, labels and the other judges' scores (the evidence for pairs).
     tab = lgf.read_detections(collection, gt_field,
-                              attrs=sorted({s.attr for s in specs + xspecs}))
+                              attrs=sorted({s.attr for s in specs + xspecs} | {"tags"}))
     report.samples_seen = len(tab)
     boxes, labels, keys, unscorable = scorable_boxes(tab, report)
     def kept(full):
