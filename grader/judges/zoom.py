@@ -133,24 +133,31 @@ def explained_elsewhere(box: np.ndarray, xyxy: np.ndarray, probs: np.ndarray,
     unless their class is in ``twins``: classes this dataset's labels show lying on or in
     ``box``'s class legitimately (:func:`grader.judges.consistency.legit_partners`: a pizza
     filling most of its table)."""
-    out = np.zeros(len(xyxy), dtype=bool)
     if not len(xyxy) or not len(image_xyxy):
-        return out
+        return np.zeros(len(xyxy), dtype=bool)
     image_idx = np.asarray(image_idx)
     may = iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU
     if len(twins):
         may |= np.isin(image_idx, list(twins)) & (image_idx != (-1 if label_idx is None else label_idx))
-    if not may.any():
-        return out
-    o_xyxy, o_idx = image_xyxy[may], image_idx[may]
     top = probs.argmax(1)
-    own = iou_matrix(box[None], xyxy)[0] if iou is None else iou
-    cover = iou_matrix(xyxy, o_xyxy)                                   # (P, G)
-    same = (o_idx[None, :] == top[:, None]) & (o_idx[None, :] >= 0)
-    out = (same & (cover >= np.maximum(own[:, None], EXPLAINED_IOU))).any(1)
+    out = _covered_by(box, xyxy, top, image_xyxy[may], image_idx[may], iou, strict=False)
     if label_idx is not None:
         out &= top != label_idx
     return out
+
+
+def _covered_by(box: np.ndarray, xyxy: np.ndarray, pred_idx: np.ndarray, o_xyxy: np.ndarray,
+                o_idx: np.ndarray, iou: np.ndarray | None, strict: bool) -> np.ndarray:
+    """Per prediction: True where a box of ``o_xyxy`` of the prediction's class (``pred_idx``)
+    covers it at IoU >= :data:`EXPLAINED_IOU` and at least as well as ``box`` does (better,
+    with ``strict``)."""
+    if not len(xyxy) or not len(o_xyxy):
+        return np.zeros(len(xyxy), dtype=bool)
+    own = (iou_matrix(box[None], xyxy)[0] if iou is None else iou)[:, None]
+    cover = iou_matrix(xyxy, o_xyxy)                                   # (P, G)
+    same = (o_idx[None, :] == pred_idx[:, None]) & (o_idx[None, :] >= 0)
+    better = cover > own if strict else cover >= own
+    return (same & better & (cover >= EXPLAINED_IOU)).any(1)
 
 
 def claimed_by_neighbour(box: np.ndarray, xyxy: np.ndarray, label_idx: int, image_xyxy: np.ndarray,
@@ -160,16 +167,12 @@ def claimed_by_neighbour(box: np.ndarray, xyxy: np.ndarray, label_idx: int, imag
     better than ``box`` does: that neighbour's detection, which says nothing about where
     ``box`` should be. A moved box keeps the detection of the object it left, which no other
     label claims."""
-    out = np.zeros(len(xyxy), dtype=bool)
     if not len(xyxy) or not len(image_xyxy):
-        return out
-    nb = ((np.asarray(image_idx) == label_idx)
-          & (iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU))
-    if not nb.any():
-        return out
-    own = iou_matrix(box[None], xyxy)[0] if iou is None else iou
-    cover = iou_matrix(xyxy, image_xyxy[nb]).max(1)
-    return (cover >= EXPLAINED_IOU) & (cover > own)
+        return np.zeros(len(xyxy), dtype=bool)
+    image_idx = np.asarray(image_idx)
+    nb = (image_idx == label_idx) & (iou_matrix(box[None], image_xyxy)[0] < DISTINCT_IOU)
+    return _covered_by(box, xyxy, np.full(len(xyxy), label_idx), image_xyxy[nb], image_idx[nb],
+                       iou, strict=True)
 
 
 def _features(box: np.ndarray, xyxy: np.ndarray, conf: np.ndarray, probs: np.ndarray,
