@@ -90,6 +90,7 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
                        gt_field=ctx.gt_field,
                        progress=lambda d, t: ctx.progress("detector", d, t), **o)
     ctx.pred_field = DEFAULT_PRED_FIELD
+    ctx.resolved["finetuned"] = True
     return rep
 
 
@@ -128,6 +129,7 @@ def _run_finetune_step(ctx: GradeContext) -> RunReport:
     rep = crossfit_detector(ctx.collection, ctx.gt_field, DEFAULT_PRED_FIELD, settings=o,
                             progress=lambda d, t: ctx.progress("finetune", d, t), **kw)
     ctx.pred_field = DEFAULT_PRED_FIELD
+    ctx.resolved["finetuned"] = True
     return rep
 
 
@@ -187,9 +189,14 @@ def _shared_zoom(ctx: GradeContext, backbone) -> Any:
 def _run_overlooked_step(ctx: GradeContext) -> RunReport:
     from .judges.overlooked import find_overlooked
 
+    o = ctx.opt("overlooked")
+    if ctx.resolved.get("finetuned") and "pred_field" not in o:
+        # The fine-tuned detector's out-of-fold predictions name the labels' own classes; its
+        # candidates are used where they find more of the labelled boxes than the COCO
+        # detector's mapped ones (a detector fine-tuned on few images per class may not).
+        o.update(pred_field=ctx.pred_field, pick_source=True)
     return find_overlooked(ctx.collection, ctx.gt_field, detector=ctx.detector,
-                           progress=lambda d, t: ctx.progress("overlooked", d, t),
-                           **ctx.opt("overlooked"))
+                           progress=lambda d, t: ctx.progress("overlooked", d, t), **o)
 
 
 #: cleanlab options grade() uses unless the caller passes its own: cleanlab's 0.95 is rarely

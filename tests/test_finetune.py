@@ -152,10 +152,18 @@ def test_grade_fine_tunes_on_request_and_says_why_not_by_default(tmp_path, monke
             assert "no GPU" in g.not_run["finetune"] and "detector" in g.reports
             assert set(ds.distinct("lg_predictions.detections.label")) - {"raccoon"}  # COCO names
         g = grade(ds, finetune={"epochs": 1, "batch_size": 4, "input_size": 224, "min_size": 224,
-                                "device": "cpu", "conf_threshold": 0.001}, **{**off, "cleanlab": {}})
+                                "device": "cpu", "conf_threshold": 0.001},
+                  **{**off, "cleanlab": {}, "overlooked": {}})
         assert "finetune" in g.reports and g.not_run.get("detector") == "predictions given"
         assert g.pred_field == "lg_predictions"
         assert set(ds.distinct("lg_predictions.detections.label")) <= {"raccoon"}
         assert "cleanlab" in g.reports and g.reports["cleanlab"].labels_scored > 0
+        # overlooked objects: the fine-tuned predictions' candidates and the COCO detector's
+        # are both measured on the labelled boxes, and the better source is used
+        info = g.reports["overlooked"].info
+        assert set(info["label_recall"]) == {"lg_predictions", "yolox-nano"}
+        best = max(info["label_recall"], key=info["label_recall"].get)
+        assert info["candidates_from"] == best and g.reports["overlooked"].judge.endswith(best)
+        assert set(ds.distinct("ground_truth_overlooked.detections.label")) <= {"raccoon"}
     finally:
         ds.delete()

@@ -394,3 +394,75 @@ def test_box_grader_class_head_names_the_candidates(noisy16):
     # wrong mapping of the head's columns to the dataset classes names next to none right.
     right, n = named_right(boxgrader_checkpoint=SHIPPED_BOXGRADER)
     assert n >= 3 and right >= n / 2, (right, n)
+
+
+def test_candidates_from_a_predictions_field_of_the_labels_own_classes():
+    """pred_field=: the candidates are that field's detections (a detector of the labels' own
+    classes, e.g. grade()'s fine-tuned one), with its class names; no image is read (the
+    files here do not exist). A prediction the labels account for is no candidate, one below
+    conf_threshold neither, one without a confidence is skipped and counted."""
+    ds = fo.Dataset()
+    gt_box = [0.1, 0.1, 0.2, 0.2]
+    preds = [fo.Detection(label="widget", bounding_box=[0.11, 0.1, 0.2, 0.2], confidence=0.9),
+             fo.Detection(label="widget", bounding_box=[0.6, 0.6, 0.2, 0.2], confidence=0.8),
+             fo.Detection(label="gizmo", bounding_box=[0.6, 0.1, 0.1, 0.1], confidence=0.05),
+             fo.Detection(label="gizmo", bounding_box=[0.1, 0.6, 0.1, 0.1])]
+    ds.add_sample(fo.Sample(filepath="/nonexistent/a.jpg",
+                            metadata=fo.ImageMetadata(width=400, height=300),
+                            gt=fo.Detections(detections=[fo.Detection(label="widget", bounding_box=gt_box)]),
+                            preds=fo.Detections(detections=preds)))
+    ds.add_sample(fo.Sample(filepath="/nonexistent/b.jpg", gt=fo.Detections(detections=[]),
+                            preds=fo.Detections(detections=[preds[1].copy()])))   # no metadata
+    try:
+        with pytest.raises(ValueError, match="differ"):
+            find_overlooked(ds, "gt", pred_field="gt")
+        rep = find_overlooked(ds, "gt", pred_field="preds")
+        assert rep.judge == "overlooked:preds"
+        assert rep.skipped == {"prediction_without_confidence": 1, "no_image_size": 1}
+        (cands,) = [d for d in ds.first().gt_overlooked.detections]
+        assert cands.label == "widget" and cands.bounding_box == pytest.approx([0.6, 0.6, 0.2, 0.2])
+        assert cands.overlooked_score == pytest.approx(0.8) and cands.source == "full"
+        assert ds.first().gt.detections[0].bounding_box == gt_box          # labels untouched
+    finally:
+        ds.delete()
+
+
+def test_pick_source_uses_the_candidates_that_find_more_of_the_labelled_boxes(tmp_path):
+    """pick_source=True: the detector runs too, and the source whose candidates find more of
+    the labelled boxes again (label_recall) gives the candidates; both figures are reported."""
+    import cv2
+
+    from grader.judges.overlooked import label_recall
+
+    class Fixed(ArrayDetector):
+        name, classes = "fixed", ["widget"]
+
+        def predict(self, images):   # finds the labelled widget and one more object
+            return [np.array([[40, 30, 120, 90, 0.9], [240, 180, 320, 240, 0.7]], dtype=np.float32)
+                    for _ in images]
+
+    w, h = 400, 300
+    img = str(tmp_path / "a.png")
+    cv2.imwrite(img, np.full((h, w, 3), 127, np.uint8))
+    ds = fo.Dataset()
+    box = [40 / w, 30 / h, 80 / w, 60 / h]
+    ds.add_sample(fo.Sample(filepath=img, metadata=fo.ImageMetadata(width=w, height=h),
+                            gt=fo.Detections(detections=[fo.Detection(label="widget", bounding_box=box)]),
+                            # misses the labelled widget: finds less of what is labelled
+                            preds=fo.Detections(detections=[fo.Detection(
+                                label="widget", bounding_box=[0.5, 0.05, 0.1, 0.1], confidence=0.9)])))
+    try:
+        rep = find_overlooked(ds, "gt", detector=Fixed(), pred_field="preds", pick_source=True,
+                              input_size=None, slice_size=None)
+        assert rep.info["label_recall"] == {"preds": 0.0, "fixed": 1.0}
+        assert rep.info["candidates_from"] == "fixed" and rep.judge == "overlooked:fixed"
+        (c,) = ds.first().gt_overlooked.detections
+        assert c.bounding_box == pytest.approx([240 / w, 180 / h, 80 / w, 60 / h], rel=1e-3)
+        # without the pick the field's candidates are used as given
+        rep = find_overlooked(ds, "gt", pred_field="preds", overwrite=True)
+        assert rep.info["candidates_from"] == "preds" and "label_recall" not in rep.info
+        (c,) = ds.first().gt_overlooked.detections
+        assert c.bounding_box == pytest.approx([0.5, 0.05, 0.1, 0.1])
+        assert label_recall([], lambda c, s: [], {}) == 0.0
+    finally:
+        ds.delete()
