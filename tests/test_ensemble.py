@@ -658,3 +658,25 @@ def test_self_fit_offers_trees_only_for_any():
     s, info = apply_selection(sel["badloc"], pct)
     assert info["chosen"] in ("self:logistic", "single")
     assert s[truth == "badloc"].mean() > s[truth == CLEAN].mean() + 0.2
+
+
+def test_a_model_fitted_on_the_copy_must_beat_the_single_score_by_a_margin(monkeypatch):
+    """FIT_MIN_GAIN: where two scores each carry half of an issue, the logistic model beats
+    either alone and is chosen; asked for a larger gain than it has, the single score is."""
+    import grader.ensemble_selfsup as ss
+
+    rng = np.random.default_rng(5)
+    n = 900
+    truth = np.array([CLEAN] * n, dtype=object)
+    err = rng.choice(n, 150, replace=False)
+    truth[err] = "badloc"
+    half = np.zeros(n, bool)
+    half[err[:75]] = True
+    pct = {"a:one": np.clip(rng.uniform(size=n) * 0.5 + 0.5 * half, 0, 1),
+           "b:other": np.clip(rng.uniform(size=n) * 0.5 + 0.5 * ((truth == "badloc") & ~half), 0, 1)}
+    data = {"pct": pct, "truth": truth, "groups": np.arange(n) // 6}
+    sel = ss.select_models(data, ["badloc"], prior=None)["badloc"]
+    gain = sel["cv_auroc"]["self:logistic"] - sel["cv_auroc"]["single"]
+    assert sel["chosen"] == "self:logistic" and gain > ss.FIT_MIN_GAIN, sel
+    monkeypatch.setattr(ss, "FIT_MIN_GAIN", gain + 0.01)
+    assert ss.select_models(data, ["badloc"], prior=None)["badloc"]["chosen"] == "single"
