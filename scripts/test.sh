@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export FIFTYONE_DATABASE_DIR="$(mktemp -d -t lg-db-XXXX)"
+trap 'rm -rf "$FIFTYONE_DATABASE_DIR"' EXIT   # a few hundred MB per run otherwise
 export FIFTYONE_DO_NOT_TRACK=true FIFTYONE_DATABASE_VALIDATION=false
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
