@@ -90,7 +90,6 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
                        gt_field=ctx.gt_field,
                        progress=lambda d, t: ctx.progress("detector", d, t), **o)
     ctx.pred_field = DEFAULT_PRED_FIELD
-    ctx.resolved["finetuned"] = True
     return rep
 
 

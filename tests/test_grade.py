@@ -35,6 +35,10 @@ def test_grade_runs_every_judge_with_defaults(coco8):
         if s.judge in ("zoom", "boxgrader"):
             assert f"ground_truth.detections.{s.attr}" in schema, s.attr
     assert "ground_truth_overlooked.detections.overlooked_score" in schema
+    # the shipped detector's own pass gives the candidates: its predictions field is no
+    # second source (that is for a detector fine-tuned on the labels' classes)
+    ov = rep.reports["overlooked"].info
+    assert ov["candidates_from"] == "yolox-nano" and "label_recall" not in ov, ov
     assert any(k.startswith("ground_truth.detections.ensemble_") for k in schema)
     # No verified images: the shipped default model combines the scores, with its variant
     # that reads the box grader's (the default box grader ran on these COCO classes).
