@@ -508,11 +508,12 @@ def _reviewed(tab) -> np.ndarray:
     """Per box (flat): whether a reviewer accepted or set it (a ``reviewed:*`` tag)."""
     from ..scores import REVIEWED_TAGS
 
-    return np.array([bool(set(t or ()) & set(REVIEWED_TAGS))
-                     for row in tab.attrs.get("tags", ()) for t in row], dtype=bool)
+    reviewed = set(REVIEWED_TAGS)
+    return np.array([not reviewed.isdisjoint(t or ()) for row in tab.attrs["tags"] for t in row],
+                    dtype=bool)
 
 
-def _weakness(specs, tab) -> list[np.ndarray] | None:
+def _weakness(specs, tab, reviewed: np.ndarray) -> list[np.ndarray] | None:
     """Mean percentile suspicion of the other judges' present scores, per box (NaN if none).
     A box a reviewer accepted or set (``reviewed:*``) is the least suspect of all (0): of a
     pair whose other box the judges doubted less, the accepted one no longer takes the pair's
@@ -531,9 +532,7 @@ def _weakness(specs, tab) -> list[np.ndarray] | None:
         num[ok] += p[ok]
         den[ok] += 1
     mean = np.where(den > 0, num / np.maximum(den, 1), np.nan)
-    reviewed = _reviewed(tab)
-    if len(reviewed) == n:
-        mean[reviewed] = 0.0
+    mean[reviewed] = 0.0
     return np.split(mean, np.cumsum(sizes)[:-1]) if sizes else []
 
 
@@ -604,8 +603,9 @@ def run_consistency(collection, gt_field: str = "ground_truth", *, min_class_siz
             out.append(np.array([full[i][j] for j, lid in enumerate(ids) if lid in keep]))
         return out
 
-    weak = kept(_weakness(specs, tab))
-    xweak = kept(_weakness(xspecs, tab))
+    reviewed = _reviewed(tab)   # (boxes flat, as _weakness reads them)
+    weak = kept(_weakness(specs, tab, reviewed))
+    xweak = kept(_weakness(xspecs, tab, reviewed))
     scores = consistency_arrays(boxes, labels, tab.widths, tab.heights, weak, min_class_size,
                                 evidence_margin, xdup_weakness=xweak)
     progress(len(tab), len(tab))
