@@ -634,10 +634,12 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
                 p = class_map.class_scores(c.probs) if sid not in head_probs else head_probs[sid]
                 return [class_map.classes[k] for k in np.asarray(p).argmax(1)] if len(c.cls) else []
 
-            rec = {pred_field: label_recall(from_field, lambda c, sid: [field_classes[k] for k in c.cls], gt_labels),
-                   getattr(det, "name", "detector"): label_recall(seen, named, gt_labels)}
-            report.info["label_recall"] = {k: round(v, 4) for k, v in rec.items()}
-            use_field = rec[pred_field] > max(rec.values()) - 1e-12
+            r_field = label_recall(from_field, lambda c, sid: [field_classes[k] for k in c.cls],
+                                   gt_labels)
+            r_det = label_recall(seen, named, gt_labels)
+            report.info["label_recall"] = {pred_field: round(r_field, 4),
+                                           getattr(det, "name", "detector"): round(r_det, 4)}
+            use_field = r_field >= r_det
         if use_field:
             seen, det_classes, mode, class_map, head_probs = from_field, field_classes, "detector", None, {}
             report.samples_seen = freport.samples_seen
