@@ -96,35 +96,59 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
 #: Below this share of labels of the shipped detector's classes, grade() fine-tunes YOLOX-Nano
 #: on the labels' own classes (out-of-fold predictions) instead of predicting COCO's classes.
 FINETUNE_MAX_KNOWN = 0.5
+#: On a CPU, unless the caller sets ``max_images``, each fold model trains on at most this many
+#: images (a random sample of the other folds'): training time stays bounded (about 3 min on 2
+#: cores) however large the dataset; every image is still predicted.
+FINETUNE_CPU_MAX_IMAGES = 200
 
 
 def _can_finetune(ctx: GradeContext) -> str | None:
-    from .detectors import torch_yolox
-
-    asked = ctx.options.get("finetune")
-    explicit = asked is True or isinstance(asked, dict)
     if ctx.pred_field:
         return "predictions given"
     if getattr(ctx.detector, "name", None) != DEFAULT_DETECTOR:
         return "fine-tuning applies to the shipped YOLOX-Nano only"
-    share, counts = known_class_share(ctx.collection, ctx.gt_field, ctx.detector.classes)
+    return _finetune_blocker(ctx.collection, ctx.gt_field, ctx.options, ctx.detector.classes)
+
+
+def _finetune_blocker(collection, gt_field: str, options: dict[str, Any],
+                      det_classes) -> str | None:
+    from .detectors import torch_yolox
+
+    asked = options.get("finetune")
+    explicit = asked is True or isinstance(asked, dict)
+    share, counts = known_class_share(collection, gt_field, det_classes)
     if not counts:
-        return f"no labels in '{ctx.gt_field}'"
+        return f"no labels in '{gt_field}'"
     if share >= FINETUNE_MAX_KNOWN and not explicit:
         return f"the shipped detector knows {share:.0%} of these labels' classes"
     if not torch_yolox.available():
         return "torch and onnx2torch are needed to fine-tune (pip install onnx2torch)"
-    if not explicit and torch_yolox.default_device() == "cpu":
-        return ("no GPU: fine-tuning YOLOX-Nano on these classes takes minutes per 100 images on "
-                "a CPU; pass finetune=True to run it (README 'Your own classes')")
     return None
 
 
+def will_finetune(collection, gt_field: str = "ground_truth", **options: Any) -> bool:
+    """Whether ``grade(collection, gt_field, **options)`` would fine-tune YOLOX-Nano on the
+    labels' classes (minutes on a CPU): the App delegates such runs."""
+    from .detectors.base import read_names
+    from .detectors.runner import _detectors_dir
+
+    if (options.get("finetune") is False or options.get("pred_field")
+            or options.get("detector", DEFAULT_DETECTOR) != DEFAULT_DETECTOR):
+        return False
+    names = os.path.join(_detectors_dir(None), DEFAULT_DETECTOR, "coco.names")
+    if not os.path.isfile(names):   # grade() will say the detector is missing
+        return False
+    return _finetune_blocker(collection, gt_field, options, read_names(names)) is None
+
+
 def _run_finetune_step(ctx: GradeContext) -> RunReport:
+    from .detectors import torch_yolox
     from .detectors.finetune import crossfit_detector
 
     o = ctx.opt("finetune")
     kw = {k: o.pop(k) for k in ("conf_threshold", "nms_iou", "overwrite") if k in o}
+    if (o.get("device") or torch_yolox.default_device()) == "cpu":
+        o.setdefault("max_images", FINETUNE_CPU_MAX_IMAGES)
     rep = crossfit_detector(ctx.collection, ctx.gt_field, DEFAULT_PRED_FIELD, settings=o,
                             progress=lambda d, t: ctx.progress("finetune", d, t), **kw)
     ctx.pred_field = DEFAULT_PRED_FIELD
@@ -503,8 +527,8 @@ def _run_ensemble_step(ctx: GradeContext) -> RunReport:
 
 STEPS: list[Step] = [
     # Classes the shipped detector does not know: YOLOX-Nano fine-tuned on the labels in folds,
-    # each image predicted by a model that never saw it (on a GPU by default; finetune=True on
-    # a CPU). Its predictions then stand in for the detector step's.
+    # each image predicted by a model that never saw it. Its predictions then stand in for the
+    # detector step's.
     Step("finetune", _can_finetune, _run_finetune_step),
     Step("detector", _can_detect, _run_detector_step),
     Step("cleanlab", _has_preds, _run_cleanlab_step),

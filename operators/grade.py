@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 from grader.detectors import SHIPPED
 from grader.fields import detections_path
 from grader.grade_shards import grade_shard, plan_grade
-from grader.pipeline import DEFAULT_DETECTOR, grade, will_train_boxgrader
+from grader.pipeline import DEFAULT_DETECTOR, grade, will_finetune, will_train_boxgrader
 
 from ._common import (
     add_detection_field_input,
@@ -100,7 +100,12 @@ class GradeLabels(foo.Operator):
         except ValueError:  # a missing / wrong field is reported by execute(), not here
             return False
         # Fine-tuning YOLOX-Nano on the labels' classes too (minutes on a CPU).
-        return bool(ctx.params.get("finetune")) or will_train_boxgrader(view, gt)
+        opts = {"finetune": False} if ctx.params.get("finetune") is False else {}
+        if ctx.params.get("pred_field"):
+            opts["pred_field"] = ctx.params["pred_field"]
+        if ctx.params.get("onnx_path") or ctx.params.get("detector", DEFAULT_DETECTOR) != DEFAULT_DETECTOR:
+            opts["detector"] = None
+        return will_finetune(view, gt, **opts) or will_train_boxgrader(view, gt)
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -118,11 +123,11 @@ class GradeLabels(foo.Operator):
         inputs.str("onnx_path", required=False, label="Or: Ultralytics ONNX export path")
         inputs.list("onnx_classes", types.String(), required=False,
                     label="Class names of the ONNX export")
-        inputs.bool("finetune", default=False, label="Fine-tune YOLOX-Nano on these classes",
+        inputs.bool("finetune", default=True, label="Fine-tune YOLOX-Nano on your classes",
                     description="Where the detector does not know most classes, a YOLOX-Nano "
                                 "fine-tuned on your labels (2 folds, out-of-fold predictions) "
-                                "replaces it: the default on a GPU; on a CPU it takes minutes "
-                                "per 100 images (runs delegated)")
+                                "replaces it; minutes on a CPU (runs delegated). Off: the COCO "
+                                "detector's classes are mapped onto yours")
         for step in ("zoom", "overlooked", "cleanlab"):
             inputs.bool(f"run_{step}", default=True, label=f"Run {step}")
         add_shards_input(inputs)
@@ -135,8 +140,8 @@ class GradeLabels(foo.Operator):
         opts = {s: False for s in ("zoom", "overlooked", "cleanlab") if p.get(f"run_{s}") is False}
         if p.get("onnx_path"):
             opts["detector_classes"] = p.get("onnx_classes") or None
-        if p.get("finetune"):
-            opts["finetune"] = True
+        if p.get("finetune") is False:
+            opts["finetune"] = False
 
         num_shards = int(p.get("num_shards") or 1)
         if num_shards > 1:

@@ -28,6 +28,9 @@ def test_default_grade_ranks_injected_errors_on_unknown_classes(raccoon48, tmp_p
     boxes = ds.values("noisy.detections.bounding_box", unwind=True)
     rep = grade(ds, "noisy")
     assert ds.values("noisy.detections.bounding_box", unwind=True) == boxes
+    # no shipped detector knows raccoons: YOLOX-Nano is fine-tuned on them (on a CPU too)
+    assert "finetune" in rep.reports and rep.pred_field == "lg_predictions"
+    assert set(ds.distinct("lg_predictions.detections.label")) <= {"raccoon"}
     ens = rep.reports["ensemble"].info
     assert ens["default_model_fit"]["fits"] is False
     assert "boxgrader" in ens["self_supervised"]["judges"]
@@ -43,8 +46,8 @@ def test_default_grade_ranks_injected_errors_on_unknown_classes(raccoon48, tmp_p
         got[issue] = ev.auroc(truth[sel] == issue, np.nan_to_num(s[sel], nan=0.0))
     pct, _ = label_percentiles(ds, "noisy")
     shipped = ev.auroc(err, np.nan_to_num(default_model_scores(pct, "any")[0], nan=0.0))
-    # 48 images, ~70 boxes: little to learn from. Measured: any 0.725 (the shipped model on the
-    # same scores 0.726), badloc 0.90, spurious 0.88, duplicate 0.95.
-    assert got["any"] >= 0.7 and got["any"] >= shipped - 0.03, (got, shipped)
+    # 48 images, ~70 boxes: little to learn from. Measured (2026-12-08): any 0.949 (the shipped
+    # model on the same scores 0.806), badloc 0.993, spurious 0.915, duplicate 0.972.
+    assert got["any"] >= 0.85 and got["any"] >= shipped - 0.03, (got, shipped)
     for issue in ("badloc", "spurious", "duplicate"):
-        assert got[issue] > 0.75, (issue, got)
+        assert got[issue] > 0.85, (issue, got)

@@ -10,7 +10,7 @@ pytest.importorskip("onnx2torch")
 
 from conftest import raccoon_subset, shared_path  # noqa: E402
 
-from grader.detectors.finetune import (FinetuneSettings, TrainingImages, crossfit_detector,  # noqa: E402
+from grader.detectors.finetune import (FinetuneSettings, crossfit_detector,  # noqa: E402
                                        load_training_images, simota_assign, train_fold)
 from grader.detectors.torch_yolox import TorchYolox, decode  # noqa: E402
 
@@ -137,20 +137,35 @@ def test_crossfit_writes_out_of_fold_predictions_and_reuses_checkpoints(tmp_path
         ds.delete()
 
 
-def test_grade_fine_tunes_on_request_and_says_why_not_by_default(tmp_path, monkeypatch):
-    from grader.pipeline import grade
+def test_grade_fine_tunes_where_no_shipped_detector_knows_the_classes(tmp_path, monkeypatch,
+                                                                     coco128_base):
+    from grader.pipeline import grade, will_finetune
 
     monkeypatch.setenv("LABEL_GRADER_CACHE", str(tmp_path / "cache"))
     ds = raccoon_subset(8, "ft-grade")
     try:
+        # what the App's grade operator asks before it decides to delegate the run
+        assert will_finetune(ds) and not will_finetune(coco128_base)
+        assert not will_finetune(ds, finetune=False) and not will_finetune(ds, pred_field="p")
+        assert not will_finetune(ds, detector="yolov3-tiny") and will_finetune(coco128_base, finetune=True)
         off = dict(zoom=False, overlooked=False, boxgrader=False, ensemble=False, cleanlab=False,
                    consistency=False)
         g = grade(ds, detector_classes=None, detector=None, **off)
         assert "finetune" in g.not_run
+        # the opt-out: the COCO detector predicts, its own class names
+        g = grade(ds, finetune=False, **off)
+        assert "finetune" in g.not_run and "detector" in g.reports
+        assert set(ds.distinct("lg_predictions.detections.label")) - {"raccoon"}  # COCO names
         if not torch.cuda.is_available():
+            # the default on classes no shipped detector knows, on a CPU too, each fold model
+            # trained on at most FINETUNE_CPU_MAX_IMAGES images
+            monkeypatch.setattr("grader.pipeline.FINETUNE_CPU_MAX_IMAGES", 3)
             g = grade(ds, **off)
-            assert "no GPU" in g.not_run["finetune"] and "detector" in g.reports
-            assert set(ds.distinct("lg_predictions.detections.label")) - {"raccoon"}  # COCO names
+            info = g.reports["finetune"].info
+            assert g.not_run.get("detector") == "predictions given" and info["device"] == "cpu"
+            assert info["settings"]["max_images"] == 3
+            assert [t["images"] for t in info["trained"]] == [3, 3]
+            assert set(ds.distinct("lg_predictions.detections.label")) <= {"raccoon"}
         g = grade(ds, finetune={"epochs": 1, "batch_size": 4, "input_size": 224, "min_size": 224,
                                 "device": "cpu", "conf_threshold": 0.001},
                   **{**off, "cleanlab": {}, "overlooked": {}})

@@ -350,7 +350,8 @@ def crossfit_detector(collection, gt_field: str = "ground_truth", label_field: s
     key = _cache_key(collection, gt_field, classes, st, fold_ids)
     root = os.path.join(cache_root(), key)
     report = RunReport(judge="detector:yolox-nano-finetuned")
-    report.info.update({"classes": classes, "folds": st.folds, "checkpoints": root,
+    report.info.update({"classes": classes, "folds": st.folds, "settings": st.key(),
+                        "checkpoints": root,
                         "device": st.device or default_device(), "trained": [], "reused": []})
     total_steps = st.folds * st.epochs * max(1, math.ceil(
         min(st.max_images, len(ids) - len(ids) // st.folds) / st.batch_size))
