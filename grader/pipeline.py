@@ -100,6 +100,9 @@ FINETUNE_MAX_KNOWN = 0.5
 #: images (a random sample of the other folds'): training time stays bounded (about 3 min on 2
 #: cores) however large the dataset; every image is still predicted.
 FINETUNE_CPU_MAX_IMAGES = 200
+#: Fewer images than this and grade() does not fine-tune unless asked: each fold model would
+#: learn from a handful of images (and 2 folds need at least 4).
+FINETUNE_MIN_IMAGES = 20
 
 
 def _can_finetune(ctx: GradeContext) -> str | None:
@@ -121,6 +124,9 @@ def _finetune_blocker(collection, gt_field: str, options: dict[str, Any],
         return f"no labels in '{gt_field}'"
     if share >= FINETUNE_MAX_KNOWN and not explicit:
         return f"the shipped detector knows {share:.0%} of these labels' classes"
+    if not explicit and len(collection) < FINETUNE_MIN_IMAGES:
+        return (f"{len(collection)} images: fewer than {FINETUNE_MIN_IMAGES} to fine-tune a "
+                f"detector on (finetune=True runs it anyway)")
     if not torch_yolox.available():
         return "torch and onnx2torch are needed to fine-tune (pip install onnx2torch)"
     return None

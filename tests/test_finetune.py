@@ -144,12 +144,16 @@ def test_grade_fine_tunes_where_no_shipped_detector_knows_the_classes(tmp_path, 
     monkeypatch.setenv("LABEL_GRADER_CACHE", str(tmp_path / "cache"))
     ds = raccoon_subset(8, "ft-grade")
     try:
+        off = dict(zoom=False, overlooked=False, boxgrader=False, ensemble=False, cleanlab=False,
+                   consistency=False)
+        # 8 images: too few to fine-tune on unless asked
+        assert not will_finetune(ds) and will_finetune(ds, finetune=True)
+        assert "fewer than 20" in grade(ds, **off).not_run["finetune"]
+        monkeypatch.setattr("grader.pipeline.FINETUNE_MIN_IMAGES", 4)
         # what the App's grade operator asks before it decides to delegate the run
         assert will_finetune(ds) and not will_finetune(coco128_base)
         assert not will_finetune(ds, finetune=False) and not will_finetune(ds, pred_field="p")
         assert not will_finetune(ds, detector="yolov3-tiny") and will_finetune(coco128_base, finetune=True)
-        off = dict(zoom=False, overlooked=False, boxgrader=False, ensemble=False, cleanlab=False,
-                   consistency=False)
         g = grade(ds, detector_classes=None, detector=None, **off)
         assert "finetune" in g.not_run
         # the opt-out: the COCO detector predicts, its own class names
