@@ -274,7 +274,8 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--grade-kw", type=json.loads, default={},
                     help='grade() options as JSON, e.g. \'{"finetune": {"epochs": 10}}\' (a '
-                         'YOLOX-Nano fine-tuned on the classes, the default on a GPU)')
+                         'YOLOX-Nano fine-tuned on the classes, the default where none knows them; '
+                         '{"finetune": false} runs the COCO detector instead)')
     args = ap.parse_args(argv)
     with bench_db():
         for name in args.data:
