@@ -97,8 +97,9 @@ def _run_detector_step(ctx: GradeContext) -> RunReport:
 #: on the labels' own classes (out-of-fold predictions) instead of predicting COCO's classes.
 FINETUNE_MAX_KNOWN = 0.5
 #: On a CPU, unless the caller sets ``max_images``, each fold model trains on at most this many
-#: images (a random sample of the other folds'): training time stays bounded (about 3 min on 2
-#: cores) however large the dataset; every image is still predicted.
+#: images (a random sample of the other folds'): training time stays bounded however large the
+#: dataset (raccoon's 100 images per fold: 163-177 s for both folds on one thread, training and
+#: predicting; about twice that at the cap); every image is still predicted.
 FINETUNE_CPU_MAX_IMAGES = 200
 #: Fewer images than this and grade() does not fine-tune unless asked: each fold model would
 #: learn from a handful of images (and 2 folds need at least 4).
