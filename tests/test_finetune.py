@@ -2,6 +2,8 @@
 predictions on a class no shipped detector knows, and grade()'s finetune step."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -154,6 +156,17 @@ def test_grade_fine_tunes_where_no_shipped_detector_knows_the_classes(tmp_path, 
         assert will_finetune(ds) and not will_finetune(coco128_base)
         assert not will_finetune(ds, finetune=False) and not will_finetune(ds, pred_field="p")
         assert not will_finetune(ds, detector="yolov3-tiny") and will_finetune(coco128_base, finetune=True)
+        import fiftyone.operators as foo
+
+        op = foo.get_operator("@label-grader/label-grader/grade_labels")
+        # (the box grader's training delegates these runs too: left out here)
+        monkeypatch.setitem(op.resolve_delegation.__func__.__globals__, "will_train_boxgrader",
+                            lambda *a, **k: False)
+        ctx = lambda **p: SimpleNamespace(params={"target": "DATASET", **p}, view=None, dataset=ds,
+                                          selected=[])
+        assert op.resolve_delegation(ctx()) and op.resolve_delegation(ctx(finetune=True))
+        assert not op.resolve_delegation(ctx(finetune=False))
+        assert not op.resolve_delegation(ctx(detector="none"))
         g = grade(ds, detector_classes=None, detector=None, **off)
         assert "finetune" in g.not_run
         # the opt-out: the COCO detector predicts, its own class names
