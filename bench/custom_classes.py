@@ -19,6 +19,9 @@ Datasets (all are development data; choose defaults on them, never on coco128-va
 - ``coco128-custom``: coco128 with its 80 classes merged into 8 names no detector uses
   (:data:`TAXONOMY`: vehicles, animals, food, tableware, ...), so every class-name match with
   the shipped detector and box grader is gone while the pixels stay real.
+- ``coco128-all-custom`` (``--data coco128-all-custom``, not a default; report only, never for
+  choosing defaults: it holds coco128-val): coco128 and coco128-val (256 images, 1837 boxes)
+  merged as ``coco128-custom``, twice the images per fold for a detector fine-tuned on them.
 - ``coco128-mixed`` (``--data coco128-mixed``, not a default): half-known labels, as a user who
   adds classes of their own to COCO's: the groups of :data:`MIXED_KEEP` keep their COCO names
   (58 % of the boxes: person, vehicles, animals, tableware), the rest are merged as in
@@ -86,8 +89,12 @@ def load(name: str):
         return ds
     if name == "coco128-upside-down":
         return _upside_down(H.load("coco128", "C-bench-coco128-upside-down"))
-    if name in ("coco128-custom", "coco128-mixed"):
+    if name in ("coco128-custom", "coco128-mixed", "coco128-all-custom"):
         ds = H.load("coco128", f"C-bench-{name}")
+        if name == "coco128-all-custom":   # + coco128-val's 128 images (report only)
+            val = H.load("coco128-val", "C-bench-coco128-val-part")
+            ds.add_samples(val)
+            val.delete()
         keep = MIXED_KEEP if name == "coco128-mixed" else ()
         to = {c: (c if new in keep else new) for new, olds in TAXONOMY.items() for c in olds}
         labels = ds.values("ground_truth.detections.label")
@@ -266,7 +273,8 @@ def print_table(name: str, acc: dict, args) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", nargs="+", default=["raccoon", "coco128-custom"],
-                    choices=["raccoon", "coco128-custom", "coco128-mixed", "coco128-voc", "pennfudan",
+                    choices=["raccoon", "coco128-custom", "coco128-all-custom", "coco128-mixed",
+                             "coco128-voc", "pennfudan",
                              "coco128-upside-down"])
     ap.add_argument("--rate", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
