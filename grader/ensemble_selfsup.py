@@ -186,6 +186,9 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 #: (bench/custom_classes.py --data raccoon coco128-custom --repeats 2) one choice changed:
 #: coco128-custom seed 1, spurious, logistic 0.978 against the shipped model 0.977, and the
 #: 2-seed ensemble_spurious went 0.995 (AP 0.945) -> 0.992 (0.943); raccoon is unchanged.
+#: The shipped model must beat the single score by as much (it was fitted on other classes):
+#: coco128 + coco128-val in made-up classes (--data coco128-all-custom, seed 0), spurious,
+#: shipped model 0.979 against the single score 0.976 on the copy, then 0.955 against 0.993.
 FIT_MIN_GAIN = 0.005
 
 
@@ -240,13 +243,17 @@ def select_models(data: Mapping[str, Any], issues: Sequence[str], prior: Mapping
                 for c in cv:
                     cv[c].append(_auc(y[te], oof[c][te]))
             mean = {c: float(np.nanmean(a)) if a else float("nan") for c, a in cv.items()}
-            # Ties go to what needs no fitting: the single score, then the shipped model; a
-            # model fitted on the copy must beat the better of them by FIT_MIN_GAIN.
+            # Ties go to what needs no fitting: the single score, then the shipped model. The
+            # shipped model was fitted on other classes and a model fitted on the copy on a few
+            # dozen injected errors: each must beat what it would replace by FIT_MIN_GAIN --
+            # the shipped model the single score, a fitted model the better of those two.
             rank = {"single": 2, "default_model": 1}
             key = lambda c: (round(_finite_or(mean[c], -1.0), 3), rank.get(c, 0))
             chosen = max(mean, key=key)
-            plain = max((c for c in mean if not c.startswith("self:")), key=key)
-            if chosen.startswith("self:") and _finite_or(mean[plain], -1.0) >= mean[chosen] - FIT_MIN_GAIN:
+            plain = "single"
+            if _finite_or(mean.get("default_model"), -1.0) > _finite_or(mean["single"], -1.0) + FIT_MIN_GAIN:
+                plain = "default_model"
+            if chosen != plain and _finite_or(mean[plain], -1.0) >= mean[chosen] - FIT_MIN_GAIN:
                 chosen = plain
             entry: dict[str, Any] = {"chosen": chosen, "issue": issue, "n_pos": int(y.sum()),
                                      "n_clean": int((1 - y).sum()),
