@@ -343,6 +343,19 @@ def suppress_other_class(cand_xyxy: np.ndarray, cand_labels, gt_xyxy: np.ndarray
     return np.where(other, iou_matrix(cand_xyxy, gt_xyxy), 0.0).max(1) < other_iou
 
 
+def candidate_labels(cands: Candidates, det_classes: Sequence[str],
+                     class_map: ClassMap | None = None,
+                     class_probs: np.ndarray | None = None) -> list[str]:
+    """Each candidate's class name: the detector's, or with ``class_map`` the dataset class
+    its detector classes point at (``class_probs``, ``(n, C)`` over ``class_map.classes``,
+    picks it instead where given)."""
+    if class_map is None:
+        return [det_classes[c] for c in cands.cls]
+    pick = class_map.class_scores(cands.probs) if class_probs is None else class_probs
+    best = np.asarray(pick).argmax(1) if len(cands.cls) else np.zeros(0, int)
+    return [class_map.classes[c] for c in best]
+
+
 def score_image(cands: Candidates, det_classes: Sequence[str], gt_xyxy: np.ndarray, gt_labels,
                 *, class_map: ClassMap | None = None, class_probs: np.ndarray | None = None,
                 gt_iou: float = 0.3, dup_iou: float = 0.7, one_to_one: bool = True,
@@ -360,12 +373,8 @@ def score_image(cands: Candidates, det_classes: Sequence[str], gt_xyxy: np.ndarr
     """
     keep = unmatched_candidates(cands.xyxy, cands.score, gt_xyxy, gt_iou, dup_iou, one_to_one)
     score = cands.score.copy()
-    if class_map is None:
-        labels = [det_classes[c] for c in cands.cls]
-    else:
-        pick = class_map.class_scores(cands.probs) if class_probs is None else class_probs
-        best = np.asarray(pick).argmax(1) if len(score) else np.zeros(0, int)
-        labels = [class_map.classes[c] for c in best]
+    labels = candidate_labels(cands, det_classes, class_map, class_probs)
+    if class_map is not None:
         score = score * class_map.relevance_of(cands.probs)
     gl = list(gt_labels or [])
     if rank == "duplicate-aware":
@@ -628,15 +637,10 @@ def find_overlooked(collection, gt_field: str = "ground_truth", model: Any = "yo
         from_field = field_candidates(preds, gt, field_classes, conf_threshold, freport)
         use_field = det is None
         if not use_field:
-            def named(c, sid):
-                if class_map is None:
-                    return [det_classes[k] for k in c.cls]
-                p = class_map.class_scores(c.probs) if sid not in head_probs else head_probs[sid]
-                return [class_map.classes[k] for k in np.asarray(p).argmax(1)] if len(c.cls) else []
-
-            r_field = label_recall(from_field, lambda c, sid: [field_classes[k] for k in c.cls],
+            r_field = label_recall(from_field, lambda c, sid: candidate_labels(c, field_classes),
                                    gt_labels)
-            r_det = label_recall(seen, named, gt_labels)
+            r_det = label_recall(seen, lambda c, sid: candidate_labels(
+                c, det_classes, class_map, head_probs.get(sid)), gt_labels)
             report.info["label_recall"] = {pred_field: round(r_field, 4),
                                            getattr(det, "name", "detector"): round(r_det, 4)}
             use_field = r_field >= r_det
