@@ -79,6 +79,18 @@ def _review_panel_refreshes(ctx) -> list:
     return refresh_requests(ctx)
 
 
+def _grade_args(params) -> tuple:
+    """(detector, pred_field, other grade() options) from the grade form's parameters: what
+    ``execute`` runs and ``resolve_delegation`` asks about."""
+    det = params.get("onnx_path") or params.get("detector", DEFAULT_DETECTOR)
+    opts = {s: False for s in ("zoom", "overlooked", "cleanlab") if params.get(f"run_{s}") is False}
+    if params.get("onnx_path"):
+        opts["detector_classes"] = params.get("onnx_classes") or None
+    if params.get("finetune") is False:
+        opts["finetune"] = False
+    return (None if det == "none" else det), (params.get("pred_field") or None), opts
+
+
 class GradeLabels(foo.Operator):
     @property
     def config(self):
@@ -100,12 +112,9 @@ class GradeLabels(foo.Operator):
         except ValueError:  # a missing / wrong field is reported by execute(), not here
             return False
         # Fine-tuning YOLOX-Nano on the labels' classes too (minutes on a CPU).
-        opts = {"finetune": False} if ctx.params.get("finetune") is False else {}
-        if ctx.params.get("pred_field"):
-            opts["pred_field"] = ctx.params["pred_field"]
-        if ctx.params.get("onnx_path") or ctx.params.get("detector", DEFAULT_DETECTOR) != DEFAULT_DETECTOR:
-            opts["detector"] = None
-        return will_finetune(view, gt, **opts) or will_train_boxgrader(view, gt)
+        det, pred, opts = _grade_args(ctx.params)
+        return (will_finetune(view, gt, pred_field=pred, detector=det, **opts)
+                or will_train_boxgrader(view, gt))
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -135,28 +144,22 @@ class GradeLabels(foo.Operator):
 
     def execute(self, ctx):
         p = dict(ctx.params)
-        det = p.get("onnx_path") or p.get("detector", DEFAULT_DETECTOR)
-        det = None if det == "none" else det
-        opts = {s: False for s in ("zoom", "overlooked", "cleanlab") if p.get(f"run_{s}") is False}
-        if p.get("onnx_path"):
-            opts["detector_classes"] = p.get("onnx_classes") or None
-        if p.get("finetune") is False:
-            opts["finetune"] = False
+        det, pred, opts = _grade_args(p)
 
         num_shards = int(p.get("num_shards") or 1)
         if num_shards > 1:
             # Per-image judges: one delegated op per shard; the last shard runs the rest.
             view = target_view(ctx)
-            plan = plan_grade(view, num_shards, p.get("gt_field", "ground_truth"),
-                              p.get("pred_field") or None, detector=det, **opts)
+            plan = plan_grade(view, num_shards, p.get("gt_field", "ground_truth"), pred,
+                              detector=det, **opts)
             ops = queue_shards(view, "grade_labels_shard", plan)
             return {"summary": f"queued {len(ops)} shards (plan {plan['_id']})",
                     "not_run": {}, "reports": {},
                     "plan_id": plan["_id"], "delegated_operation_ids": ops}
 
         def run(progress) -> dict:
-            report = grade(target_view(ctx), p.get("gt_field", "ground_truth"),
-                           p.get("pred_field") or None, detector=det, progress=progress, **opts)
+            report = grade(target_view(ctx), p.get("gt_field", "ground_truth"), pred,
+                           detector=det, progress=progress, **opts)
             return {"summary": report.summary(), **report.to_dict()}
 
         if _from_app(ctx):
