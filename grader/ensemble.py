@@ -51,7 +51,7 @@ from .ensemble_prior import (adapt_to_prevalence, default_model_scores, one_issu
 from .ensemble_reviews import extend_with_reviews, review_rows, summary
 from .ensemble_selfsup import (apply_selection, collect_injected, select_models,
                                selection_from_json, selection_to_json)
-from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstention, logit,
+from .score_stats import (DEFAULT_PLUS, abstaining_percentiles, floor_as_abstention, logit, platt,
                           percentiles, stack_features)
 from .score_stats import finite_or as _finite_or
 from .score_stats import make_model as _make_model
@@ -685,12 +685,10 @@ def _calibrate_composed(p: np.ndarray, model: dict) -> np.ndarray:
     """The higher of two probabilities reads high; the shipped model's ``any_composition``
     Platt scaling (``sigmoid(a logit(p) + b)``, fitted on graded coco128 by
     ``bench/fit_default_ensemble.py calibrate-any``) takes that back. Ranks are unchanged."""
-    platt = (model.get("any_composition") or {}).get("platt")
-    if not platt:
+    scale = (model.get("any_composition") or {}).get("platt")
+    if not scale:
         return p
-    q = np.clip(p, 1e-6, 1 - 1e-6)
-    z = float(platt["a"]) * np.log(q / (1 - q)) + float(platt["b"])
-    return np.where(np.isfinite(p), 1.0 / (1.0 + np.exp(-z)), np.nan)
+    return platt(p, float(scale["a"]), float(scale["b"]))
 
 
 #: The cross-class duplicate score (grader.judges.consistency) and the issues it is fused into.

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .score_stats import finite_or as _finite_or
-from .score_stats import abstaining_percentiles, logit, sigmoid, stack_features
+from .score_stats import abstaining_percentiles, logit, platt, sigmoid, stack_features
 from .score_stats import make_model as _make_model
 from .parallel import one_thread as _one_thread
 from .evaluate import auroc, present_score_specs, read_label_scores
@@ -285,8 +285,7 @@ def _platt(scores: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _calibrated(entry: Mapping[str, Any], s: np.ndarray) -> np.ndarray:
     a, b = entry.get("platt", (1.0, 0.0))
-    out = sigmoid(a * logit(s) + b)
-    return np.where(np.isfinite(s), out, np.nan)
+    return platt(s, a, b)
 
 
 class StoredLogistic:

@@ -53,10 +53,25 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities clipped to [1e-4, 1 - 1e-4]; NaN (no opinion) counts as 0.5."""
-    p = np.clip(np.where(np.isfinite(p), p, 0.5), 1e-4, 1 - 1e-4)
+def logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Log-odds of probabilities clipped to [eps, 1 - eps]; NaN (no opinion) counts as 0.5."""
+    p = np.clip(np.where(np.isfinite(p), p, 0.5), eps, 1 - eps)
     return np.log(p / (1 - p))
+
+
+#: How far :func:`platt` lets log-odds go: only probabilities this close to 0 or 1 tie.
+PLATT_EPS = 1e-12
+
+
+def platt(p: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Platt scaling ``sigmoid(a logit(p) + b)`` of probabilities ``p`` (NaN stays NaN); for
+    ``a > 0`` it keeps their order. The log-odds are clipped only at :data:`PLATT_EPS`, not at
+    the features' 1e-4: the shipped model reads a dataset of classes it never saw with
+    probabilities far below that (coco128-custom, seed 1: spurious at most 0.046 and mostly
+    under 1e-4), and the clip tied them, injected spurious boxes among them (847 distinct
+    scores became 56; AUROC 0.994 -> 0.965)."""
+    p = np.asarray(p, dtype=float)
+    return np.where(np.isfinite(p), sigmoid(a * logit(p, PLATT_EPS) + b), np.nan)
 
 
 def stack_features(pct: dict[str, np.ndarray],

@@ -711,3 +711,34 @@ def test_the_shipped_model_must_beat_the_single_score_by_a_margin_on_data_it_was
     assert ss.select_models(data, ["spurious"], prior={})["spurious"]["chosen"] == "single"
     monkeypatch.setattr(ss, "FIT_MIN_GAIN", max(gain - 0.002, 0.0))
     assert ss.select_models(data, ["spurious"], prior={})["spurious"]["chosen"] == "default_model"
+
+
+def test_a_choice_keeps_the_order_of_probabilities_far_below_the_feature_clip():
+    """The shipped model reads classes it never saw with tiny probabilities (coco128-custom:
+    spurious mostly under 1e-4); the choice's Platt scale must keep their order, not tie them
+    at the features' clip. Before, 847 distinct scores became 56 and AUROC fell 0.994 -> 0.965."""
+    from grader.ensemble import _calibrate_composed
+    from grader.ensemble_selfsup import apply_selection
+    from grader.evaluate import auroc
+    from grader.score_stats import platt
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.zeros(n, dtype=bool)
+    y[:20] = True
+    # log-odds between -25 and -11: every probability under 1e-4, errors higher than the rest
+    z = rng.uniform(-25, -14, n) + 3.0 * y
+    p = 1.0 / (1.0 + np.exp(-z))
+    assert p.max() < 1e-4
+    q = platt(np.where(np.arange(n) == 5, np.nan, p), 1.3, 8.2)
+    assert np.isnan(q[5]) and np.isfinite(np.delete(q, 5)).all()
+    assert len(np.unique(np.delete(q, 5))) == n - 1
+    keep = np.arange(n) != 5
+    assert auroc(y[keep], q[keep]) == pytest.approx(auroc(y[keep], p[keep]), abs=1e-9)
+
+    entry = {"chosen": "single", "issue": "spurious", "score": "j:s", "cv_auroc": {},
+             "platt": (1.3, 8.2)}
+    s, _ = apply_selection(entry, {"j:s": p})
+    assert np.array_equal(np.argsort(s, kind="stable"), np.argsort(p, kind="stable"))
+    composed = _calibrate_composed(p, {"any_composition": {"platt": {"a": 0.8, "b": -1.0}}})
+    assert np.array_equal(np.argsort(composed, kind="stable"), np.argsort(p, kind="stable"))
