@@ -139,6 +139,7 @@ def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed:
     fields = [gt_field] + ([pred_field] if pred_field else [])
     cols: dict[str, list[np.ndarray]] = {}
     truth, groups, injected = [], [], []
+    image_group: dict[str, int] = {}
     n_seen = 0
     for r in range(rounds):
         if progress is not None:
@@ -155,6 +156,7 @@ def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed:
             specs = [s for s in present_score_specs(tmp, SELFSUP_FIELD) if s.judge in judges]
             ls = read_label_scores(tmp, SELFSUP_FIELD, truth_attr=TRUTH_ATTR, specs=specs,
                                    trusted_tag="")
+            path_of = dict(zip(*tmp.values(["id", "filepath"])))
         finally:
             tmp.delete()
         n = len(ls.label_ids)
@@ -165,8 +167,9 @@ def collect_injected(collection, gt_field: str, pred_field: str | None, *, seed:
             if name not in ls.columns:
                 cols[name].append(np.full(n, np.nan))
         truth += [t if t is not None else CLEAN for t in ls.truth]
-        img = {s: i for i, s in enumerate(dict.fromkeys(ls.sample_ids))}
-        groups += [r * 10 ** 7 + img[s] for s in ls.sample_ids]
+        # one group per image across rounds: a clean label carries the same scores into every
+        # copy, so a fold must not see it while another holds it out
+        groups += [image_group.setdefault(path_of[s], len(image_group)) for s in ls.sample_ids]
         n_seen += n
     return {"pct": {k: np.concatenate(v) for k, v in cols.items()},
             "truth": np.array(truth, dtype=object), "groups": np.array(groups),

@@ -742,3 +742,20 @@ def test_a_choice_keeps_the_order_of_probabilities_far_below_the_feature_clip():
     assert np.array_equal(np.argsort(s, kind="stable"), np.argsort(p, kind="stable"))
     composed = _calibrate_composed(p, {"any_composition": {"platt": {"a": 0.8, "b": -1.0}}})
     assert np.array_equal(np.argsort(composed, kind="stable"), np.argsort(p, kind="stable"))
+
+
+def test_copies_fold_by_image_across_rounds(noisy):
+    """Each round of the injected copy is a new clone (new sample ids), and a clean label
+    carries the same scores into every round: the cross-validation must hold out an image's
+    labels of all rounds together, or a fold is scored on labels it was fitted on."""
+    from grader.ensemble_selfsup import collect_injected
+    from grader.judges.consistency import run_consistency
+
+    run_consistency(noisy, "noisy")
+    data = collect_injected(noisy, "noisy", None, rounds=2, seed=0)
+    assert data["rounds"] == 2
+    groups = np.asarray(data["groups"])
+    n_images = len(noisy)
+    # every image is one group over both rounds (not one per image and round)
+    assert len(groups) > 1.5 * noisy.count("noisy.detections")
+    assert len(set(groups.tolist())) == n_images
