@@ -661,7 +661,7 @@ def test_self_fit_offers_trees_only_for_any():
 
 
 def test_a_model_fitted_on_the_copy_must_beat_the_single_score_by_a_margin(monkeypatch):
-    """FIT_MIN_GAIN: where two scores each carry half of an issue, the logistic model beats
+    """FITTED_MIN_GAIN: where two scores each carry half of an issue, the logistic model beats
     either alone and is chosen; asked for a larger gain than it has, the single score is."""
     import grader.ensemble_selfsup as ss
 
@@ -677,8 +677,8 @@ def test_a_model_fitted_on_the_copy_must_beat_the_single_score_by_a_margin(monke
     data = {"pct": pct, "truth": truth, "groups": np.arange(n) // 6}
     sel = ss.select_models(data, ["badloc"], prior=None)["badloc"]
     gain = sel["cv_auroc"]["self:logistic"] - sel["cv_auroc"]["single"]
-    assert sel["chosen"] == "self:logistic" and gain > ss.FIT_MIN_GAIN, sel
-    monkeypatch.setattr(ss, "FIT_MIN_GAIN", gain + 0.01)
+    assert sel["chosen"] == "self:logistic" and gain > ss.FITTED_MIN_GAIN, sel
+    monkeypatch.setattr(ss, "FITTED_MIN_GAIN", gain + 0.01)
     assert ss.select_models(data, ["badloc"], prior=None)["badloc"]["chosen"] == "single"
 
 
