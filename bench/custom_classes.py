@@ -177,6 +177,7 @@ def run(name: str, args) -> dict:
             acc[err, "shipped_auroc"].append(shipped.get(err, float("nan")))
             acc[err, "ens_auroc"].append(_f(e["auroc"]) if e else float("nan"))
             acc[err, "ens_ap"].append(_f(e["ap"]) if e else float("nan"))
+            acc[err, "ens_ece"].append(_f(e["ece"]) if e and "ece" in e else float("nan"))
             acc[err, "best_auroc"].append(_f(bv["auroc"]))
             acc[err, "best_ap"].append(max(_f(v["ap"]) for v in singles.values()))
             acc[err, "best_name"].append(bn)
@@ -242,9 +243,10 @@ def _shipped_model_auroc(ds) -> dict[str, float]:
 def print_table(name: str, acc: dict, args) -> None:
     from grader.scores import GT_ISSUES
 
-    print(f"\n== {name}: AUROC (AP), all labels, mean over {args.repeats} seeds ==")
+    print(f"\n== {name}: AUROC (AP), all labels, mean over {args.repeats} seeds; ECE: of "
+          "ensemble_* read as a probability (10 bins) ==")
     print(f"{'error':>10s} {'ensemble_*':>16s} {'best single':>16s} {'ens-best':>9s} "
-          f"{'shipped model':>14s}  best single judge")
+          f"{'shipped model':>14s} {'ECE':>6s}  best single judge")
     for err in list(GT_ISSUES) + ["any"]:
         if (err, "ens_auroc") not in acc:
             continue
@@ -252,7 +254,7 @@ def print_table(name: str, acc: dict, args) -> None:
         bn = max(set(acc[err, "best_name"]), key=acc[err, "best_name"].count)
         print(f"{err:>10s} {m('ens_auroc'):7.3f} ({m('ens_ap'):.3f}) {m('best_auroc'):7.3f} "
               f"({m('best_ap'):.3f}) {m('ens_auroc') - m('best_auroc'):+9.3f} "
-              f"{m('shipped_auroc'):14.3f}  {bn}")
+              f"{m('shipped_auroc'):14.3f} {m('ens_ece'):6.3f}  {bn}")
     for key, v in sorted((k, v) for k, v in acc.items() if k[0] == "overlooked"):
         print(H.recall_line(f"overlooked {key[1]:34s}", v, width=0))
     split = [(k, v) for k, v in acc.items() if len(k) == 2 and k[1] in ("known", "unknown")]
