@@ -660,13 +660,8 @@ def test_self_fit_offers_trees_only_for_any():
     assert s[truth == "badloc"].mean() > s[truth == CLEAN].mean() + 0.2
 
 
-def test_a_model_fitted_on_the_copy_must_beat_the_single_score_by_a_margin(monkeypatch):
-    """FIT_MIN_GAIN: where two scores each carry half of an issue, the logistic model beats
-    either alone and is chosen; asked for a larger gain than it has, the single score is."""
-    import grader.ensemble_selfsup as ss
-
-    rng = np.random.default_rng(5)
-    n = 900
+def _half_each_copy(rng, n: int = 900) -> dict:
+    """A copy's data where two scores each carry half of the injected badloc boxes."""
     truth = np.array([CLEAN] * n, dtype=object)
     err = rng.choice(n, 150, replace=False)
     truth[err] = "badloc"
@@ -674,7 +669,15 @@ def test_a_model_fitted_on_the_copy_must_beat_the_single_score_by_a_margin(monke
     half[err[:75]] = True
     pct = {"a:one": np.clip(rng.uniform(size=n) * 0.5 + 0.5 * half, 0, 1),
            "b:other": np.clip(rng.uniform(size=n) * 0.5 + 0.5 * ((truth == "badloc") & ~half), 0, 1)}
-    data = {"pct": pct, "truth": truth, "groups": np.arange(n) // 6}
+    return {"pct": pct, "truth": truth, "groups": np.arange(n) // 6}
+
+
+def test_a_model_fitted_on_the_copy_must_beat_the_single_score_by_a_margin(monkeypatch):
+    """FIT_MIN_GAIN: where two scores each carry half of an issue, the logistic model beats
+    either alone and is chosen; asked for a larger gain than it has, the single score is."""
+    import grader.ensemble_selfsup as ss
+
+    data = _half_each_copy(np.random.default_rng(5))
     sel = ss.select_models(data, ["badloc"], prior=None)["badloc"]
     gain = sel["cv_auroc"]["self:logistic"] - sel["cv_auroc"]["single"]
     assert sel["chosen"] == "self:logistic" and gain > ss.FIT_MIN_GAIN, sel
@@ -691,20 +694,13 @@ def test_a_model_fitted_on_the_copy_must_beat_the_shipped_model_by_a_larger_marg
     import grader.ensemble_selfsup as ss
 
     rng = np.random.default_rng(5)
-    n = 900
-    truth = np.array([CLEAN] * n, dtype=object)
-    err = rng.choice(n, 150, replace=False)
-    truth[err] = "badloc"
-    half = np.zeros(n, bool)
-    half[err[:75]] = True
-    pct = {"a:one": np.clip(rng.uniform(size=n) * 0.5 + 0.5 * half, 0, 1),
-           "b:other": np.clip(rng.uniform(size=n) * 0.5 + 0.5 * ((truth == "badloc") & ~half), 0, 1)}
+    data = _half_each_copy(rng)
+    n = len(data["truth"])
     # the shipped model: the two scores' mean, a little noisier than the fitted model
     noise = rng.normal(0, 0.05, n)
     monkeypatch.setattr(ep, "default_model_scores",
                         lambda p, issue, prior=None, **k: ((p["a:one"] + p["b:other"]) / 2
                                                            + noise[:len(p["a:one"])], {}))
-    data = {"pct": pct, "truth": truth, "groups": np.arange(n) // 6}
     sel = ss.select_models(data, ["badloc"], prior={})["badloc"]
     cv = sel["cv_auroc"]
     lead = cv["self:logistic"] - cv["default_model"]
