@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .score_stats import sigmoid
+from .score_stats import logit, sigmoid
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "models" / "default_ensemble.json"
 
@@ -261,8 +261,7 @@ def adapt_to_prevalence(p: np.ndarray, train_rate: float, max_iter: int = 200,
         fit[n_estimate:] = False
     if not fit.any() or not 0 < train_rate < 1:
         return p, float(train_rate)
-    x = np.clip(p[ok], 1e-9, 1 - 1e-9)
-    z = np.log(x / (1.0 - x))
+    z = logit(p[ok], 1e-9)
     zf = z[fit[ok]]
     z_train = np.log(train_rate / (1.0 - train_rate))
     lo, hi = PREVALENCE_BOUNDS
